@@ -1,0 +1,30 @@
+//! The pure core of keyshift: every decision, no I/O, no async.
+//!
+//! A record's journey through the core, in the order the modules appear:
+//!
+//! - [`workload`] generates keys (`location_<n>`, Zipf exactly like Go's `rand.NewZipf`, the
+//!   seed's targeted generator) on an open-loop [`workload::Schedule`].
+//! - [`hash`] is Kafka's own default partitioner (murmur2, bit-exact with the Java client) and
+//!   the seed's FNV-1a; cold keys land where any Kafka client would put them.
+//! - [`sketch`] finds the hot keys: [`sketch::SpaceSaving`] (O(1) stream-summary) and the seed's
+//!   [`sketch::LossyCounter`], both with a rate view that follows a shifting workload.
+//! - [`strategy`] turns a key into a partition: `hash`, `slops`, `keyshift`, `pkg`,
+//!   `unordered`, each behind the [`strategy::Strategy`] trait, with hot keys held in a
+//!   [`strategy::RouteTable`].
+//! - [`protocol`] keeps per-key order when a key moves: the producer side
+//!   ([`protocol::Migrator`] decides when to write a fence and which records carry a
+//!   [`protocol::RouteHeader`]) and the consumer side ([`protocol::OrderGate`] decides which
+//!   records may be processed and how far each partition may commit).
+//! - [`sim`] runs all of the above as a deterministic discrete-event simulation and reports
+//!   latency, balance, migrations and order; [`stats`] holds the shared measures.
+
+pub mod error;
+pub mod hash;
+pub mod protocol;
+pub mod sim;
+pub mod sketch;
+pub mod stats;
+pub mod strategy;
+pub mod workload;
+
+pub use error::ParamError;

@@ -1,0 +1,7 @@
+//! STUB: helper C replaces this.
+/// STUB.
+#[derive(Debug, Default)]
+pub struct Migrator {}
+/// STUB.
+#[derive(Debug, Clone)]
+pub enum Step {}

@@ -1,0 +1,21 @@
+//! The fenced-migration protocol that keeps per-key order when a key changes partition.
+//!
+//! Producer side: the [`Migrator`] sees the partition a strategy chose for each record. When a
+//! key's partition changes from A to B it asks for a fence record on A (header
+//! [`FENCE_HEADER`]); once the fence's offset `f` is known, the key's records go to B carrying
+//! a [`RouteHeader`] `{set, from A, fence f}` ([`ROUTE_HEADER`]). Records of other keys never
+//! wait.
+//!
+//! Consumer side: the [`OrderGate`] releases a record of key K only when every earlier record
+//! of K is processed: earlier ones in its own partition, and, for a routed record, everything
+//! on A up to and including the fence (the group's committed offset of A is > f). It never lets
+//! a partition commit past an unprocessed record, so crashes and rebalances redeliver parked
+//! records and gate them again.
+
+mod gate;
+mod header;
+mod migrator;
+
+pub use gate::{GateRecord, OrderGate, Released};
+pub use header::{FenceHeader, HeaderError, RouteHeader, FENCE_HEADER, ROUTE_HEADER};
+pub use migrator::{Migrator, Step};

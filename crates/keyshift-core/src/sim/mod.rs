@@ -1,0 +1,1 @@
+//! A deterministic discrete-event simulator of producer → partitions → consumers.

@@ -1,0 +1,7 @@
+//! STUB: helper A replaces this.
+/// STUB.
+#[derive(Debug, Clone)]
+pub struct Schedule {}
+/// STUB.
+#[derive(Debug, Clone)]
+pub struct Arrivals {}

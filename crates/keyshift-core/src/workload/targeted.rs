@@ -1,0 +1,4 @@
+//! STUB: helper A replaces this.
+/// STUB.
+#[derive(Debug, Clone)]
+pub struct Targeted {}

@@ -1,0 +1,3 @@
+//! The `keyshift` command line: thin wiring from flags to the libraries.
+
+fn main() {}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command of the README (and of CI, through .ci/run): installs what the tests need,
+# then runs formatting, lint and every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# --all-targets also runs each criterion bench once in test mode, so benches cannot rot.
+cargo test --workspace --all-targets --locked
+cargo test --workspace --doc --locked
