@@ -6,7 +6,7 @@
 mod lossy;
 mod space_saving;
 
-pub use lossy::{LossyConfig, LossyCounter};
+pub use lossy::{BucketReport, LossyConfig, LossyCounter};
 pub use space_saving::SpaceSaving;
 
 /// One tracked key as a sketch sees it.
