@@ -4,7 +4,8 @@
 //! key's partition changes from A to B it asks for a fence record on A (header
 //! [`FENCE_HEADER`]); once the fence's offset `f` is known, the key's records go to B carrying
 //! a [`RouteHeader`] `{set, from A, fence f}` ([`ROUTE_HEADER`]). Records of other keys never
-//! wait.
+//! wait. A fence also carries the route header of the set it closes, so a set that never got a
+//! record (A → B → C while the key's records were held) still orders C after A.
 //!
 //! Consumer side: the [`OrderGate`] releases a record of key K only when every earlier record
 //! of K is processed: earlier ones in its own partition, and, for a routed record, everything
@@ -16,6 +17,6 @@ mod gate;
 mod header;
 mod migrator;
 
-pub use gate::{GateRecord, OrderGate, Released};
+pub use gate::{GateRecord, Offered, OrderGate, PassedFence, Released};
 pub use header::{FenceHeader, HeaderError, RouteHeader, FENCE_HEADER, ROUTE_HEADER};
 pub use migrator::{Migrator, Step};
