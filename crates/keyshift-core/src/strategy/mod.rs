@@ -4,11 +4,30 @@
 //! send every record of a key to one partition at a time; a change of that partition is a
 //! [`Move`], which the [`crate::protocol::Migrator`] turns into a fenced migration. The
 //! baselines `pkg` and `unordered` split keys across partitions and so break per-key order.
+//!
+//! Keys that no strategy routes ("cold" keys) go where [`crate::hash::Hasher`] puts them
+//! (Kafka's murmur2 by default), so they land where any other Kafka producer would put them.
+//! Time is always the caller's (`now`, seconds): strategies hold no clock, which keeps them
+//! deterministic under the simulator and usable by the real producer alike.
+//!
+//! [`build`] selects a strategy by name with default options; [`build_with`] takes a
+//! [`StrategyConfig`] holding every strategy's options, as the CLI resolves them.
 
+mod hash;
+mod keyshift;
+mod pkg;
 mod route_table;
+mod slops;
+mod unordered;
 
-pub use route_table::RouteTable;
+pub use self::hash::HashStrategy;
+pub use keyshift::{KeyshiftConfig, KeyshiftStrategy};
+pub use pkg::{PkgConfig, PkgStrategy};
+pub use route_table::{Route, RouteTable, RouteTableFull};
+pub use slops::{SlopsConfig, SlopsStrategy};
+pub use unordered::{UnorderedConfig, UnorderedStrategy};
 
+use crate::hash::Hasher;
 use crate::ParamError;
 
 /// A key's change of partition decided by an ordered strategy.
@@ -52,7 +71,71 @@ pub trait Strategy: Send {
 /// Names accepted by [`build`], in the order `--help` lists them.
 pub const NAMES: &[&str] = &["hash", "slops", "keyshift", "pkg", "unordered"];
 
+/// Options of every strategy, resolved once (by the CLI) and handed to [`build_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StrategyConfig {
+    /// Placement of keys no route overrides (default: Kafka's murmur2).
+    pub hasher: Hasher,
+    /// Seed of every random choice a strategy makes.
+    pub seed: u64,
+    /// Options of `slops`.
+    pub slops: SlopsConfig,
+    /// Options of `keyshift`.
+    pub keyshift: KeyshiftConfig,
+    /// Options of `pkg`.
+    pub pkg: PkgConfig,
+    /// Options of `unordered`.
+    pub unordered: UnorderedConfig,
+}
+
 /// Builds the strategy named `name` for `partitions` partitions with default options.
 pub fn build(name: &str, partitions: u32, seed: u64) -> Result<Box<dyn Strategy>, ParamError> {
-    todo!("helper D")
+    build_with(
+        name,
+        partitions,
+        &StrategyConfig {
+            seed,
+            ..StrategyConfig::default()
+        },
+    )
+}
+
+/// Builds the strategy named `name` (one of [`NAMES`]) for `partitions` partitions with the
+/// options in `config`; only the named strategy's options are validated.
+pub fn build_with(
+    name: &str,
+    partitions: u32,
+    config: &StrategyConfig,
+) -> Result<Box<dyn Strategy>, ParamError> {
+    if !NAMES.contains(&name) {
+        return Err(ParamError::new(
+            "strategy",
+            format!(
+                "unknown strategy `{name}`; expected one of {}",
+                NAMES.join(", ")
+            ),
+        ));
+    }
+    if partitions == 0 {
+        return Err(ParamError::new(
+            "partitions",
+            "must be at least 1 (the topic's partition count)",
+        ));
+    }
+    Ok(match name {
+        "hash" => Box::new(HashStrategy::new(partitions, config.hasher)),
+        "slops" => Box::new(SlopsStrategy::new(
+            partitions,
+            config.hasher,
+            &config.slops,
+            config.seed,
+        )?),
+        "keyshift" => Box::new(KeyshiftStrategy::new(
+            partitions,
+            config.hasher,
+            &config.keyshift,
+        )?),
+        "pkg" => Box::new(PkgStrategy::new(partitions, &config.pkg, config.seed)?),
+        _ => Box::new(UnorderedStrategy::new(partitions, &config.unordered)),
+    })
 }

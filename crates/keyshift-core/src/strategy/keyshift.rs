@@ -1,0 +1,638 @@
+//! `keyshift`: our strategy. Hot keys found by a decayed Space-Saving sketch are moved between
+//! partitions so that the most loaded partition stays close to the lower bound
+//! `max(total / partitions, rate of the hottest key)`, with few moves.
+//!
+//! Per record ([`Strategy::route`]): one sketch update, one route-table lookup (routed keys) or
+//! one murmur2 (cold keys), one counter increment. Everything else happens in a *round*, at
+//! most once per `rebalance_interval` of the caller's clock, with bounded work:
+//!
+//! 1. **Load model.** Each partition's record count since the last round is folded into an
+//!    exponentially decayed rate with the sketch's half-life, so the model includes cold traffic
+//!    exactly (the strategy sees every record and the partition it chose). Rates are
+//!    bias-corrected during the first half-lives, for partitions and keys alike, so they stay
+//!    commensurate. With consumer feedback ([`Strategy::observe`]) a partition's load is
+//!    divided by its consumer's relative capacity (heterogeneous consumers).
+//! 2. **Relieve the maximum.** While the most loaded partition exceeds the target
+//!    `bound · (1 + hysteresis)` and the round's migration budget lasts, move one of its tracked
+//!    keys to the least loaded partition. Only moves that strictly lower the pair's maximum
+//!    qualify; among them the key whose rate comes closest to the partition's excess over the
+//!    bound without overshooting, else the one that leaves the lower pair maximum. Keys moved
+//!    within `cooldown` stay put, so a key never ping-pongs on noise. When no single move
+//!    helps (the partition's hottest key plus its immovable traffic is over the target), the
+//!    hottest key is *relocated* to the partition with the least immovable load, whose
+//!    movable keys are evacuated in the same round, if that lowers the maximum by a margin.
+//! 3. **Go home.** Routed keys that dropped out of the hot set return to their hash partition
+//!    (freeing the route table) when that keeps the home partition under the target.
+//!
+//! Hysteresis and cooldown make moves settle on a stationary workload; the decay makes the
+//! model follow a shifting one within a few half-lives.
+
+use rustc_hash::FxHashMap;
+
+use super::{Move, PartitionFeedback, RouteTable, Strategy};
+use crate::hash::Hasher;
+use crate::sketch::{HeavyHitters, SpaceSaving};
+use crate::ParamError;
+
+/// Options of the `keyshift` strategy; [`Default`] gives the recommended values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeyshiftConfig {
+    /// Space-Saving counters (`sketch-capacity`): keys whose rate can be estimated.
+    pub sketch_capacity: usize,
+    /// Hottest keys considered for a move in each round (`candidates`, ≤ `sketch_capacity`).
+    pub candidates: usize,
+    /// Most keys routed away from their hash partition at once (`route-capacity`).
+    pub route_capacity: usize,
+    /// Half-life (seconds) of key rates and partition loads (`half-life`).
+    pub half_life_secs: f64,
+    /// Seconds between rebalance rounds (`rebalance-interval`).
+    pub rebalance_interval_secs: f64,
+    /// Tolerated excess over the lower bound before moving anything (`hysteresis`, ≥ 0).
+    pub hysteresis: f64,
+    /// Migration budget: most key moves per round (`max-moves`, ≥ 1).
+    pub max_moves_per_round: usize,
+    /// Seconds during which a key that moved is not moved again (`cooldown`, ≥ 0).
+    pub cooldown_secs: f64,
+    /// Seconds of traffic seen before the first round (`warmup`, ≥ 0).
+    pub warmup_secs: f64,
+    /// Use measured consumer throughput from [`Strategy::observe`] as partition capacity.
+    pub use_feedback: bool,
+    /// A partition counts as saturated (its throughput is its capacity) when its lag exceeds
+    /// this many seconds of its throughput (`saturation-lag`, > 0).
+    pub saturation_lag_secs: f64,
+}
+
+impl Default for KeyshiftConfig {
+    fn default() -> Self {
+        Self {
+            sketch_capacity: 16384,
+            candidates: 4096,
+            route_capacity: 4096,
+            half_life_secs: 20.0,
+            rebalance_interval_secs: 1.0,
+            hysteresis: 0.03,
+            max_moves_per_round: 16,
+            cooldown_secs: 30.0,
+            warmup_secs: 5.0,
+            use_feedback: true,
+            saturation_lag_secs: 1.0,
+        }
+    }
+}
+
+fn positive(name: &'static str, v: f64) -> Result<(), ParamError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(ParamError::new(
+            name,
+            format!("must be a finite number above 0, got {v}"),
+        ))
+    }
+}
+
+fn non_negative(name: &'static str, v: f64) -> Result<(), ParamError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(ParamError::new(
+            name,
+            format!("must be a finite number ≥ 0, got {v}"),
+        ))
+    }
+}
+
+impl KeyshiftConfig {
+    /// Checks every option; the error names the offending one.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        if self.sketch_capacity == 0 {
+            return Err(ParamError::new("sketch-capacity", "must be at least 1"));
+        }
+        if self.candidates == 0 || self.candidates > self.sketch_capacity {
+            return Err(ParamError::new(
+                "candidates",
+                format!(
+                    "must be between 1 and sketch-capacity ({}), got {}",
+                    self.sketch_capacity, self.candidates
+                ),
+            ));
+        }
+        if self.route_capacity == 0 {
+            return Err(ParamError::new("route-capacity", "must be at least 1"));
+        }
+        positive("half-life", self.half_life_secs)?;
+        positive("rebalance-interval", self.rebalance_interval_secs)?;
+        non_negative("hysteresis", self.hysteresis)?;
+        if self.max_moves_per_round == 0 {
+            return Err(ParamError::new(
+                "max-moves",
+                "must be at least 1 move per round",
+            ));
+        }
+        non_negative("cooldown", self.cooldown_secs)?;
+        non_negative("warmup", self.warmup_secs)?;
+        positive("saturation-lag", self.saturation_lag_secs)?;
+        Ok(())
+    }
+}
+
+/// A tracked key during one round.
+struct Candidate {
+    key: Box<[u8]>,
+    rate: f64,
+    at: u32,
+    home: u32,
+    movable: bool,
+}
+
+/// The `keyshift` strategy; see the module documentation.
+#[derive(Debug, Clone)]
+pub struct KeyshiftStrategy {
+    partitions: u32,
+    hasher: Hasher,
+    config: KeyshiftConfig,
+    sketch: SpaceSaving,
+    routes: RouteTable,
+    /// Records routed to each partition since the last fold.
+    counts: Vec<u64>,
+    /// Decayed record mass per partition (same decay as the sketch's key rates).
+    mass: Vec<f64>,
+    /// Relative capacity per partition (mean 1); all 1 without feedback.
+    capacity: Vec<f64>,
+    /// Last measured throughput per partition and whether it was saturated.
+    measured: Vec<Option<(f64, bool)>>,
+    start: Option<f64>,
+    last_fold: f64,
+    next_round: f64,
+    moves: Vec<Move>,
+    rounds: u64,
+}
+
+impl KeyshiftStrategy {
+    /// Validates `config` and builds the strategy for `partitions` (> 0) partitions; cold keys
+    /// go where `hasher` puts them.
+    pub fn new(
+        partitions: u32,
+        hasher: Hasher,
+        config: &KeyshiftConfig,
+    ) -> Result<Self, ParamError> {
+        config.validate()?;
+        if partitions == 0 {
+            return Err(ParamError::new("partitions", "must be at least 1"));
+        }
+        let n = partitions as usize;
+        Ok(Self {
+            partitions,
+            hasher,
+            config: *config,
+            sketch: SpaceSaving::new(config.sketch_capacity, config.half_life_secs)?,
+            routes: RouteTable::new(config.route_capacity)?,
+            counts: vec![0; n],
+            mass: vec![0.0; n],
+            capacity: vec![1.0; n],
+            measured: vec![None; n],
+            start: None,
+            last_fold: 0.0,
+            next_round: f64::INFINITY,
+            moves: Vec::new(),
+            rounds: 0,
+        })
+    }
+
+    /// The route table (routed hot keys).
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The heavy-hitter sketch.
+    pub fn sketch(&self) -> &SpaceSaving {
+        &self.sketch
+    }
+
+    /// Rebalance rounds run so far.
+    pub fn rounds(&self) -> u64 {
+        self.rounds
+    }
+
+    /// The modelled load of each partition in records/s, as of the last round.
+    pub fn partition_rates(&self, now: f64) -> Vec<f64> {
+        let scale = self.rate_scale(now);
+        self.mass.iter().map(|m| m * scale).collect()
+    }
+
+    /// Relative capacity per partition (mean 1) derived from consumer feedback.
+    pub fn capacities(&self) -> &[f64] {
+        &self.capacity
+    }
+
+    /// Records/s per unit of decayed mass at `now`, with the warm-up bias corrected: until a
+    /// few half-lives have passed, the decayed mass of a steady stream is below its steady
+    /// value by the factor `1 − 2^(−elapsed/half_life)`.
+    fn rate_scale(&self, now: f64) -> f64 {
+        let h = self.config.half_life_secs;
+        let elapsed = self.start.map_or(0.0, |s| now - s);
+        let filled = 1.0 - (-elapsed / h).exp2();
+        if filled <= 1e-9 {
+            return 0.0;
+        }
+        std::f64::consts::LN_2 / h / filled
+    }
+
+    fn fold(&mut self, now: f64) {
+        let dt = now - self.last_fold;
+        if dt <= 0.0 {
+            return;
+        }
+        let decay = (-dt / self.config.half_life_secs).exp2();
+        for (m, c) in self.mass.iter_mut().zip(self.counts.iter_mut()) {
+            // The window's records are treated as arriving at its midpoint.
+            *m = *m * decay + (*c as f64) * (-0.5 * dt / self.config.half_life_secs).exp2();
+            *c = 0;
+        }
+        self.last_fold = now;
+    }
+
+    fn round(&mut self, now: f64) {
+        self.rounds += 1;
+        self.fold(now);
+        let scale = self.rate_scale(now);
+        if scale == 0.0 {
+            return;
+        }
+        let n = self.partitions as usize;
+        let total_rate: f64 = self.mass.iter().map(|m| m * scale).sum();
+        if total_rate <= 0.0 {
+            return;
+        }
+        let cap = self.capacity.clone();
+        let util: Vec<f64> = (0..n).map(|p| self.mass[p] * scale / cap[p]).collect();
+        let cap_sum: f64 = cap.iter().sum();
+        let cap_max = cap.iter().cloned().fold(0.0, f64::max);
+
+        // Key rates get the same warm-up correction as partition loads.
+        let key_scale = scale / (std::f64::consts::LN_2 / self.config.half_life_secs);
+        let top = self.sketch.top(self.config.candidates, now);
+        let mut plan = Plan {
+            util,
+            cap: &cap,
+            on: vec![Vec::new(); n],
+            cands: Vec::with_capacity(top.len()),
+            free_routes: self.routes.capacity() - self.routes.len(),
+            bound: 0.0,
+            target: 0.0,
+            moves: Vec::new(),
+        };
+        for hk in top {
+            let home = self.hasher.partition(&hk.key, self.partitions);
+            let route = self.routes.get(&hk.key);
+            let at = route.map_or(home, |r| r.partition);
+            let cooled = route.is_none_or(|r| now - r.since >= self.config.cooldown_secs);
+            plan.on[at as usize].push(plan.cands.len());
+            plan.cands.push(Candidate {
+                rate: hk.rate * key_scale,
+                key: hk.key,
+                at,
+                home,
+                movable: cooled,
+            });
+        }
+        let hottest = plan.cands.first().map_or(0.0, |c| c.rate);
+        plan.bound = (total_rate / cap_sum).max(hottest / cap_max);
+        plan.target = plan.bound * (1.0 + self.config.hysteresis);
+
+        let budget = self.config.max_moves_per_round;
+        while plan.moves.len() < budget {
+            let (pmax, pmin) = extremes(&plan.util);
+            if plan.util[pmax] <= plan.target || pmax == pmin {
+                break;
+            }
+            if let Some(i) = plan.pick(pmax, pmin) {
+                plan.shift(i, pmin);
+            } else if !plan.relocate(pmax, budget) {
+                break;
+            }
+        }
+        let util = plan.util;
+        let target = plan.target;
+        let cands = plan.cands;
+        for (i, from, to) in plan.moves {
+            let c = &cands[i];
+            self.apply_move(&c.key, c.home, from, to, now);
+            self.shift_mass(from as usize, to as usize, c.rate, scale);
+        }
+        let remaining = budget.saturating_sub(self.moves_this_round(now));
+        if remaining > 0 {
+            self.send_home(&cands, util, &cap, target, remaining, key_scale, now, scale);
+        }
+    }
+
+    /// Moves decided at `now` (this round) so far.
+    fn moves_this_round(&self, now: f64) -> usize {
+        self.moves.iter().rev().take_while(|m| m.at == now).count()
+    }
+
+    /// Routed keys that left the hot set go home while that keeps home under the target;
+    /// their rate is at most the coldest candidate's.
+    #[allow(clippy::too_many_arguments)]
+    fn send_home(
+        &mut self,
+        cands: &[Candidate],
+        mut util: Vec<f64>,
+        cap: &[f64],
+        target: f64,
+        budget: usize,
+        key_scale: f64,
+        now: f64,
+        scale: f64,
+    ) {
+        let mut hot: FxHashMap<&[u8], ()> = FxHashMap::default();
+        hot.reserve(cands.len());
+        for c in cands {
+            hot.insert(&c.key, ());
+        }
+        let floor = cands.last().map_or(0.0, |c| c.rate);
+        // Keys at the edge of the candidate set drift in and out of it; sending them home each
+        // time would churn. So a key still tracked by the sketch keeps its route until the
+        // table runs short of room.
+        let crowded = self.routes.len() * 4 > self.routes.capacity() * 3;
+        let mut going_home: Vec<(Box<[u8]>, u32, u32, f64)> = Vec::new();
+        for (key, route) in self.routes.iter() {
+            if going_home.len() >= budget {
+                break;
+            }
+            if hot.contains_key(key) || now - route.since < self.config.cooldown_secs {
+                continue;
+            }
+            let home = self.hasher.partition(key, self.partitions) as usize;
+            let tracked = self.sketch.rate(key, now);
+            if tracked.is_some() && !crowded {
+                continue;
+            }
+            let rate = tracked.map_or(floor, |r| (r * key_scale).min(floor));
+            if util[home] + rate / cap[home] > target {
+                continue;
+            }
+            let from = route.partition as usize;
+            util[from] -= rate / cap[from];
+            util[home] += rate / cap[home];
+            going_home.push((key.into(), route.partition, home as u32, rate));
+        }
+        for (key, from, home, rate) in going_home {
+            self.apply_move(&key, home, from, home, now);
+            self.shift_mass(from as usize, home as usize, rate, scale);
+        }
+    }
+
+    /// Records a move of `key` from `from` to `to` in the route table and the move list.
+    /// The plan counted free route slots, so a new route always fits.
+    fn apply_move(&mut self, key: &[u8], home: u32, from: u32, to: u32, now: f64) {
+        if to == home {
+            self.routes.remove(key);
+        } else {
+            let inserted = self.routes.insert(key, to, now);
+            debug_assert!(inserted.is_ok(), "the plan overfilled the route table");
+        }
+        self.moves.push(Move {
+            key: key.into(),
+            from,
+            to,
+            at: now,
+        });
+    }
+
+    /// Moves `rate` records/s of modelled load from partition `from` to `to`, so that the model
+    /// reflects a move at once instead of after the decay catches up.
+    fn shift_mass(&mut self, from: usize, to: usize, rate: f64, scale: f64) {
+        let m = (rate / scale).min(self.mass[from]);
+        self.mass[from] -= m;
+        self.mass[to] += m;
+    }
+}
+
+/// One round's model: loads, candidate keys per partition, and the moves decided so far.
+struct Plan<'a> {
+    /// Load per partition divided by its relative capacity.
+    util: Vec<f64>,
+    cap: &'a [f64],
+    /// Candidate indices per partition they are on.
+    on: Vec<Vec<usize>>,
+    cands: Vec<Candidate>,
+    free_routes: usize,
+    bound: f64,
+    target: f64,
+    /// (candidate, from, to) in decision order.
+    moves: Vec<(usize, u32, u32)>,
+}
+
+impl Plan<'_> {
+    fn can_move(&self, i: usize) -> bool {
+        let c = &self.cands[i];
+        // A key at home needs a free route slot to leave it.
+        c.movable && c.rate > 0.0 && (c.at != c.home || self.free_routes > 0)
+    }
+
+    /// The key of `src` to move to `dst`: only keys whose move strictly lowers the pair's
+    /// maximum qualify; among them the largest one not exceeding `src`'s excess over the
+    /// bound (the best fit), else the one leaving the lowest pair maximum.
+    fn pick(&self, src: usize, dst: usize) -> Option<usize> {
+        let (u, cap) = (&self.util, self.cap);
+        let excess = (u[src] - self.bound) * cap[src];
+        let mut fit: Option<(usize, f64)> = None;
+        let mut fallback: Option<(usize, f64)> = None;
+        for &i in &self.on[src] {
+            if !self.can_move(i) {
+                continue;
+            }
+            let r = self.cands[i].rate;
+            let dst_after = u[dst] + r / cap[dst];
+            if dst_after >= u[src] {
+                continue;
+            }
+            if r <= excess && fit.is_none_or(|(_, best)| r > best) {
+                fit = Some((i, r));
+            }
+            let pair_max = dst_after.max(u[src] - r / cap[src]);
+            if fallback.is_none_or(|(_, best)| pair_max < best) {
+                fallback = Some((i, pair_max));
+            }
+        }
+        fit.or(fallback).map(|(i, _)| i)
+    }
+
+    /// Moves candidate `i` to `dst` in the model.
+    fn shift(&mut self, i: usize, dst: usize) {
+        let c = &mut self.cands[i];
+        let src = c.at as usize;
+        let r = c.rate;
+        if c.at == c.home {
+            self.free_routes -= 1;
+        } else if dst as u32 == c.home {
+            self.free_routes += 1;
+        }
+        c.at = dst as u32;
+        c.movable = false;
+        self.util[src] -= r / self.cap[src];
+        self.util[dst] += r / self.cap[dst];
+        self.on[src].retain(|&j| j != i);
+        self.on[dst].push(i);
+        self.moves.push((i, src as u32, dst as u32));
+    }
+
+    /// When no single move relieves `src`, typically because its hottest key plus the traffic
+    /// that cannot move (cold keys, keys in cooldown) exceeds the target: move that key to the
+    /// partition with the least immovable load and, in the same round, evacuate that
+    /// partition's movable keys. Accepted only if the whole sequence fits the budget and
+    /// lowers the maximum by a margin (half the hysteresis), so noise does not shuffle the
+    /// hottest key around. Returns whether anything was planned.
+    fn relocate(&mut self, src: usize, budget: usize) -> bool {
+        let Some(&big) = self.on[src]
+            .iter()
+            .filter(|&&i| self.can_move(i))
+            .max_by(|&&a, &&b| self.cands[a].rate.total_cmp(&self.cands[b].rate))
+        else {
+            return false;
+        };
+        let old_max = self.util[src];
+        let margin = 0.5 * (self.target - self.bound);
+        let n = self.util.len();
+        // Immovable load of every other partition, lowest first.
+        let mut hosts: Vec<(usize, f64)> = (0..n)
+            .filter(|&q| q != src)
+            .map(|q| {
+                let movable: f64 = self.on[q]
+                    .iter()
+                    .filter(|&&i| self.can_move(i))
+                    .map(|&i| self.cands[i].rate / self.cap[q])
+                    .sum();
+                (q, self.util[q] - movable)
+            })
+            .collect();
+        hosts.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let r = self.cands[big].rate;
+        for &(q, fixed) in hosts.iter().take(4) {
+            if fixed + r / self.cap[q] >= old_max - margin {
+                break; // sorted: no later host does better
+            }
+            let saved = (
+                self.util.clone(),
+                self.on.clone(),
+                self.free_routes,
+                self.moves.len(),
+                self.cands
+                    .iter()
+                    .map(|c| (c.at, c.movable))
+                    .collect::<Vec<_>>(),
+            );
+            // Pin the big key so the evacuation never picks it back.
+            self.shift(big, q);
+            while self.util[q] > self.target && self.moves.len() < budget {
+                let (_, pmin) = extremes(&self.util);
+                match self.pick(q, pmin) {
+                    Some(i) if pmin != q => self.shift(i, pmin),
+                    _ => break,
+                }
+            }
+            let new_max = self.util.iter().cloned().fold(f64::MIN, f64::max);
+            if new_max < old_max - margin && self.moves.len() <= budget {
+                // Evacuations first, then the big key, so the host is never overloaded.
+                let first = saved.3;
+                self.moves[first..].rotate_left(1);
+                return true;
+            }
+            let (util, on, free, len, state) = saved;
+            self.util = util;
+            self.on = on;
+            self.free_routes = free;
+            self.moves.truncate(len);
+            for (c, (at, movable)) in self.cands.iter_mut().zip(state) {
+                c.at = at;
+                c.movable = movable;
+            }
+        }
+        false
+    }
+}
+
+/// Indices of the highest and lowest value (first of equals, so ties are deterministic).
+fn extremes(values: &[f64]) -> (usize, usize) {
+    let (mut hi, mut lo) = (0, 0);
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[hi] {
+            hi = i;
+        }
+        if v < values[lo] {
+            lo = i;
+        }
+    }
+    (hi, lo)
+}
+
+impl Strategy for KeyshiftStrategy {
+    fn name(&self) -> &'static str {
+        "keyshift"
+    }
+
+    fn preserves_order(&self) -> bool {
+        true
+    }
+
+    #[inline]
+    fn route(&mut self, key: &[u8], now: f64) -> u32 {
+        if now >= self.next_round {
+            self.round(now);
+            self.next_round = now + self.config.rebalance_interval_secs;
+        } else if self.start.is_none() {
+            self.start = Some(now);
+            self.last_fold = now;
+            self.next_round = now
+                + self
+                    .config
+                    .warmup_secs
+                    .max(self.config.rebalance_interval_secs);
+        }
+        self.sketch.offer(key, now);
+        let p = match self.routes.partition(key) {
+            Some(p) => p,
+            None => self.hasher.partition(key, self.partitions),
+        };
+        self.counts[p as usize] += 1;
+        p
+    }
+
+    fn drain_moves(&mut self) -> Vec<Move> {
+        std::mem::take(&mut self.moves)
+    }
+
+    /// Derives each partition's relative capacity from its consumer's throughput: a saturated
+    /// consumer (lag above `saturation_lag` seconds of work) processes exactly its capacity; an
+    /// unsaturated one at least what it processes now.
+    fn observe(&mut self, feedback: &[PartitionFeedback], _now: f64) {
+        if !self.config.use_feedback {
+            return;
+        }
+        for f in feedback {
+            let Some(slot) = self.measured.get_mut(f.partition as usize) else {
+                continue;
+            };
+            if !(f.throughput_rps.is_finite() && f.throughput_rps > 0.0) {
+                continue;
+            }
+            let saturated = f.lag as f64 > f.throughput_rps * self.config.saturation_lag_secs;
+            *slot = Some(match *slot {
+                // Unsaturated: capacity is at least the best throughput seen.
+                Some((prev, false)) if !saturated => (prev.max(f.throughput_rps), false),
+                _ => (f.throughput_rps, saturated),
+            });
+        }
+        if !self.measured.iter().any(|m| matches!(m, Some((_, true)))) {
+            // Nobody is saturated, so nobody's capacity is known: treat them as equal.
+            self.capacity.iter_mut().for_each(|c| *c = 1.0);
+            return;
+        }
+        let known: Vec<f64> = self.measured.iter().flatten().map(|m| m.0).collect();
+        let mean = known.iter().sum::<f64>() / known.len() as f64;
+        for (c, m) in self.capacity.iter_mut().zip(&self.measured) {
+            *c = m.map_or(1.0, |(t, _)| (t / mean).max(1e-3));
+        }
+    }
+}
