@@ -1,3 +1,35 @@
 //! The `keyshift` command line: thin wiring from flags to the libraries.
+//!
+//! Each subcommand lives in its own module under [`cmd`] with three steps: clap parses raw
+//! flags (rejecting malformed values with the flag's name), the module resolves them into the
+//! core's typed configuration (which validates once more, naming the parameter), and a printer
+//! renders what the library returned. Usage errors exit with status 2, like clap's own.
 
-fn main() {}
+mod cmd;
+mod exit;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// keyshift: keep skewed keyed Kafka workloads fast without breaking per-key order.
+#[derive(Debug, Parser)]
+#[command(name = "keyshift", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Simulate producer → partitions → consumers for several strategies, side by side.
+    Simulate(cmd::simulate::SimulateArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Simulate(args) => cmd::simulate::run(args),
+    };
+    exit::code(result)
+}

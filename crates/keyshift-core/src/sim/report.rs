@@ -1,0 +1,67 @@
+//! What one simulation run measured, as plain serialisable data.
+//!
+//! Field names are a script-facing interface (`keyshift simulate --json` prints them as is):
+//! add fields freely, rename none.
+
+use serde::Serialize;
+
+/// The outcome of one run of one strategy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimReport {
+    /// Strategy name (`hash`, `slops`, `keyshift`, `pkg`, `unordered`).
+    pub strategy: String,
+    /// Whether the strategy keeps each key on one partition at a time (moves are fenced).
+    pub preserves_order: bool,
+    /// Aggregate utilisation the run was configured for.
+    pub utilization: f64,
+    /// Mean service time per record (milliseconds).
+    pub service_ms: f64,
+    /// Records produced (not counting fences).
+    pub produced: u64,
+    /// Records processed by consumers (not counting fences); equals `produced`, since a run
+    /// drains every queue before it stops.
+    pub processed: u64,
+    /// Simulated seconds from the first arrival to the last completion.
+    pub duration_s: f64,
+    /// `processed ÷ duration_s`.
+    pub throughput_rps: f64,
+    /// Records whose latency figures below count (those arriving after warm-up).
+    pub measured: u64,
+    /// End-to-end latency (arrival → processing done) median, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile latency, milliseconds.
+    pub p99_ms: f64,
+    /// 99.9th percentile latency, milliseconds.
+    pub p999_ms: f64,
+    /// Largest latency, milliseconds.
+    pub max_ms: f64,
+    /// Mean latency, milliseconds.
+    pub mean_ms: f64,
+    /// Records appended to each partition after warm-up (index = partition).
+    pub partition_load: Vec<u64>,
+    /// Records of the most frequent key after warm-up: no order-preserving strategy can put
+    /// fewer on its partition.
+    pub hottest_key_records: u64,
+    /// Busiest partition's load ÷ mean partition load.
+    pub imbalance_max_over_mean: f64,
+    /// Busiest partition's load ÷ `max(mean, hottest key)`.
+    pub imbalance_max_over_bound: f64,
+    /// Key moves the strategy decided.
+    pub migrations: u64,
+    /// Fence records written (one per move the producer carried out).
+    pub fences: u64,
+    /// Records of a key processed after a record of the same key that arrived later.
+    pub order_violations: u64,
+    /// Records that waited in the producer for a fence's delivery report.
+    pub producer_held: u64,
+    /// Total time records waited in the producer for fences (milliseconds, summed).
+    pub producer_held_ms: f64,
+    /// Records a consumer parked until their barrier (the old partition's commit) passed.
+    pub parked_records: u64,
+    /// Total parked time (milliseconds, summed over parked records).
+    pub parked_ms: f64,
+    /// 99th percentile of the parked time of parked records (milliseconds).
+    pub parked_p99_ms: f64,
+    /// Longest parked time of a record (milliseconds).
+    pub parked_max_ms: f64,
+}

@@ -1,0 +1,387 @@
+//! `keyshift simulate`: run the discrete-event simulator for several strategies side by side,
+//! or sweep aggregate utilisation to find the load each strategy sustains within a p99 bound.
+//!
+//! Flags ([`SimulateArgs`]) resolve into one [`SimConfig`]; every (strategy, utilisation) run
+//! is independent and deterministic, so runs are spread over threads and the output does not
+//! depend on how many there are. [`print`] renders the reports as a text table, JSON or CSV.
+
+mod print;
+
+use std::io::{self, Write};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use clap::{Args, ValueEnum};
+use keyshift_core::sim::{self, SimConfig, SimReport, SweepSpec};
+use keyshift_core::strategy::{self, StrategyConfig};
+
+use super::strategy_flags::StrategyFlags;
+use crate::exit::FlagError;
+
+/// Flags of `keyshift simulate`. Defaults reproduce the seed workload at 65 % utilisation.
+#[derive(Debug, Args)]
+#[command(
+    about = "Simulate producer → partitions → consumers for several strategies, side by side",
+    long_about = "Simulate producer → partitions → consumers for several strategies, side by \
+                  side.\n\nA deterministic discrete-event simulation: open-loop arrivals, the \
+                  strategy's routing, the real fenced-migration protocol (producer pause for the \
+                  fence round trip, consumers parking records until the old partition's commit \
+                  passes the fence) and single-server consumers. Prints throughput, latency \
+                  quantiles, per-partition load and imbalance, migrations, parked time and \
+                  per-key order violations for each strategy.\n\nWith --sweep, repeats the runs \
+                  over a range of utilisations and reports the highest one each strategy \
+                  sustains with p99 latency within --p99-bound-ms, and its ratio to hash's."
+)]
+pub struct SimulateArgs {
+    /// Strategies to compare, comma-separated, printed side by side in this order
+    /// (hash, slops, keyshift, pkg, unordered).
+    #[arg(long, value_delimiter = ',', value_parser = parse_strategy,
+          default_value = "hash,slops,keyshift")]
+    strategies: Vec<String>,
+
+    /// Partitions of the topic.
+    #[arg(long, value_parser = at_least_one, default_value_t = SimConfig::default().partitions)]
+    partitions: u32,
+
+    /// Consumers in the group, each processing one record at a time (at most --partitions).
+    #[arg(long, value_parser = at_least_one, default_value_t = SimConfig::default().consumers)]
+    consumers: u32,
+
+    /// How partitions are spread over consumers, like Kafka's assignors.
+    #[arg(long, value_enum, default_value_t = AssignorArg::Range)]
+    assignor: AssignorArg,
+
+    /// Key distribution: Zipf like Go's rand.NewZipf, the seed's rotating targeted hot spot,
+    /// or uniform.
+    #[arg(long, value_enum, default_value_t = WorkloadArg::Zipf)]
+    workload: WorkloadArg,
+
+    /// Distinct keys `location_<n>` (Zipf draws n in 0..=keys, as Go's imax).
+    #[arg(long, value_parser = at_least_one_u64, default_value_t = SimConfig::default().keys)]
+    keys: u64,
+
+    /// Zipf exponent s (> 0: Go's rand.NewZipf needs > 1, smaller works as keys are bounded).
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64, default_value_t = SimConfig::default().zipf_s)]
+    zipf_s: f64,
+
+    /// Zipf offset v (≥ 1).
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64, default_value_t = SimConfig::default().zipf_v)]
+    zipf_v: f64,
+
+    /// Offered load in records per second.
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_f64, default_value_t = SimConfig::default().rate)]
+    rate: f64,
+
+    /// Spacing of arrivals: evenly spaced, or a Poisson process at --rate.
+    #[arg(long, value_enum, default_value_t = ArrivalsArg::Poisson)]
+    arrivals: ArrivalsArg,
+
+    /// Aggregate utilisation of the consumer group, a fraction (0.65 = 65 %): sets the mean
+    /// service time to utilization × consumers ÷ rate.
+    #[arg(long, allow_negative_numbers = true, value_parser = utilization, default_value_t = SimConfig::default().utilization)]
+    utilization: f64,
+
+    /// Per-record service time: always the mean, or exponential around it.
+    #[arg(long, value_enum, default_value_t = ServiceArg::Fixed)]
+    service: ServiceArg,
+
+    /// Records to produce per run.
+    #[arg(long, value_parser = at_least_one_u64, default_value_t = SimConfig::default().records)]
+    records: u64,
+
+    /// Seed of every random choice; the same seed gives the same output.
+    #[arg(long, default_value_t = SimConfig::default().seed)]
+    seed: u64,
+
+    /// Round trip of a fence's delivery report in ms: how long a moving key's records wait in
+    /// the producer.
+    #[arg(long, allow_negative_numbers = true, value_parser = non_negative_f64,
+          default_value_t = SimConfig::default().fence_rtt_ms)]
+    fence_rtt_ms: f64,
+
+    /// How often consumers commit processed offsets, in ms (a fence triggers a commit at once).
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_f64,
+          default_value_t = SimConfig::default().commit_interval_ms)]
+    commit_interval_ms: f64,
+
+    /// How often a consumer with parked records fetches the group's committed offsets, in ms.
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_f64,
+          default_value_t = SimConfig::default().barrier_poll_ms)]
+    barrier_poll_ms: f64,
+
+    /// How often strategies get per-partition throughput and lag, in ms.
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_f64,
+          default_value_t = SimConfig::default().feedback_interval_ms)]
+    feedback_interval_ms: f64,
+
+    /// Fraction of records (by arrival) left out of latency and load figures as warm-up.
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64, default_value_t = SimConfig::default().warmup)]
+    warmup: f64,
+
+    /// Ablation: move keys without the fenced-migration protocol (no fence, no barrier), to
+    /// show the order violations it prevents.
+    #[arg(long)]
+    no_fencing: bool,
+
+    /// Sweep utilisation FROM:TO:STEP (e.g. 0.50:0.95:0.05) instead of one --utilization.
+    #[arg(long, value_name = "FROM:TO:STEP", value_parser = parse_sweep)]
+    sweep: Option<SweepSpec>,
+
+    /// p99 latency bound in ms (simulated time) a sweep level must meet to count as sustained.
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_f64, default_value_t = 100.0)]
+    p99_bound_ms: f64,
+
+    /// Print one JSON value (an array of reports; an object for --sweep).
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+
+    /// Print CSV with a header line (one row per strategy; per level and strategy for --sweep).
+    #[arg(long)]
+    csv: bool,
+
+    /// Runs to simulate in parallel [default: the number of CPUs].
+    #[arg(long, value_parser = at_least_one_usize)]
+    jobs: Option<usize>,
+
+    #[command(flatten)]
+    strategy: StrategyFlags,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AssignorArg {
+    /// Consecutive blocks of partitions (Kafka's RangeAssignor).
+    Range,
+    /// Partitions dealt in turn (Kafka's RoundRobinAssignor).
+    #[value(name = "roundrobin", alias = "round-robin")]
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum WorkloadArg {
+    /// Zipf(s, v) over 0..=keys.
+    Zipf,
+    /// The seed's hot spot rotating over three partition sets every 3000 records.
+    Targeted,
+    /// Every key equally likely.
+    Uniform,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ArrivalsArg {
+    /// One record every 1/rate seconds.
+    Uniform,
+    /// Exponential gaps with mean 1/rate.
+    Poisson,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ServiceArg {
+    /// Every record takes the mean service time.
+    Fixed,
+    /// Exponentially distributed service times.
+    Exponential,
+}
+
+/// How reports are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+    Csv,
+}
+
+impl SimulateArgs {
+    /// The simulator configuration these flags describe (not yet validated).
+    fn config(&self, strategy: StrategyConfig) -> SimConfig {
+        SimConfig {
+            rate: self.rate,
+            arrivals: match self.arrivals {
+                ArrivalsArg::Uniform => sim::ArrivalProcess::Uniform,
+                ArrivalsArg::Poisson => sim::ArrivalProcess::Poisson,
+            },
+            partitions: self.partitions,
+            consumers: self.consumers,
+            workload: match self.workload {
+                WorkloadArg::Zipf => sim::WorkloadKind::Zipf,
+                WorkloadArg::Targeted => sim::WorkloadKind::Targeted,
+                WorkloadArg::Uniform => sim::WorkloadKind::Uniform,
+            },
+            keys: self.keys,
+            zipf_s: self.zipf_s,
+            zipf_v: self.zipf_v,
+            utilization: self.utilization,
+            records: self.records,
+            seed: self.seed,
+            service: match self.service {
+                ServiceArg::Fixed => sim::ServiceDist::Fixed,
+                ServiceArg::Exponential => sim::ServiceDist::Exponential,
+            },
+            assignor: match self.assignor {
+                AssignorArg::Range => sim::Assignor::Range,
+                AssignorArg::RoundRobin => sim::Assignor::RoundRobin,
+            },
+            fence_rtt_ms: self.fence_rtt_ms,
+            commit_interval_ms: self.commit_interval_ms,
+            barrier_poll_ms: self.barrier_poll_ms,
+            feedback_interval_ms: self.feedback_interval_ms,
+            warmup: self.warmup,
+            fencing: !self.no_fencing,
+            strategy,
+        }
+    }
+
+    fn format(&self) -> Format {
+        if self.json {
+            Format::Json
+        } else if self.csv {
+            Format::Csv
+        } else {
+            Format::Text
+        }
+    }
+}
+
+/// Runs `keyshift simulate`.
+pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    let strategy = args.strategy.resolve(&args.strategies, args.partitions)?;
+    let config = args.config(strategy);
+    config.validate().map_err(FlagError::from)?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get));
+    let format = args.format();
+    let mut out = io::stdout().lock();
+    match args.sweep {
+        None => {
+            let runs: Vec<(SimConfig, String)> = args
+                .strategies
+                .iter()
+                .map(|s| (config.clone(), s.clone()))
+                .collect();
+            let reports = run_all(&runs, jobs)?;
+            match format {
+                Format::Text => print::text_runs(&mut out, &config, &reports)?,
+                Format::Json => print::json(&mut out, &reports)?,
+                Format::Csv => print::csv_runs(&mut out, &reports)?,
+            }
+        }
+        Some(spec) => {
+            let mut runs = Vec::new();
+            for u in spec.levels() {
+                for s in &args.strategies {
+                    let c = SimConfig {
+                        utilization: u,
+                        ..config.clone()
+                    };
+                    runs.push((c, s.clone()));
+                }
+            }
+            let reports = run_all(&runs, jobs)?;
+            let sweep = sim::summarize(&args.strategies, reports, args.p99_bound_ms);
+            match format {
+                Format::Text => print::text_sweep(&mut out, &config, &sweep)?,
+                Format::Json => print::json(&mut out, &sweep)?,
+                Format::Csv => print::csv_sweep(&mut out, &sweep)?,
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Runs every (config, strategy) pair on up to `jobs` threads; results keep the input order.
+fn run_all(
+    runs: &[(SimConfig, String)],
+    jobs: usize,
+) -> Result<Vec<SimReport>, keyshift_core::ParamError> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<SimReport, keyshift_core::ParamError>>>> =
+        Mutex::new(vec![None; runs.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(runs.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((config, name)) = runs.get(i) else {
+                    break;
+                };
+                let r = sim::run(config, name);
+                results.lock().expect("a simulation thread panicked")[i] = Some(r);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("a simulation thread panicked")
+        .into_iter()
+        .map(|r| r.expect("every run was executed"))
+        .collect()
+}
+
+fn parse_strategy(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if strategy::NAMES.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "unknown strategy '{s}', expected one of {}",
+            strategy::NAMES.join(", ")
+        ))
+    }
+}
+
+fn parse_sweep(s: &str) -> Result<SweepSpec, String> {
+    s.parse::<SweepSpec>().map_err(|e| e.reason)
+}
+
+fn at_least_one(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a whole number ≥ 1")),
+    }
+}
+
+fn at_least_one_u64(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a whole number ≥ 1")),
+    }
+}
+
+fn at_least_one_usize(s: &str) -> Result<usize, String> {
+    at_least_one_u64(s).map(|n| n as usize)
+}
+
+fn finite_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() => Ok(x),
+        _ => Err(format!("'{s}' is not a finite number")),
+    }
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    match finite_f64(s) {
+        Ok(x) if x > 0.0 => Ok(x),
+        _ => Err(format!("'{s}' is not a positive number")),
+    }
+}
+
+fn non_negative_f64(s: &str) -> Result<f64, String> {
+    match finite_f64(s) {
+        Ok(x) if x >= 0.0 => Ok(x),
+        _ => Err(format!("'{s}' is not a number ≥ 0")),
+    }
+}
+
+fn utilization(s: &str) -> Result<f64, String> {
+    match positive_f64(s) {
+        Ok(x) if x <= sim::MAX_UTILIZATION => Ok(x),
+        Ok(x) => Err(format!(
+            "{x} is above {}: utilisation is a fraction (0.65 means 65 %)",
+            sim::MAX_UTILIZATION
+        )),
+        Err(e) => Err(e),
+    }
+}

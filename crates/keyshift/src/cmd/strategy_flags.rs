@@ -1,0 +1,181 @@
+//! Strategy options as flags, shared by every subcommand that places records (`simulate`
+//! today; the gateway and experiment later).
+//!
+//! Each strategy's options are prefixed with its name (`--slops-epsilon`,
+//! `--keyshift-max-moves`) so that options of the same name (`cooldown`, `route-capacity`) do
+//! not collide. Unset flags keep the core's defaults, so `--help` and the core cannot disagree
+//! about them. [`StrategyFlags::resolve`] builds each selected strategy once to validate its
+//! options, and reports a bad one under the flag the user typed.
+
+use clap::{Args, ValueEnum};
+use keyshift_core::hash::Hasher;
+use keyshift_core::strategy::{self, KeyshiftConfig, PkgConfig, SlopsConfig, StrategyConfig};
+
+use crate::exit::FlagError;
+
+/// The seed's SLOPS branches, as presets of the `slops` options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SlopsVariant {
+    /// Rebalance every swap interval (the seed's main branch).
+    Main,
+    /// Main, skipping rebalances while imbalance is within 10 %.
+    MainTolerance,
+    /// Rebalance continuously, ignoring recently moved keys.
+    StateTracking,
+    /// State tracking with the 10 % tolerance.
+    StateTrackingTol,
+}
+
+/// Which hash places keys that no route overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HasherArg {
+    /// Kafka's default partitioner (murmur2), where any Kafka client puts a key.
+    Murmur2,
+    /// The SLOPS seed's FNV-1a.
+    Fnv1a,
+}
+
+/// Options of the strategies.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Strategy options")]
+pub struct StrategyFlags {
+    /// Hash for keys no route overrides (also their home partition when fencing).
+    #[arg(long, value_enum, default_value_t = HasherArg::Murmur2)]
+    hasher: HasherArg,
+
+    /// slops: which of the seed's branches to start from; the other --slops-* flags override it.
+    #[arg(long, value_enum, default_value_t = SlopsVariant::Main)]
+    slops_variant: SlopsVariant,
+
+    /// slops: lossy counting ε (bucket width ⌊1/ε⌋) [default: the seed's].
+    #[arg(long, allow_negative_numbers = true)]
+    slops_epsilon: Option<f64>,
+
+    /// slops: lossy counting support, the share of traffic that makes a key hot
+    /// [default: the seed's].
+    #[arg(long, allow_negative_numbers = true)]
+    slops_support: Option<f64>,
+
+    /// slops: share of records not counted by the sketch [default: the seed's].
+    #[arg(long, allow_negative_numbers = true)]
+    slops_sample_threshold: Option<f64>,
+
+    /// slops: seconds between rebalances [default: 10].
+    #[arg(long, allow_negative_numbers = true)]
+    slops_swap_interval: Option<f64>,
+
+    /// slops: skip a rebalance while max/mean − 1 is within this (0.1 = 10 %)
+    /// [default: none, or 0.1 for the -tolerance variants].
+    #[arg(long, allow_negative_numbers = true)]
+    slops_tolerance: Option<f64>,
+
+    /// slops: seconds during which a moved key is not moved again [default: 0, or 10 for the
+    /// state-tracking variants].
+    #[arg(long, allow_negative_numbers = true)]
+    slops_cooldown: Option<f64>,
+
+    /// keyshift: half-life in seconds of key rates and partition loads.
+    #[arg(long, allow_negative_numbers = true, default_value_t = KeyshiftConfig::default().half_life_secs)]
+    keyshift_half_life: f64,
+
+    /// keyshift: seconds between rebalance rounds.
+    #[arg(long, allow_negative_numbers = true, default_value_t = KeyshiftConfig::default().rebalance_interval_secs)]
+    keyshift_rebalance_interval: f64,
+
+    /// keyshift: tolerated excess over the lower bound before moving a key (0.02 = 2 %).
+    #[arg(long, allow_negative_numbers = true, default_value_t = KeyshiftConfig::default().hysteresis)]
+    keyshift_hysteresis: f64,
+
+    /// keyshift: migration budget, most key moves per round.
+    #[arg(long, default_value_t = KeyshiftConfig::default().max_moves_per_round)]
+    keyshift_max_moves: usize,
+
+    /// keyshift: seconds during which a moved key is not moved again.
+    #[arg(long, allow_negative_numbers = true, default_value_t = KeyshiftConfig::default().cooldown_secs)]
+    keyshift_cooldown: f64,
+
+    /// keyshift: seconds of traffic observed before the first round.
+    #[arg(long, allow_negative_numbers = true, default_value_t = KeyshiftConfig::default().warmup_secs)]
+    keyshift_warmup: f64,
+
+    /// keyshift: use measured per-partition consumer throughput and lag as capacity.
+    #[arg(long, default_value_t = KeyshiftConfig::default().use_feedback,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    keyshift_feedback: bool,
+
+    /// pkg: half-life in seconds of the per-partition load [default: cumulative counts].
+    #[arg(long, allow_negative_numbers = true)]
+    pkg_half_life: Option<f64>,
+
+    /// unordered: rotate over partitions instead of picking the least loaded.
+    #[arg(long)]
+    unordered_round_robin: bool,
+}
+
+impl StrategyFlags {
+    /// The strategy configuration, checked by building each of `names` over `partitions`.
+    pub fn resolve(&self, names: &[String], partitions: u32) -> Result<StrategyConfig, FlagError> {
+        let mut slops = match self.slops_variant {
+            SlopsVariant::Main => SlopsConfig::main(),
+            SlopsVariant::MainTolerance => SlopsConfig::main_tolerance(),
+            SlopsVariant::StateTracking => SlopsConfig::state_tracking(),
+            SlopsVariant::StateTrackingTol => SlopsConfig::state_tracking_tol(),
+        };
+        if let Some(x) = self.slops_epsilon {
+            slops.epsilon = x;
+        }
+        if let Some(x) = self.slops_support {
+            slops.support = x;
+        }
+        if let Some(x) = self.slops_sample_threshold {
+            slops.sample_threshold = x;
+        }
+        if let Some(x) = self.slops_swap_interval {
+            slops.swap_interval_secs = x;
+        }
+        if self.slops_tolerance.is_some() {
+            slops.tolerance = self.slops_tolerance;
+        }
+        if let Some(x) = self.slops_cooldown {
+            slops.cooldown_secs = x;
+        }
+        let keyshift = KeyshiftConfig {
+            half_life_secs: self.keyshift_half_life,
+            rebalance_interval_secs: self.keyshift_rebalance_interval,
+            hysteresis: self.keyshift_hysteresis,
+            max_moves_per_round: self.keyshift_max_moves,
+            cooldown_secs: self.keyshift_cooldown,
+            warmup_secs: self.keyshift_warmup,
+            use_feedback: self.keyshift_feedback,
+            ..KeyshiftConfig::default()
+        };
+        let config = StrategyConfig {
+            hasher: match self.hasher {
+                HasherArg::Murmur2 => Hasher::Murmur2,
+                HasherArg::Fnv1a => Hasher::Fnv1a,
+            },
+            seed: 0,
+            slops,
+            keyshift,
+            pkg: PkgConfig {
+                half_life_secs: self.pkg_half_life,
+            },
+            unordered: strategy::UnorderedConfig {
+                round_robin: self.unordered_round_robin,
+            },
+        };
+        for name in names {
+            if let Err(e) = strategy::build_with(name, partitions, &config) {
+                // Core errors name the option as the strategy knows it (`cooldown`); the
+                // flag carries the strategy's prefix unless the core already added it.
+                let flag = if e.name == "partitions" || e.name.starts_with(&format!("{name}-")) {
+                    format!("--{}", e.name)
+                } else {
+                    format!("--{name}-{}", e.name)
+                };
+                return Err(FlagError::new(flag, e.reason));
+            }
+        }
+        Ok(config)
+    }
+}
