@@ -16,10 +16,12 @@
 //!   [`protocol::RouteHeader`]) and the consumer side ([`protocol::OrderGate`] decides which
 //!   records may be processed and how far each partition may commit).
 //! - [`sim`] runs all of the above as a deterministic discrete-event simulation and reports
-//!   latency, balance, migrations and order; [`stats`] holds the shared measures.
+//!   latency, balance, migrations and order; [`stats`] holds the shared measures, and
+//!   [`probe`] the payload experiments use to measure latency and check per-key order.
 
 pub mod error;
 pub mod hash;
+pub mod probe;
 pub mod protocol;
 pub mod sim;
 pub mod sketch;
