@@ -1,0 +1,28 @@
+//! keyshift's Kafka adapters: everything that talks to a Kafka cluster through rdkafka.
+//!
+//! The decisions (routing, migration, order gate) live in `keyshift-core`; this crate moves
+//! bytes and answers questions about the cluster:
+//! - [`config`]: [`ClientSettings`], shared by every client of a run (bootstrap servers,
+//!   client id, kcat-style `-X key=value` passthrough, idempotent producer defaults);
+//! - [`admin`]: [`Admin`], idempotent topic creation, partition counts, end offsets and a
+//!   group's committed offsets — the barrier of fenced migration;
+//! - [`producer`]: [`KeyshiftProducer`], any strategy of the core in front of an idempotent
+//!   producer, with fenced migration when a key moves;
+//! - [`consumer`]: [`OrderedConsumer`], a consumer-group member that delivers records in
+//!   per-key order across fenced migrations (the core's order gate on a real consumer);
+//! - [`broker`]: [`EmbeddedBroker`], an in-process tansu broker so that everything runs with
+//!   no setup, and [`run_standalone`] for `keyshift broker`.
+//!
+//! Nothing here depends on the broker being tansu: with real bootstrap servers the same
+//! code runs against any Kafka cluster.
+
+pub mod admin;
+pub mod broker;
+pub mod config;
+
+pub use admin::{Admin, AdminConfig, AdminError, TopicStatus};
+pub use broker::{
+    run_standalone, serve_standalone, BrokerError, BrokerOptions, EmbeddedBroker,
+    StandaloneOptions,
+};
+pub use config::{ClientSettings, ConfigError, Property};
