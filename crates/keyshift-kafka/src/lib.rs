@@ -19,6 +19,8 @@
 pub mod admin;
 pub mod broker;
 pub mod config;
+pub mod consumer;
+pub mod producer;
 
 pub use admin::{Admin, AdminConfig, AdminError, TopicStatus};
 pub use broker::{
@@ -26,3 +28,11 @@ pub use broker::{
     StandaloneOptions,
 };
 pub use config::{ClientSettings, ConfigError, Property};
+pub use producer::{
+    Delivery, KeyshiftProducer, PendingDelivery, ProduceError, ProducerBuildError, ProducerBuilder,
+    ProducerStats,
+};
+pub use consumer::{
+    ConsumerError, ConsumerStats, DeliveredRecord, HandlerError, OrderedConsumer,
+    OrderedConsumerBuilder, RecordHandler, StatsSnapshot, StopHandle,
+};

@@ -1,0 +1,296 @@
+//! Producer overhead: keyshift's producer against the plain rdkafka producer, same broker,
+//! same run, alternating.
+//!
+//! Run with `cargo bench -p keyshift-kafka --bench producer` (options through env vars:
+//! `KEYSHIFT_BENCH_RECORDS` per round, default 20000; `KEYSHIFT_BENCH_ROUNDS`, default 5;
+//! `KEYSHIFT_BENCH_BOOTSTRAP` to use an existing cluster instead of the embedded broker).
+//!
+//! Each round sends the same Zipf key stream (s = 1.1, v = 2.72, 2800 keys, as the seed's
+//! client) of ~100-byte records through three producers in turn and awaits every delivery:
+//! - `plain`: an rdkafka `FutureProducer` with the same idempotent configuration and
+//!   `partitioner=murmur2_random` (the Java client's placement, so the broker sees the same
+//!   per-partition load);
+//! - `keyshift/hash` and `keyshift/keyshift`: a [`KeyshiftProducer`] with those strategies
+//!   (`keyshift` with no warm-up and a 20 ms rebalance interval, so keys move and fence
+//!   while a round's records are routed);
+//! - `keyshift/hash+moves`: `hash` plus a forced move ([`KeyshiftProducer::move_key`]) of one
+//!   of the 16 hottest keys every 500 records — the fence/hold/route-header machinery alone.
+//!
+//! It reports records/s (wall clock, first send to last acknowledgement) and CPU time per
+//! record of this process. The embedded broker (tansu on sqlite, ~20 k records/s) runs in a
+//! *child process*, so the CPU time here is the producer's alone — librdkafka's threads,
+//! the delivery futures and keyshift's routing — which isolates the overhead even when the
+//! broker bounds the throughput. Medians over the rounds and ratios to `plain` are printed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keyshift_core::strategy::{KeyshiftConfig, StrategyConfig};
+use keyshift_core::workload::{key_name, Zipf};
+use keyshift_kafka::{Admin, ClientSettings, EmbeddedBroker, KeyshiftProducer, PendingDelivery};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+
+const PARTITIONS: u32 = 8;
+const VALUE_BYTES: usize = 100;
+const CHILD_ENV: &str = "KEYSHIFT_BENCH_BROKER_CHILD";
+
+fn main() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return run_broker_child();
+    }
+    let records = env_or("KEYSHIFT_BENCH_RECORDS", 20_000);
+    let rounds = env_or("KEYSHIFT_BENCH_ROUNDS", 5);
+    let (bootstrap, mut child) = match std::env::var("KEYSHIFT_BENCH_BOOTSTRAP") {
+        Ok(bootstrap) => (bootstrap, None),
+        Err(_) => {
+            let (bootstrap, child) = spawn_broker_child();
+            (bootstrap, Some(child))
+        }
+    };
+    let settings = ClientSettings::new(bootstrap).client_id("keyshift-bench");
+    let admin = Admin::new(&settings).expect("admin client");
+    let keys = zipf_keys(records);
+    let value = vec![b'v'; VALUE_BYTES];
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let variants = [
+        "plain",
+        "keyshift/hash",
+        "keyshift/hash+moves",
+        "keyshift/keyshift",
+    ];
+    let mut results: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
+    println!(
+        "producer overhead: {records} records of {VALUE_BYTES} B per round, {rounds} rounds \
+         (+1 warm-up), {PARTITIONS} partitions, zipf s=1.1 over 2800 keys"
+    );
+    let stamp = std::process::id();
+    for round in 0..=rounds {
+        // Alternate the order so drift (the broker's growing database) hits all alike.
+        for i in 0..variants.len() {
+            let v = (i + round) % variants.len();
+            let topic = format!("bench-{stamp}-{round}-{v}");
+            admin.create_topic(&topic, PARTITIONS).expect("topic");
+            let sample =
+                runtime.block_on(run_variant(variants[v], &settings, &topic, &keys, &value));
+            if round > 0 {
+                results[v].push(sample);
+            }
+        }
+    }
+    println!(
+        "{:<18} {:>12} {:>9} {:>12} {:>9} {:>8}",
+        "variant", "records/s", "ratio", "cpu µs/rec", "ratio", "fences"
+    );
+    let plain_rate = median(results[0].iter().map(|s| s.rate));
+    let plain_cpu = median(results[0].iter().map(|s| s.cpu_us_per_record));
+    for (v, name) in variants.iter().enumerate() {
+        let rate = median(results[v].iter().map(|s| s.rate));
+        let cpu = median(results[v].iter().map(|s| s.cpu_us_per_record));
+        let fences = median(results[v].iter().map(|s| s.fences as f64));
+        println!(
+            "{name:<18} {rate:>12.0} {:>9.3} {cpu:>12.2} {:>9.3} {fences:>8.0}",
+            rate / plain_rate,
+            cpu / plain_cpu
+        );
+    }
+    for (v, name) in variants.iter().enumerate() {
+        let rates: Vec<String> = results[v]
+            .iter()
+            .map(|s| format!("{:.0}", s.rate))
+            .collect();
+        let cpus: Vec<String> = results[v]
+            .iter()
+            .map(|s| format!("{:.2}", s.cpu_us_per_record))
+            .collect();
+        println!("  {name}: records/s {rates:?}, cpu µs/rec {cpus:?}");
+    }
+    if let Some(child) = child.as_mut() {
+        // Closing its stdin tells the broker child to stop.
+        drop(child.stdin.take());
+        let _ = child.wait();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    rate: f64,
+    cpu_us_per_record: f64,
+    fences: u64,
+}
+
+async fn run_variant(
+    variant: &str,
+    settings: &ClientSettings,
+    topic: &str,
+    keys: &[Vec<u8>],
+    value: &[u8],
+) -> Sample {
+    let (start, cpu0, fences) = if variant == "plain" {
+        let producer: FutureProducer = settings
+            .producer_config()
+            .set("partitioner", "murmur2_random")
+            .create()
+            .expect("plain producer");
+        let start = Instant::now();
+        let cpu0 = cpu_time();
+        let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(keys.len());
+        for key in keys {
+            let mut record = FutureRecord::to(topic).key(key.as_slice()).payload(value);
+            loop {
+                match producer.send_result(record) {
+                    Ok(future) => break pending.push(future),
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((err, _)) => panic!("plain send failed: {err}"),
+                }
+            }
+        }
+        for future in pending {
+            future
+                .await
+                .expect("delivery report")
+                .map_err(|(err, _)| err)
+                .expect("delivered");
+        }
+        (start, cpu0, 0)
+    } else {
+        let forced_moves = variant.ends_with("+moves");
+        let strategy = variant
+            .trim_start_matches("keyshift/")
+            .trim_end_matches("+moves");
+        // A round's records are all routed within tens of milliseconds (acknowledgements take
+        // the rest of the round): no warm-up and a 20 ms rebalance interval, so that keys do
+        // move (and fence) during the measurement.
+        let config = StrategyConfig {
+            keyshift: KeyshiftConfig {
+                warmup_secs: 0.0,
+                rebalance_interval_secs: 0.02,
+                cooldown_secs: 1.0,
+                use_feedback: false,
+                ..KeyshiftConfig::default()
+            },
+            ..StrategyConfig::default()
+        };
+        let producer = KeyshiftProducer::builder(settings.clone(), topic)
+            .strategy(strategy)
+            .strategy_config(config)
+            .partitions(PARTITIONS)
+            .build()
+            .expect("keyshift producer");
+        let start = Instant::now();
+        let cpu0 = cpu_time();
+        let mut pending: Vec<PendingDelivery> = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            if forced_moves && i % 500 == 499 {
+                // Every 500 records one of the 16 hottest keys moves one partition on: the
+                // full fence / hold / route-header path with no strategy cost.
+                let hot = key_name((i / 500 % 16) as u64).into_bytes();
+                let to = (producer.current_partition(&hot) + 1) % PARTITIONS;
+                producer.move_key(&hot, to).expect("valid partition");
+            }
+            loop {
+                match producer.try_send(key, value, Vec::new()) {
+                    Ok(p) => break pending.push(p),
+                    Err(keyshift_kafka::ProduceError::QueueFull { .. }) => {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err(err) => panic!("keyshift send failed: {err}"),
+                }
+            }
+        }
+        for p in pending {
+            p.await.expect("delivered");
+        }
+        (start, cpu0, producer.stats().fences)
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_time() - cpu0;
+    Sample {
+        rate: keys.len() as f64 / elapsed,
+        cpu_us_per_record: cpu.as_secs_f64() * 1e6 / keys.len() as f64,
+        fences,
+    }
+}
+
+/// The key stream every variant sends: Zipf over the seed's 2800 `location_<n>` keys.
+fn zipf_keys(records: usize) -> Vec<Vec<u8>> {
+    let zipf = Zipf::new(1.1, 2.72, 2800).expect("zipf");
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut uniform = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..records)
+        .map(|_| key_name(zipf.sample_with(&mut uniform)).into_bytes())
+        .collect()
+}
+
+/// User + system CPU time of this process (all threads), from `getrusage` (µs resolution).
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct we pass, which is zero-initialised plain data.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        let rc = libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        assert_eq!(rc, 0, "getrusage failed");
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Starts this binary again as the broker process and reads its bootstrap address.
+fn spawn_broker_child() -> (String, Child) {
+    let mut child = Command::new(std::env::current_exe().expect("own path"))
+        .env(CHILD_ENV, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("broker child starts");
+    let stdout = child.stdout.take().expect("child stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("bootstrap line from the broker child");
+    let bootstrap = line.trim().to_owned();
+    assert!(!bootstrap.is_empty(), "the broker child did not start");
+    (bootstrap, child)
+}
+
+/// The child: an embedded broker until stdin closes.
+fn run_broker_child() {
+    let broker = EmbeddedBroker::start().expect("embedded broker");
+    let mut out = std::io::stdout();
+    writeln!(out, "{}", broker.bootstrap_servers()).expect("stdout");
+    out.flush().expect("stdout");
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    broker.shutdown();
+}

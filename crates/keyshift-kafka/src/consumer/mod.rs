@@ -1,0 +1,450 @@
+//! The ordered consumer: a Kafka consumer-group member that delivers records to the
+//! application in per-key order across fenced migrations.
+//!
+//! An [`OrderedConsumer`] runs one rdkafka `BaseConsumer` on a thread of its own and puts the
+//! core's [`OrderGate`](keyshift_core::protocol::OrderGate) between Kafka and the application
+//! ([`RecordHandler`]):
+//!
+//! - each consumed record is offered to the gate with its decoded `keyshift-route` header and
+//!   `keyshift-fence` flag; the gate releases it once every earlier record of its key is
+//!   processed, including, for a migrated key, everything on its old partition up to the
+//!   fence. Only the waiting key parks; other keys keep flowing;
+//! - while records are parked on a partition this member does not own, the group's committed
+//!   offset of that partition is read (OffsetFetch) every
+//!   [`barrier_poll_interval`](OrderedConsumerBuilder::barrier_poll_interval);
+//! - commits are manual and never pass an unprocessed record: every
+//!   [`commit_interval`](OrderedConsumerBuilder::commit_interval) the gate's processed prefix
+//!   of each owned partition is committed (if it moved), at once after a fence is passed (the
+//!   new partition's parked records wait for exactly that commit), synchronously before
+//!   partitions are revoked, and on a clean stop;
+//! - records are processed one at a time, so each partition is processed sequentially, like a
+//!   single-server worker;
+//! - a partition holding more than
+//!   [`max_pending_per_partition`](OrderedConsumerBuilder::max_pending_per_partition)
+//!   unprocessed records is paused (fetching stops) until half of them are processed, so
+//!   memory stays bounded. Pausing per partition, never all, cannot deadlock: the record with
+//!   the earliest append time among the unprocessed ones is always releasable, because what it
+//!   waits for was appended even earlier and is fetched or already processed.
+//!
+//! Hostile input never stops the consumer: a `keyshift-route` or `keyshift-fence` header that
+//! does not decode (garbage, truncated, or a version this build does not know) is counted
+//! ([`StatsSnapshot::malformed_headers`]), logged with its partition and offset, and the record
+//! is delivered to the application marked [`DeliveredRecord::unordered`] — ordered only inside
+//! its partition, never dropped.
+//!
+//! Stopping: [`OrderedConsumer::stop`] commits what is processed and leaves the group, so its
+//! partitions move to other members at once. [`OrderedConsumer::crash`] (for tests and fault
+//! experiments) abandons the member the way a killed process would: no final commit, no
+//! LeaveGroup; the group notices only when its session times out, and the partitions'
+//! unprocessed records are redelivered to the survivors and gated again.
+
+mod run;
+mod stats;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use keyshift_core::probe::{Probe, SeqVerdict, SequenceCheck};
+use keyshift_core::protocol::RouteHeader;
+use rdkafka::error::KafkaError;
+
+use crate::config::ClientSettings;
+
+pub use stats::{ConsumerStats, StatsSnapshot};
+
+/// Default interval between committed-offset reads while records are parked.
+pub const DEFAULT_BARRIER_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Default interval between periodic commits of processed prefixes.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+/// Default bound on unprocessed records per partition before fetching pauses.
+pub const DEFAULT_MAX_PENDING_PER_PARTITION: usize = 2_000;
+/// Default timeout of blocking broker calls made by the consumer loop (OffsetFetch, sync
+/// commits, watermarks).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A record the application may process now, in per-key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredRecord {
+    /// Partition it was consumed from.
+    pub partition: u32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key (empty when the record had none).
+    pub key: Vec<u8>,
+    /// Its value (empty when the record had none).
+    pub value: Vec<u8>,
+    /// All its headers, keyshift's included, in record order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Its timestamp in milliseconds since the Unix epoch, if it has one.
+    pub timestamp_ms: Option<i64>,
+    /// Its decoded `keyshift-route` header: the message set it belongs to.
+    pub route: Option<RouteHeader>,
+    /// Whether it waited for a migration barrier.
+    pub parked: bool,
+    /// How long it waited, from consumption to release (zero unless `parked`).
+    pub park_time: Duration,
+    /// True when a keyshift header on it could not be decoded (malformed or unknown version):
+    /// it was ordered only within its partition, not across a migration.
+    pub unordered: bool,
+    /// Its value parsed as an experiment [`Probe`], if it is one.
+    pub probe: Option<Probe>,
+    /// The order check's verdict on the probe's sequence number (the shared check's, when one
+    /// is configured), if it is a probe.
+    pub verdict: Option<SeqVerdict>,
+}
+
+/// Error type handlers return; any error converts into it.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The application: processes one released record at a time.
+///
+/// An error is logged and counted ([`StatsSnapshot::handler_errors`]) and the record counts as
+/// processed — retries and dead-lettering are the application's choice, since retrying
+/// forever here would stall the partition. Implemented for closures
+/// `FnMut(&DeliveredRecord) -> Result<(), E>`.
+pub trait RecordHandler: Send + 'static {
+    /// Processes `record`; returns when done.
+    fn handle(&mut self, record: &DeliveredRecord) -> Result<(), HandlerError>;
+}
+
+impl<F, E> RecordHandler for F
+where
+    F: FnMut(&DeliveredRecord) -> Result<(), E> + Send + 'static,
+    E: Into<HandlerError>,
+{
+    fn handle(&mut self, record: &DeliveredRecord) -> Result<(), HandlerError> {
+        self(record).map_err(Into::into)
+    }
+}
+
+/// A failure to start or run an ordered consumer; each names the group and topic.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// The rdkafka consumer could not be created (usually a bad passthrough property).
+    #[error("cannot create a consumer in group '{group}' for '{bootstrap}': {source}")]
+    Client {
+        /// The consumer group.
+        group: String,
+        /// The bootstrap servers.
+        bootstrap: String,
+        /// rdkafka's error (boxed: it is large and errors are rare).
+        source: Box<KafkaError>,
+    },
+    /// Subscribing to the topic failed.
+    #[error("group '{group}' cannot subscribe to topic '{topic}': {source}")]
+    Subscribe {
+        /// The consumer group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// rdkafka's error (boxed: it is large and errors are rare).
+        source: Box<KafkaError>,
+    },
+    /// The consumer thread could not be started.
+    #[error("cannot start the consumer thread of group '{group}': {source}")]
+    Thread {
+        /// The consumer group.
+        group: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// librdkafka reported a fatal error; the consumer stopped.
+    #[error("consumer of group '{group}' on topic '{topic}' failed fatally: {source}")]
+    Fatal {
+        /// The consumer group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// rdkafka's error (boxed: it is large and errors are rare).
+        source: Box<KafkaError>,
+    },
+    /// The consumer thread panicked (a panicking handler does this).
+    #[error("consumer thread of group '{group}' on topic '{topic}' panicked: {message}")]
+    Panicked {
+        /// The consumer group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The panic message.
+        message: String,
+    },
+    /// An option makes no sense.
+    #[error("invalid ordered-consumer option {option}: {reason}")]
+    InvalidOption {
+        /// The option's builder method name.
+        option: &'static str,
+        /// What was expected.
+        reason: String,
+    },
+}
+
+/// Configures and starts an [`OrderedConsumer`].
+#[derive(Clone)]
+pub struct OrderedConsumerBuilder {
+    pub(crate) settings: ClientSettings,
+    pub(crate) group: String,
+    pub(crate) topic: String,
+    pub(crate) barrier_poll_interval: Duration,
+    pub(crate) commit_interval: Duration,
+    pub(crate) session_timeout: Option<Duration>,
+    pub(crate) max_pending_per_partition: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) shared_check: Option<(Arc<Mutex<SequenceCheck>>, bool)>,
+    pub(crate) thread_name: Option<String>,
+}
+
+impl fmt::Debug for OrderedConsumerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OrderedConsumerBuilder")
+            .field("bootstrap", &self.settings.bootstrap_servers())
+            .field("group", &self.group)
+            .field("topic", &self.topic)
+            .field("barrier_poll_interval", &self.barrier_poll_interval)
+            .field("commit_interval", &self.commit_interval)
+            .field("session_timeout", &self.session_timeout)
+            .field("max_pending_per_partition", &self.max_pending_per_partition)
+            .field("shared_check", &self.shared_check.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrderedConsumerBuilder {
+    /// A member of consumer group `group` reading `topic`, with the clients' shared settings
+    /// (bootstrap servers, client id, `-X` passthrough — which wins over everything set here).
+    pub fn new(
+        settings: &ClientSettings,
+        group: impl Into<String>,
+        topic: impl Into<String>,
+    ) -> Self {
+        Self {
+            settings: settings.clone(),
+            group: group.into(),
+            topic: topic.into(),
+            barrier_poll_interval: DEFAULT_BARRIER_POLL_INTERVAL,
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
+            session_timeout: None,
+            max_pending_per_partition: DEFAULT_MAX_PENDING_PER_PARTITION,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            shared_check: None,
+            thread_name: None,
+        }
+    }
+
+    /// How often to read the group's committed offsets of partitions that parked records wait
+    /// on (default 50 ms). Shorter means less park time and more OffsetFetch requests.
+    pub fn barrier_poll_interval(mut self, interval: Duration) -> Self {
+        self.barrier_poll_interval = interval;
+        self
+    }
+
+    /// How often to commit processed prefixes (default 100 ms); fences commit at once anyway.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
+    /// The group session timeout (`session.timeout.ms`; librdkafka's default 45 s when unset):
+    /// how long a crashed member keeps its partitions. The heartbeat interval is set to a
+    /// sixth of it. A `-X` passthrough still wins.
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = Some(timeout);
+        self
+    }
+
+    /// Unprocessed records per partition above which fetching that partition pauses
+    /// (default 2000); it resumes at half.
+    pub fn max_pending_per_partition(mut self, max: usize) -> Self {
+        self.max_pending_per_partition = max;
+        self
+    }
+
+    /// Timeout of the loop's blocking broker calls (default 10 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Also checks probe sequence numbers against `check`, shared with other consumers, so
+    /// that several members of a group check one global per-key order (an in-process
+    /// experiment). `expect_from_zero`: every key's first record is sequence 0 (the shared
+    /// check sees the whole stream). The shared check's verdict is the one counted; without
+    /// it each consumer checks locally, starting each key at the first record it sees.
+    pub fn shared_sequence_check(
+        mut self,
+        check: Arc<Mutex<SequenceCheck>>,
+        expect_from_zero: bool,
+    ) -> Self {
+        self.shared_check = Some((check, expect_from_zero));
+        self
+    }
+
+    /// Names the consumer thread (default `keyshift-consumer-<group>`).
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.thread_name = Some(name.into());
+        self
+    }
+
+    /// Creates the consumer, subscribes, and starts its thread, which calls `handler` for each
+    /// released record. Returns once the thread runs; joining the group happens in the
+    /// background.
+    pub fn spawn<H: RecordHandler>(self, handler: H) -> Result<OrderedConsumer, ConsumerError> {
+        for (option, value) in [
+            ("barrier_poll_interval", self.barrier_poll_interval),
+            ("commit_interval", self.commit_interval),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConsumerError::InvalidOption {
+                    option,
+                    reason: "expected a duration greater than zero".into(),
+                });
+            }
+        }
+        if self.max_pending_per_partition == 0 {
+            return Err(ConsumerError::InvalidOption {
+                option: "max_pending_per_partition",
+                reason: "expected at least 1".into(),
+            });
+        }
+        if let Some(t) = self.session_timeout {
+            if t < Duration::from_millis(6) || t.as_millis() > i32::MAX as u128 {
+                return Err(ConsumerError::InvalidOption {
+                    option: "session_timeout",
+                    reason: format!("expected 6 ms ..= {} ms, got {t:?}", i32::MAX),
+                });
+            }
+        }
+        run::spawn(self, Box::new(handler))
+    }
+}
+
+/// How the consumer thread should end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Mode {
+    Run = 0,
+    Stop = 1,
+    Crash = 2,
+}
+
+/// Asks a running [`OrderedConsumer`] to stop cleanly, from anywhere (a signal handler, an
+/// HTTP endpoint); cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StopHandle(Arc<AtomicU8>);
+
+impl StopHandle {
+    /// Requests a clean stop (commit processed offsets, leave the group). Returns at once.
+    pub fn stop(&self) {
+        let _ = self.0.compare_exchange(
+            Mode::Run as u8,
+            Mode::Stop as u8,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+}
+
+/// A running ordered consumer; see the [module docs](self). Dropping it stops it cleanly.
+pub struct OrderedConsumer {
+    group: String,
+    topic: String,
+    mode: Arc<AtomicU8>,
+    stats: Arc<ConsumerStats>,
+    thread: Option<JoinHandle<Result<(), ConsumerError>>>,
+}
+
+impl fmt::Debug for OrderedConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OrderedConsumer")
+            .field("group", &self.group)
+            .field("topic", &self.topic)
+            .field("running", &self.is_running())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrderedConsumer {
+    /// Its live statistics (shared: keep the `Arc` to read them after the consumer stops).
+    pub fn stats(&self) -> &Arc<ConsumerStats> {
+        &self.stats
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// A handle that requests a clean stop from elsewhere; then call [`OrderedConsumer::join`].
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(Arc::clone(&self.mode))
+    }
+
+    /// Whether the consumer thread is still running (false after a fatal error or a stop).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops cleanly: finishes the record in the handler, commits every processed prefix,
+    /// leaves the group (its partitions move to other members at once), and waits for the
+    /// thread. Returns the error that ended the consumer early, if any.
+    pub fn stop(mut self) -> Result<(), ConsumerError> {
+        self.stop_handle().stop();
+        self.join_thread()
+    }
+
+    /// Waits for the thread to end (after a [`StopHandle::stop`] or a fatal error).
+    pub fn join(mut self) -> Result<(), ConsumerError> {
+        self.join_thread()
+    }
+
+    /// Abandons the member as a killed process would, for fault tests: the thread stops after
+    /// the record in the handler, commits nothing more and does not leave the group
+    /// (librdkafka is destroyed with `RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE`). The group keeps
+    /// the member, and its partitions, until the session timeout expires; then the survivors
+    /// get the partitions back from the last committed offsets. A few small client objects
+    /// (the rdkafka wrapper around the destroyed handle) are leaked on purpose.
+    pub fn crash(mut self) {
+        self.mode.store(Mode::Crash as u8, Ordering::SeqCst);
+        if let Err(err) = self.join_thread() {
+            tracing::warn!(group = %self.group, %err, "crashed consumer had already failed");
+        }
+    }
+
+    fn join_thread(&mut self) -> Result<(), ConsumerError> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        thread.join().unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(ConsumerError::Panicked {
+                group: self.group.clone(),
+                topic: self.topic.clone(),
+                message,
+            })
+        })
+    }
+}
+
+impl Drop for OrderedConsumer {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop_handle().stop();
+            if let Err(err) = self.join_thread() {
+                tracing::error!(group = %self.group, topic = %self.topic, %err, "ordered consumer ended with an error");
+            }
+        }
+    }
+}

@@ -1,0 +1,676 @@
+//! The consumer thread of an [`OrderedConsumer`]: the rdkafka `BaseConsumer`, its rebalance
+//! context, and the poll → gate → handler → commit loop described in the
+//! [parent module](super).
+//!
+//! Everything here runs on one thread. librdkafka calls the rebalance callbacks from inside
+//! `poll`, on the polling thread, so the gate and the side table of record bodies live in a
+//! mutex shared with the context only to satisfy rdkafka's `Sync` bound; it is never
+//! contended, and the loop never holds it across `poll` or a handler call.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use keyshift_core::probe::{Probe, SeqVerdict, SequenceCheck};
+use keyshift_core::protocol::{
+    FenceHeader, GateRecord, Offered, OrderGate, RouteHeader, FENCE_HEADER, ROUTE_HEADER,
+};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+
+use super::{
+    ConsumerError, ConsumerStats, DeliveredRecord, Mode, OrderedConsumer, OrderedConsumerBuilder,
+    RecordHandler,
+};
+
+/// Longest a blocking poll waits when there is nothing to process, so that the commit and
+/// barrier timers and a stop request are served promptly.
+const IDLE_POLL: Duration = Duration::from_millis(20);
+
+/// A consumed record waiting in the gate, with what the handler will need.
+struct Stored {
+    value: Vec<u8>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    timestamp_ms: Option<i64>,
+    route: Option<RouteHeader>,
+    unordered: bool,
+    consumed_at: Instant,
+}
+
+/// State shared by the loop and the rebalance callbacks.
+struct State {
+    gate: OrderGate,
+    /// Bodies of offered, not yet delivered records (fences are never stored).
+    bodies: HashMap<(u32, i64), Stored>,
+    /// Unprocessed records per owned partition, for backpressure.
+    pending: HashMap<u32, usize>,
+    /// Owned partitions and the last offset this member committed there (None: not yet).
+    owned: HashMap<u32, Option<i64>>,
+    paused: BTreeSet<u32>,
+}
+
+impl State {
+    fn forget(&mut self, partition: u32) {
+        self.gate.revoke(partition);
+        self.bodies.retain(|(p, _), _| *p != partition);
+        self.pending.remove(&partition);
+        self.owned.remove(&partition);
+        self.paused.remove(&partition);
+    }
+}
+
+/// The rdkafka context: rebalance callbacks keep the gate's assignment in step with the
+/// group's.
+struct GateContext {
+    group: String,
+    topic: String,
+    timeout: Duration,
+    state: Arc<Mutex<State>>,
+    stats: Arc<ConsumerStats>,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding the lock ends the consumer thread anyway; the state is only read
+    // again by the rdkafka close path, where any consistent-enough view will do.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ClientContext for GateContext {}
+
+impl ConsumerContext for GateContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        ConsumerStats::add(&self.stats.rebalances, 1);
+        let lost = consumer.assignment_lost();
+        let mut state = lock(&self.state);
+        let mut commit = TopicPartitionList::new();
+        let mut revoked = Vec::new();
+        for elem in tpl.elements_for_topic(&self.topic) {
+            let p = elem.partition() as u32;
+            revoked.push(p);
+            if let Some(offset) = state.gate.commit_offset(p) {
+                if state.owned.get(&p).copied().flatten() != Some(offset) {
+                    let _ =
+                        commit.add_partition_offset(&self.topic, p as i32, Offset::Offset(offset));
+                }
+            }
+        }
+        // A lost assignment (session expired) may already belong to another member: committing
+        // would overwrite its progress, so only a clean revocation commits.
+        if lost {
+            tracing::warn!(group = %self.group, partitions = ?revoked, "assignment lost; not committing");
+        } else if commit.count() > 0 {
+            ConsumerStats::add(&self.stats.commits, 1);
+            match consumer.commit(&commit, CommitMode::Sync) {
+                Ok(()) => tracing::debug!(group = %self.group, ?commit, "committed before revoke"),
+                Err(err) => {
+                    ConsumerStats::add(&self.stats.commit_failures, 1);
+                    tracing::warn!(group = %self.group, %err, "commit before revoke failed");
+                }
+            }
+        }
+        for p in &revoked {
+            state.forget(*p);
+        }
+        self.publish(&state);
+        tracing::info!(group = %self.group, topic = %self.topic, partitions = ?revoked, "partitions revoked");
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else {
+            return;
+        };
+        ConsumerStats::add(&self.stats.rebalances, 1);
+        let mut ask = TopicPartitionList::new();
+        for elem in tpl.elements_for_topic(&self.topic) {
+            ask.add_partition(&self.topic, elem.partition());
+        }
+        if ask.count() == 0 {
+            return;
+        }
+        // Where fetching starts: the committed offset, as librdkafka also reads it, or the
+        // low watermark for a partition the group never committed (auto.offset.reset=earliest).
+        // A start at or below the first fetched offset is always safe for the gate.
+        let committed = consumer.committed_offsets(ask.clone(), self.timeout);
+        if let Err(err) = &committed {
+            tracing::warn!(group = %self.group, %err, "reading committed offsets on assignment failed; starting the gate at the low watermark");
+        }
+        let mut state = lock(&self.state);
+        let mut assigned = Vec::new();
+        for elem in ask.elements() {
+            let p = elem.partition();
+            let committed = committed
+                .as_ref()
+                .ok()
+                .and_then(|c| c.find_partition(&self.topic, p))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            let start = committed.unwrap_or_else(|| {
+                consumer
+                    .fetch_watermarks(&self.topic, p, self.timeout)
+                    .map(|(low, _)| low)
+                    .unwrap_or(0)
+            });
+            state.gate.assign(p as u32, start);
+            state.owned.insert(p as u32, committed);
+            state.pending.insert(p as u32, 0);
+            assigned.push((p, start));
+        }
+        self.publish(&state);
+        tracing::info!(group = %self.group, topic = %self.topic, partitions = ?assigned, "partitions assigned (partition, start offset)");
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(err) = result {
+            ConsumerStats::add(&self.stats.commit_failures, 1);
+            tracing::warn!(group = %self.group, %err, ?offsets, "commit failed; retrying on the next interval");
+            // Forget what we believed committed so the next interval commits again.
+            let mut state = lock(&self.state);
+            for elem in offsets.elements_for_topic(&self.topic) {
+                if let Some(last) = state.owned.get_mut(&(elem.partition() as u32)) {
+                    *last = None;
+                }
+            }
+        }
+    }
+}
+
+impl GateContext {
+    fn publish(&self, state: &State) {
+        ConsumerStats::set(&self.stats.owned_partitions, state.owned.len() as u64);
+        ConsumerStats::set(&self.stats.paused_partitions, state.paused.len() as u64);
+        ConsumerStats::set(&self.stats.parked_now, state.gate.parked() as u64);
+        ConsumerStats::set(&self.stats.pending_now, state.gate.pending() as u64);
+    }
+}
+
+type Handler = Box<dyn RecordHandler>;
+
+/// Creates the client, subscribes and starts the thread.
+pub(super) fn spawn(
+    builder: OrderedConsumerBuilder,
+    handler: Handler,
+) -> Result<OrderedConsumer, ConsumerError> {
+    let stats = Arc::new(ConsumerStats::new());
+    let state = Arc::new(Mutex::new(State {
+        gate: OrderGate::new(),
+        bodies: HashMap::new(),
+        pending: HashMap::new(),
+        owned: HashMap::new(),
+        paused: BTreeSet::new(),
+    }));
+    let context = GateContext {
+        group: builder.group.clone(),
+        topic: builder.topic.clone(),
+        timeout: builder.request_timeout,
+        state: Arc::clone(&state),
+        stats: Arc::clone(&stats),
+    };
+    let mut config = builder.settings.consumer_config(&builder.group);
+    if let Some(session) = builder.session_timeout {
+        let ms = session.as_millis().max(6);
+        let heartbeat = (ms / 6).max(1);
+        config.set("session.timeout.ms", ms.to_string());
+        config.set("heartbeat.interval.ms", heartbeat.to_string());
+    }
+    // The gate decides what is committed; librdkafka must neither commit nor store offsets.
+    config.set("enable.auto.commit", "false");
+    config.set("enable.auto.offset.store", "false");
+    // Passthrough wins over everything, as for every keyshift client.
+    for property in builder.settings.passthrough() {
+        config.set(property.key(), property.value());
+    }
+    let consumer: BaseConsumer<GateContext> =
+        config
+            .create_with_context(context)
+            .map_err(|source| ConsumerError::Client {
+                group: builder.group.clone(),
+                bootstrap: builder.settings.bootstrap_servers().to_owned(),
+                source: Box::new(source),
+            })?;
+    consumer
+        .subscribe(&[&builder.topic])
+        .map_err(|source| ConsumerError::Subscribe {
+            group: builder.group.clone(),
+            topic: builder.topic.clone(),
+            source: Box::new(source),
+        })?;
+    let mode = Arc::new(AtomicU8::new(Mode::Run as u8));
+    let name = builder
+        .thread_name
+        .clone()
+        .unwrap_or_else(|| format!("keyshift-consumer-{}", builder.group));
+    let run = Loop {
+        local_check: SequenceCheck::default(),
+        shared_check: builder.shared_check.clone(),
+        group: builder.group.clone(),
+        topic: builder.topic.clone(),
+        barrier_poll_interval: builder.barrier_poll_interval,
+        commit_interval: builder.commit_interval,
+        max_pending: builder.max_pending_per_partition,
+        timeout: builder.request_timeout,
+        state,
+        stats: Arc::clone(&stats),
+        mode: Arc::clone(&mode),
+        handler,
+    };
+    let thread = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || run.run(consumer))
+        .map_err(|source| ConsumerError::Thread {
+            group: builder.group.clone(),
+            source,
+        })?;
+    Ok(OrderedConsumer {
+        group: builder.group,
+        topic: builder.topic,
+        mode,
+        stats,
+        thread: Some(thread),
+    })
+}
+
+/// The loop's own state (the part the rebalance callbacks never touch).
+struct Loop {
+    local_check: SequenceCheck,
+    shared_check: Option<(Arc<Mutex<SequenceCheck>>, bool)>,
+    group: String,
+    topic: String,
+    barrier_poll_interval: Duration,
+    commit_interval: Duration,
+    max_pending: usize,
+    timeout: Duration,
+    state: Arc<Mutex<State>>,
+    stats: Arc<ConsumerStats>,
+    mode: Arc<AtomicU8>,
+    handler: Handler,
+}
+
+impl Loop {
+    fn run(mut self, consumer: BaseConsumer<GateContext>) -> Result<(), ConsumerError> {
+        tracing::info!(group = %self.group, topic = %self.topic, "ordered consumer started");
+        let mut next_commit = Instant::now() + self.commit_interval;
+        let mut next_barrier = Instant::now();
+        let outcome = loop {
+            let mode = self.mode.load(Ordering::SeqCst);
+            if mode != Mode::Run as u8 {
+                break mode;
+            }
+            let busy = self.process_one();
+            let wait = if busy { Duration::ZERO } else { IDLE_POLL };
+            match consumer.poll(wait) {
+                Some(Ok(message)) => self.offer(&message),
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(err @ KafkaError::MessageConsumptionFatal(_))) => {
+                    tracing::error!(group = %self.group, topic = %self.topic, %err, "fatal consumer error");
+                    self.commit_all(&consumer, CommitMode::Sync);
+                    return Err(ConsumerError::Fatal {
+                        group: self.group.clone(),
+                        topic: self.topic.clone(),
+                        source: Box::new(err),
+                    });
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(group = %self.group, topic = %self.topic, %err, "consumer error");
+                }
+                None => {}
+            }
+            self.commit_fences(&consumer);
+            let now = Instant::now();
+            if now >= next_commit {
+                self.commit_all(&consumer, CommitMode::Async);
+                next_commit = now + self.commit_interval;
+            }
+            if now >= next_barrier {
+                self.check_barriers(&consumer);
+                next_barrier = now + self.barrier_poll_interval;
+            }
+            self.backpressure(&consumer);
+        };
+        if outcome == Mode::Crash as u8 {
+            tracing::warn!(group = %self.group, topic = %self.topic, "ordered consumer crashing on request: no commit, no leave");
+            crash(consumer);
+            return Ok(());
+        }
+        // Clean stop: commit the processed prefixes, then closing the consumer (its drop)
+        // revokes the partitions through the context and sends LeaveGroup.
+        self.commit_all(&consumer, CommitMode::Sync);
+        drop(consumer);
+        tracing::info!(group = %self.group, topic = %self.topic, "ordered consumer stopped");
+        Ok(())
+    }
+
+    /// Reads one consumed record's headers and offers it to the gate.
+    fn offer(&mut self, message: &BorrowedMessage<'_>) {
+        if message.topic() != self.topic {
+            return;
+        }
+        let partition = message.partition() as u32;
+        let offset = message.offset();
+        let mut route = None;
+        let mut fence = false;
+        let mut unordered = false;
+        let mut headers = Vec::new();
+        if let Some(hs) = message.headers() {
+            for h in hs.iter() {
+                if h.key == ROUTE_HEADER {
+                    match RouteHeader::decode(h.value.unwrap_or_default()) {
+                        Ok(r) => route = Some(r),
+                        Err(err) => {
+                            unordered = true;
+                            ConsumerStats::add(&self.stats.malformed_headers, 1);
+                            tracing::warn!(group = %self.group, topic = %self.topic, partition, offset, %err,
+                                "undecodable keyshift-route header; delivering the record unordered");
+                        }
+                    }
+                } else if h.key == FENCE_HEADER {
+                    match FenceHeader::decode(h.value.unwrap_or_default()) {
+                        Ok(_) => fence = true,
+                        Err(err) => {
+                            unordered = true;
+                            ConsumerStats::add(&self.stats.malformed_headers, 1);
+                            tracing::warn!(group = %self.group, topic = %self.topic, partition, offset, %err,
+                                "undecodable keyshift-fence header; delivering the record to the application unordered instead of as a fence");
+                        }
+                    }
+                }
+                headers.push((h.key.to_owned(), h.value.map(<[u8]>::to_vec)));
+            }
+        }
+        // A record whose route could not be read must not be gated on a barrier it does not
+        // name; a broken fence is not trusted as a fence (the application sees it instead).
+        if unordered {
+            route = None;
+            fence = false;
+        }
+        let key = message.key().unwrap_or_default();
+        let mut state = lock(&self.state);
+        let offered = state.gate.offer(GateRecord {
+            partition,
+            offset,
+            key: key.into(),
+            route,
+            fence,
+        });
+        match offered {
+            Offered::Accepted => {
+                if !fence {
+                    state.bodies.insert(
+                        (partition, offset),
+                        Stored {
+                            value: message.payload().unwrap_or_default().to_vec(),
+                            headers,
+                            timestamp_ms: message.timestamp().to_millis(),
+                            route,
+                            unordered,
+                            consumed_at: Instant::now(),
+                        },
+                    );
+                    *state.pending.entry(partition).or_default() += 1;
+                }
+            }
+            Offered::Duplicate => ConsumerStats::add(&self.stats.redelivered_skipped, 1),
+            Offered::Unassigned => {
+                tracing::debug!(
+                    partition,
+                    offset,
+                    "record of an unassigned partition ignored"
+                );
+            }
+        }
+        self.publish(&state);
+    }
+
+    /// Delivers at most one released record to the handler. Returns whether it delivered one
+    /// (then more may be ready, so the next poll does not wait).
+    fn process_one(&mut self) -> bool {
+        let (released, stored) = {
+            let mut state = lock(&self.state);
+            let Some(released) = state.gate.poll() else {
+                return false;
+            };
+            let stored = state.bodies.remove(&(released.partition, released.offset));
+            (released, stored)
+        };
+        let Some(stored) = stored else {
+            // Cannot happen: every released non-fence record was stored when offered and
+            // bodies are dropped only with their partition, which also drops its releases.
+            tracing::error!(
+                partition = released.partition,
+                offset = released.offset,
+                "released record without a body; skipping it"
+            );
+            return true;
+        };
+        let now = Instant::now();
+        let park_time = if released.parked {
+            now.saturating_duration_since(stored.consumed_at)
+        } else {
+            Duration::ZERO
+        };
+        let probe = Probe::decode(&stored.value).ok();
+        if probe.is_none() {
+            ConsumerStats::add(&self.stats.not_probes, 1);
+        }
+        let verdict = probe.as_ref().map(|p| self.check(&released.key, p));
+        let record = DeliveredRecord {
+            partition: released.partition,
+            offset: released.offset,
+            key: released.key.to_vec(),
+            value: stored.value,
+            headers: stored.headers,
+            timestamp_ms: stored.timestamp_ms,
+            route: stored.route,
+            parked: released.parked,
+            park_time,
+            unordered: stored.unordered,
+            probe,
+            verdict,
+        };
+        if let Some(p) = &record.probe {
+            let now_us = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            self.stats
+                .record_e2e(now_us.saturating_sub(p.sent_us) as f64 / 1e6);
+        }
+        if let Err(err) = self.handler.handle(&record) {
+            ConsumerStats::add(&self.stats.handler_errors, 1);
+            tracing::warn!(group = %self.group, partition = record.partition, offset = record.offset, %err, "handler failed; the record counts as processed");
+        }
+        ConsumerStats::add(&self.stats.processed, 1);
+        if record.parked {
+            ConsumerStats::add(&self.stats.parked_total, 1);
+            self.stats.record_park(park_time);
+        }
+        if record.unordered {
+            ConsumerStats::add(&self.stats.unordered, 1);
+        }
+        let mut state = lock(&self.state);
+        if state.gate.processed(record.partition, record.offset) {
+            if let Some(n) = state.pending.get_mut(&record.partition) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        self.publish(&state);
+        true
+    }
+
+    /// Classifies a probe's sequence number (shared check if configured, else local).
+    fn check(&mut self, key: &[u8], probe: &Probe) -> SeqVerdict {
+        let local = self.local_check.observe(key, probe.seq, false);
+        let verdict = match &self.shared_check {
+            Some((shared, from_zero)) => shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .observe(key, probe.seq, *from_zero),
+            None => local,
+        };
+        ConsumerStats::add(&self.stats.probes, 1);
+        match verdict {
+            SeqVerdict::Duplicate => ConsumerStats::add(&self.stats.duplicates, 1),
+            SeqVerdict::Violation => {
+                ConsumerStats::add(&self.stats.order_violations, 1);
+                tracing::error!(group = %self.group, key = %String::from_utf8_lossy(key), seq = probe.seq, "per-key order violation");
+            }
+            SeqVerdict::InOrder | SeqVerdict::Gap => {}
+        }
+        verdict
+    }
+
+    /// Commits at once the partitions of fences just passed: the key's parked records on its
+    /// new partition wait for exactly this commit.
+    fn commit_fences(&mut self, consumer: &BaseConsumer<GateContext>) {
+        let mut state = lock(&self.state);
+        let mut partitions = BTreeSet::new();
+        while let Some(f) = state.gate.poll_fence() {
+            ConsumerStats::add(&self.stats.fences, 1);
+            partitions.insert(f.partition);
+        }
+        if !partitions.is_empty() {
+            self.commit(consumer, &mut state, Some(&partitions), CommitMode::Async);
+        }
+    }
+
+    /// Commits every owned partition whose processed prefix moved.
+    fn commit_all(&mut self, consumer: &BaseConsumer<GateContext>, mode: CommitMode) {
+        let mut state = lock(&self.state);
+        self.commit(consumer, &mut state, None, mode);
+    }
+
+    fn commit(
+        &self,
+        consumer: &BaseConsumer<GateContext>,
+        state: &mut State,
+        only: Option<&BTreeSet<u32>>,
+        mode: CommitMode,
+    ) {
+        let mut tpl = TopicPartitionList::new();
+        let mut moved = Vec::new();
+        for (&p, last) in &state.owned {
+            if only.is_some_and(|o| !o.contains(&p)) {
+                continue;
+            }
+            let Some(offset) = state.gate.commit_offset(p) else {
+                continue;
+            };
+            if *last != Some(offset) {
+                let _ = tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(offset));
+                moved.push((p, offset));
+            }
+        }
+        if moved.is_empty() {
+            return;
+        }
+        ConsumerStats::add(&self.stats.commits, 1);
+        match consumer.commit(&tpl, mode) {
+            Ok(()) => {
+                for (p, offset) in moved {
+                    state.owned.insert(p, Some(offset));
+                }
+            }
+            Err(err) => {
+                ConsumerStats::add(&self.stats.commit_failures, 1);
+                tracing::warn!(group = %self.group, topic = %self.topic, %err, "commit failed; retrying on the next interval");
+            }
+        }
+    }
+
+    /// Reads the group's committed offsets of the partitions parked records wait on.
+    fn check_barriers(&mut self, consumer: &BaseConsumer<GateContext>) {
+        let barriers = lock(&self.state).gate.barriers();
+        if barriers.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, _) in &barriers {
+            tpl.add_partition(&self.topic, *p as i32);
+        }
+        ConsumerStats::add(&self.stats.barrier_checks, 1);
+        match consumer.committed_offsets(tpl, self.timeout) {
+            Ok(committed) => {
+                let mut state = lock(&self.state);
+                for elem in committed.elements_for_topic(&self.topic) {
+                    if let Offset::Offset(o) = elem.offset() {
+                        state.gate.observe_committed(elem.partition() as u32, o);
+                    }
+                }
+                self.publish(&state);
+            }
+            Err(err) => {
+                ConsumerStats::add(&self.stats.barrier_check_failures, 1);
+                tracing::warn!(group = %self.group, topic = %self.topic, %err, ?barriers, "reading committed offsets for migration barriers failed; retrying");
+            }
+        }
+    }
+
+    /// Pauses partitions with too many unprocessed records; resumes them at half.
+    fn backpressure(&mut self, consumer: &BaseConsumer<GateContext>) {
+        let mut state = lock(&self.state);
+        let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
+        let mut changes = Vec::new();
+        for (&p, &n) in &state.pending {
+            let paused = state.paused.contains(&p);
+            if !paused && n >= self.max_pending {
+                pause.add_partition(&self.topic, p as i32);
+                changes.push((p, true));
+            } else if paused && n <= self.max_pending / 2 {
+                resume.add_partition(&self.topic, p as i32);
+                changes.push((p, false));
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        if pause.count() > 0 {
+            if let Err(err) = consumer.pause(&pause) {
+                tracing::warn!(%err, "pausing partitions failed");
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(err) = consumer.resume(&resume) {
+                tracing::warn!(%err, "resuming partitions failed");
+            }
+        }
+        for (p, paused) in changes {
+            tracing::debug!(partition = p, paused, "backpressure");
+            if paused {
+                state.paused.insert(p);
+            } else {
+                state.paused.remove(&p);
+            }
+        }
+        self.publish(&state);
+    }
+
+    fn publish(&self, state: &State) {
+        ConsumerStats::set(&self.stats.owned_partitions, state.owned.len() as u64);
+        ConsumerStats::set(&self.stats.paused_partitions, state.paused.len() as u64);
+        ConsumerStats::set(&self.stats.parked_now, state.gate.parked() as u64);
+        ConsumerStats::set(&self.stats.pending_now, state.gate.pending() as u64);
+    }
+}
+
+/// Destroys the client without closing the consumer: no final commit, no LeaveGroup — what a
+/// killed process looks like to the group.
+fn crash(consumer: BaseConsumer<GateContext>) {
+    let ptr = consumer.client().native_ptr();
+    // SAFETY: `ptr` is the live handle owned by `consumer`. rd_kafka_destroy_flags is called
+    // once, from this application thread (never from a librdkafka thread), and `consumer` is
+    // then forgotten so that its Drop neither closes the consumer queue nor destroys the
+    // handle a second time. The consumer queue and context it owned are leaked on purpose.
+    unsafe {
+        rdkafka::bindings::rd_kafka_destroy_flags(
+            ptr,
+            rdkafka::bindings::RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE,
+        );
+    }
+    std::mem::forget(consumer);
+}

@@ -1,0 +1,183 @@
+//! What an [`super::OrderedConsumer`] counts while it runs, readable from any thread.
+//!
+//! [`ConsumerStats`] is shared (`Arc`) between the consumer's thread, which updates it, and
+//! readers such as the worker's `/metrics` endpoint or the experiment runner, which take a
+//! [`StatsSnapshot`]. Counters and gauges are atomics (updating them never blocks the consumer
+//! loop on a reader); the two latency distributions are HDR histograms behind a mutex that is
+//! held for one `record` call or one clone, so contention stays negligible.
+//!
+//! Order is judged from the records' own per-key sequence numbers ([`keyshift_core::probe`]):
+//! a *duplicate* is a record processed again (over-consumption after a crash or rebalance,
+//! harmless for order), an *order violation* is a record processed after a later record of
+//! its key.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use keyshift_core::stats::LatencyHistogram;
+
+/// Live counters of one ordered consumer; see the [module docs](self).
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    pub(crate) processed: AtomicU64,
+    pub(crate) parked_now: AtomicU64,
+    pub(crate) parked_total: AtomicU64,
+    pub(crate) pending_now: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) order_violations: AtomicU64,
+    pub(crate) probes: AtomicU64,
+    pub(crate) not_probes: AtomicU64,
+    pub(crate) malformed_headers: AtomicU64,
+    pub(crate) unordered: AtomicU64,
+    pub(crate) handler_errors: AtomicU64,
+    pub(crate) fences: AtomicU64,
+    pub(crate) redelivered_skipped: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) commit_failures: AtomicU64,
+    pub(crate) barrier_checks: AtomicU64,
+    pub(crate) barrier_check_failures: AtomicU64,
+    pub(crate) rebalances: AtomicU64,
+    pub(crate) owned_partitions: AtomicU64,
+    pub(crate) paused_partitions: AtomicU64,
+    pub(crate) park_time: Mutex<LatencyHistogram>,
+    pub(crate) e2e_latency: Mutex<LatencyHistogram>,
+}
+
+/// A point-in-time copy of [`ConsumerStats`].
+#[derive(Debug, Clone, Default)]
+pub struct StatsSnapshot {
+    /// Records handed to the application and finished (handler errors included).
+    pub processed: u64,
+    /// Records held right now because their key waits for a migration barrier.
+    pub parked_now: u64,
+    /// Records that were parked before being processed, in total.
+    pub parked_total: u64,
+    /// Records consumed and not yet processed right now (parked, queued or in the handler).
+    pub pending_now: u64,
+    /// Probe records processed again (per-key sequence number already seen): over-consumption.
+    pub duplicates: u64,
+    /// Probe records processed after a later record of their key.
+    pub order_violations: u64,
+    /// Processed records whose value was a probe (sequence-checked, latency measured).
+    pub probes: u64,
+    /// Processed records whose value was not a probe (not sequence-checked).
+    pub not_probes: u64,
+    /// Records whose `keyshift-route` or `keyshift-fence` header could not be decoded
+    /// (malformed or an unknown version).
+    pub malformed_headers: u64,
+    /// Records delivered marked unordered (because of such a header).
+    pub unordered: u64,
+    /// Handler calls that returned an error (the record still counts as processed).
+    pub handler_errors: u64,
+    /// Fence records passed (consumed, never delivered).
+    pub fences: u64,
+    /// Consumed records ignored because the gate had already seen their offset.
+    pub redelivered_skipped: u64,
+    /// Offset commits sent (periodic, prompt after a fence, on revoke and on stop).
+    pub commits: u64,
+    /// Commits that failed.
+    pub commit_failures: u64,
+    /// Committed-offset reads (OffsetFetch) for migration barriers.
+    pub barrier_checks: u64,
+    /// Barrier reads that failed (retried on the next interval).
+    pub barrier_check_failures: u64,
+    /// Rebalance events seen (assignments and revocations).
+    pub rebalances: u64,
+    /// Partitions assigned right now.
+    pub owned_partitions: u64,
+    /// Partitions paused right now for backpressure.
+    pub paused_partitions: u64,
+    /// Time parked records waited, from consumption to release.
+    pub park_time: LatencyHistogram,
+    /// Probe records' end-to-end latency: processing start minus the probe's `sent_us`.
+    pub e2e_latency: LatencyHistogram,
+}
+
+impl ConsumerStats {
+    /// Fresh, all-zero stats.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Copies every value.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            processed: get(&self.processed),
+            parked_now: get(&self.parked_now),
+            parked_total: get(&self.parked_total),
+            pending_now: get(&self.pending_now),
+            duplicates: get(&self.duplicates),
+            order_violations: get(&self.order_violations),
+            probes: get(&self.probes),
+            not_probes: get(&self.not_probes),
+            malformed_headers: get(&self.malformed_headers),
+            unordered: get(&self.unordered),
+            handler_errors: get(&self.handler_errors),
+            fences: get(&self.fences),
+            redelivered_skipped: get(&self.redelivered_skipped),
+            commits: get(&self.commits),
+            commit_failures: get(&self.commit_failures),
+            barrier_checks: get(&self.barrier_checks),
+            barrier_check_failures: get(&self.barrier_check_failures),
+            rebalances: get(&self.rebalances),
+            owned_partitions: get(&self.owned_partitions),
+            paused_partitions: get(&self.paused_partitions),
+            park_time: lock(&self.park_time).clone(),
+            e2e_latency: lock(&self.e2e_latency).clone(),
+        }
+    }
+
+    /// Records processed so far.
+    pub fn processed(&self) -> u64 {
+        self.processed.load(Ordering::Relaxed)
+    }
+
+    /// Records parked right now.
+    pub fn parked_now(&self) -> u64 {
+        self.parked_now.load(Ordering::Relaxed)
+    }
+
+    /// Duplicates (over-consumption) seen so far.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+
+    /// Order violations seen so far.
+    pub fn order_violations(&self) -> u64 {
+        self.order_violations.load(Ordering::Relaxed)
+    }
+
+    /// Records with an undecodable keyshift header seen so far.
+    pub fn malformed_headers(&self) -> u64 {
+        self.malformed_headers.load(Ordering::Relaxed)
+    }
+
+    /// Commits sent so far.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_park(&self, waited: Duration) {
+        lock(&self.park_time).record_secs(waited.as_secs_f64());
+    }
+
+    pub(crate) fn record_e2e(&self, secs: f64) {
+        lock(&self.e2e_latency).record_secs(secs);
+    }
+}
+
+/// A poisoned histogram is still a valid histogram (a panic cannot leave it half-written in a
+/// way that matters for statistics), so keep using it.
+fn lock(m: &Mutex<LatencyHistogram>) -> std::sync::MutexGuard<'_, LatencyHistogram> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,724 @@
+//! The producer's engine: routing decisions, fenced migration, held records and the backlog.
+//!
+//! All decision state (strategy, [`Migrator`], pinned routes, per-key hold queues, backlog)
+//! lives in one [`State`] behind one `std::sync::Mutex`. The lock is held only for the O(1)
+//! decision and librdkafka's non-blocking enqueue (`send_result`), never across an `.await`:
+//! enqueueing under the lock is what makes the order in which a key's records reach
+//! librdkafka's per-partition queue equal the order of the decisions, which is the order of
+//! the calls.
+//!
+//! A fence's delivery report is awaited by a small task on the producer's runtime (see
+//! [`RuntimeHandle`]); when it arrives, the task takes the lock, reports the offset to the
+//! migrator and re-offers the key's held records in order. A failed fence is retried with
+//! backoff a bounded number of times, then the held records fail with
+//! [`ProduceError::Fence`] — they are never dropped silently.
+//!
+//! When librdkafka's queue is full after a decision was made, the decided record cannot be
+//! re-decided (the migrator already moved on), so it goes to a FIFO backlog, which a drainer
+//! task empties into librdkafka as room appears. While the backlog is non-empty every later
+//! decided record joins it too, keeping decision order; new records are refused with
+//! [`ProduceError::QueueFull`] before any decision (back-pressure) until it drains.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use keyshift_core::protocol::{
+    FenceHeader, Migrator, RouteHeader, Step, FENCE_HEADER, ROUTE_HEADER,
+};
+use keyshift_core::stats::LatencyHistogram;
+use keyshift_core::strategy::Strategy;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rustc_hash::FxHashMap;
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::oneshot;
+
+use super::error::ProduceError;
+
+/// Pause before retrying when librdkafka's queue is full (backlog drainer, `send` retries).
+pub(super) const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(2);
+
+/// Where a held or backlogged record's enqueue result goes.
+pub(super) type Reply = oneshot::Sender<Result<Enqueued, ProduceError>>;
+
+/// A record handed to librdkafka, waiting for its delivery report.
+pub(super) struct Enqueued {
+    /// librdkafka's delivery report.
+    pub future: DeliveryFuture,
+    /// The partition it was sent to.
+    pub partition: u32,
+    /// How long it was held behind a fence of its key, if it was.
+    pub fenced_wait: Option<Duration>,
+}
+
+/// The runtime that runs fence waiters and the backlog drainer: the caller's when the
+/// producer was built inside one, otherwise a private one-worker runtime owned here.
+pub(super) struct RuntimeHandle {
+    pub handle: Handle,
+    owned: Option<Runtime>,
+}
+
+impl RuntimeHandle {
+    /// Uses `handle`, or the current runtime, or starts a private one.
+    pub fn new(handle: Option<Handle>) -> std::io::Result<Self> {
+        if let Some(handle) = handle.or_else(|| Handle::try_current().ok()) {
+            return Ok(Self {
+                handle,
+                owned: None,
+            });
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("keyshift-producer")
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            owned: Some(runtime),
+        })
+    }
+}
+
+impl Drop for RuntimeHandle {
+    fn drop(&mut self) {
+        // The last reference to the producer may be dropped inside a task of this very
+        // runtime; `shutdown_background` is the one way to drop a runtime from async code.
+        if let Some(runtime) = self.owned.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Counters kept under the state lock (plain integers: the lock is held anyway).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Counters {
+    pub records: u64,
+    pub bytes: u64,
+    pub per_partition: Vec<u64>,
+    pub moves: u64,
+    pub fences: u64,
+    pub fence_failures: u64,
+    pub held_total: u64,
+    pub held_now: usize,
+}
+
+/// One record held behind a fence of its key.
+struct Held {
+    /// The partition the strategy chose when the record arrived.
+    partition: u32,
+    value: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+    arrived: Instant,
+    reply: Reply,
+}
+
+/// The records of one key waiting for its fence, in arrival order.
+struct HoldQueue {
+    records: VecDeque<Held>,
+    /// Failed fence attempts in a row for this key.
+    attempts: u32,
+}
+
+/// What to do once a held or backlogged record (or fence) is handed to librdkafka.
+enum After {
+    /// A data record: pass the delivery future to the waiting caller.
+    Reply {
+        reply: Reply,
+        fenced_wait: Option<Duration>,
+    },
+    /// A fence: await its delivery report, then release the key's held records.
+    Fence { started: Instant },
+}
+
+/// A decided record that found librdkafka's queue full (owned copy).
+struct Backlogged {
+    key: Box<[u8]>,
+    partition: u32,
+    value: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+    route: Option<RouteHeader>,
+    fence: Option<FenceHeader>,
+    after: After,
+}
+
+/// A record ready for librdkafka, borrowing its data.
+pub(super) struct Outgoing<'a> {
+    pub key: &'a [u8],
+    pub partition: u32,
+    pub value: &'a [u8],
+    pub headers: &'a [(String, Vec<u8>)],
+    pub route: Option<RouteHeader>,
+    pub fence: Option<FenceHeader>,
+}
+
+impl Outgoing<'_> {
+    fn to_owned(&self, after: After) -> Backlogged {
+        Backlogged {
+            key: self.key.into(),
+            partition: self.partition,
+            value: self.value.to_vec(),
+            headers: self.headers.to_vec(),
+            route: self.route,
+            fence: self.fence,
+            after,
+        }
+    }
+}
+
+impl Backlogged {
+    fn outgoing(&self) -> Outgoing<'_> {
+        Outgoing {
+            key: &self.key,
+            partition: self.partition,
+            value: &self.value,
+            headers: &self.headers,
+            route: self.route,
+            fence: self.fence,
+        }
+    }
+}
+
+/// Everything decided under the lock.
+pub(super) struct State {
+    pub strategy: Box<dyn Strategy>,
+    /// `None` for strategies that do not preserve order (`pkg`, `unordered`).
+    pub migrator: Option<Migrator>,
+    /// Routes forced by [`super::KeyshiftProducer::move_key`], consulted before the strategy.
+    pub pins: FxHashMap<Box<[u8]>, u32>,
+    held: FxHashMap<Box<[u8]>, HoldQueue>,
+    backlog: VecDeque<Backlogged>,
+    drainer_running: bool,
+    /// Reused buffer for encoding protocol headers (librdkafka copies header values).
+    scratch: Vec<u8>,
+    pub counters: Counters,
+    pub fence_rtt: LatencyHistogram,
+}
+
+impl State {
+    pub fn new(strategy: Box<dyn Strategy>, migrator: Option<Migrator>, partitions: u32) -> Self {
+        Self {
+            strategy,
+            migrator,
+            pins: FxHashMap::default(),
+            held: FxHashMap::default(),
+            backlog: VecDeque::new(),
+            drainer_running: false,
+            scratch: Vec::with_capacity(32),
+            counters: Counters {
+                per_partition: vec![0; partitions as usize],
+                ..Counters::default()
+            },
+            fence_rtt: LatencyHistogram::new(),
+        }
+    }
+
+    /// Keys with records held behind a fence.
+    pub fn held_keys(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Records (and fences) waiting in the backlog for room in librdkafka's queue.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+}
+
+/// Outcome of [`Inner::submit`] for the caller's own record.
+pub(super) enum Submitted {
+    /// Handed to librdkafka.
+    Sent {
+        future: DeliveryFuture,
+        partition: u32,
+    },
+    /// Held behind a fence or backlogged: the result comes through the channel.
+    Waiting(oneshot::Receiver<Result<Enqueued, ProduceError>>),
+}
+
+/// Shared by every clone of a [`super::KeyshiftProducer`] and its background tasks.
+pub(super) struct Inner {
+    pub producer: FutureProducer,
+    pub topic: String,
+    pub partitions: u32,
+    pub origin: Instant,
+    pub strategy_name: &'static str,
+    pub fence_attempts: u32,
+    pub fence_backoff: Duration,
+    pub runtime: RuntimeHandle,
+    pub state: Mutex<State>,
+    pub delivery_errors: AtomicU64,
+}
+
+fn is_queue_full(err: &KafkaError) -> bool {
+    matches!(
+        err,
+        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+    )
+}
+
+impl Inner {
+    /// Locks the state; a panic elsewhere while holding it leaves consistent-enough state
+    /// (every mutation is a few field writes), so poisoning is ignored rather than spread.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn count_error(&self) {
+        self.delivery_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Decides and enqueues one record of the caller. `Err((QueueFull, headers))` means
+    /// nothing was decided (the headers come back for a retry).
+    #[allow(clippy::type_complexity)]
+    pub fn submit(
+        self: &Arc<Self>,
+        key: &[u8],
+        value: &[u8],
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> Result<Submitted, (ProduceError, Vec<(String, Vec<u8>)>)> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if !st.backlog.is_empty() {
+            self.drain_backlog(st);
+            if !st.backlog.is_empty() {
+                return Err((
+                    ProduceError::QueueFull {
+                        topic: self.topic.clone(),
+                    },
+                    headers,
+                ));
+            }
+        }
+        // `now` is read under the lock so strategies see it non-decreasing.
+        let now = self.origin.elapsed().as_secs_f64();
+        let mut partition = st.strategy.route(key, now);
+        // `mem::take` of an empty Vec allocates nothing; moves are rare.
+        let moves = st.strategy.drain_moves();
+        if !moves.is_empty() {
+            st.counters.moves += moves.len() as u64;
+            tracing::debug!(topic = %self.topic, moves = moves.len(), "strategy moved keys");
+        }
+        if !st.pins.is_empty() {
+            if let Some(&pinned) = st.pins.get(key) {
+                partition = pinned;
+            }
+        }
+        let Some(migrator) = st.migrator.as_mut() else {
+            return self.send_direct(st, key, partition, None, value, headers);
+        };
+        if let Some(queue) = st.held.get_mut(key) {
+            // A fence of this key is in flight (or being retried): wait behind it.
+            let (reply, rx) = oneshot::channel();
+            queue.records.push_back(Held {
+                partition,
+                value: value.to_vec(),
+                headers,
+                arrived: Instant::now(),
+                reply,
+            });
+            st.counters.held_now += 1;
+            st.counters.held_total += 1;
+            return Ok(Submitted::Waiting(rx));
+        }
+        match migrator.on_record(key, partition) {
+            Step::Send { partition, header } => {
+                self.send_direct(st, key, partition, header, value, headers)
+            }
+            step => {
+                // Fence (or, defensively, Hold): this record waits behind the key's fence.
+                let (reply, rx) = oneshot::channel();
+                let mut records = VecDeque::with_capacity(2);
+                records.push_back(Held {
+                    partition,
+                    value: value.to_vec(),
+                    headers,
+                    arrived: Instant::now(),
+                    reply,
+                });
+                st.held.insert(
+                    key.into(),
+                    HoldQueue {
+                        records,
+                        attempts: 0,
+                    },
+                );
+                st.counters.held_now += 1;
+                st.counters.held_total += 1;
+                if let Step::Fence {
+                    fence_partition,
+                    header,
+                    route,
+                    ..
+                } = step
+                {
+                    self.emit_fence(st, key, fence_partition, header, route);
+                }
+                Ok(Submitted::Waiting(rx))
+            }
+        }
+    }
+
+    /// Enqueues the caller's record decided `Send`, backlogging it if the queue is full.
+    #[allow(clippy::type_complexity)]
+    fn send_direct(
+        self: &Arc<Self>,
+        st: &mut State,
+        key: &[u8],
+        partition: u32,
+        route: Option<RouteHeader>,
+        value: &[u8],
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> Result<Submitted, (ProduceError, Vec<(String, Vec<u8>)>)> {
+        let rec = Outgoing {
+            key,
+            partition,
+            value,
+            headers: &headers,
+            route,
+            fence: None,
+        };
+        match self.enqueue(&mut st.counters, &mut st.scratch, &rec) {
+            Ok(future) => Ok(Submitted::Sent { future, partition }),
+            Err(err) if is_queue_full(&err) => {
+                // Decided already (the migrator moved on), so it must go out in this order.
+                let (reply, rx) = oneshot::channel();
+                let mut owned = rec.to_owned(After::Reply {
+                    reply,
+                    fenced_wait: None,
+                });
+                owned.headers = headers;
+                st.backlog.push_back(owned);
+                self.ensure_drainer(st);
+                Ok(Submitted::Waiting(rx))
+            }
+            Err(source) => {
+                self.count_error();
+                Err((
+                    ProduceError::Enqueue {
+                        topic: self.topic.clone(),
+                        partition,
+                        source: Box::new(source),
+                    },
+                    Vec::new(),
+                ))
+            }
+        }
+    }
+
+    /// librdkafka's non-blocking enqueue; counts data records that were accepted.
+    fn enqueue(
+        &self,
+        counters: &mut Counters,
+        scratch: &mut Vec<u8>,
+        rec: &Outgoing<'_>,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
+            .partition(rec.partition as i32)
+            .key(rec.key)
+            .payload(rec.value);
+        let protocol = usize::from(rec.route.is_some()) + usize::from(rec.fence.is_some());
+        if protocol + rec.headers.len() > 0 {
+            let mut headers = OwnedHeaders::new_with_capacity(protocol + rec.headers.len());
+            for (name, value) in rec.headers {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value),
+                });
+            }
+            // librdkafka copies header values, so one scratch buffer serves both headers.
+            if let Some(fence) = rec.fence {
+                scratch.clear();
+                fence.encode_into(scratch);
+                headers = headers.insert(Header {
+                    key: FENCE_HEADER,
+                    value: Some(scratch.as_slice()),
+                });
+            }
+            if let Some(route) = rec.route {
+                scratch.clear();
+                route.encode_into(scratch);
+                headers = headers.insert(Header {
+                    key: ROUTE_HEADER,
+                    value: Some(scratch.as_slice()),
+                });
+            }
+            record = record.headers(headers);
+        }
+        let future = self.producer.send_result(record).map_err(|(err, _)| err)?;
+        if rec.fence.is_none() {
+            counters.records += 1;
+            counters.bytes += (rec.key.len() + rec.value.len()) as u64;
+            if let Some(n) = counters.per_partition.get_mut(rec.partition as usize) {
+                *n += 1;
+            }
+        }
+        Ok(future)
+    }
+
+    /// Sends a held/backlog-bound record or fence, behind the backlog if it is non-empty.
+    fn emit(self: &Arc<Self>, st: &mut State, rec: Outgoing<'_>, after: After) {
+        if !st.backlog.is_empty() {
+            st.backlog.push_back(rec.to_owned(after));
+            self.ensure_drainer(st);
+            return;
+        }
+        match self.enqueue(&mut st.counters, &mut st.scratch, &rec) {
+            Ok(future) => self.finish(st, rec.key, rec.partition, after, Ok(future)),
+            Err(err) if is_queue_full(&err) => {
+                st.backlog.push_back(rec.to_owned(after));
+                self.ensure_drainer(st);
+            }
+            Err(err) => self.finish(st, rec.key, rec.partition, after, Err(err)),
+        }
+    }
+
+    fn emit_fence(
+        self: &Arc<Self>,
+        st: &mut State,
+        key: &[u8],
+        fence_partition: u32,
+        header: FenceHeader,
+        route: Option<RouteHeader>,
+    ) {
+        st.counters.fences += 1;
+        tracing::debug!(
+            topic = %self.topic,
+            key = %String::from_utf8_lossy(key),
+            from = fence_partition,
+            to = header.to_partition,
+            set = header.set_index,
+            "writing fence"
+        );
+        let rec = Outgoing {
+            key,
+            partition: fence_partition,
+            value: &[],
+            headers: &[],
+            route,
+            fence: Some(header),
+        };
+        self.emit(
+            st,
+            rec,
+            After::Fence {
+                started: Instant::now(),
+            },
+        );
+    }
+
+    /// Completes a record or fence once librdkafka accepted (or refused) it.
+    fn finish(
+        self: &Arc<Self>,
+        st: &mut State,
+        key: &[u8],
+        partition: u32,
+        after: After,
+        result: Result<DeliveryFuture, KafkaError>,
+    ) {
+        match after {
+            After::Reply { reply, fenced_wait } => {
+                let outcome = result
+                    .map(|future| Enqueued {
+                        future,
+                        partition,
+                        fenced_wait,
+                    })
+                    .map_err(|source| {
+                        self.count_error();
+                        ProduceError::Enqueue {
+                            topic: self.topic.clone(),
+                            partition,
+                            source: Box::new(source),
+                        }
+                    });
+                // A caller that dropped its future no longer wants the report; the record
+                // is still delivered.
+                let _ = reply.send(outcome);
+            }
+            After::Fence { started } => match result {
+                Ok(future) => self.spawn_fence_wait(key.into(), partition, future, started),
+                Err(err) => self.fence_error(st, key, partition, err),
+            },
+        }
+    }
+
+    /// Awaits a fence's delivery report on the runtime, then releases the key's records.
+    fn spawn_fence_wait(
+        self: &Arc<Self>,
+        key: Box<[u8]>,
+        partition: u32,
+        future: DeliveryFuture,
+        started: Instant,
+    ) {
+        let inner = Arc::clone(self);
+        self.runtime.handle.spawn(async move {
+            let report = future.await;
+            let mut guard = inner.lock();
+            let st = &mut *guard;
+            match report {
+                Ok(Ok(delivery)) => {
+                    let acked = st
+                        .migrator
+                        .as_mut()
+                        .is_some_and(|m| m.fence_acked(&key, delivery.offset));
+                    if !acked {
+                        let err = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidMessage);
+                        inner.fence_error(st, &key, partition, err);
+                        return;
+                    }
+                    st.fence_rtt.record_secs(started.elapsed().as_secs_f64());
+                    tracing::debug!(
+                        topic = %inner.topic,
+                        key = %String::from_utf8_lossy(&key),
+                        partition,
+                        offset = delivery.offset,
+                        "fence acknowledged"
+                    );
+                    if let Some(queue) = st.held.get_mut(&key) {
+                        queue.attempts = 0;
+                    }
+                    inner.release(st, &key);
+                }
+                Ok(Err((err, _))) => inner.fence_error(st, &key, partition, err),
+                Err(_canceled) => inner.fence_error(st, &key, partition, KafkaError::Canceled),
+            }
+        });
+    }
+
+    /// A fence could not be written: retry after a backoff, or give up and fail the key's
+    /// held records with a clear error.
+    fn fence_error(self: &Arc<Self>, st: &mut State, key: &[u8], partition: u32, err: KafkaError) {
+        st.counters.fence_failures += 1;
+        if let Some(migrator) = st.migrator.as_mut() {
+            migrator.fence_failed(key);
+        }
+        let Some(queue) = st.held.get_mut(key) else {
+            return;
+        };
+        queue.attempts += 1;
+        let attempts = queue.attempts;
+        if attempts < self.fence_attempts {
+            let delay = self.fence_backoff * attempts;
+            tracing::warn!(
+                topic = %self.topic,
+                key = %String::from_utf8_lossy(key),
+                partition,
+                attempts,
+                error = %err,
+                "fence failed; retrying in {delay:?}"
+            );
+            let inner = Arc::clone(self);
+            let key: Box<[u8]> = key.into();
+            self.runtime.handle.spawn(async move {
+                tokio::time::sleep(delay).await;
+                let mut guard = inner.lock();
+                // The first held record meets no fence in flight, so the migrator fences again.
+                inner.release(&mut guard, &key);
+            });
+            return;
+        }
+        let queue = st.held.remove(key).expect("queue present");
+        st.counters.held_now -= queue.records.len();
+        tracing::error!(
+            topic = %self.topic,
+            key = %String::from_utf8_lossy(key),
+            partition,
+            attempts,
+            failed_records = queue.records.len(),
+            error = %err,
+            "fence failed on every attempt; failing the key's held records"
+        );
+        for held in queue.records {
+            self.count_error();
+            let _ = held.reply.send(Err(ProduceError::Fence {
+                topic: self.topic.clone(),
+                key: String::from_utf8_lossy(key).into_owned(),
+                fence_partition: partition,
+                attempts,
+                source: Box::new(err.clone()),
+            }));
+        }
+    }
+
+    /// Offers the key's held records to the migrator in order until one needs a fence (or
+    /// waits for one) or none is left.
+    fn release(self: &Arc<Self>, st: &mut State, key: &[u8]) {
+        loop {
+            let Some(queue) = st.held.get_mut(key) else {
+                return;
+            };
+            let Some(front) = queue.records.front() else {
+                st.held.remove(key);
+                return;
+            };
+            let Some(migrator) = st.migrator.as_mut() else {
+                return;
+            };
+            match migrator.on_record(key, front.partition) {
+                Step::Send { partition, header } => {
+                    let held = queue.records.pop_front().expect("front exists");
+                    st.counters.held_now -= 1;
+                    let rec = Outgoing {
+                        key,
+                        partition,
+                        value: &held.value,
+                        headers: &held.headers,
+                        route: header,
+                        fence: None,
+                    };
+                    let after = After::Reply {
+                        reply: held.reply,
+                        fenced_wait: Some(held.arrived.elapsed()),
+                    };
+                    self.emit(st, rec, after);
+                }
+                Step::Fence {
+                    fence_partition,
+                    header,
+                    route,
+                    ..
+                } => {
+                    self.emit_fence(st, key, fence_partition, header, route);
+                    return;
+                }
+                Step::Hold => return,
+            }
+        }
+    }
+
+    /// Moves backlogged records into librdkafka, in order, until its queue is full again.
+    fn drain_backlog(self: &Arc<Self>, st: &mut State) {
+        while let Some(front) = st.backlog.front() {
+            let result = self.enqueue(&mut st.counters, &mut st.scratch, &front.outgoing());
+            if matches!(&result, Err(err) if is_queue_full(err)) {
+                return;
+            }
+            let item = st.backlog.pop_front().expect("front exists");
+            self.finish(st, &item.key, item.partition, item.after, result);
+        }
+    }
+
+    fn ensure_drainer(self: &Arc<Self>, st: &mut State) {
+        if st.drainer_running {
+            return;
+        }
+        st.drainer_running = true;
+        tracing::debug!(topic = %self.topic, "librdkafka queue full; draining a backlog");
+        let inner = Arc::clone(self);
+        self.runtime.handle.spawn(async move {
+            loop {
+                tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+                let mut guard = inner.lock();
+                inner.drain_backlog(&mut guard);
+                if guard.backlog.is_empty() {
+                    guard.drainer_running = false;
+                    return;
+                }
+            }
+        });
+    }
+}

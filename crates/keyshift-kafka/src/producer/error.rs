@@ -1,0 +1,143 @@
+//! Errors of the keyshift producer: refused configurations at build time, and records that
+//! could not be written at run time.
+//!
+//! Every message names what it was about (topic, partition, key, property) and what went
+//! wrong, because these errors end up in a gateway's HTTP answer or an operator's log.
+
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+
+use crate::admin::AdminError;
+use crate::config::ConfigError;
+
+/// Why a [`super::ProducerBuilder`] refused to build a producer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerBuildError {
+    /// No topic, or an empty topic name.
+    #[error("invalid producer topic '{0}': expected a non-empty topic name")]
+    InvalidTopic(String),
+    /// The strategy name, one of its options, or a producer option was refused (the
+    /// message names the option and what was expected).
+    #[error("{0}")]
+    Param(#[from] keyshift_core::ParamError),
+    /// An explicit partition count of zero.
+    #[error("invalid partition count 0 for topic '{topic}': expected at least 1")]
+    ZeroPartitions {
+        /// The topic.
+        topic: String,
+    },
+    /// The partition count could not be read from the cluster (e.g. the topic does not exist).
+    #[error("cannot read the partition count of topic '{topic}': {source}")]
+    Partitions {
+        /// The topic.
+        topic: String,
+        /// The admin error (names the topic and the failed request).
+        source: AdminError,
+    },
+    /// A producer property given to the builder was refused (syntax or by librdkafka).
+    #[error("producer property refused: {0}")]
+    Property(#[from] ConfigError),
+    /// librdkafka refused to create the producer (an inconsistent combination of properties).
+    #[error("cannot create a Kafka producer for '{bootstrap}': {source}")]
+    Client {
+        /// The bootstrap servers.
+        bootstrap: String,
+        /// librdkafka's explanation.
+        source: KafkaError,
+    },
+    /// No async runtime was current and a private one could not be started.
+    #[error("cannot start the producer's background runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Why a record was not written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProduceError {
+    /// librdkafka's local queue is full and earlier decided records are still waiting for
+    /// room; nothing was decided for this record. Returned only by
+    /// [`super::KeyshiftProducer::try_send`]; [`super::KeyshiftProducer::send`] backs off and
+    /// retries instead.
+    #[error(
+        "producer queue for topic '{topic}' is full (queue.buffering.max.messages/kbytes); \
+         retry after earlier records are delivered"
+    )]
+    QueueFull {
+        /// The topic.
+        topic: String,
+    },
+    /// librdkafka refused to enqueue the record (e.g. larger than `message.max.bytes`, or a
+    /// partition the topic does not have).
+    #[error(
+        "record for topic '{topic}' partition {partition} was refused by the producer: {source}"
+    )]
+    Enqueue {
+        /// The topic.
+        topic: String,
+        /// The partition it was routed to.
+        partition: u32,
+        /// librdkafka's error (boxed: keeps the error small on the `Ok` path).
+        source: Box<KafkaError>,
+    },
+    /// The broker did not acknowledge the record (after librdkafka's own retries, within
+    /// `message.timeout.ms`).
+    #[error("record for topic '{topic}' partition {partition} was not delivered: {source}")]
+    Delivery {
+        /// The topic.
+        topic: String,
+        /// The partition it was routed to.
+        partition: u32,
+        /// librdkafka's error.
+        source: Box<KafkaError>,
+    },
+    /// The fence that moves the record's key could not be written after every attempt, so
+    /// the record (held behind it) was not sent: sending it would break the key's order.
+    #[error(
+        "record of key '{key}' for topic '{topic}' not sent: the fence moving it off \
+         partition {fence_partition} failed {attempts} time(s), last error: {source}"
+    )]
+    Fence {
+        /// The topic.
+        topic: String,
+        /// The key, lossily decoded as UTF-8 for the message.
+        key: String,
+        /// Partition the fence was written to (the key's old partition).
+        fence_partition: u32,
+        /// Fence attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        source: Box<KafkaError>,
+    },
+    /// A partition outside the topic, given to [`super::KeyshiftProducer::move_key`].
+    #[error("invalid partition {partition} for topic '{topic}': expected 0..{partitions}")]
+    InvalidPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// The topic's partition count.
+        partitions: u32,
+    },
+    /// The producer shut down before the record was handed to librdkafka, or librdkafka
+    /// dropped it without a delivery report.
+    #[error("producer for topic '{topic}' closed before the record was delivered")]
+    Closed {
+        /// The topic.
+        topic: String,
+    },
+    /// [`super::KeyshiftProducer::flush`] ran out of time.
+    #[error(
+        "flush of topic '{topic}' timed out after {timeout:?}: {held} held and {queued} \
+         queued record(s) still undelivered"
+    )]
+    FlushTimeout {
+        /// The topic.
+        topic: String,
+        /// The timeout given.
+        timeout: Duration,
+        /// Records still held behind fences.
+        held: usize,
+        /// Records (and fences) still waiting in keyshift's backlog or librdkafka's queue.
+        queued: usize,
+    },
+}

@@ -1,0 +1,552 @@
+//! The keyshift producer: any strategy of the core in front of an idempotent rdkafka
+//! producer, with fenced migration when an ordered strategy moves a key.
+//!
+//! [`KeyshiftProducer`] is what the gateway and the experiment send through. For each record
+//! it asks the strategy for a partition; for order-preserving strategies (`hash`, `slops`,
+//! `keyshift`) the core's [`Migrator`] then decides:
+//! - *send*: the record goes to that partition now, with the `keyshift-route` header when its
+//!   key's current message set needs one;
+//! - *fence*: the key moves from A to B. A fence record (the key, an empty value, header
+//!   `keyshift-fence`, plus `keyshift-route` of the set it closes, if any) is written to A;
+//!   this record and every later record of the key wait in a per-key FIFO until the fence's
+//!   delivery report gives its offset, then are offered again in order (they go to B with
+//!   the route header naming A and the fence offset). Only that key waits, about one produce
+//!   round trip; other keys never do.
+//!
+//! `pkg` and `unordered` split keys across partitions by design, so they skip the migrator.
+//!
+//! # Guarantees and their conditions
+//! - Per-key order equals call order: the decision and librdkafka's non-blocking enqueue
+//!   happen under one lock, so the order in which [`KeyshiftProducer::try_send`] (or the first
+//!   poll of [`KeyshiftProducer::send`]) is called for a key is the order its records are
+//!   queued. Concurrent callers sending the same key get *an* order, the one they won the lock.
+//! - Inside a partition librdkafka keeps that order because the producer is idempotent
+//!   (`enable.idempotence=true`, `acks=all` from [`ClientSettings::producer_config`]).
+//! - Delivery errors are surfaced: every record's future resolves to its broker
+//!   acknowledgement or an error; a fence that fails is retried
+//!   ([`ProducerBuilder::fence_attempts`], backoff [`ProducerBuilder::fence_backoff`] ×
+//!   attempt) and then fails the records held behind it with [`ProduceError::Fence`].
+//!
+//! # Properties and precedence
+//! Lowest first: keyshift's producer defaults (idempotence, `acks=all`), the shared
+//! [`ClientSettings`] (bootstrap servers, client id, its `-X` passthrough), then the
+//! producer-only properties of [`ProducerBuilder::property`]. Any librdkafka property passes
+//! through. Disabling idempotence is allowed but logged as a warning: per-partition order
+//! then depends on `max.in.flight.requests.per.connection=1` and no retries reordering.
+//!
+//! # Queue full
+//! librdkafka's local queue is bounded (`queue.buffering.max.messages` / `.kbytes`). A record
+//! already decided when the queue turns out full goes to a FIFO backlog that a background
+//! task drains as room appears (order kept). While that backlog is non-empty, new records are
+//! refused before any decision: [`KeyshiftProducer::try_send`] returns
+//! [`ProduceError::QueueFull`], [`KeyshiftProducer::send`] backs off (outside the lock) and
+//! retries.
+//!
+//! # Forced moves
+//! [`KeyshiftProducer::move_key`] pins a key to a partition: the pin is consulted after the
+//! strategy (which still sees every record, so its load model stays complete) and overrides
+//! its choice, so the pinned key moves through exactly the same migrator path — fence and
+//! all — on its next record. [`KeyshiftProducer::unpin_key`] hands it back to the strategy
+//! (which fences again if that moves it). Meant for tests and operators.
+//!
+//! # Runtime
+//! Fence reports and the backlog are handled by small tasks on a tokio runtime: the one given
+//! to [`ProducerBuilder::runtime`], else the one current at [`ProducerBuilder::build`], else a
+//! private one-thread runtime the producer owns. [`KeyshiftProducer::send`] works from any
+//! executor.
+//!
+//! [`Migrator`]: keyshift_core::protocol::Migrator
+
+mod engine;
+mod error;
+mod stats;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use keyshift_core::protocol::Migrator;
+use keyshift_core::strategy::{build_with, PartitionFeedback, StrategyConfig};
+use keyshift_core::ParamError;
+use rdkafka::producer::{FutureProducer, Producer};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use crate::admin::Admin;
+use crate::config::{ClientSettings, Property};
+use engine::{Enqueued, Inner, RuntimeHandle, State, Submitted, QUEUE_FULL_BACKOFF};
+
+pub use error::{ProduceError, ProducerBuildError};
+pub use stats::ProducerStats;
+
+/// Default number of attempts to write one fence before its held records fail.
+pub const DEFAULT_FENCE_ATTEMPTS: u32 = 5;
+/// Default backoff after a failed fence (multiplied by the attempt number).
+pub const DEFAULT_FENCE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A record acknowledged by the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Partition it was written to.
+    pub partition: u32,
+    /// Its offset in that partition.
+    pub offset: i64,
+    /// How long it waited behind a fence of its key (`None` if it never waited).
+    pub fenced_wait: Option<Duration>,
+}
+
+/// Configures and validates a [`KeyshiftProducer`]; see [`KeyshiftProducer::builder`].
+#[derive(Debug, Clone)]
+pub struct ProducerBuilder {
+    settings: ClientSettings,
+    topic: String,
+    strategy: String,
+    strategy_config: StrategyConfig,
+    partitions: Option<u32>,
+    origin: Option<Instant>,
+    properties: Vec<(String, String)>,
+    fence_attempts: u32,
+    fence_backoff: Duration,
+    runtime: Option<Handle>,
+}
+
+impl ProducerBuilder {
+    /// A builder for `topic` on the cluster of `settings`, strategy `hash` by default.
+    pub fn new(settings: ClientSettings, topic: impl Into<String>) -> Self {
+        Self {
+            settings,
+            topic: topic.into(),
+            strategy: "hash".to_owned(),
+            strategy_config: StrategyConfig::default(),
+            partitions: None,
+            origin: None,
+            properties: Vec::new(),
+            fence_attempts: DEFAULT_FENCE_ATTEMPTS,
+            fence_backoff: DEFAULT_FENCE_BACKOFF,
+            runtime: None,
+        }
+    }
+
+    /// The strategy, one of [`keyshift_core::strategy::NAMES`] (checked at build).
+    pub fn strategy(mut self, name: impl Into<String>) -> Self {
+        self.strategy = name.into();
+        self
+    }
+
+    /// Options of every strategy (hasher, seed, per-strategy settings).
+    pub fn strategy_config(mut self, config: StrategyConfig) -> Self {
+        self.strategy_config = config;
+        self
+    }
+
+    /// The topic's partition count; without it, [`ProducerBuilder::build`] reads it from the
+    /// cluster's metadata (and fails if the topic does not exist).
+    pub fn partitions(mut self, partitions: u32) -> Self {
+        self.partitions = Some(partitions);
+        self
+    }
+
+    /// The instant strategies count time from (`now` = seconds since it); default: build time.
+    pub fn origin(mut self, origin: Instant) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// A producer-only librdkafka property, applied after everything else (validated at
+    /// build; the error names the pair).
+    pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// Attempts to write one fence before the key's held records fail (≥ 1).
+    pub fn fence_attempts(mut self, attempts: u32) -> Self {
+        self.fence_attempts = attempts;
+        self
+    }
+
+    /// Backoff after a failed fence, multiplied by the attempt number.
+    pub fn fence_backoff(mut self, backoff: Duration) -> Self {
+        self.fence_backoff = backoff;
+        self
+    }
+
+    /// The tokio runtime for fence waiters and the backlog drainer (see the module docs).
+    pub fn runtime(mut self, handle: Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// Validates everything and creates the producer. Blocks for one metadata request when
+    /// no partition count was given.
+    pub fn build(self) -> Result<KeyshiftProducer, ProducerBuildError> {
+        if self.topic.is_empty() {
+            return Err(ProducerBuildError::InvalidTopic(self.topic));
+        }
+        if self.fence_attempts == 0 {
+            return Err(ParamError::new("fence-attempts", "must be at least 1").into());
+        }
+        let partitions = match self.partitions {
+            Some(0) => return Err(ProducerBuildError::ZeroPartitions { topic: self.topic }),
+            Some(n) => n,
+            None => Admin::new(&self.settings)
+                .and_then(|admin| admin.partitions(&self.topic))
+                .map_err(|source| ProducerBuildError::Partitions {
+                    topic: self.topic.clone(),
+                    source,
+                })?,
+        };
+        let strategy = build_with(&self.strategy, partitions, &self.strategy_config)?;
+        let migrator = if strategy.preserves_order() {
+            Some(Migrator::new(partitions, self.strategy_config.hasher)?)
+        } else {
+            None
+        };
+        let mut config = self.settings.producer_config();
+        for (key, value) in self.properties {
+            let property = Property::new(key, value)?;
+            config.set(property.key(), property.value());
+        }
+        if config.get("enable.idempotence") == Some("false") {
+            tracing::warn!(
+                topic = %self.topic,
+                "enable.idempotence=false: per-partition order (and so per-key order) now relies \
+                 on max.in.flight.requests.per.connection=1; retries may duplicate records"
+            );
+        }
+        if !matches!(config.get("acks"), Some("all" | "-1") | None) {
+            tracing::warn!(
+                topic = %self.topic,
+                acks = config.get("acks").unwrap_or_default(),
+                "acks is not 'all': a fence may be lost with a broker, breaking the order barrier"
+            );
+        }
+        let producer: FutureProducer =
+            config
+                .create()
+                .map_err(|source| ProducerBuildError::Client {
+                    bootstrap: self.settings.bootstrap_servers().to_owned(),
+                    source,
+                })?;
+        let runtime = RuntimeHandle::new(self.runtime).map_err(ProducerBuildError::Runtime)?;
+        let strategy_name = strategy.name();
+        tracing::info!(
+            topic = %self.topic,
+            partitions,
+            strategy = strategy_name,
+            "keyshift producer ready"
+        );
+        Ok(KeyshiftProducer {
+            inner: Arc::new(Inner {
+                producer,
+                topic: self.topic,
+                partitions,
+                origin: self.origin.unwrap_or_else(Instant::now),
+                strategy_name,
+                fence_attempts: self.fence_attempts,
+                fence_backoff: self.fence_backoff,
+                runtime,
+                state: Mutex::new(State::new(strategy, migrator, partitions)),
+                delivery_errors: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+/// The keyshift producer; see the [module docs](self). Cheap to clone (all clones share one
+/// rdkafka producer and one routing state), `Send + Sync`.
+#[derive(Clone)]
+pub struct KeyshiftProducer {
+    inner: Arc<Inner>,
+}
+
+impl KeyshiftProducer {
+    /// A [`ProducerBuilder`] for `topic` on the cluster of `settings`.
+    pub fn builder(settings: ClientSettings, topic: impl Into<String>) -> ProducerBuilder {
+        ProducerBuilder::new(settings, topic)
+    }
+
+    /// Routes and enqueues one record now and returns a future of its acknowledgement.
+    ///
+    /// The decision is made during this call, so records of one key keep the order of the
+    /// calls. Fails at once with [`ProduceError::QueueFull`] (nothing decided; retry later)
+    /// when librdkafka's queue is full and earlier records still wait for room, or with
+    /// [`ProduceError::Enqueue`] when librdkafka refuses the record.
+    pub fn try_send(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> Result<PendingDelivery, ProduceError> {
+        self.inner
+            .submit(key, value, headers)
+            .map(|submitted| self.pending(submitted))
+            .map_err(|(err, _)| err)
+    }
+
+    /// Sends one record and resolves on the broker's acknowledgement (or its error).
+    ///
+    /// Routing happens at the first poll. When librdkafka's queue is full it backs off and
+    /// retries, outside the routing lock, until the record is accepted.
+    pub async fn send(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        mut headers: Vec<(String, Vec<u8>)>,
+    ) -> Result<Delivery, ProduceError> {
+        loop {
+            match self.inner.submit(key, value, headers) {
+                Ok(submitted) => return self.pending(submitted).await,
+                Err((ProduceError::QueueFull { .. }, back)) => {
+                    headers = back;
+                    self.backoff().await;
+                }
+                Err((err, _)) => return Err(err),
+            }
+        }
+    }
+
+    async fn backoff(&self) {
+        if Handle::try_current().is_ok() {
+            tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+        } else {
+            // Not on a tokio runtime: let the producer's runtime keep the time.
+            let _ = self
+                .inner
+                .runtime
+                .handle
+                .spawn(tokio::time::sleep(QUEUE_FULL_BACKOFF))
+                .await;
+        }
+    }
+
+    fn pending(&self, submitted: Submitted) -> PendingDelivery {
+        let state = match submitted {
+            Submitted::Sent { future, partition } => Pending::Sent(Enqueued {
+                future,
+                partition,
+                fenced_wait: None,
+            }),
+            Submitted::Waiting(rx) => Pending::Waiting(rx),
+        };
+        PendingDelivery {
+            inner: Arc::clone(&self.inner),
+            state,
+        }
+    }
+
+    /// Forces `key` onto `partition` (see "Forced moves" in the module docs). The move, with
+    /// its fence, happens on the key's next record.
+    pub fn move_key(&self, key: &[u8], partition: u32) -> Result<(), ProduceError> {
+        if partition >= self.inner.partitions {
+            return Err(ProduceError::InvalidPartition {
+                topic: self.inner.topic.clone(),
+                partition,
+                partitions: self.inner.partitions,
+            });
+        }
+        self.inner.lock().pins.insert(key.into(), partition);
+        Ok(())
+    }
+
+    /// Hands a key pinned by [`KeyshiftProducer::move_key`] back to the strategy; returns
+    /// whether it was pinned.
+    pub fn unpin_key(&self, key: &[u8]) -> bool {
+        self.inner.lock().pins.remove(key).is_some()
+    }
+
+    /// Feeds measured per-partition consumer state to the strategy (used by `keyshift` with
+    /// feedback on; ignored by the others).
+    pub fn observe(&self, feedback: &[PartitionFeedback]) {
+        let mut st = self.inner.lock();
+        let now = self.inner.origin.elapsed().as_secs_f64();
+        st.strategy.observe(feedback, now);
+    }
+
+    /// The partition the key's records go to now (its current message set), as the migrator
+    /// sees it; for unordered strategies, the key's hash partition.
+    pub fn current_partition(&self, key: &[u8]) -> u32 {
+        let st = self.inner.lock();
+        match &st.migrator {
+            Some(m) => m.current(key),
+            None => keyshift_core::hash::kafka_partition(key, self.inner.partitions),
+        }
+    }
+
+    /// A snapshot of the counters; see [`ProducerStats`].
+    pub fn stats(&self) -> ProducerStats {
+        let in_flight = self.inner.producer.in_flight_count().max(0) as usize;
+        let st = self.inner.lock();
+        ProducerStats {
+            strategy: self.inner.strategy_name,
+            records: st.counters.records,
+            bytes: st.counters.bytes,
+            per_partition: st.counters.per_partition.clone(),
+            moves: st.counters.moves,
+            pinned_keys: st.pins.len(),
+            fences: st.counters.fences,
+            migrations: st.migrator.as_ref().map_or(0, Migrator::migrations),
+            fence_failures: st.counters.fence_failures,
+            fence_rtt: st.fence_rtt.clone(),
+            delivery_errors: self.inner.delivery_errors.load(Ordering::Relaxed),
+            held_records: st.counters.held_now,
+            held_keys: st.held_keys(),
+            held_total: st.counters.held_total,
+            routed_keys: st.migrator.as_ref().map_or(0, Migrator::len),
+            backlog: st.backlog_len(),
+            in_flight,
+        }
+    }
+
+    /// Waits until every record sent so far — including records held behind fences and
+    /// backlogged ones — is acknowledged or failed, or `timeout` passes.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), ProduceError> {
+        let inner = Arc::clone(&self.inner);
+        let deadline = Instant::now() + timeout;
+        // librdkafka's flush blocks, so it runs on a blocking thread of the producer's runtime.
+        let waited = self.inner.runtime.handle.spawn_blocking(move || loop {
+            let (held, backlog) = {
+                let st = inner.lock();
+                (st.counters.held_now, st.backlog_len())
+            };
+            let in_flight = inner.producer.in_flight_count().max(0) as usize;
+            if held == 0 && backlog == 0 && in_flight == 0 {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ProduceError::FlushTimeout {
+                    topic: inner.topic.clone(),
+                    timeout,
+                    held,
+                    queued: backlog + in_flight,
+                });
+            }
+            // Short slices so records released by fences meanwhile are waited for too.
+            let slice = (deadline - now).min(Duration::from_millis(20));
+            let _ = inner.producer.flush(slice);
+        });
+        waited.await.unwrap_or_else(|_| {
+            Err(ProduceError::Closed {
+                topic: self.inner.topic.clone(),
+            })
+        })
+    }
+
+    /// The topic records go to.
+    pub fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+
+    /// The topic's partition count the strategy routes over.
+    pub fn partitions(&self) -> u32 {
+        self.inner.partitions
+    }
+
+    /// The strategy's name.
+    pub fn strategy(&self) -> &'static str {
+        self.inner.strategy_name
+    }
+
+    /// Whether the strategy keeps per-key order (moves are fenced).
+    pub fn preserves_order(&self) -> bool {
+        self.inner.lock().migrator.is_some()
+    }
+
+    /// The underlying rdkafka producer (e.g. for librdkafka statistics or metadata).
+    pub fn rdkafka(&self) -> &FutureProducer {
+        &self.inner.producer
+    }
+}
+
+impl std::fmt::Debug for KeyshiftProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyshiftProducer")
+            .field("topic", &self.inner.topic)
+            .field("partitions", &self.inner.partitions)
+            .field("strategy", &self.inner.strategy_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The acknowledgement of one record sent with [`KeyshiftProducer::try_send`]; resolves to
+/// [`Delivery`] or the record's error. Dropping it does not cancel the record.
+#[must_use = "a PendingDelivery resolves to the record's delivery or its error"]
+pub struct PendingDelivery {
+    inner: Arc<Inner>,
+    state: Pending,
+}
+
+enum Pending {
+    /// Handed to librdkafka: waiting for the delivery report.
+    Sent(Enqueued),
+    /// Held behind a fence or backlogged: waiting to be handed to librdkafka.
+    Waiting(oneshot::Receiver<Result<Enqueued, ProduceError>>),
+    /// Resolved already.
+    Done,
+}
+
+impl PendingDelivery {
+    fn closed(&self) -> ProduceError {
+        ProduceError::Closed {
+            topic: self.inner.topic.clone(),
+        }
+    }
+}
+
+impl Future for PendingDelivery {
+    type Output = Result<Delivery, ProduceError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match &mut self.state {
+                Pending::Sent(enqueued) => {
+                    let report = match Pin::new(&mut enqueued.future).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(report) => report,
+                    };
+                    let (partition, fenced_wait) = (enqueued.partition, enqueued.fenced_wait);
+                    self.state = Pending::Done;
+                    let outcome = match report {
+                        Ok(Ok(delivery)) => Ok(Delivery {
+                            partition: delivery.partition as u32,
+                            offset: delivery.offset,
+                            fenced_wait,
+                        }),
+                        Ok(Err((source, _))) => {
+                            self.inner.count_error();
+                            Err(ProduceError::Delivery {
+                                topic: self.inner.topic.clone(),
+                                partition,
+                                source: Box::new(source),
+                            })
+                        }
+                        Err(_canceled) => {
+                            self.inner.count_error();
+                            Err(self.closed())
+                        }
+                    };
+                    return Poll::Ready(outcome);
+                }
+                Pending::Waiting(rx) => match Pin::new(rx).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(Ok(enqueued))) => self.state = Pending::Sent(enqueued),
+                    Poll::Ready(Ok(Err(err))) => {
+                        // Counted where it was raised.
+                        self.state = Pending::Done;
+                        return Poll::Ready(Err(err));
+                    }
+                    Poll::Ready(Err(_)) => {
+                        self.state = Pending::Done;
+                        self.inner.count_error();
+                        return Poll::Ready(Err(self.closed()));
+                    }
+                },
+                Pending::Done => panic!("PendingDelivery polled after it resolved"),
+            }
+        }
+    }
+}

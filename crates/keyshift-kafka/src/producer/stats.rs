@@ -1,0 +1,46 @@
+//! A snapshot of what a [`super::KeyshiftProducer`] has done, for metrics, reports and tests.
+
+use keyshift_core::stats::LatencyHistogram;
+
+/// Counters and gauges of one producer, read with [`super::KeyshiftProducer::stats`].
+///
+/// Counters cover the producer's whole life. Data records are counted when librdkafka
+/// accepts them (so `records` excludes fences and records still held or backlogged);
+/// `delivery_errors` counts every record whose error was reported to its caller.
+#[derive(Debug, Clone)]
+pub struct ProducerStats {
+    /// The strategy's name.
+    pub strategy: &'static str,
+    /// Data records handed to librdkafka.
+    pub records: u64,
+    /// Key + value bytes of those records.
+    pub bytes: u64,
+    /// Data records per partition (index = partition).
+    pub per_partition: Vec<u64>,
+    /// Key moves the strategy decided (its `drain_moves`); forced moves are not included.
+    pub moves: u64,
+    /// Keys pinned by [`super::KeyshiftProducer::move_key`].
+    pub pinned_keys: usize,
+    /// Fence records written (every attempt).
+    pub fences: u64,
+    /// Fences acknowledged, i.e. completed migrations.
+    pub migrations: u64,
+    /// Fence attempts that failed (each is retried until the attempt limit).
+    pub fence_failures: u64,
+    /// Fence round trips (enqueue to delivery report) of completed migrations.
+    pub fence_rtt: LatencyHistogram,
+    /// Records whose error (enqueue refused, not delivered, fence failed) was reported.
+    pub delivery_errors: u64,
+    /// Records held behind a fence right now.
+    pub held_records: usize,
+    /// Keys with records held right now.
+    pub held_keys: usize,
+    /// Records ever held behind a fence.
+    pub held_total: u64,
+    /// Keys whose current message set carries a route header (away from home or mid-move).
+    pub routed_keys: usize,
+    /// Decided records waiting for room in librdkafka's queue.
+    pub backlog: usize,
+    /// Messages and requests in librdkafka's queues (not yet acknowledged).
+    pub in_flight: usize,
+}

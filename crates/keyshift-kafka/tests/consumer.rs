@@ -1,0 +1,384 @@
+//! The ordered consumer against the embedded broker with real rdkafka clients: hostile
+//! keyshift headers, commits that never pass a parked record, a clean stop, and a migration
+//! barrier between two members of one group read through OffsetFetch.
+//!
+//! Every test starts its own broker. Waits are bounded and name what they wait for; nothing
+//! asserts on durations.
+
+mod consumer_util;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use consumer_util::{start_consumer, wait_until, FencedProducer, SeenLog};
+use keyshift_core::probe::Probe;
+use keyshift_core::protocol::{FenceHeader, RouteHeader, FENCE_HEADER, ROUTE_HEADER};
+use keyshift_kafka::{DeliveredRecord, EmbeddedBroker, OrderedConsumerBuilder};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+fn plain_producer(broker: &EmbeddedBroker) -> FutureProducer {
+    broker
+        .client_settings()
+        .client_id("plain-test-producer")
+        .producer_config()
+        .create()
+        .expect("producer")
+}
+
+/// Produces one record and returns its offset.
+fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    value: &[u8],
+    headers: &[(&str, &[u8])],
+) -> i64 {
+    let mut hs = OwnedHeaders::new();
+    for (k, v) in headers {
+        hs = hs.insert(Header {
+            key: k,
+            value: Some(*v),
+        });
+    }
+    let record = FutureRecord::to(topic)
+        .partition(partition)
+        .key(key)
+        .payload(value)
+        .headers(hs);
+    let f = producer
+        .send_result(record)
+        .unwrap_or_else(|(e, _)| panic!("enqueue failed: {e}"));
+    futures_executor::block_on(f)
+        .unwrap()
+        .unwrap_or_else(|(e, _)| panic!("not delivered: {e}"))
+        .offset
+}
+
+fn probe(seq: u64) -> Vec<u8> {
+    Probe {
+        seq,
+        sent_us: consumer_util::now_us(),
+        body: String::new(),
+    }
+    .encode()
+}
+
+#[test]
+fn malformed_and_unknown_version_headers_are_reported_and_delivered_unordered() {
+    let broker = EmbeddedBroker::start().expect("broker");
+    let topic = "hostile";
+    broker.create_topic(topic, 1).unwrap();
+    let producer = plain_producer(&broker);
+    let unknown_version = {
+        let mut v = RouteHeader::new(1, 0, 3).unwrap().encode();
+        v[0] = 2;
+        v
+    };
+    let fence_v9 = {
+        let mut v = FenceHeader {
+            set_index: 1,
+            to_partition: 0,
+        }
+        .encode();
+        v[0] = 9;
+        v
+    };
+    // (key, headers, expected unordered flag)
+    type Case = (&'static str, Vec<(&'static str, Vec<u8>)>, bool);
+    let cases: Vec<Case> = vec![
+        (
+            "garbage-route",
+            vec![(ROUTE_HEADER, b"\xff\xff\xff".to_vec())],
+            true,
+        ),
+        ("empty-route", vec![(ROUTE_HEADER, Vec::new())], true),
+        (
+            "unknown-version-route",
+            vec![(ROUTE_HEADER, unknown_version)],
+            true,
+        ),
+        ("truncated-route", vec![(ROUTE_HEADER, vec![1, 3])], true),
+        (
+            "unknown-version-fence",
+            vec![(FENCE_HEADER, fence_v9)],
+            true,
+        ),
+        ("plain", vec![("other", b"x".to_vec())], false),
+    ];
+    for (i, (key, headers, _)) in cases.iter().enumerate() {
+        let hs: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+        produce(&producer, topic, 0, key, &probe(i as u64), &hs);
+    }
+
+    let log = SeenLog::default();
+    let consumer = start_consumer(
+        &broker,
+        "hostile-group",
+        topic,
+        "c1",
+        &log,
+        Duration::ZERO,
+        |b| b,
+    );
+    wait_until("all hostile records delivered", || log.len() == cases.len());
+    // The worker keeps running: a later well-formed record still comes through.
+    produce(&producer, topic, 0, "after", &probe(0), &[]);
+    wait_until("the record after the hostile ones", || {
+        log.len() == cases.len() + 1
+    });
+
+    let seen = log.snapshot();
+    for (i, (key, headers, unordered)) in cases.iter().enumerate() {
+        let s = &seen[i];
+        assert_eq!(&s.key, key, "records keep partition order");
+        assert_eq!(s.unordered, *unordered, "unordered flag of {key}");
+        assert_eq!(s.seq, Some(i as u64));
+        // The application gets the headers as they were, the bad ones included.
+        let got: Vec<(String, Vec<u8>)> = s
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
+            .collect();
+        let want: Vec<(String, Vec<u8>)> = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        assert_eq!(got, want, "headers of {key}");
+    }
+    assert!(!seen[cases.len()].unordered);
+    let stats = consumer.stats().snapshot();
+    assert_eq!(stats.malformed_headers, 5);
+    assert_eq!(stats.unordered, 5);
+    assert_eq!(stats.processed, cases.len() as u64 + 1);
+    assert!(consumer.is_running());
+    consumer.stop().expect("clean stop");
+
+    // The clean stop committed everything processed.
+    let committed = broker
+        .admin()
+        .committed_offsets("hostile-group", topic, 1)
+        .unwrap();
+    assert_eq!(committed, vec![Some(cases.len() as i64 + 1)]);
+}
+
+#[test]
+fn commits_never_pass_a_parked_record() {
+    let broker = EmbeddedBroker::start().expect("broker");
+    let topic = "parked";
+    let group = "parked-group";
+    broker.create_topic(topic, 2).unwrap();
+    let producer = plain_producer(&broker);
+    // Partition 0: three records of other keys; K's old record and fence come later (the
+    // fence at offset 5).
+    for i in 0..3 {
+        produce(&producer, topic, 0, "a", &probe(i), &[]);
+    }
+    // Partition 1: two other records, then K's first routed record waiting for fence 0@5,
+    // then two more records of other keys, which must flow past the parked one.
+    let route = RouteHeader::new(1, 0, 5).unwrap().encode();
+    produce(&producer, topic, 1, "b", &probe(0), &[]);
+    produce(&producer, topic, 1, "b", &probe(1), &[]);
+    let parked_offset = produce(
+        &producer,
+        topic,
+        1,
+        "K",
+        &probe(1),
+        &[(ROUTE_HEADER, &route)],
+    );
+    produce(&producer, topic, 1, "c", &probe(0), &[]);
+    produce(
+        &producer,
+        topic,
+        1,
+        "K",
+        &probe(2),
+        &[(ROUTE_HEADER, &route)],
+    );
+    produce(&producer, topic, 1, "c", &probe(1), &[]);
+    assert_eq!(parked_offset, 2);
+
+    let log = SeenLog::default();
+    let consumer = start_consumer(&broker, group, topic, "c1", &log, Duration::ZERO, |b| {
+        b.commit_interval(Duration::from_millis(20))
+    });
+    wait_until("other keys to flow past the parked key", || {
+        log.len() == 3 + 4
+    });
+    assert_eq!(consumer.stats().snapshot().processed, 7);
+    wait_until("K's two records parked", || {
+        consumer.stats().parked_now() == 2
+    });
+    wait_until("commits of the processed prefixes", || {
+        broker.admin().committed_offsets(group, topic, 2).unwrap() == vec![Some(3), Some(2)]
+    });
+    // One more record on partition 0: its commit comes from a commit round after every
+    // record of partition 1 but K's was processed, and partition 1 still stays at K.
+    produce(&producer, topic, 0, "a", &probe(3), &[]);
+    wait_until("partition 0 committed past the new record", || {
+        broker.admin().committed_offsets(group, topic, 2).unwrap()[0] == Some(4)
+    });
+    assert_eq!(
+        broker.admin().committed_offsets(group, topic, 2).unwrap(),
+        vec![Some(4), Some(2)],
+        "the commit of partition 1 must stay at the parked record"
+    );
+    assert!(log.snapshot().iter().all(|s| s.key != "K"));
+
+    // K's old records on partition 0, then the fence at offset 5: K is released.
+    produce(&producer, topic, 0, "K", &probe(0), &[]);
+    let fence = FenceHeader {
+        set_index: 1,
+        to_partition: 1,
+    }
+    .encode();
+    let fence_offset = produce(&producer, topic, 0, "K", b"", &[(FENCE_HEADER, &fence)]);
+    assert_eq!(fence_offset, 5);
+    wait_until("K released after its fence", || log.len() == 8 + 3);
+    wait_until("everything committed", || {
+        broker.admin().committed_offsets(group, topic, 2).unwrap() == vec![Some(6), Some(6)]
+    });
+    let seen = log.snapshot();
+    let k: Vec<(u64, bool)> = seen
+        .iter()
+        .filter(|s| s.key == "K")
+        .map(|s| (s.seq.unwrap(), s.parked))
+        .collect();
+    assert_eq!(k, vec![(0, false), (1, true), (2, true)]);
+    assert!(seen
+        .iter()
+        .filter(|s| s.parked)
+        .all(|s| !s.park_time.is_zero()));
+    let stats = consumer.stats().snapshot();
+    assert_eq!(stats.fences, 1);
+    assert_eq!(stats.parked_total, 2);
+    assert_eq!(stats.park_time.len(), 2);
+    assert_eq!(stats.order_violations, 0);
+    assert_eq!(stats.duplicates, 0);
+    assert_eq!(stats.e2e_latency.len(), 11);
+    consumer.stop().unwrap();
+}
+
+#[test]
+fn two_members_wait_for_each_others_commits_through_offset_fetch() {
+    let broker = EmbeddedBroker::start().expect("broker");
+    let topic = "two-members";
+    let group = "two-members-group";
+    broker.create_topic(topic, 2).unwrap();
+    let log = SeenLog::default();
+    // The member that owns the key's old partition holds the key's records until the test
+    // has seen the other member park the key's new records.
+    let hold = Arc::new(AtomicBool::new(true));
+    let start = |name: &str| {
+        let log = log.clone();
+        let hold = Arc::clone(&hold);
+        let id = name.to_owned();
+        OrderedConsumerBuilder::new(&broker.client_settings().client_id(name), group, topic)
+            .session_timeout(Duration::from_secs(10))
+            .spawn(move |r: &DeliveredRecord| {
+                if r.key == b"K" && r.route.is_none() {
+                    let since = std::time::Instant::now();
+                    // Bounded, so that a failing test cannot hang in the handler.
+                    while hold.load(Ordering::SeqCst) && since.elapsed() < consumer_util::PATIENCE {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                log.push(&id, r);
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .unwrap()
+    };
+    // One after the other: the group settles faster than when both join at once.
+    let first = start("m1");
+    wait_until("the first member to own both partitions", || {
+        first.stats().snapshot().owned_partitions == 2
+    });
+    let members = [first, start("m2")];
+    wait_until("each member to own one partition", || {
+        members
+            .iter()
+            .all(|m| m.stats().snapshot().owned_partitions == 1)
+    });
+
+    // Releases the held handler even when an assertion fails, so the test cannot hang.
+    struct Release(Arc<AtomicBool>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::SeqCst);
+        }
+    }
+    let _release = Release(Arc::clone(&hold));
+
+    let mut producer = FencedProducer::new(&broker, topic, 2);
+    let home = producer.migrator.home(b"K");
+    let away = 1 - home;
+    // A key that lives on the away partition, so it needs no fence of its own.
+    let other = (0..)
+        .map(|i| format!("other-{i}"))
+        .find(|k| producer.migrator.home(k.as_bytes()) == away)
+        .unwrap();
+    for _ in 0..5 {
+        producer.send_to("K", home);
+        producer.send_to(&other, away);
+    }
+    for _ in 0..5 {
+        producer.send_to("K", away);
+        producer.send_to(&other, away);
+    }
+    producer.flush();
+    assert_eq!(producer.fences.len(), 1);
+
+    // The new owner's records of K park; other keys there flow (10 "other" records).
+    wait_until("K parked on its new partition", || {
+        members.iter().any(|m| m.stats().parked_now() == 5)
+    });
+    wait_until("other keys processed past it", || {
+        log.snapshot().iter().filter(|s| s.key == other).count() == 10
+    });
+    let waiting = members
+        .iter()
+        .find(|m| m.stats().parked_now() == 5)
+        .unwrap();
+    let checks = waiting.stats().snapshot().barrier_checks;
+    wait_until("OffsetFetch barrier reads while parked", || {
+        waiting.stats().snapshot().barrier_checks > checks + 2
+    });
+    assert!(log.snapshot().iter().all(|s| s.key != "K"));
+
+    hold.store(false, Ordering::SeqCst);
+    wait_until("all 20 records processed", || log.len() == 20);
+    let seen = log.snapshot();
+    if std::env::var_os("KEYSHIFT_TEST_TRACE").is_some() {
+        for s in &seen {
+            eprintln!(
+                "{} p{} o{} {} {:?} parked={}",
+                s.consumer, s.partition, s.offset, s.key, s.seq, s.parked
+            );
+        }
+    }
+    let k: Vec<(u64, u32, String)> = seen
+        .iter()
+        .filter(|s| s.key == "K")
+        .map(|s| (s.seq.unwrap(), s.partition, s.consumer.clone()))
+        .collect();
+    assert_eq!(
+        k.iter().map(|x| x.0).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>(),
+        "K in order across the members: {k:?}"
+    );
+    assert!(k[..5].iter().all(|x| x.1 == home) && k[5..].iter().all(|x| x.1 == away));
+    assert_ne!(k[0].2, k[5].2, "the key moved between members");
+    let check = log.check();
+    assert_eq!(
+        (check.violations(), check.duplicates(), check.missing()),
+        (0, 0, 0)
+    );
+    let stats = waiting.stats().snapshot();
+    assert_eq!(stats.parked_total, 5);
+    for m in members {
+        m.stop().unwrap();
+    }
+}

@@ -1,0 +1,120 @@
+//! Interoperability: records written by kafka-python (PyPI; a client keyshift did not write)
+//! reach the ordered consumer intact — keys, probe values, headers — and a bad
+//! `keyshift-route` header written by it is reported and delivered unordered.
+//!
+//! The test installs kafka-python with pip if it is missing; only when pip cannot reach the
+//! package registry does it skip, loudly.
+
+mod consumer_util;
+
+use std::process::Command;
+use std::time::Duration;
+
+use consumer_util::{start_consumer, wait_until, SeenLog};
+use keyshift_kafka::EmbeddedBroker;
+
+const PRODUCER: &str = r#"
+import json, sys, time
+from kafka import KafkaProducer
+
+bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+p = KafkaProducer(bootstrap_servers=bootstrap)
+for i in range(count):
+    key = "py-%d" % (i % 3)
+    value = json.dumps({"seq": i // 3, "sent_us": int(time.time() * 1e6), "body": "from python"})
+    p.send(topic, key=key.encode(), value=value.encode(), partition=(i % 3) % 2,
+           headers=[("origin", b"kafka-python")])
+p.send(topic, key=b"py-bad", value=b"not a probe", partition=0,
+       headers=[("keyshift-route", b"\x09garbage")])
+p.flush(timeout=60)
+p.close()
+print("sent", count + 1)
+"#;
+
+/// Imports kafka-python, installing it first if needed. False if it cannot be had.
+fn kafka_python_available() -> bool {
+    let import = || {
+        Command::new("python3")
+            .args(["-c", "import kafka"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if import() {
+        return true;
+    }
+    let installed = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "kafka-python"])
+        .status()
+        .is_ok_and(|s| s.success());
+    installed && import()
+}
+
+#[test]
+fn records_from_kafka_python_are_consumed_in_order() {
+    if !kafka_python_available() {
+        eprintln!(
+            "\n\n!!! SKIPPED records_from_kafka_python_are_consumed_in_order: kafka-python is not \
+             installed and `python3 -m pip install kafka-python` failed (no python3/pip or no \
+             access to PyPI) !!!\n\n"
+        );
+        return;
+    }
+    let broker = EmbeddedBroker::start().expect("broker");
+    let topic = "from-python";
+    broker.create_topic(topic, 2).unwrap();
+    let count = 30;
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            PRODUCER,
+            broker.bootstrap_servers(),
+            topic,
+            &count.to_string(),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "kafka-python producer failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let log = SeenLog::default();
+    let consumer = start_consumer(
+        &broker,
+        "py-group",
+        topic,
+        "c1",
+        &log,
+        Duration::ZERO,
+        |b| b,
+    );
+    wait_until("every kafka-python record", || log.len() == count + 1);
+    let seen = log.snapshot();
+    let check = log.check();
+    assert_eq!(
+        (check.violations(), check.duplicates(), check.missing()),
+        (0, 0, 0)
+    );
+    let probes: Vec<_> = seen.iter().filter(|s| s.seq.is_some()).collect();
+    assert_eq!(probes.len(), count);
+    for s in &probes {
+        assert!(s.key.starts_with("py-"), "{s:?}");
+        assert!(!s.unordered);
+        assert_eq!(
+            s.headers,
+            vec![("origin".to_owned(), Some(b"kafka-python".to_vec()))]
+        );
+    }
+    let bad = seen
+        .iter()
+        .find(|s| s.key == "py-bad")
+        .expect("bad record delivered");
+    assert!(bad.unordered);
+    assert_eq!(bad.value, b"not a probe");
+    let stats = consumer.stats().snapshot();
+    assert_eq!(stats.malformed_headers, 1);
+    assert_eq!((stats.probes, stats.not_probes), (count as u64, 1));
+    consumer.stop().unwrap();
+}
