@@ -2,9 +2,17 @@
 //! partitions so that the most loaded partition stays close to the lower bound
 //! `max(total / partitions, rate of the hottest key)`, with few moves.
 //!
-//! Per record ([`Strategy::route`]): one sketch update, one route-table lookup (routed keys) or
-//! one murmur2 (cold keys), one counter increment. Everything else happens in a *round*, at
-//! most once per `rebalance_interval` of the caller's clock, with bounded work:
+//! Per record ([`Strategy::route`]): one murmur2 of the key, which serves both the route-table
+//! lookup ([`RouteTable::partition_hashed`], exact key match) and, for a key not routed, its
+//! Kafka partition (the `fnv1a` hasher adds its own hash there); one partition counter
+//! increment; and, for a sampled record only, one sketch update. The sketch counts every
+//! record while records arrive below `sketch_updates_per_sec`; above it, a random share
+//! (geometric gaps from the seed, one countdown per record), each sample weighted by the
+//! inverse share. Its CPU time per second is then bounded whatever the record rate, while it
+//! still sees as many records per half-life as an unsampled run at the budget rate, which is
+//! what the accuracy of key rates depends on. Partition loads always count every record.
+//! Everything else happens in a *round*, at most once per `rebalance_interval` of the caller's
+//! clock, with bounded work:
 //!
 //! 1. **Load model.** Each partition's record count since the last round is folded into an
 //!    exponentially decayed rate with the sketch's half-life, so the model includes cold traffic
@@ -17,7 +25,8 @@
 //!    keys to the least loaded partition. Only moves that strictly lower the pair's maximum
 //!    qualify; among them the key whose rate comes closest to the partition's excess over the
 //!    bound without overshooting, else the one that leaves the lower pair maximum. Keys moved
-//!    within `cooldown` stay put, so a key never ping-pongs on noise. When no single move
+//!    within `cooldown` stay put, including keys that went home (remembered for the cooldown,
+//!    at most `max_moves` per round), so a key never ping-pongs on noise. When no single move
 //!    helps (the partition's hottest key plus its immovable traffic is over the target), the
 //!    hottest key is *relocated* to the partition with the least immovable load, whose
 //!    movable keys are evacuated in the same round, if that lowers the maximum by a margin.
@@ -27,9 +36,11 @@
 //! Hysteresis and cooldown make moves settle on a stationary workload; the decay makes the
 //! model follow a shifting one within a few half-lives.
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 
-use super::{Move, PartitionFeedback, RouteTable, Strategy};
+use super::{key_hash, Move, PartitionFeedback, RouteTable, Strategy};
 use crate::hash::Hasher;
 use crate::sketch::{HeavyHitters, SpaceSaving};
 use crate::ParamError;
@@ -39,6 +50,14 @@ use crate::ParamError;
 pub struct KeyshiftConfig {
     /// Space-Saving counters (`sketch-capacity`): keys whose rate can be estimated.
     pub sketch_capacity: usize,
+    /// Most sketch updates per second (`sketch-updates`, > 0; infinite counts every record).
+    /// While records arrive faster than this, the sketch counts a random share of them
+    /// (drawn from the strategy's seed) with each sample weighted by the inverse share, so key
+    /// rates stay in records/s; partition loads always count every record. The accuracy of
+    /// key rates depends on how many records per half-life the sketch sees, not on the share,
+    /// so a budget well above the rates the balance tests run unsampled costs nothing in
+    /// balance while it bounds the sketch's CPU time at any record rate.
+    pub sketch_updates_per_sec: f64,
     /// Hottest keys considered for a move in each round (`candidates`, ≤ `sketch_capacity`).
     pub candidates: usize,
     /// Most keys routed away from their hash partition at once (`route-capacity`).
@@ -66,6 +85,7 @@ impl Default for KeyshiftConfig {
     fn default() -> Self {
         Self {
             sketch_capacity: 16384,
+            sketch_updates_per_sec: 50_000.0,
             candidates: 4096,
             route_capacity: 4096,
             half_life_secs: 20.0,
@@ -107,6 +127,15 @@ impl KeyshiftConfig {
     pub fn validate(&self) -> Result<(), ParamError> {
         if self.sketch_capacity == 0 {
             return Err(ParamError::new("sketch-capacity", "must be at least 1"));
+        }
+        if self.sketch_updates_per_sec.is_nan() || self.sketch_updates_per_sec <= 0.0 {
+            return Err(ParamError::new(
+                "sketch-updates",
+                format!(
+                    "must be above 0 updates per second (inf counts every record), got {}",
+                    self.sketch_updates_per_sec
+                ),
+            ));
         }
         if self.candidates == 0 || self.candidates > self.sketch_capacity {
             return Err(ParamError::new(
@@ -161,6 +190,15 @@ pub struct KeyshiftStrategy {
     capacity: Vec<f64>,
     /// Last measured throughput per partition and whether it was saturated.
     measured: Vec<Option<(f64, bool)>>,
+    /// Keys sent home, and when: they have no route left to remember their cooldown by.
+    went_home: FxHashMap<Box<[u8]>, f64>,
+    /// Records left until the next one the sketch counts (1: the next record).
+    until_sample: u32,
+    /// Probability that a record is counted by the sketch, and the rate weight of a sample.
+    sample_share: f64,
+    sample_weight: f64,
+    /// Draws the gaps between sketch samples.
+    rng: ChaCha8Rng,
     start: Option<f64>,
     last_fold: f64,
     next_round: f64,
@@ -170,11 +208,21 @@ pub struct KeyshiftStrategy {
 
 impl KeyshiftStrategy {
     /// Validates `config` and builds the strategy for `partitions` (> 0) partitions; cold keys
-    /// go where `hasher` puts them.
+    /// go where `hasher` puts them. Sketch samples are drawn from seed 0.
     pub fn new(
         partitions: u32,
         hasher: Hasher,
         config: &KeyshiftConfig,
+    ) -> Result<Self, ParamError> {
+        Self::with_seed(partitions, hasher, config, 0)
+    }
+
+    /// [`KeyshiftStrategy::new`] with the sketch's samples drawn from `seed`.
+    pub fn with_seed(
+        partitions: u32,
+        hasher: Hasher,
+        config: &KeyshiftConfig,
+        seed: u64,
     ) -> Result<Self, ParamError> {
         config.validate()?;
         if partitions == 0 {
@@ -191,12 +239,89 @@ impl KeyshiftStrategy {
             mass: vec![0.0; n],
             capacity: vec![1.0; n],
             measured: vec![None; n],
+            went_home: FxHashMap::default(),
+            until_sample: 1,
+            sample_share: 1.0,
+            sample_weight: 1.0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
             start: None,
             last_fold: 0.0,
-            next_round: f64::INFINITY,
+            // The first record takes the slow path, which starts the clock.
+            next_round: f64::NEG_INFINITY,
             moves: Vec::new(),
             rounds: 0,
         })
+    }
+
+    /// Records until the next sketch sample: geometric with mean `1 / sample_share`, so every
+    /// record is counted with probability `sample_share`, independently of its key and of
+    /// any period in the workload (a fixed stride could alias with one).
+    fn sample_gap(&mut self) -> u32 {
+        if self.sample_share >= 1.0 {
+            return 1;
+        }
+        let u: f64 = 1.0 - self.rng.gen::<f64>(); // in (0, 1]
+        let gap = 1.0 + (u.ln() / (-self.sample_share).ln_1p()).floor();
+        gap.min(f64::from(u32::MAX)) as u32
+    }
+
+    /// Counts the current record in the sketch and draws the next gap.
+    #[inline(never)]
+    fn sample(&mut self, key: &[u8], now: f64) {
+        self.sketch.offer_weighted(key, now, self.sample_weight);
+        self.until_sample = self.sample_gap();
+    }
+
+    /// Sets the sampling share for the next interval from the record rate of the last one
+    /// (`records` over `dt` seconds), so the sketch sees at most its update budget.
+    fn resample(&mut self, records: u64, dt: f64) {
+        if dt <= 0.0 {
+            return;
+        }
+        let rate = records as f64 / dt;
+        let share = (self.config.sketch_updates_per_sec / rate).min(1.0);
+        if share.is_finite() && share > 0.0 && share != self.sample_share {
+            self.sample_share = share;
+            self.sample_weight = 1.0 / share;
+            self.until_sample = self.sample_gap();
+        }
+    }
+
+    /// The share of records the sketch currently counts (1 below the update budget).
+    pub fn sample_share(&self) -> f64 {
+        self.sample_share
+    }
+
+    /// The slow path of [`Strategy::route`], taken once per round: starts the clock on the
+    /// first record, otherwise runs the round that is due.
+    #[cold]
+    #[inline(never)]
+    fn tick(&mut self, now: f64) {
+        if self.start.is_none() {
+            self.start = Some(now);
+            self.last_fold = now;
+            self.next_round = now
+                + self
+                    .config
+                    .warmup_secs
+                    .max(self.config.rebalance_interval_secs);
+        } else {
+            let records = self.counts.iter().sum();
+            let dt = now - self.last_fold;
+            self.round(now);
+            self.resample(records, dt);
+            self.next_round = now + self.config.rebalance_interval_secs;
+        }
+    }
+
+    /// The hash partition of `key`, whose [`key_hash`] is `hash`: Kafka's partitioner reuses
+    /// the hash the route lookup took.
+    #[inline]
+    fn home(&self, key: &[u8], hash: u32) -> u32 {
+        match self.hasher {
+            Hasher::Murmur2 => (hash & 0x7fff_ffff) % self.partitions,
+            other => other.partition(key, self.partitions),
+        }
     }
 
     /// The route table (routed hot keys).
@@ -271,6 +396,8 @@ impl KeyshiftStrategy {
 
         // Key rates get the same warm-up correction as partition loads.
         let key_scale = scale / (std::f64::consts::LN_2 / self.config.half_life_secs);
+        let cooldown = self.config.cooldown_secs;
+        self.went_home.retain(|_, &mut at| now - at < cooldown);
         let top = self.sketch.top(self.config.candidates, now);
         let mut plan = Plan {
             util,
@@ -286,7 +413,13 @@ impl KeyshiftStrategy {
             let home = self.hasher.partition(&hk.key, self.partitions);
             let route = self.routes.get(&hk.key);
             let at = route.map_or(home, |r| r.partition);
-            let cooled = route.is_none_or(|r| now - r.since >= self.config.cooldown_secs);
+            let cooled = match route {
+                Some(r) => now - r.since >= cooldown,
+                None => self
+                    .went_home
+                    .get(&hk.key)
+                    .is_none_or(|&at| now - at >= cooldown),
+            };
             plan.on[at as usize].push(plan.cands.len());
             plan.cands.push(Candidate {
                 rate: hk.rate * key_scale,
@@ -388,6 +521,7 @@ impl KeyshiftStrategy {
     fn apply_move(&mut self, key: &[u8], home: u32, from: u32, to: u32, now: f64) {
         if to == home {
             self.routes.remove(key);
+            self.went_home.insert(key.into(), now);
         } else {
             let inserted = self.routes.insert(key, to, now);
             debug_assert!(inserted.is_ok(), "the plan overfilled the route table");
@@ -579,21 +713,16 @@ impl Strategy for KeyshiftStrategy {
     #[inline]
     fn route(&mut self, key: &[u8], now: f64) -> u32 {
         if now >= self.next_round {
-            self.round(now);
-            self.next_round = now + self.config.rebalance_interval_secs;
-        } else if self.start.is_none() {
-            self.start = Some(now);
-            self.last_fold = now;
-            self.next_round = now
-                + self
-                    .config
-                    .warmup_secs
-                    .max(self.config.rebalance_interval_secs);
+            self.tick(now);
         }
-        self.sketch.offer(key, now);
-        let p = match self.routes.partition(key) {
+        self.until_sample -= 1;
+        if self.until_sample == 0 {
+            self.sample(key, now);
+        }
+        let hash = key_hash(key);
+        let p = match self.routes.partition_hashed(key, hash) {
             Some(p) => p,
-            None => self.hasher.partition(key, self.partitions),
+            None => self.home(key, hash),
         };
         self.counts[p as usize] += 1;
         p

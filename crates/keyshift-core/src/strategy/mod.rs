@@ -23,7 +23,7 @@ mod unordered;
 pub use self::hash::HashStrategy;
 pub use keyshift::{KeyshiftConfig, KeyshiftStrategy};
 pub use pkg::{PkgConfig, PkgStrategy};
-pub use route_table::{Route, RouteTable, RouteTableFull};
+pub use route_table::{key_hash, Route, RouteTable, RouteTableFull};
 pub use slops::{SlopsConfig, SlopsStrategy};
 pub use unordered::{UnorderedConfig, UnorderedStrategy};
 
@@ -130,10 +130,11 @@ pub fn build_with(
             &config.slops,
             config.seed,
         )?),
-        "keyshift" => Box::new(KeyshiftStrategy::new(
+        "keyshift" => Box::new(KeyshiftStrategy::with_seed(
             partitions,
             config.hasher,
             &config.keyshift,
+            config.seed,
         )?),
         "pkg" => Box::new(PkgStrategy::new(partitions, &config.pkg, config.seed)?),
         _ => Box::new(UnorderedStrategy::new(partitions, &config.unordered)),

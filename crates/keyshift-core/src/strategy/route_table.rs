@@ -5,10 +5,31 @@
 //! allocates; only inserting a new key copies its bytes. The table holds at most `capacity`
 //! keys, so its memory is bounded by configuration, never by the key cardinality: when it is
 //! full, a strategy must send a key home (remove it) before it can route another.
+//!
+//! Keys are filed under [`key_hash`], Kafka's murmur2 of the key, which a strategy computes
+//! anyway for the home partition of the keys it does not route: with
+//! [`RouteTable::partition_hashed`] a record costs one hash for both the lookup and the
+//! fallback. Entries are still matched on the exact key bytes, so two keys whose hashes collide
+//! never share a route (a shared route would move one key without fencing it).
 
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
 
+use crate::hash::murmur2;
 use crate::ParamError;
+
+/// The hash the table files `key` under: Kafka's murmur2 as an unsigned number, so
+/// `(key_hash(key) & 0x7fff_ffff) % partitions` is the key's Kafka partition.
+#[inline]
+pub fn key_hash(key: &[u8]) -> u32 {
+    murmur2(key) as u32
+}
+
+/// Spreads a 32-bit hash over 64 bits: the table picks a slot from the low bits and filters
+/// candidates with the top 7, and a multiply by an odd constant feeds both from all 32.
+#[inline]
+fn spread(hash: u32) -> u64 {
+    u64::from(hash).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
 
 /// Where a routed key goes, and since when.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,10 +40,17 @@ pub struct Route {
     pub since: f64,
 }
 
+#[derive(Debug, Clone)]
+struct Entry {
+    hash: u32,
+    key: Box<[u8]>,
+    route: Route,
+}
+
 /// Bounded map from key to [`Route`]; keys absent from it follow the strategy's hash.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
-    routes: FxHashMap<Box<[u8]>, Route>,
+    routes: HashTable<Entry>,
     capacity: usize,
 }
 
@@ -45,21 +73,36 @@ impl RouteTable {
         }
         Ok(Self {
             // Reserve up front so the table never rehashes while records flow.
-            routes: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
+            routes: HashTable::with_capacity(capacity),
             capacity,
         })
+    }
+
+    #[inline]
+    fn find(&self, key: &[u8], hash: u32) -> Option<&Entry> {
+        self.routes
+            .find(spread(hash), |e| e.hash == hash && *e.key == *key)
     }
 
     /// The route of `key`, if it is routed.
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<Route> {
-        self.routes.get(key).copied()
+        self.find(key, key_hash(key)).map(|e| e.route)
     }
 
     /// The partition of `key`, if it is routed.
     #[inline]
     pub fn partition(&self, key: &[u8]) -> Option<u32> {
-        self.routes.get(key).map(|r| r.partition)
+        self.partition_hashed(key, key_hash(key))
+    }
+
+    /// The partition of `key` whose [`key_hash`] the caller already computed (`hash`), if it is
+    /// routed: the per-record lookup without hashing the key a second time. A `hash` that is
+    /// not `key_hash(key)` finds nothing.
+    #[inline]
+    pub fn partition_hashed(&self, key: &[u8], hash: u32) -> Option<u32> {
+        debug_assert_eq!(hash, key_hash(key), "hash must be key_hash(key)");
+        self.find(key, hash).map(|e| e.route.partition)
     }
 
     /// Routes `key` to `partition` from `now` on; returns the previous route, if any.
@@ -75,21 +118,38 @@ impl RouteTable {
             partition,
             since: now,
         };
-        if let Some(existing) = self.routes.get_mut(key) {
-            return Ok(Some(std::mem::replace(existing, route)));
+        let hash = key_hash(key);
+        if let Some(existing) = self
+            .routes
+            .find_mut(spread(hash), |e| e.hash == hash && *e.key == *key)
+        {
+            return Ok(Some(std::mem::replace(&mut existing.route, route)));
         }
         if self.routes.len() >= self.capacity {
             return Err(RouteTableFull {
                 capacity: self.capacity,
             });
         }
-        self.routes.insert(key.into(), route);
+        let entry = Entry {
+            hash,
+            key: key.into(),
+            route,
+        };
+        self.routes
+            .insert_unique(spread(hash), entry, |e| spread(e.hash));
         Ok(None)
     }
 
     /// Removes `key` (it goes back to its hash partition); returns its route, if it had one.
     pub fn remove(&mut self, key: &[u8]) -> Option<Route> {
-        self.routes.remove(key)
+        let hash = key_hash(key);
+        match self
+            .routes
+            .find_entry(spread(hash), |e| e.hash == hash && *e.key == *key)
+        {
+            Ok(entry) => Some(entry.remove().0.route),
+            Err(_) => None,
+        }
     }
 
     /// Number of routed keys (never above [`RouteTable::capacity`]).
@@ -114,7 +174,7 @@ impl RouteTable {
 
     /// Every routed key with its route, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], Route)> + '_ {
-        self.routes.iter().map(|(k, r)| (&**k, *r))
+        self.routes.iter().map(|e| (&*e.key, e.route))
     }
 }
 
@@ -147,5 +207,57 @@ mod tests {
         assert_eq!(t.insert(b"c", 3, 3.0), Ok(None));
         assert_eq!(t.len(), 2);
         assert_eq!(t.partition(b"zz"), None);
+    }
+
+    #[test]
+    fn colliding_hashes_keep_separate_routes() {
+        // Two keys filed under the same slot and hash must still be told apart by their bytes:
+        // plant an entry whose stored hash is another key's.
+        let mut t = RouteTable::new(4).unwrap();
+        t.insert(b"a", 1, 0.0).unwrap();
+        let hash = key_hash(b"a");
+        t.routes.insert_unique(
+            spread(hash),
+            Entry {
+                hash,
+                key: b"impostor"[..].into(),
+                route: Route {
+                    partition: 3,
+                    since: 0.0,
+                },
+            },
+            |e| spread(e.hash),
+        );
+        assert_eq!(t.partition_hashed(b"a", hash), Some(1));
+        assert_eq!(
+            t.find(b"impostor", hash).map(|e| e.route.partition),
+            Some(3)
+        );
+        assert_eq!(t.remove(b"a").map(|r| r.partition), Some(1));
+        assert_eq!(t.partition_hashed(b"a", hash), None);
+        assert_eq!(
+            t.find(b"impostor", hash).map(|e| e.route.partition),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn hashed_lookup_matches_plain_lookup() {
+        let mut t = RouteTable::new(64).unwrap();
+        for n in 0..64u32 {
+            t.insert(format!("location_{n}").as_bytes(), n % 7, 0.0)
+                .unwrap();
+        }
+        for n in 0..200u32 {
+            let key = format!("location_{n}");
+            let key = key.as_bytes();
+            let expected = (n < 64).then_some(n % 7);
+            assert_eq!(t.partition(key), expected);
+            assert_eq!(t.partition_hashed(key, key_hash(key)), expected);
+            assert_eq!(
+                (key_hash(key) & 0x7fff_ffff) % 13,
+                crate::hash::kafka_partition(key, 13)
+            );
+        }
     }
 }
