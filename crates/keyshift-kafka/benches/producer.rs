@@ -40,8 +40,19 @@ fn main() {
     if std::env::var_os(CHILD_ENV).is_some() {
         return run_broker_child();
     }
-    let records = env_or("KEYSHIFT_BENCH_RECORDS", 20_000);
-    let rounds = env_or("KEYSHIFT_BENCH_ROUNDS", 5);
+    // `cargo test --all-targets` runs benches without `--bench`: a smoke run keeps them from
+    // rotting without spending the test suite's time on measurement.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let records = if smoke {
+        500
+    } else {
+        env_or("KEYSHIFT_BENCH_RECORDS", 20_000)
+    };
+    let rounds = if smoke {
+        1
+    } else {
+        env_or("KEYSHIFT_BENCH_ROUNDS", 5)
+    };
     let (bootstrap, mut child) = match std::env::var("KEYSHIFT_BENCH_BOOTSTRAP") {
         Ok(bootstrap) => (bootstrap, None),
         Err(_) => {

@@ -24,15 +24,14 @@ pub mod producer;
 
 pub use admin::{Admin, AdminConfig, AdminError, TopicStatus};
 pub use broker::{
-    run_standalone, serve_standalone, BrokerError, BrokerOptions, EmbeddedBroker,
-    StandaloneOptions,
+    run_standalone, serve_standalone, BrokerError, BrokerOptions, EmbeddedBroker, StandaloneOptions,
 };
 pub use config::{ClientSettings, ConfigError, Property};
-pub use producer::{
-    Delivery, KeyshiftProducer, PendingDelivery, ProduceError, ProducerBuildError, ProducerBuilder,
-    ProducerStats,
-};
 pub use consumer::{
     ConsumerError, ConsumerStats, DeliveredRecord, HandlerError, OrderedConsumer,
     OrderedConsumerBuilder, RecordHandler, StatsSnapshot, StopHandle,
+};
+pub use producer::{
+    Delivery, KeyshiftProducer, PendingDelivery, ProduceError, ProducerBuildError, ProducerBuilder,
+    ProducerStats,
 };

@@ -6,6 +6,7 @@
 //! package registry does it skip, loudly.
 
 mod consumer_util;
+mod python;
 
 use std::process::Command;
 use std::time::Duration;
@@ -31,32 +32,10 @@ p.close()
 print("sent", count + 1)
 "#;
 
-/// Imports kafka-python, installing it first if needed. False if it cannot be had.
-fn kafka_python_available() -> bool {
-    let import = || {
-        Command::new("python3")
-            .args(["-c", "import kafka"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if import() {
-        return true;
-    }
-    let installed = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "kafka-python"])
-        .status()
-        .is_ok_and(|s| s.success());
-    installed && import()
-}
-
 #[test]
 fn records_from_kafka_python_are_consumed_in_order() {
-    if !kafka_python_available() {
-        eprintln!(
-            "\n\n!!! SKIPPED records_from_kafka_python_are_consumed_in_order: kafka-python is not \
-             installed and `python3 -m pip install kafka-python` failed (no python3/pip or no \
-             access to PyPI) !!!\n\n"
-        );
+    if !python::kafka_python_available() {
+        python::skip("records_from_kafka_python_are_consumed_in_order");
         return;
     }
     let broker = EmbeddedBroker::start().expect("broker");
