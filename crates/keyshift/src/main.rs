@@ -7,6 +7,7 @@
 
 mod cmd;
 mod exit;
+mod http;
 
 use std::process::ExitCode;
 
@@ -24,12 +25,27 @@ struct Cli {
 enum Command {
     /// Simulate producer → partitions → consumers for several strategies, side by side.
     Simulate(cmd::simulate::SimulateArgs),
+    /// Run the embedded Kafka-compatible broker until interrupted.
+    Broker(cmd::broker::BrokerArgs),
+    /// Run loadgen → producer → broker → workers for each strategy and compare them.
+    Experiment(cmd::experiment::ExperimentArgs),
+    /// HTTP gateway: POST /new {"key","body"} → keyshift producer → Kafka.
+    Gateway(cmd::gateway::GatewayArgs),
+    /// Open-loop load generator (the seed's client) to the gateway or straight to Kafka.
+    Loadgen(cmd::loadgen::LoadgenArgs),
+    /// Ordered consumer with a simulated service time and /metrics (a group member).
+    Worker(cmd::worker::WorkerArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(args) => cmd::simulate::run(args),
+        Command::Broker(args) => cmd::broker::run(args),
+        Command::Experiment(args) => cmd::experiment::run(args),
+        Command::Gateway(args) => cmd::gateway::run(args),
+        Command::Loadgen(args) => cmd::loadgen::run(args),
+        Command::Worker(args) => cmd::worker::run(args),
     };
     exit::code(result)
 }

@@ -1,5 +1,11 @@
 //! One module per subcommand: its flags, their resolution into core configuration, and its
 //! output. Later subcommands (gateway, worker, experiment, proxy, lag, ...) slot in here.
 
+pub mod broker;
+pub mod experiment;
+pub mod gateway;
+pub mod loadgen;
 pub mod simulate;
 pub mod strategy_flags;
+pub mod worker;
+pub mod workload_flags;

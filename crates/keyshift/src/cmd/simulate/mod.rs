@@ -12,11 +12,15 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use keyshift_core::sim::{self, SimConfig, SimReport, SweepSpec};
-use keyshift_core::strategy::{self, StrategyConfig};
+use keyshift_core::strategy::StrategyConfig;
 
 use super::strategy_flags::StrategyFlags;
+use super::workload_flags::{
+    at_least_one_u64, at_least_one_usize, finite_f64, non_negative_f64, parse_strategy,
+    positive_f64, utilization, ArrivalsArg, ServiceArg, WorkloadFlags,
+};
 use crate::exit::FlagError;
 
 /// Flags of `keyshift simulate`. Defaults reproduce the seed workload at 65 % utilisation.
@@ -40,34 +44,8 @@ pub struct SimulateArgs {
           default_value = "hash,slops,keyshift")]
     strategies: Vec<String>,
 
-    /// Partitions of the topic.
-    #[arg(long, value_parser = at_least_one, default_value_t = SimConfig::default().partitions)]
-    partitions: u32,
-
-    /// Consumers in the group, each processing one record at a time (at most --partitions).
-    #[arg(long, value_parser = at_least_one, default_value_t = SimConfig::default().consumers)]
-    consumers: u32,
-
-    /// How partitions are spread over consumers, like Kafka's assignors.
-    #[arg(long, value_enum, default_value_t = AssignorArg::Range)]
-    assignor: AssignorArg,
-
-    /// Key distribution: Zipf like Go's rand.NewZipf, the seed's rotating targeted hot spot,
-    /// or uniform.
-    #[arg(long, value_enum, default_value_t = WorkloadArg::Zipf)]
-    workload: WorkloadArg,
-
-    /// Distinct keys `location_<n>` (Zipf draws n in 0..=keys, as Go's imax).
-    #[arg(long, value_parser = at_least_one_u64, default_value_t = SimConfig::default().keys)]
-    keys: u64,
-
-    /// Zipf exponent s (> 0: Go's rand.NewZipf needs > 1, smaller works as keys are bounded).
-    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64, default_value_t = SimConfig::default().zipf_s)]
-    zipf_s: f64,
-
-    /// Zipf offset v (≥ 1).
-    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64, default_value_t = SimConfig::default().zipf_v)]
-    zipf_v: f64,
+    #[command(flatten)]
+    workload: WorkloadFlags,
 
     /// Offered load in records per second.
     #[arg(long, allow_negative_numbers = true, value_parser = positive_f64, default_value_t = SimConfig::default().rate)]
@@ -148,41 +126,6 @@ pub struct SimulateArgs {
     strategy: StrategyFlags,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum AssignorArg {
-    /// Consecutive blocks of partitions (Kafka's RangeAssignor).
-    Range,
-    /// Partitions dealt in turn (Kafka's RoundRobinAssignor).
-    #[value(name = "roundrobin", alias = "round-robin")]
-    RoundRobin,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum WorkloadArg {
-    /// Zipf(s, v) over 0..=keys.
-    Zipf,
-    /// The seed's hot spot rotating over three partition sets every 3000 records.
-    Targeted,
-    /// Every key equally likely.
-    Uniform,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ArrivalsArg {
-    /// One record every 1/rate seconds.
-    Uniform,
-    /// Exponential gaps with mean 1/rate.
-    Poisson,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ServiceArg {
-    /// Every record takes the mean service time.
-    Fixed,
-    /// Exponentially distributed service times.
-    Exponential,
-}
-
 /// How reports are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -194,33 +137,13 @@ enum Format {
 impl SimulateArgs {
     /// The simulator configuration these flags describe (not yet validated).
     fn config(&self, strategy: StrategyConfig) -> SimConfig {
-        SimConfig {
+        let mut config = SimConfig {
             rate: self.rate,
-            arrivals: match self.arrivals {
-                ArrivalsArg::Uniform => sim::ArrivalProcess::Uniform,
-                ArrivalsArg::Poisson => sim::ArrivalProcess::Poisson,
-            },
-            partitions: self.partitions,
-            consumers: self.consumers,
-            workload: match self.workload {
-                WorkloadArg::Zipf => sim::WorkloadKind::Zipf,
-                WorkloadArg::Targeted => sim::WorkloadKind::Targeted,
-                WorkloadArg::Uniform => sim::WorkloadKind::Uniform,
-            },
-            keys: self.keys,
-            zipf_s: self.zipf_s,
-            zipf_v: self.zipf_v,
+            arrivals: self.arrivals.into(),
             utilization: self.utilization,
             records: self.records,
             seed: self.seed,
-            service: match self.service {
-                ServiceArg::Fixed => sim::ServiceDist::Fixed,
-                ServiceArg::Exponential => sim::ServiceDist::Exponential,
-            },
-            assignor: match self.assignor {
-                AssignorArg::Range => sim::Assignor::Range,
-                AssignorArg::RoundRobin => sim::Assignor::RoundRobin,
-            },
+            service: self.service.into(),
             fence_rtt_ms: self.fence_rtt_ms,
             commit_interval_ms: self.commit_interval_ms,
             barrier_poll_ms: self.barrier_poll_ms,
@@ -228,7 +151,10 @@ impl SimulateArgs {
             warmup: self.warmup,
             fencing: !self.no_fencing,
             strategy,
-        }
+            ..SimConfig::default()
+        };
+        self.workload.apply(&mut config);
+        config
     }
 
     fn format(&self) -> Format {
@@ -244,7 +170,9 @@ impl SimulateArgs {
 
 /// Runs `keyshift simulate`.
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
-    let strategy = args.strategy.resolve(&args.strategies, args.partitions)?;
+    let strategy = args
+        .strategy
+        .resolve(&args.strategies, args.workload.partitions)?;
     let config = args.config(strategy);
     config.validate().map_err(FlagError::from)?;
     let jobs = args
@@ -318,70 +246,6 @@ fn run_all(
         .collect()
 }
 
-fn parse_strategy(s: &str) -> Result<String, String> {
-    let s = s.trim();
-    if strategy::NAMES.contains(&s) {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "unknown strategy '{s}', expected one of {}",
-            strategy::NAMES.join(", ")
-        ))
-    }
-}
-
 fn parse_sweep(s: &str) -> Result<SweepSpec, String> {
     s.parse::<SweepSpec>().map_err(|e| e.reason)
-}
-
-fn at_least_one(s: &str) -> Result<u32, String> {
-    match s.parse::<u32>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("'{s}' is not a whole number ≥ 1")),
-    }
-}
-
-fn at_least_one_u64(s: &str) -> Result<u64, String> {
-    match s.parse::<u64>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("'{s}' is not a whole number ≥ 1")),
-    }
-}
-
-fn at_least_one_usize(s: &str) -> Result<usize, String> {
-    at_least_one_u64(s).map(|n| n as usize)
-}
-
-fn finite_f64(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(x) if x.is_finite() => Ok(x),
-        _ => Err(format!("'{s}' is not a finite number")),
-    }
-}
-
-fn positive_f64(s: &str) -> Result<f64, String> {
-    match finite_f64(s) {
-        Ok(x) if x > 0.0 => Ok(x),
-        _ => Err(format!("'{s}' is not a positive number")),
-    }
-}
-
-fn non_negative_f64(s: &str) -> Result<f64, String> {
-    match finite_f64(s) {
-        Ok(x) if x >= 0.0 => Ok(x),
-        _ => Err(format!("'{s}' is not a number ≥ 0")),
-    }
-}
-
-fn utilization(s: &str) -> Result<f64, String> {
-    match positive_f64(s) {
-        Ok(x) if x <= sim::MAX_UTILIZATION => Ok(x),
-        Ok(x) => Err(format!(
-            "{x} is above {}: utilisation is a fraction (0.65 means 65 %)",
-            sim::MAX_UTILIZATION
-        )),
-        Err(e) => Err(e),
-    }
 }

@@ -1,0 +1,298 @@
+//! Flags of `keyshift experiment` and their resolution into one validated [`Plan`].
+//!
+//! The workload and strategy flags are `keyshift simulate`'s own ([`WorkloadFlags`],
+//! [`StrategyFlags`]) and resolve into the same [`SimConfig`], so the service time is computed
+//! exactly as the simulator does (`utilization × consumers ÷ rate`) and the same command line
+//! describes a simulation and a real run. Defaults differ where a real run must differ: fewer
+//! records (it runs in real time) and a utilisation at which hash's hottest partition is
+//! saturated and keyshift's are not.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use keyshift_core::sim::SimConfig;
+use keyshift_kafka::{ClientSettings, Property};
+
+use crate::cmd::strategy_flags::StrategyFlags;
+use crate::cmd::workload_flags::{
+    at_least_one_u64, finite_f64, parse_strategy, positive_f64, utilization, ArrivalsArg,
+    ServiceArg, WorkloadFlags,
+};
+use crate::exit::FlagError;
+
+/// Offered load of the default run (the seed's rate).
+pub const DEFAULT_RATE: f64 = 200.0;
+/// Aggregate utilisation of the default run: with the seed's Zipf keys and Kafka's murmur2
+/// placement, hash's busiest partition gets about twice the mean load, so its consumer is
+/// offered ~1.5× its capacity, while the bound for any order-preserving strategy
+/// (max(mean, hottest key) = the mean here) leaves keyshift's consumers at ~75 %.
+pub const DEFAULT_UTILIZATION: f64 = 0.75;
+/// Records per strategy of the default run: about a minute at 200 rec/s, so two strategies
+/// finish within ~3 minutes including group joins and hash's backlog drain.
+pub const DEFAULT_RECORDS: u64 = 10_000;
+
+/// Flags of `keyshift experiment`. Defaults: the seed's workload (10 partitions, 10 workers,
+/// Zipf s = 1.1, v = 2.72 over 2800 keys, 200 rec/s) for hash and keyshift.
+#[derive(Debug, Args)]
+#[command(
+    about = "Run loadgen → producer → broker → workers for each strategy and compare them",
+    long_about = "Run loadgen → producer → broker → workers for each strategy in turn and \
+                  print one side-by-side report.\n\nFor each strategy: a fresh topic, \
+                  --consumers ordered workers in one consumer group (each processing one record \
+                  at a time for utilization × consumers ÷ rate on average), an open-loop load \
+                  of --records probe records at --rate through the keyshift producer, then a \
+                  drain until every record is processed. Reports throughput, end-to-end latency \
+                  (scheduled send → processed) quantiles, per-partition load and imbalance, \
+                  migrations, park time, per-key order violations, duplicates and lost records, \
+                  and writes an HTML page with plots.\n\nWithout --bootstrap-servers it starts \
+                  an embedded broker (tansu, sqlite storage) in the process; with it, each \
+                  strategy gets a fresh topic <prefix>-<strategy>-<run id> on that cluster, \
+                  left in place afterwards.\n\nExits 1 after printing the report if a record \
+                  was lost or an order-preserving strategy broke per-key order."
+)]
+pub struct ExperimentArgs {
+    /// Strategies to compare, comma-separated, run and printed in this order
+    /// (hash, slops, keyshift, pkg, unordered).
+    #[arg(long, value_delimiter = ',', value_parser = parse_strategy,
+          default_value = "hash,keyshift")]
+    strategies: Vec<String>,
+
+    #[command(flatten)]
+    workload: WorkloadFlags,
+
+    /// Offered load in records per second (open loop: sends follow the schedule).
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_f64, default_value_t = DEFAULT_RATE)]
+    rate: f64,
+
+    /// Spacing of sends: evenly spaced, or a Poisson process at --rate.
+    #[arg(long, value_enum, default_value_t = ArrivalsArg::Poisson)]
+    arrivals: ArrivalsArg,
+
+    /// Aggregate utilisation of the workers, a fraction: sets the mean service time to
+    /// utilization × consumers ÷ rate (as `keyshift simulate` does).
+    #[arg(long, allow_negative_numbers = true, value_parser = utilization, default_value_t = DEFAULT_UTILIZATION)]
+    utilization: f64,
+
+    /// Per-record service time: always the mean, or exponential around it (workers sleep).
+    #[arg(long, value_enum, default_value_t = ServiceArg::Fixed)]
+    service: ServiceArg,
+
+    /// Records to produce per strategy.
+    #[arg(long, value_parser = at_least_one_u64, default_value_t = DEFAULT_RECORDS)]
+    records: u64,
+
+    /// Seed of the workload (keys and send times) and the service times; every strategy gets
+    /// the same records at the same times.
+    #[arg(long, default_value_t = SimConfig::default().seed)]
+    seed: u64,
+
+    /// Fraction of records (by send order) left out of latency and load figures as warm-up.
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64, default_value_t = SimConfig::default().warmup)]
+    warmup: f64,
+
+    /// How often workers commit processed offsets, in ms (a fence triggers a commit at once).
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_f64,
+          default_value_t = SimConfig::default().commit_interval_ms)]
+    commit_interval_ms: f64,
+
+    /// How often a worker with parked records reads the group's committed offsets, in ms.
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_f64,
+          default_value_t = SimConfig::default().barrier_poll_ms)]
+    barrier_poll_ms: f64,
+
+    /// Kafka bootstrap servers; without it an embedded broker is started in the process.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    bootstrap_servers: Option<String>,
+
+    /// A librdkafka property for every client, key=value (repeatable), e.g. -X
+    /// security.protocol=SSL.
+    #[arg(short = 'X', long = "property", value_name = "KEY=VALUE")]
+    properties: Vec<Property>,
+
+    /// Prefix of the fresh topic (and consumer group) each strategy runs on; the strategy and
+    /// a run id are appended.
+    #[arg(long, default_value = "keyshift-experiment")]
+    topic_prefix: String,
+
+    /// Seconds to wait for the workers to join the group and own every partition.
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_f64, default_value_t = 60.0)]
+    settle_timeout_secs: f64,
+
+    /// Seconds to wait after the last send for every record to be processed; what is still
+    /// missing then is reported as lost.
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_f64, default_value_t = 120.0)]
+    drain_timeout_secs: f64,
+
+    /// How often to sample the group's lag for the lag plot, in ms.
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_f64, default_value_t = 250.0)]
+    lag_interval_ms: f64,
+
+    /// Also write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+
+    /// Write the HTML page with plots to FILE [default: next to --json with the extension
+    /// .html, else experiment.html in the current directory].
+    #[arg(long, value_name = "FILE", conflicts_with = "no_html")]
+    html: Option<PathBuf>,
+
+    /// Do not write the HTML page.
+    #[arg(long)]
+    no_html: bool,
+
+    #[command(flatten)]
+    strategy: StrategyFlags,
+}
+
+/// A validated experiment: what to run, where, and where to write the results.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Strategies in run order.
+    pub strategies: Vec<String>,
+    /// Workload, cluster shape, service times and strategy options (the simulator's form).
+    pub config: SimConfig,
+    /// Client settings without bootstrap servers decided yet: the bootstrap servers given, or
+    /// `None` to start the embedded broker.
+    pub bootstrap_servers: Option<String>,
+    /// `-X` properties for every client.
+    pub properties: Vec<Property>,
+    /// Topic and group name prefix.
+    pub topic_prefix: String,
+    /// Bound on waiting for the group to own every partition.
+    pub settle_timeout: Duration,
+    /// Bound on waiting for the last records after the load.
+    pub drain_timeout: Duration,
+    /// Lag sampling interval.
+    pub lag_interval: Duration,
+    /// Where to write JSON, if anywhere.
+    pub json: Option<PathBuf>,
+    /// Where to write HTML, if anywhere.
+    pub html: Option<PathBuf>,
+}
+
+impl Plan {
+    /// Client settings for `bootstrap`: `defaults` first, then the `-X` properties, which
+    /// override them.
+    pub fn client_settings(&self, bootstrap: &str, defaults: &[(&str, &str)]) -> ClientSettings {
+        let defaults = defaults.iter().map(|(k, v)| {
+            Property::new(*k, *v).expect("keyshift's own client defaults are valid properties")
+        });
+        ClientSettings::new(bootstrap)
+            .client_id("keyshift-experiment")
+            .properties(defaults)
+            .properties(self.properties.iter().cloned())
+    }
+}
+
+impl ExperimentArgs {
+    /// Resolves and validates the flags; errors name the flag.
+    pub fn resolve(self) -> Result<Plan, FlagError> {
+        let strategy = self
+            .strategy
+            .resolve(&self.strategies, self.workload.partitions)?;
+        let mut config = SimConfig {
+            rate: self.rate,
+            arrivals: self.arrivals.into(),
+            utilization: self.utilization,
+            records: self.records,
+            seed: self.seed,
+            service: self.service.into(),
+            commit_interval_ms: self.commit_interval_ms,
+            barrier_poll_ms: self.barrier_poll_ms,
+            warmup: self.warmup,
+            strategy,
+            ..SimConfig::default()
+        };
+        self.workload.apply(&mut config);
+        config.validate()?;
+        if let Some(b) = &self.bootstrap_servers {
+            if b.trim().is_empty() {
+                return Err(FlagError::new(
+                    "--bootstrap-servers",
+                    "must not be empty (leave it out to use the embedded broker)",
+                ));
+            }
+        }
+        if self.topic_prefix.is_empty()
+            || !self
+                .topic_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(FlagError::new(
+                "--topic-prefix",
+                format!(
+                    "'{}' is not a valid Kafka topic name prefix (letters, digits, '.', '_', '-')",
+                    self.topic_prefix
+                ),
+            ));
+        }
+        let mut strategies = self.strategies;
+        if strategies.is_empty() {
+            return Err(FlagError::new("--strategies", "name at least one strategy"));
+        }
+        // Running a strategy twice in one experiment is allowed but pointless to print twice.
+        let mut seen = Vec::new();
+        strategies.retain(|s| {
+            let new = !seen.contains(s);
+            seen.push(s.clone());
+            new
+        });
+        let html = if self.no_html {
+            None
+        } else {
+            Some(
+                self.html
+                    .unwrap_or_else(|| default_html_path(self.json.as_deref())),
+            )
+        };
+        Ok(Plan {
+            strategies,
+            config,
+            bootstrap_servers: self.bootstrap_servers.map(|b| b.trim().to_string()),
+            properties: self.properties,
+            topic_prefix: self.topic_prefix,
+            settle_timeout: Duration::from_secs_f64(self.settle_timeout_secs),
+            drain_timeout: Duration::from_secs_f64(self.drain_timeout_secs),
+            lag_interval: Duration::from_secs_f64(self.lag_interval_ms / 1e3),
+            json: self.json,
+            html,
+        })
+    }
+}
+
+/// `report.json` → `report.html`; without `--json`, `experiment.html` here.
+fn default_html_path(json: Option<&Path>) -> PathBuf {
+    match json {
+        Some(j) => {
+            let h = j.with_extension("html");
+            if h == j {
+                let mut s = j.as_os_str().to_owned();
+                s.push(".html");
+                PathBuf::from(s)
+            } else {
+                h
+            }
+        }
+        None => PathBuf::from("experiment.html"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_lands_next_to_the_json() {
+        assert_eq!(
+            default_html_path(Some(Path::new("out/r.json"))),
+            Path::new("out/r.html")
+        );
+        assert_eq!(
+            default_html_path(Some(Path::new("r.html"))),
+            Path::new("r.html.html")
+        );
+        assert_eq!(default_html_path(None), Path::new("experiment.html"));
+    }
+}

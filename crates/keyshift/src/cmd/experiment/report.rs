@@ -1,0 +1,599 @@
+//! What `keyshift experiment` measured, as plain serialisable data, and its text rendering.
+//!
+//! [`run`](super::run) collects one [`Measured`] per strategy (raw counts, a latency
+//! histogram, lag samples); [`StrategyReport::new`] turns it into the figures people and
+//! scripts read. [`ExperimentReport`] is what `--json` writes; its field names are a
+//! script-facing interface (the issue requires `strategies[]` objects with at least
+//! `strategy, produced, consumed, lost, duplicates, order_violations, migrations,
+//! throughput_rps, p50_ms, p99_ms, imbalance_max_over_mean`): add fields freely, rename none.
+//! [`text`] prints the side-by-side table (rows = metrics, columns = strategies), like
+//! `keyshift simulate`.
+
+use std::io::{self, Write};
+
+use keyshift_core::sim::{SimConfig, WorkloadKind};
+use keyshift_core::stats::{imbalance, LatencyHistogram};
+use serde::Serialize;
+
+/// Quantiles at which the latency CDF is sampled for the JSON and the plot: dense in the body,
+/// denser in the tail where strategies differ.
+const CDF_QUANTILES: &[f64] = &[
+    0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7,
+    0.75, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.985, 0.99, 0.9925, 0.995, 0.9975,
+    0.999, 0.9995, 0.9999, 1.0,
+];
+
+/// Raw measurements of one strategy's run, gathered by the orchestration.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    /// Strategy name.
+    pub strategy: String,
+    /// Whether the strategy keeps each key on one partition at a time.
+    pub preserves_order: bool,
+    /// The fresh topic the run used.
+    pub topic: String,
+    /// The consumer group of the workers.
+    pub group: String,
+    /// Records whose delivery the broker acknowledged (fences not counted).
+    pub produced: u64,
+    /// Records the producer could not deliver.
+    pub send_errors: u64,
+    /// Records acknowledged per partition after the warm-up (index = partition).
+    pub partition_load: Vec<u64>,
+    /// Records of the most frequent key after the warm-up.
+    pub hottest_key_records: u64,
+    /// Distinct records the workers processed.
+    pub consumed: u64,
+    /// Records processed more than once (redeliveries).
+    pub duplicates: u64,
+    /// Records processed after a later record of their key.
+    pub order_violations: u64,
+    /// Records of the experiment that were never processed, as the order checker sees it
+    /// (sequence numbers skipped and not filled in).
+    pub missing: u64,
+    /// End-to-end latency (scheduled send → processing done) of records after the warm-up.
+    pub latency: LatencyHistogram,
+    /// Scheduled send → broker acknowledgement of records after the warm-up.
+    pub ack_latency: LatencyHistogram,
+    /// Key moves the strategy decided.
+    pub migrations: u64,
+    /// Fence records the producer wrote.
+    pub fences: u64,
+    /// Records a worker parked behind a migration barrier.
+    pub parked_records: u64,
+    /// Total time records spent parked (milliseconds, summed).
+    pub parked_ms: f64,
+    /// Seconds from the first scheduled send to the last record processed (or to the end of
+    /// the drain wait).
+    pub duration_s: f64,
+    /// Seconds the load generator took to send everything (the offered-load window).
+    pub send_s: f64,
+    /// Whether every produced record was processed before the drain timeout.
+    pub drained: bool,
+    /// Consumer-group lag over time.
+    pub lag: Vec<LagSample>,
+}
+
+/// One sample of the consumer group's lag.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LagSample {
+    /// Seconds since the first scheduled send.
+    pub t_s: f64,
+    /// Records not yet committed, summed over partitions (end offset − committed offset).
+    pub total: u64,
+    /// The largest single partition's lag.
+    pub max_partition: u64,
+}
+
+/// One strategy's figures (one object of the JSON's `strategies` array).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StrategyReport {
+    /// Strategy name (`hash`, `slops`, `keyshift`, `pkg`, `unordered`).
+    pub strategy: String,
+    /// Whether the strategy keeps each key on one partition at a time (moves are fenced);
+    /// `order_violations` must be 0 when true.
+    pub preserves_order: bool,
+    /// The fresh topic this strategy ran on.
+    pub topic: String,
+    /// The workers' consumer group.
+    pub group: String,
+    /// Records whose delivery the broker acknowledged (fences not counted).
+    pub produced: u64,
+    /// Distinct records processed by the workers.
+    pub consumed: u64,
+    /// `produced − consumed`: must be 0.
+    pub lost: u64,
+    /// Records processed more than once (harmless for order; over-consumption).
+    pub duplicates: u64,
+    /// Records processed after a later record of their key.
+    pub order_violations: u64,
+    /// Records the producer failed to deliver.
+    pub send_errors: u64,
+    /// Sequence numbers skipped and never processed, as the order checker saw them: where
+    /// records went missing (lost records whose key had later records processed).
+    pub missing: u64,
+    /// Whether everything produced was processed before the drain timeout.
+    pub drained: bool,
+    /// Seconds from the first send to the last record processed.
+    pub duration_s: f64,
+    /// `consumed ÷ duration_s`.
+    pub throughput_rps: f64,
+    /// Records counted in the latency figures (those scheduled after the warm-up).
+    pub measured: u64,
+    /// End-to-end latency median (scheduled send → processed), milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile end-to-end latency, milliseconds.
+    pub p99_ms: f64,
+    /// 99.9th percentile end-to-end latency, milliseconds.
+    pub p999_ms: f64,
+    /// Largest end-to-end latency, milliseconds.
+    pub max_ms: f64,
+    /// Mean end-to-end latency, milliseconds.
+    pub mean_ms: f64,
+    /// Median of scheduled send → broker acknowledgement (producer + broker), milliseconds.
+    pub produce_ack_p50_ms: f64,
+    /// 99th percentile of scheduled send → broker acknowledgement, milliseconds.
+    pub produce_ack_p99_ms: f64,
+    /// hash's p99 ÷ this strategy's p99 (present when hash ran too): how many times lower.
+    pub p99_ratio_vs_hash: Option<f64>,
+    /// Records per partition after the warm-up (index = partition).
+    pub partition_load: Vec<u64>,
+    /// Records of the most frequent key after the warm-up.
+    pub hottest_key_records: u64,
+    /// Busiest partition's load ÷ mean partition load.
+    pub imbalance_max_over_mean: f64,
+    /// Busiest partition's load ÷ `max(mean, hottest key)`, the best any order-preserving
+    /// strategy can do.
+    pub imbalance_max_over_bound: f64,
+    /// Offered utilisation of the busiest partition's consumer: its arrival rate × the mean
+    /// service time. Above 1 its queue grows for as long as the load lasts (saturated).
+    pub busiest_partition_utilization: f64,
+    /// Key moves the strategy decided.
+    pub migrations: u64,
+    /// Fence records written.
+    pub fences: u64,
+    /// Records parked behind a migration barrier.
+    pub parked_records: u64,
+    /// Total parked time, milliseconds summed over parked records.
+    pub parked_ms: f64,
+    /// Latency CDF: `[latency_ms, fraction of records at or below it]` pairs.
+    pub latency_cdf: Vec<[f64; 2]>,
+    /// Consumer-group lag over time.
+    pub lag: Vec<LagSample>,
+}
+
+impl StrategyReport {
+    /// The figures of one run; `config` gives the service time for the utilisation estimate.
+    pub fn new(m: Measured, config: &SimConfig) -> Self {
+        let imb = imbalance(&m.partition_load, m.hottest_key_records);
+        let loaded: u64 = m.partition_load.iter().sum();
+        let busiest = m.partition_load.iter().copied().max().unwrap_or(0);
+        // The partition loads cover the post-warm-up share of the send window.
+        let window = m.send_s * (1.0 - config.warmup);
+        let busiest_partition_utilization = if window > 0.0 && loaded > 0 {
+            busiest as f64 / window * config.mean_service_secs()
+        } else {
+            0.0
+        };
+        let latency_cdf = if m.latency.is_empty() {
+            Vec::new()
+        } else {
+            CDF_QUANTILES
+                .iter()
+                .map(|&q| [m.latency.quantile_ms(q), q])
+                .collect()
+        };
+        StrategyReport {
+            lost: m.produced.saturating_sub(m.consumed),
+            throughput_rps: if m.duration_s > 0.0 {
+                m.consumed as f64 / m.duration_s
+            } else {
+                0.0
+            },
+            measured: m.latency.len(),
+            p50_ms: m.latency.quantile_ms(0.5),
+            p99_ms: m.latency.quantile_ms(0.99),
+            p999_ms: m.latency.quantile_ms(0.999),
+            max_ms: m.latency.max_ms(),
+            mean_ms: m.latency.mean_ms(),
+            produce_ack_p50_ms: m.ack_latency.quantile_ms(0.5),
+            produce_ack_p99_ms: m.ack_latency.quantile_ms(0.99),
+            p99_ratio_vs_hash: None,
+            imbalance_max_over_mean: imb.max_over_mean,
+            imbalance_max_over_bound: imb.max_over_bound,
+            busiest_partition_utilization,
+            latency_cdf,
+            strategy: m.strategy,
+            preserves_order: m.preserves_order,
+            topic: m.topic,
+            group: m.group,
+            missing: m.missing,
+            produced: m.produced,
+            consumed: m.consumed,
+            duplicates: m.duplicates,
+            order_violations: m.order_violations,
+            send_errors: m.send_errors,
+            drained: m.drained,
+            duration_s: m.duration_s,
+            partition_load: m.partition_load,
+            hottest_key_records: m.hottest_key_records,
+            migrations: m.migrations,
+            fences: m.fences,
+            parked_records: m.parked_records,
+            parked_ms: m.parked_ms,
+            lag: m.lag,
+        }
+    }
+}
+
+/// The setup every strategy ran with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Setup {
+    /// Where the records went: `embedded` (an in-process tansu broker) or the bootstrap
+    /// servers given.
+    pub broker: String,
+    /// Offered load, records per second.
+    pub rate: f64,
+    /// `uniform` or `poisson` arrivals.
+    pub arrivals: String,
+    /// Records produced per strategy.
+    pub records: u64,
+    /// Partitions of each fresh topic.
+    pub partitions: u32,
+    /// Workers (consumer-group members), each processing one record at a time.
+    pub consumers: u32,
+    /// Key distribution, e.g. `zipf(s=1.1, v=2.72) over 2800 keys`.
+    pub workload: String,
+    /// Aggregate utilisation the service time is set for.
+    pub utilization: f64,
+    /// Mean service time per record, milliseconds (`utilization × consumers ÷ rate`).
+    pub service_ms: f64,
+    /// `fixed` or `exponential` service times.
+    pub service: String,
+    /// Seed of the workload.
+    pub seed: u64,
+    /// Fraction of records (by send order) left out of latency and load figures.
+    pub warmup: f64,
+}
+
+impl Setup {
+    /// The setup of `config` against `broker`.
+    pub fn new(config: &SimConfig, broker: String) -> Self {
+        Setup {
+            broker,
+            rate: config.rate,
+            arrivals: format!("{:?}", config.arrivals).to_lowercase(),
+            records: config.records,
+            partitions: config.partitions,
+            consumers: config.consumers,
+            workload: describe_keys(config),
+            utilization: config.utilization,
+            service_ms: config.mean_service_secs() * 1e3,
+            service: format!("{:?}", config.service).to_lowercase(),
+            seed: config.seed,
+            warmup: config.warmup,
+        }
+    }
+
+    /// One line describing the setup, for the text and HTML outputs.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} records at {} rec/s ({} arrivals), {}, {} partitions → {} workers, {} service \
+             of {:.1} ms (utilisation {}), seed {}, warm-up {:.0} %, broker: {}",
+            self.records,
+            self.rate,
+            self.arrivals,
+            self.workload,
+            self.partitions,
+            self.consumers,
+            self.service,
+            self.service_ms,
+            self.utilization,
+            self.seed,
+            self.warmup * 100.0,
+            self.broker
+        )
+    }
+}
+
+fn describe_keys(config: &SimConfig) -> String {
+    match config.workload {
+        WorkloadKind::Zipf => format!(
+            "zipf(s={}, v={}) over {} keys",
+            config.zipf_s, config.zipf_v, config.keys
+        ),
+        WorkloadKind::Targeted => format!("targeted hot spot over {} keys", config.keys),
+        WorkloadKind::Uniform => format!("uniform over {} keys", config.keys),
+    }
+}
+
+/// Everything `keyshift experiment` reports (what `--json` writes).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExperimentReport {
+    /// The shared setup.
+    pub setup: Setup,
+    /// One entry per strategy, in the order they ran.
+    pub strategies: Vec<StrategyReport>,
+}
+
+impl ExperimentReport {
+    /// A report of `strategies`, filling in each one's p99 ratio against hash.
+    pub fn new(setup: Setup, mut strategies: Vec<StrategyReport>) -> Self {
+        let hash_p99 = strategies
+            .iter()
+            .find(|s| s.strategy == "hash")
+            .map(|s| s.p99_ms);
+        if let Some(h) = hash_p99 {
+            for s in &mut strategies {
+                if s.p99_ms > 0.0 && h > 0.0 {
+                    s.p99_ratio_vs_hash = Some(h / s.p99_ms);
+                }
+            }
+        }
+        ExperimentReport { setup, strategies }
+    }
+
+    /// Whether every ordered strategy kept order and nothing was lost: the correctness part
+    /// of the experiment, which makes the command fail when it does not hold.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for s in &self.strategies {
+            if s.lost > 0 {
+                problems.push(format!(
+                    "{}: {} of {} produced records were never processed",
+                    s.strategy, s.lost, s.produced
+                ));
+            }
+            if s.send_errors > 0 {
+                problems.push(format!(
+                    "{}: {} records could not be produced",
+                    s.strategy, s.send_errors
+                ));
+            }
+            if s.preserves_order && s.order_violations > 0 {
+                problems.push(format!(
+                    "{}: {} per-key order violations in an order-preserving strategy",
+                    s.strategy, s.order_violations
+                ));
+            }
+        }
+        problems
+    }
+}
+
+type Cell = fn(&StrategyReport) -> String;
+
+/// Rows of the side-by-side table: label and how to render one strategy's cell.
+pub const ROWS: &[(&str, Cell)] = &[
+    ("throughput (rec/s)", |r| format!("{:.1}", r.throughput_rps)),
+    ("latency p50 (ms)", |r| format!("{:.1}", r.p50_ms)),
+    ("latency p99 (ms)", |r| format!("{:.1}", r.p99_ms)),
+    ("latency p99.9 (ms)", |r| format!("{:.1}", r.p999_ms)),
+    ("latency max (ms)", |r| format!("{:.1}", r.max_ms)),
+    ("produce ack p99 (ms)", |r| {
+        format!("{:.1}", r.produce_ack_p99_ms)
+    }),
+    ("p99 vs hash (× lower)", |r| {
+        r.p99_ratio_vs_hash
+            .map_or("-".to_string(), |x| format!("{x:.2}"))
+    }),
+    ("imbalance max/mean", |r| {
+        format!("{:.3}", r.imbalance_max_over_mean)
+    }),
+    ("imbalance max/bound", |r| {
+        format!("{:.3}", r.imbalance_max_over_bound)
+    }),
+    ("busiest partition util.", |r| {
+        format!("{:.2}", r.busiest_partition_utilization)
+    }),
+    ("migrations", |r| r.migrations.to_string()),
+    ("fences", |r| r.fences.to_string()),
+    ("parked (records)", |r| r.parked_records.to_string()),
+    ("parked (ms total)", |r| format!("{:.1}", r.parked_ms)),
+    ("order violations", |r| r.order_violations.to_string()),
+    ("duplicates", |r| r.duplicates.to_string()),
+    ("produced", |r| r.produced.to_string()),
+    ("consumed", |r| r.consumed.to_string()),
+    ("lost (produced − consumed)", |r| r.lost.to_string()),
+    ("duration (s)", |r| format!("{:.1}", r.duration_s)),
+];
+
+/// Prints the side-by-side table, then per-partition loads and a one-line verdict.
+pub fn text(out: &mut impl Write, report: &ExperimentReport) -> io::Result<()> {
+    let rs = &report.strategies;
+    writeln!(out, "{}", report.setup.describe())?;
+    writeln!(out)?;
+    let label = ROWS
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(28);
+    let w = rs
+        .iter()
+        .map(|r| r.strategy.len())
+        .max()
+        .unwrap_or(0)
+        .max(10)
+        + 2;
+    write!(out, "{:label$}", "")?;
+    for r in rs {
+        write!(out, "{:>w$}", r.strategy)?;
+    }
+    writeln!(out)?;
+    for (name, cell) in ROWS {
+        // `{:label$}` pads by chars, so labels with '−' line up with ASCII ones.
+        write!(out, "{name:label$}")?;
+        for r in rs {
+            write!(out, "{:>w$}", cell(r))?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(out)?;
+    writeln!(out, "per-partition load (records after warm-up)")?;
+    let partitions = rs.iter().map(|r| r.partition_load.len()).max().unwrap_or(0);
+    for p in 0..partitions {
+        write!(out, "{:label$}", format!("partition {p}"))?;
+        for r in rs {
+            let load = r
+                .partition_load
+                .get(p)
+                .map_or(String::new(), u64::to_string);
+            write!(out, "{load:>w$}")?;
+        }
+        writeln!(out)?;
+    }
+    write!(out, "{:label$}", "hottest key")?;
+    for r in rs {
+        write!(out, "{:>w$}", r.hottest_key_records)?;
+    }
+    writeln!(out)?;
+    writeln!(out)?;
+    for line in verdict(report) {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// Plain-language conclusions: the p99 ratio against hash and the correctness checks.
+pub fn verdict(report: &ExperimentReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    let hash = report.strategies.iter().find(|s| s.strategy == "hash");
+    for s in &report.strategies {
+        if let (Some(h), Some(ratio)) = (hash, s.p99_ratio_vs_hash) {
+            if s.strategy != "hash" {
+                lines.push(format!(
+                    "{}: p99 {:.1} ms vs hash {:.1} ms → {ratio:.2}× lower; busiest partition \
+                     utilisation {:.2} vs hash {:.2}",
+                    s.strategy,
+                    s.p99_ms,
+                    h.p99_ms,
+                    s.busiest_partition_utilization,
+                    h.busiest_partition_utilization
+                ));
+            }
+        }
+    }
+    let problems = report.problems();
+    if problems.is_empty() {
+        let ordered: Vec<&str> = report
+            .strategies
+            .iter()
+            .filter(|s| s.preserves_order)
+            .map(|s| s.strategy.as_str())
+            .collect();
+        lines.push(format!(
+            "checks: 0 lost records{}",
+            if ordered.is_empty() {
+                String::new()
+            } else {
+                format!(", 0 order violations for {}", ordered.join(", "))
+            }
+        ));
+    } else {
+        lines.extend(problems.into_iter().map(|p| format!("PROBLEM: {p}")));
+    }
+    lines
+}
+
+/// Writes `value` as pretty JSON followed by a newline.
+pub fn json<T: Serialize>(out: &mut impl Write, value: &T) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(name: &str, latencies_ms: &[f64]) -> Measured {
+        let mut latency = LatencyHistogram::new();
+        for ms in latencies_ms {
+            latency.record_secs(ms / 1e3);
+        }
+        Measured {
+            strategy: name.into(),
+            preserves_order: true,
+            produced: 100,
+            consumed: 100,
+            partition_load: vec![60, 20, 20],
+            hottest_key_records: 10,
+            latency,
+            duration_s: 10.0,
+            send_s: 10.0,
+            drained: true,
+            ..Measured::default()
+        }
+    }
+
+    #[test]
+    fn figures_and_ratio_against_hash() {
+        let config = SimConfig::default();
+        let hash = StrategyReport::new(measured("hash", &[10.0; 100]), &config);
+        let ks = StrategyReport::new(measured("keyshift", &[2.0; 100]), &config);
+        assert_eq!(hash.lost, 0);
+        assert!((hash.imbalance_max_over_mean - 1.8).abs() < 1e-9);
+        assert!((hash.throughput_rps - 10.0).abs() < 1e-9);
+        // 60 records over the post-warm-up 8 s at 32.5 ms each.
+        assert!((hash.busiest_partition_utilization - 60.0 / 8.0 * 0.0325).abs() < 1e-9);
+        let report = ExperimentReport::new(Setup::new(&config, "embedded".into()), vec![hash, ks]);
+        let ratio = report.strategies[1].p99_ratio_vs_hash.unwrap();
+        assert!((ratio - 5.0).abs() < 0.05, "{ratio}");
+        assert!(report.problems().is_empty());
+        let mut out = Vec::new();
+        text(&mut out, &report).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("keyshift: p99 2.0 ms vs hash 10.0 ms"),
+            "{out}"
+        );
+        assert!(out.contains("checks: 0 lost records"), "{out}");
+    }
+
+    #[test]
+    fn lost_records_and_violations_are_problems() {
+        let config = SimConfig::default();
+        let mut m = measured("keyshift", &[1.0]);
+        m.consumed = 97;
+        m.order_violations = 2;
+        let r = StrategyReport::new(m, &config);
+        assert_eq!(r.lost, 3);
+        let report = ExperimentReport::new(Setup::new(&config, "embedded".into()), vec![r]);
+        let problems = report.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        // An unordered strategy's violations are expected, not a problem.
+        let mut m = measured("unordered", &[1.0]);
+        m.preserves_order = false;
+        m.order_violations = 5;
+        let report = ExperimentReport::new(
+            Setup::new(&config, "embedded".into()),
+            vec![StrategyReport::new(m, &config)],
+        );
+        assert!(report.problems().is_empty());
+    }
+
+    #[test]
+    fn json_has_the_required_fields() {
+        let config = SimConfig::default();
+        let r = StrategyReport::new(measured("hash", &[1.0, 2.0]), &config);
+        let report = ExperimentReport::new(Setup::new(&config, "embedded".into()), vec![r]);
+        let v = serde_json::to_value(&report).unwrap();
+        for field in [
+            "strategy",
+            "produced",
+            "consumed",
+            "lost",
+            "duplicates",
+            "order_violations",
+            "migrations",
+            "throughput_rps",
+            "p50_ms",
+            "p99_ms",
+            "imbalance_max_over_mean",
+        ] {
+            assert!(!v["strategies"][0][field].is_null(), "missing {field}");
+        }
+        let cdf = v["strategies"][0]["latency_cdf"].as_array().unwrap();
+        assert_eq!(cdf.len(), CDF_QUANTILES.len());
+    }
+}

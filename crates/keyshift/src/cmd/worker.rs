@@ -1,0 +1,401 @@
+//! `keyshift worker`: one ordered consumer with a simulated service time, exporting what it
+//! sees on `/metrics`.
+//!
+//! The worker is the consumer end of an experiment or a demo: a member of a consumer group
+//! that processes one record at a time (a single-server queue) through keyshift's
+//! [`OrderedConsumer`], so per-key order holds across fenced migrations. Processing is
+//! simulated: a fixed or exponentially distributed service time, spent sleeping (an I/O-bound
+//! service) or spinning (a CPU-bound one). `/metrics` exports processed, parked and
+//! duplicate records, order violations judged from the probes' per-key sequence numbers,
+//! park time and end-to-end latency histograms; `/healthz` answers 503 while draining.
+//! SIGINT/SIGTERM stop it cleanly: the processed prefix is committed and the member leaves
+//! the group, so its partitions move to the other workers at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use keyshift_kafka::{
+    ClientSettings, ConsumerStats, DeliveredRecord, OrderedConsumerBuilder, Property,
+};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use rand::{Rng, SeedableRng};
+
+use crate::exit::FlagError;
+use crate::http::{self, Health, HttpServer};
+
+/// How service times are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceDist {
+    /// Every record takes exactly --service-time-ms.
+    Fixed,
+    /// Exponentially distributed with mean --service-time-ms (an M/M/1-like server).
+    Exponential,
+}
+
+/// Flags of `keyshift worker`.
+#[derive(Debug, Args)]
+#[command(
+    about = "Consume a topic in per-key order with a simulated service time, exporting metrics",
+    long_about = "Consume a topic as a member of a consumer group, in per-key order across \
+                  keyshift's fenced migrations, one record at a time with a simulated service \
+                  time.\n\nGET /metrics exports processed, parked and duplicate records, order \
+                  violations (from the experiment probes' per-key sequence numbers), malformed \
+                  keyshift headers, park time and end-to-end latency; GET /healthz is a health \
+                  probe. SIGINT/SIGTERM stop it cleanly: processed offsets are committed and \
+                  the member leaves the group."
+)]
+pub struct WorkerArgs {
+    /// Kafka bootstrap servers, host:port[,host:port...].
+    #[arg(long, env = "KEYSHIFT_BOOTSTRAP_SERVERS")]
+    bootstrap_servers: String,
+
+    /// Topic to consume.
+    #[arg(long, default_value = "keyshift")]
+    topic: String,
+
+    /// Consumer group the worker joins.
+    #[arg(long, default_value = "keyshift-workers")]
+    group: String,
+
+    /// Mean service time per record in milliseconds (0: no simulated work).
+    #[arg(long, value_parser = non_negative_f64, default_value_t = 0.0)]
+    service_time_ms: f64,
+
+    /// Distribution of service times.
+    #[arg(long, value_enum, default_value_t = ServiceDist::Fixed)]
+    service: ServiceDist,
+
+    /// Spin the CPU for the service time instead of sleeping.
+    #[arg(long)]
+    busy: bool,
+
+    /// Address to serve /metrics and /healthz on.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    metrics_listen: SocketAddr,
+
+    /// Group session timeout in milliseconds [default: librdkafka's].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(6..=2_147_483_647))]
+    session_timeout_ms: Option<u64>,
+
+    /// How often to read committed offsets of partitions parked records wait on (ms).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), default_value_t = 50)]
+    barrier_poll_ms: u64,
+
+    /// How often to commit processed offsets (ms).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), default_value_t = 100)]
+    commit_interval_ms: u64,
+
+    /// Client id the broker sees.
+    #[arg(long, default_value = "keyshift-worker")]
+    client_id: String,
+
+    /// librdkafka property passed through to the consumer, like kcat (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    properties: Vec<Property>,
+}
+
+fn non_negative_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("expected a number of milliseconds, got '{s}'"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("expected a finite number >= 0, got '{s}'"));
+    }
+    Ok(v)
+}
+
+/// The simulated server: draws a service time and spends it.
+#[derive(Debug)]
+struct Service {
+    mean: Duration,
+    dist: ServiceDist,
+    busy: bool,
+    rng: rand::rngs::StdRng,
+}
+
+impl Service {
+    fn draw(&mut self) -> Duration {
+        match self.dist {
+            ServiceDist::Fixed => self.mean,
+            ServiceDist::Exponential => {
+                // Inverse transform; 1 - U is in (0, 1], so ln is finite.
+                let u: f64 = self.rng.gen();
+                self.mean.mul_f64(-(1.0 - u).ln())
+            }
+        }
+    }
+
+    fn serve(&mut self) {
+        let d = self.draw();
+        if d.is_zero() {
+            return;
+        }
+        if self.busy {
+            let until = Instant::now() + d;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        } else {
+            std::thread::sleep(d);
+        }
+    }
+}
+
+/// Histograms the handler observes per record.
+#[derive(Debug, Clone)]
+struct WorkerMetrics {
+    park_time: Histogram,
+    e2e_latency: Histogram,
+    service_time: Histogram,
+}
+
+impl WorkerMetrics {
+    fn new() -> Self {
+        // 0.1 ms .. ~7 min in ×2 steps.
+        let buckets = || exponential_buckets(0.000_1, 2.0, 22);
+        WorkerMetrics {
+            park_time: Histogram::new(buckets()),
+            e2e_latency: Histogram::new(buckets()),
+            service_time: Histogram::new(buckets()),
+        }
+    }
+
+    /// Registers the histograms and a collector of the consumer's `stats`.
+    fn register(&self, registry: &mut Registry, stats: Arc<ConsumerStats>) {
+        let m = self;
+        registry.register_with_unit(
+            "keyshift_worker_park_time",
+            "Time parked records waited for their migration barrier",
+            Unit::Seconds,
+            m.park_time.clone(),
+        );
+        registry.register_with_unit(
+            "keyshift_worker_e2e_latency",
+            "Probe records: processing start minus the probe's send time",
+            Unit::Seconds,
+            m.e2e_latency.clone(),
+        );
+        registry.register_with_unit(
+            "keyshift_worker_service_time",
+            "Simulated service time per record",
+            Unit::Seconds,
+            m.service_time.clone(),
+        );
+        registry.register_collector(Box::new(StatsCollector(stats)));
+    }
+}
+
+/// Exports the consumer's counters and gauges at scrape time.
+#[derive(Debug)]
+struct StatsCollector(Arc<ConsumerStats>);
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let s = self.0.snapshot();
+        counter(
+            &mut e,
+            "keyshift_worker_processed_records",
+            "Records processed",
+            s.processed,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_parked_records",
+            "Records that waited for a migration barrier before processing",
+            s.parked_total,
+        )?;
+        gauge(
+            &mut e,
+            "keyshift_worker_parked_now_records",
+            "Records parked right now",
+            s.parked_now,
+        )?;
+        gauge(
+            &mut e,
+            "keyshift_worker_pending_records",
+            "Records consumed and not yet processed",
+            s.pending_now,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_duplicate_records",
+            "Probe records processed again (over-consumption after a crash or rebalance)",
+            s.duplicates,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_order_violations",
+            "Probe records processed after a later record of their key",
+            s.order_violations,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_malformed_headers",
+            "Records with an undecodable keyshift-route/keyshift-fence header (delivered unordered)",
+            s.malformed_headers,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_handler_errors",
+            "Records whose processing failed",
+            s.handler_errors,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_fences",
+            "Fence records passed",
+            s.fences,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_commits",
+            "Offset commits sent",
+            s.commits,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_commit_failures",
+            "Offset commits that failed",
+            s.commit_failures,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_barrier_checks",
+            "Committed-offset reads (OffsetFetch) for migration barriers",
+            s.barrier_checks,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_rebalances",
+            "Partition assignments and revocations",
+            s.rebalances,
+        )?;
+        gauge(
+            &mut e,
+            "keyshift_worker_owned_partitions",
+            "Partitions assigned to this worker",
+            s.owned_partitions,
+        )?;
+        gauge(
+            &mut e,
+            "keyshift_worker_paused_partitions",
+            "Partitions paused for backpressure",
+            s.paused_partitions,
+        )
+    }
+}
+
+/// Runs `keyshift worker` until SIGINT/SIGTERM or a fatal consumer error.
+pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    http::init_logging();
+    if args.topic.trim().is_empty() {
+        return Err(FlagError::new("--topic", "must not be empty").into());
+    }
+    if args.group.trim().is_empty() {
+        return Err(FlagError::new("--group", "must not be empty").into());
+    }
+    let settings = ClientSettings::new(&args.bootstrap_servers)
+        .client_id(&args.client_id)
+        .properties(args.properties.iter().cloned());
+    let mut builder = OrderedConsumerBuilder::new(&settings, &args.group, &args.topic)
+        .barrier_poll_interval(Duration::from_millis(args.barrier_poll_ms))
+        .commit_interval(Duration::from_millis(args.commit_interval_ms))
+        .thread_name("keyshift-worker");
+    if let Some(ms) = args.session_timeout_ms {
+        builder = builder.session_timeout(Duration::from_millis(ms));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let server = runtime.block_on(HttpServer::bind(args.metrics_listen))?;
+
+    let mut service = Service {
+        mean: Duration::from_secs_f64(args.service_time_ms / 1e3),
+        dist: args.service,
+        busy: args.busy,
+        rng: rand::rngs::StdRng::from_entropy(),
+    };
+    let metrics = WorkerMetrics::new();
+    let m = metrics.clone();
+    let consumer = builder.spawn(move |r: &DeliveredRecord| {
+        if r.parked {
+            m.park_time.observe(r.park_time.as_secs_f64());
+        }
+        if let Some(p) = &r.probe {
+            m.e2e_latency
+                .observe(now_us().saturating_sub(p.sent_us) as f64 / 1e6);
+        }
+        let started = Instant::now();
+        service.serve();
+        m.service_time.observe(started.elapsed().as_secs_f64());
+        Ok::<(), std::convert::Infallible>(())
+    })?;
+    let mut registry = Registry::default();
+    metrics.register(&mut registry, Arc::clone(consumer.stats()));
+
+    println!(
+        "keyshift worker: group {} on topic {} at {}; metrics on http://{}/metrics",
+        args.group,
+        args.topic,
+        args.bootstrap_servers,
+        server.local_addr()
+    );
+    std::io::Write::flush(&mut std::io::stdout())?;
+
+    let health = Health::new();
+    let router = http::routes(Arc::new(registry), health.clone());
+    let consumer = Arc::new(consumer);
+    let watched = Arc::clone(&consumer);
+    let draining = health.clone();
+    runtime.block_on(server.serve(router, async move {
+        let died = async {
+            while watched.is_running() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::select! {
+            () = http::shutdown_signal() => {}
+            () = died => tracing::error!("the consumer stopped; shutting down"),
+        }
+        draining.set_draining();
+    }))?;
+    let consumer = Arc::try_unwrap(consumer)
+        .map_err(|_| anyhow::anyhow!("the consumer is still shared at shutdown"))?;
+    let stats = consumer.stats().snapshot();
+    consumer.stop().context("stopping the consumer")?;
+    tracing::info!(
+        processed = stats.processed,
+        parked = stats.parked_total,
+        duplicates = stats.duplicates,
+        order_violations = stats.order_violations,
+        "worker stopped"
+    );
+    Ok(())
+}
+
+/// Microseconds since the Unix epoch, the probes' clock.
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
