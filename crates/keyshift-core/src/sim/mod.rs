@@ -23,7 +23,7 @@
 //! against `max(mean, hottest key)`, moves and fences, time records spent held in the producer
 //! and parked in consumers, and per-key order violations (a record processed after a later
 //! record of its key), which must be 0 for ordered strategies and are not for `pkg` and
-//! `unordered`. A [`sweep`] repeats runs over utilisation levels.
+//! `unordered`. A sweep ([`SweepSpec`], [`summarize`]) repeats runs over utilisation levels.
 
 mod config;
 mod engine;

@@ -7,5 +7,6 @@ pub mod gateway;
 pub mod loadgen;
 pub mod simulate;
 pub mod strategy_flags;
+pub mod table;
 pub mod worker;
 pub mod workload_flags;

@@ -12,6 +12,8 @@
 use std::io::{self, Write};
 
 use keyshift_core::sim::{SimConfig, WorkloadKind};
+
+use crate::cmd::table::{self, Columns};
 use keyshift_core::stats::{imbalance, LatencyHistogram};
 use serde::Serialize;
 
@@ -361,7 +363,7 @@ impl ExperimentReport {
     }
 }
 
-type Cell = fn(&StrategyReport) -> String;
+type Cell = table::Cell<StrategyReport>;
 
 /// Rows of the side-by-side table: label and how to render one strategy's cell.
 pub const ROWS: &[(&str, Cell)] = &[
@@ -403,51 +405,19 @@ pub fn text(out: &mut impl Write, report: &ExperimentReport) -> io::Result<()> {
     let rs = &report.strategies;
     writeln!(out, "{}", report.setup.describe())?;
     writeln!(out)?;
-    let label = ROWS
-        .iter()
-        .map(|(l, _)| l.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(28);
-    let w = rs
-        .iter()
-        .map(|r| r.strategy.len())
-        .max()
-        .unwrap_or(0)
-        .max(10)
-        + 2;
-    write!(out, "{:label$}", "")?;
-    for r in rs {
-        write!(out, "{:>w$}", r.strategy)?;
-    }
-    writeln!(out)?;
-    for (name, cell) in ROWS {
-        // `{:label$}` pads by chars, so labels with '−' line up with ASCII ones.
-        write!(out, "{name:label$}")?;
-        for r in rs {
-            write!(out, "{:>w$}", cell(r))?;
-        }
-        writeln!(out)?;
-    }
+    let cols = Columns::new(
+        ROWS.iter().map(|(l, _)| *l),
+        rs.iter().map(|r| r.strategy.as_str()),
+    );
+    cols.line(out, "", rs.iter().map(|r| &r.strategy))?;
+    cols.rows(out, ROWS, rs)?;
     writeln!(out)?;
     writeln!(out, "per-partition load (records after warm-up)")?;
-    let partitions = rs.iter().map(|r| r.partition_load.len()).max().unwrap_or(0);
-    for p in 0..partitions {
-        write!(out, "{:label$}", format!("partition {p}"))?;
-        for r in rs {
-            let load = r
-                .partition_load
-                .get(p)
-                .map_or(String::new(), u64::to_string);
-            write!(out, "{load:>w$}")?;
-        }
-        writeln!(out)?;
-    }
-    write!(out, "{:label$}", "hottest key")?;
-    for r in rs {
-        write!(out, "{:>w$}", r.hottest_key_records)?;
-    }
-    writeln!(out)?;
+    let loads: Vec<(&[u64], u64)> = rs
+        .iter()
+        .map(|r| (r.partition_load.as_slice(), r.hottest_key_records))
+        .collect();
+    cols.partition_loads(out, &loads, |p| format!("partition {p}"))?;
     writeln!(out)?;
     for line in verdict(report) {
         writeln!(out, "{line}")?;

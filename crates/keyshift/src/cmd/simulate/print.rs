@@ -11,6 +11,8 @@ use keyshift_core::sim::{SimConfig, SimReport, SweepReport, WorkloadKind};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cmd::table::{self, Columns};
+
 /// Scalar report fields printed as CSV columns, in order (`partition_load` follows as one
 /// `;`-separated column).
 pub const CSV_COLUMNS: &[&str] = &[
@@ -84,7 +86,7 @@ fn describe(config: &SimConfig, sweep: bool) -> String {
     )
 }
 
-type Cell = fn(&SimReport) -> String;
+type Cell = table::Cell<SimReport>;
 
 /// Rows of the side-by-side table: label and how to render one report's cell.
 const ROWS: &[(&str, Cell)] = &[
@@ -117,10 +119,6 @@ const ROWS: &[(&str, Cell)] = &[
     ("duration (s)", |r| format!("{:.1}", r.duration_s)),
 ];
 
-fn column_width(names: impl Iterator<Item = usize>) -> usize {
-    names.max().unwrap_or(0).max(10) + 2
-}
-
 /// The side-by-side text table of one run per strategy, then per-partition loads.
 pub fn text_runs(
     out: &mut impl Write,
@@ -129,48 +127,20 @@ pub fn text_runs(
 ) -> io::Result<()> {
     writeln!(out, "{}", describe(config, false))?;
     writeln!(out)?;
-    let label = ROWS.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(28);
-    let w = column_width(reports.iter().map(|r| r.strategy.len()));
-    write!(out, "{:label$}", "")?;
-    for r in reports {
-        write!(out, "{:>w$}", r.strategy)?;
-    }
-    writeln!(out)?;
-    for (name, cell) in ROWS {
-        write!(out, "{name:label$}")?;
-        for r in reports {
-            write!(out, "{:>w$}", cell(r))?;
-        }
-        writeln!(out)?;
-    }
+    let cols = Columns::new(
+        ROWS.iter().map(|(l, _)| *l),
+        reports.iter().map(|r| r.strategy.as_str()),
+    );
+    cols.line(out, "", reports.iter().map(|r| &r.strategy))?;
+    cols.rows(out, ROWS, reports)?;
     writeln!(out)?;
     writeln!(out, "per-partition load (records appended after warm-up)")?;
-    write!(out, "{:label$}", "partition")?;
-    for r in reports {
-        write!(out, "{:>w$}", r.strategy)?;
-    }
-    writeln!(out)?;
-    let partitions = reports
+    cols.line(out, "partition", reports.iter().map(|r| &r.strategy))?;
+    let loads: Vec<(&[u64], u64)> = reports
         .iter()
-        .map(|r| r.partition_load.len())
-        .max()
-        .unwrap_or(0);
-    for p in 0..partitions {
-        write!(out, "{p:<label$}")?;
-        for r in reports {
-            let load = r
-                .partition_load
-                .get(p)
-                .map_or(String::new(), u64::to_string);
-            write!(out, "{load:>w$}")?;
-        }
-        writeln!(out)?;
-    }
-    write!(out, "{:label$}", "hottest key")?;
-    for r in reports {
-        write!(out, "{:>w$}", r.hottest_key_records)?;
-    }
-    writeln!(out)
+        .map(|r| (r.partition_load.as_slice(), r.hottest_key_records))
+        .collect();
+    cols.partition_loads(out, &loads, |p| p)
 }
 
 /// A JSON value as one CSV field (strings quoted only when they need it).
@@ -230,7 +200,7 @@ pub fn text_sweep(out: &mut impl Write, config: &SimConfig, sweep: &SweepReport)
     writeln!(out, "{}", describe(config, true))?;
     writeln!(out)?;
     let names: Vec<&str> = sweep.summary.iter().map(|s| s.strategy.as_str()).collect();
-    let w = column_width(names.iter().map(|n| n.len()));
+    let w = table::column_width(names.iter().copied());
     writeln!(
         out,
         "p99 latency (ms) by utilisation; * = above the {} ms bound",
