@@ -1,5 +1,6 @@
-//! Strategy options as flags, shared by every subcommand that places records (`simulate`
-//! today; the gateway and experiment later).
+//! Strategy options as flags, shared by every subcommand that places records (`simulate`,
+//! `experiment`, `gateway`, `loadgen`), and [`StrategyFlags::open_producer`], which turns them
+//! into a keyshift producer for the subcommands that write to Kafka.
 //!
 //! Each strategy's options are prefixed with its name (`--slops-epsilon`,
 //! `--keyshift-max-moves`) so that options of the same name (`cooldown`, `route-capacity`) do
@@ -10,6 +11,8 @@
 use clap::{Args, ValueEnum};
 use keyshift_core::hash::Hasher;
 use keyshift_core::strategy::{self, KeyshiftConfig, PkgConfig, SlopsConfig, StrategyConfig};
+
+use keyshift_kafka::{Admin, ClientSettings, KeyshiftProducer, TopicStatus};
 
 use crate::exit::FlagError;
 
@@ -113,6 +116,41 @@ pub struct StrategyFlags {
 }
 
 impl StrategyFlags {
+    /// Opens `topic` — created with `partitions` when given (an existing topic must have that
+    /// many), otherwise read from the cluster — and builds a producer routed by `strategy` with
+    /// these options. The producer is built inside `runtime` so that its background tasks (fence
+    /// acknowledgements, backlog) run there. Returns it with the partition count and the
+    /// resolved strategy options.
+    pub fn open_producer(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        settings: ClientSettings,
+        topic: &str,
+        partitions: Option<u32>,
+        strategy: &str,
+    ) -> anyhow::Result<(KeyshiftProducer, u32, StrategyConfig)> {
+        let admin = Admin::new(&settings)?;
+        let partitions = match partitions {
+            Some(n) => {
+                if admin.create_topic(topic, n)? == TopicStatus::Created {
+                    tracing::info!(topic, partitions = n, "created topic");
+                }
+                n
+            }
+            None => admin.partitions(topic)?,
+        };
+        drop(admin);
+        let config = self.resolve(&[strategy.to_owned()], partitions)?;
+        let producer = runtime.block_on(async {
+            KeyshiftProducer::builder(settings, topic)
+                .strategy(strategy)
+                .strategy_config(config)
+                .partitions(partitions)
+                .build()
+        })?;
+        Ok((producer, partitions, config))
+    }
+
     /// The strategy configuration, checked by building each of `names` over `partitions`.
     pub fn resolve(&self, names: &[String], partitions: u32) -> Result<StrategyConfig, FlagError> {
         let mut slops = match self.slops_variant {

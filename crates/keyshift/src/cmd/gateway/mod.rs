@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use keyshift_kafka::{Admin, ClientSettings, KeyshiftProducer, Property, TopicStatus};
+use keyshift_kafka::{ClientSettings, KeyshiftProducer, Property};
 use prometheus_client::registry::Registry;
 
 use self::api::{Gateway, Limits};
@@ -118,28 +118,13 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let settings = ClientSettings::new(&args.bootstrap_servers)
         .client_id(&args.client_id)
         .properties(args.properties.iter().cloned());
-    let admin = Admin::new(&settings)?;
-    let partitions = match args.partitions {
-        Some(n) => {
-            if admin.create_topic(&args.topic, n)? == TopicStatus::Created {
-                tracing::info!(topic = %args.topic, partitions = n, "created topic");
-            }
-            n
-        }
-        None => admin.partitions(&args.topic)?,
-    };
-    drop(admin);
-    let strategy_config = args
-        .strategy_flags
-        .resolve(std::slice::from_ref(&args.strategy), partitions)?;
-    // Built inside the runtime so the producer's background tasks run on it.
-    let producer = runtime.block_on(async {
-        KeyshiftProducer::builder(settings, &args.topic)
-            .strategy(&args.strategy)
-            .strategy_config(strategy_config)
-            .partitions(partitions)
-            .build()
-    })?;
+    let (producer, partitions, _) = args.strategy_flags.open_producer(
+        &runtime,
+        settings,
+        &args.topic,
+        args.partitions,
+        &args.strategy,
+    )?;
     let limits = Limits {
         max_key_bytes: args.max_key_bytes,
         max_body_bytes: args.max_body_bytes,

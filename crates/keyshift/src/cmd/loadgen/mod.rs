@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use keyshift_core::workload::{KeyDist, Schedule, Targeted, Workload, Zipf};
-use keyshift_kafka::{Admin, ClientSettings, KeyshiftProducer, Property, TopicStatus};
+use keyshift_kafka::{ClientSettings, Property};
 
 use self::engine::{HttpSink, LoadConfig, LoadReport, ProducerSink, Sink};
 use super::strategy_flags::StrategyFlags;
@@ -180,26 +180,13 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
             let settings = ClientSettings::new(bootstrap)
                 .client_id("keyshift-loadgen")
                 .properties(args.properties.iter().cloned());
-            let admin = Admin::new(&settings)?;
-            let partitions = match args.partitions {
-                Some(n) => {
-                    if admin.create_topic(&args.topic, n)? == TopicStatus::Created {
-                        tracing::info!(topic = %args.topic, partitions = n, "created topic");
-                    }
-                    n
-                }
-                None => admin.partitions(&args.topic)?,
-            };
-            let config = args
-                .strategy_flags
-                .resolve(std::slice::from_ref(&args.strategy), partitions)?;
-            let producer = runtime.block_on(async {
-                KeyshiftProducer::builder(settings, &args.topic)
-                    .strategy(&args.strategy)
-                    .strategy_config(config)
-                    .partitions(partitions)
-                    .build()
-            })?;
+            let (producer, partitions, config) = args.strategy_flags.open_producer(
+                &runtime,
+                settings,
+                &args.topic,
+                args.partitions,
+                &args.strategy,
+            )?;
             (
                 Arc::new(ProducerSink::new(producer, timeout)),
                 partitions,
