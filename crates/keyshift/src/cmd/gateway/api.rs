@@ -322,14 +322,21 @@ async fn new_record(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    answer(&g, "/new", handle_new(&g, &headers, body)).await
+}
+
+/// Runs one request's handler, counting it in flight meanwhile, and records its answer (status
+/// and duration) under `endpoint`: the bookkeeping every endpoint shares.
+async fn answer(
+    g: &Gateway,
+    endpoint: &'static str,
+    handler: impl std::future::Future<Output = Result<Response, ApiError>>,
+) -> Response {
     let started = Instant::now();
     let _guard = InFlight::start(&g.metrics);
-    let response = match handle_new(&g, &headers, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
+    let response = handler.await.unwrap_or_else(IntoResponse::into_response);
     g.metrics
-        .answered("/new", response.status().as_u16(), started);
+        .answered(endpoint, response.status().as_u16(), started);
     response
 }
 
@@ -364,15 +371,7 @@ async fn batch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let started = Instant::now();
-    let _guard = InFlight::start(&g.metrics);
-    let response = match handle_batch(&g, &headers, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    g.metrics
-        .answered("/batch", response.status().as_u16(), started);
-    response
+    answer(&g, "/batch", handle_batch(&g, &headers, body)).await
 }
 
 async fn handle_batch(
