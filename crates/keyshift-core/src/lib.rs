@@ -21,7 +21,9 @@
 
 pub mod error;
 pub mod hash;
+pub mod lag;
 pub mod probe;
+pub mod scaling;
 pub mod protocol;
 pub mod sim;
 pub mod sketch;

@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod broker;
 pub mod config;
+pub mod lag;
 pub mod consumer;
 pub mod producer;
 

@@ -35,6 +35,14 @@ enum Command {
     Loadgen(cmd::loadgen::LoadgenArgs),
     /// Ordered consumer with a simulated service time and /metrics (a group member).
     Worker(cmd::worker::WorkerArgs),
+    /// Transparent Kafka protocol proxy that decodes every request and exports metrics.
+    Proxy(cmd::proxy::ProxyArgs),
+    /// Consumer-group lag in records and seconds, with Burrow-style status.
+    Lag(cmd::lag::LagArgs),
+    /// Scale consumers on lag, like Kubernetes' HPA (dry-run, Kubernetes, or metrics for KEDA).
+    Autoscale(cmd::autoscale::AutoscaleArgs),
+    /// Record tracing tools: aggregate `_tracing` events, export traces from Jaeger.
+    Trace(cmd::trace::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +54,10 @@ fn main() -> ExitCode {
         Command::Gateway(args) => cmd::gateway::run(args),
         Command::Loadgen(args) => cmd::loadgen::run(args),
         Command::Worker(args) => cmd::worker::run(args),
+        Command::Proxy(args) => cmd::proxy::run(args),
+        Command::Lag(args) => cmd::lag::run(args),
+        Command::Autoscale(args) => cmd::autoscale::run(args),
+        Command::Trace(args) => cmd::trace::run(args),
     };
     exit::code(result)
 }

@@ -1,12 +1,16 @@
 //! One module per subcommand: its flags, their resolution into core configuration, and its
 //! output. Later subcommands (gateway, worker, experiment, proxy, lag, ...) slot in here.
 
+pub mod autoscale;
 pub mod broker;
 pub mod experiment;
 pub mod gateway;
+pub mod lag;
 pub mod loadgen;
+pub mod proxy;
 pub mod simulate;
 pub mod strategy_flags;
 pub mod table;
+pub mod trace;
 pub mod worker;
 pub mod workload_flags;

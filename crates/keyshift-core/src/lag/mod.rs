@@ -1,0 +1,1 @@
+//! Consumer-lag evaluation (issue 6).

@@ -1,0 +1,1 @@
+//! Scaling policy (issue 6).

@@ -1,0 +1,1 @@
+//! Consumer-group lag collection (issue 6).

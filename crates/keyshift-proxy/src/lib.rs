@@ -1,0 +1,1 @@
+//! The transparent Kafka protocol proxy (issue 5).

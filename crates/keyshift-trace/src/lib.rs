@@ -1,0 +1,1 @@
+//! Record tracing (issue 4).
