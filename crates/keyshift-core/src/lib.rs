@@ -18,13 +18,16 @@
 //! - [`sim`] runs all of the above as a deterministic discrete-event simulation and reports
 //!   latency, balance, migrations and order; [`stats`] holds the shared measures, and
 //!   [`probe`] the payload experiments use to measure latency and check per-key order.
+//! - [`scaling`] decides how many consumers a group should run from its lag and rates (HPA
+//!   rule or predictive, with the HPA's damping), and holds the closed-loop lag simulator
+//!   that tests it.
 
 pub mod error;
 pub mod hash;
 pub mod lag;
 pub mod probe;
-pub mod scaling;
 pub mod protocol;
+pub mod scaling;
 pub mod sim;
 pub mod sketch;
 pub mod stats;
