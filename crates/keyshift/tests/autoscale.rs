@@ -1,0 +1,686 @@
+//! `keyshift autoscale` as a user runs it: the real binary reading real lag from the embedded
+//! broker, acting on a fake Kubernetes API server that checks every request against the
+//! `scale` subresource's shape (method, path, content type, body, token, field manager),
+//! serving its decision over real HTTP, and rejecting bad input with exit status 2.
+//!
+//! Not proved here: behaviour against a live Kubernetes cluster (none is reachable from this
+//! machine); the fake server answers what the API server documents, nothing more.
+
+mod autoscale_support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use autoscale_support::FakeApi;
+use keyshift_kafka::broker::BrokerOptions;
+use keyshift_kafka::EmbeddedBroker;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+const PATIENCE: Duration = Duration::from_secs(90);
+const GROUP: &str = "orders-workers";
+const TOPIC: &str = "orders";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `per_partition` records into each of `partitions` partitions of [`TOPIC`], then commits
+/// `committed[p]` for [`GROUP`] without joining it: lag = Σ (per_partition − committed[p]).
+fn broker_with_lag(per_partition: usize, committed: &[i64]) -> EmbeddedBroker {
+    broker_with_lag_in(BrokerOptions::default(), per_partition, committed)
+}
+
+fn broker_with_lag_in(
+    options: BrokerOptions,
+    per_partition: usize,
+    committed: &[i64],
+) -> EmbeddedBroker {
+    let broker = EmbeddedBroker::start_with(options).expect("embedded broker starts");
+    broker
+        .create_topic(TOPIC, committed.len() as u32)
+        .expect("topic");
+    let producer: FutureProducer = broker.client_settings().producer_config().create().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for p in 0..committed.len() as i32 {
+        let pending: Vec<_> = (0..per_partition)
+            .map(|i| {
+                let key = format!("k{i}");
+                producer
+                    .send_result(FutureRecord::to(TOPIC).partition(p).key(&key).payload("v"))
+                    .map_err(|(e, _)| e)
+                    .unwrap()
+            })
+            .collect();
+        for f in pending {
+            rt.block_on(f).unwrap().map_err(|(e, _)| e).unwrap();
+        }
+    }
+    let consumer: BaseConsumer = broker
+        .client_settings()
+        .consumer_config(GROUP)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for (p, &o) in committed.iter().enumerate() {
+        tpl.add_partition_offset(TOPIC, p as i32, Offset::Offset(o))
+            .unwrap();
+    }
+    consumer.commit(&tpl, CommitMode::Sync).expect("commit");
+    broker
+}
+
+fn keyshift(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keyshift"))
+        .arg("autoscale")
+        .args(args)
+        .env_remove("KEYSHIFT_BOOTSTRAP_SERVERS")
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("keyshift runs")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "keyshift-autoscale-{name}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The JSON decision lines of a `--json` run.
+fn decisions(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn kubernetes_actuator_patches_the_deployment_scale_subresource() {
+    // Lag 60 + 50 + 40 + 30 = 180 records over 4 partitions.
+    let broker = broker_with_lag(100, &[40, 50, 60, 70]);
+    let rt = runtime();
+    let api = FakeApi::start(&rt);
+    api.add("deployments", "streaming", "orders-worker", 1);
+    let dir = temp_dir("deploy");
+    let kubeconfig = api.kubeconfig(&dir);
+
+    // HPA rule on records: ceil(1 × (180 / 1) / 60) = 3. The namespace comes from the
+    // kubeconfig's context.
+    let out = keyshift(&[
+        "--bootstrap-servers",
+        broker.bootstrap_servers(),
+        "--group",
+        GROUP,
+        "--topic",
+        TOPIC,
+        "--target",
+        "60",
+        "--iterations",
+        "1",
+        "--json",
+        "--kubernetes",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--name",
+        "orders-worker",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let d = decisions(&out);
+    assert_eq!(d.len(), 1, "{}", describe(&out));
+    assert_eq!(d[0]["current"], 1);
+    assert_eq!(d[0]["desired"], 3);
+    assert_eq!(d[0]["changed"], true);
+    assert_eq!(d[0]["observation"]["lag_records"], 180);
+    assert_eq!(d[0]["observation"]["partitions"], 4);
+    assert_eq!(d[0]["reasons"][0]["reason"], "metric");
+    assert_eq!(d[0]["reasons"][0]["value"], 180.0);
+
+    assert_eq!(api.violations(), Vec::<String>::new());
+    let seen = api.seen();
+    let path = "/apis/apps/v1/namespaces/streaming/deployments/orders-worker/scale";
+    let methods: Vec<_> = seen
+        .iter()
+        .map(|s| (s.method.as_str(), s.path.as_str()))
+        .collect();
+    // Read at start (to fail fast), read at the evaluation, then one patch.
+    assert_eq!(methods, [("GET", path), ("GET", path), ("PATCH", path)]);
+    let patch = &seen[2];
+    assert_eq!(patch.content_type, "application/merge-patch+json");
+    assert_eq!(patch.body, serde_json::json!({"spec": {"replicas": 3}}));
+    assert!(
+        patch.query.contains("fieldManager=keyshift-autoscale"),
+        "{}",
+        patch.query
+    );
+    assert_eq!(
+        api.replicas("deployments", "streaming", "orders-worker"),
+        Some(3)
+    );
+
+    // Already at the count the rule wants: read, no patch.
+    let before = api.seen().len();
+    let out = keyshift(&[
+        "--bootstrap-servers",
+        broker.bootstrap_servers(),
+        "--group",
+        GROUP,
+        "--target",
+        "60",
+        "--iterations",
+        "1",
+        "--json",
+        "--kubernetes",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--name",
+        "orders-worker",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let d = decisions(&out);
+    assert_eq!(
+        (d[0]["current"].clone(), d[0]["desired"].clone()),
+        (3.into(), 3.into())
+    );
+    let after: Vec<_> = api.seen()[before..]
+        .iter()
+        .map(|s| s.method.clone())
+        .collect();
+    assert_eq!(after, ["GET", "GET"]);
+    assert_eq!(api.violations(), Vec::<String>::new());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn statefulset_scale_is_capped_at_the_partition_count_and_api_errors_are_clear() {
+    // Lag 4 × 90 = 360 records; target 10 per replica would want 36.
+    let broker = broker_with_lag(100, &[10, 10, 10, 10]);
+    let rt = runtime();
+    let api = FakeApi::start(&rt);
+    api.add("statefulsets", "batch", "orders-worker", 2);
+    let dir = temp_dir("sts");
+    let kubeconfig = api.kubeconfig(&dir);
+    let kc = kubeconfig.to_str().unwrap();
+    let base = [
+        "--bootstrap-servers",
+        broker.bootstrap_servers(),
+        "--group",
+        GROUP,
+        "--target",
+        "10",
+        "--iterations",
+        "1",
+        "--kubernetes",
+        "--kubeconfig",
+        kc,
+    ];
+    let mut args = base.to_vec();
+    args.extend([
+        "--kind",
+        "statefulset",
+        "--namespace",
+        "batch",
+        "--name",
+        "orders-worker",
+    ]);
+    let out = keyshift(&args);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("scale 2 -> 4") && text.contains("capped at 4 partitions"),
+        "{text}"
+    );
+    assert_eq!(
+        api.replicas("statefulsets", "batch", "orders-worker"),
+        Some(4)
+    );
+    let patch = api
+        .seen()
+        .into_iter()
+        .find(|s| s.method == "PATCH")
+        .expect("a patch");
+    assert_eq!(
+        patch.path,
+        "/apis/apps/v1/namespaces/batch/statefulsets/orders-worker/scale"
+    );
+    assert_eq!(patch.body, serde_json::json!({"spec": {"replicas": 4}}));
+    assert_eq!(api.violations(), Vec::<String>::new());
+
+    // A workload that does not exist: exit 1 at start, naming it, and nothing patched.
+    let patches = || api.seen().iter().filter(|s| s.method == "PATCH").count();
+    let before = patches();
+    let mut args = base.to_vec();
+    args.extend(["--namespace", "batch", "--name", "nope"]);
+    let out = keyshift(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("deployments/nope") && err.contains("404") && err.contains("--namespace"),
+        "{err}"
+    );
+
+    // RBAC missing: the 403 is reported with where the role is.
+    api.force_status(403);
+    let mut args = base.to_vec();
+    args.extend([
+        "--kind",
+        "statefulset",
+        "--namespace",
+        "batch",
+        "--name",
+        "orders-worker",
+    ]);
+    let out = keyshift(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("403") && err.contains("deploy/rbac.yaml"),
+        "{err}"
+    );
+    assert_eq!(patches(), before);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn bad_input_is_a_usage_error_naming_it() {
+    // Flags checked before anything connects.
+    let offline = ["--bootstrap-servers", "127.0.0.1:1", "--group", GROUP];
+    let cases: &[(&[&str], &str)] = &[
+        (&["--target", "0"], "--target"),
+        (&["--target", "-5"], "--target"),
+        (
+            &["--mode", "predictive", "--drain-target", "0"],
+            "--drain-target",
+        ),
+        (
+            &["--min-replicas", "5", "--max-replicas", "2"],
+            "--min-replicas",
+        ),
+        (&["--max-replicas", "0"], "--max-replicas"),
+        (&["--tolerance", "1.5"], "--tolerance"),
+        (&["--interval", "0"], "--interval"),
+        (&["--scale-up-limit", "4/0"], "--scale-up-limit"),
+        (
+            &["--mode", "predictive", "--metric", "lag-seconds"],
+            "--metric",
+        ),
+        (&["--kubernetes"], "--name"),
+    ];
+    for (extra, flag) in cases {
+        let mut args = offline.to_vec();
+        args.extend_from_slice(extra);
+        let out = keyshift(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{extra:?}: {err}");
+    }
+
+    // Checked against the cluster on the first collection.
+    let broker = broker_with_lag(10, &[5, 5]);
+    broker.create_topic("empty-for-others", 1).unwrap();
+    let b = broker.bootstrap_servers();
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["--group", "no-such-group"], "--group", "no-such-group"),
+        (
+            &["--group", GROUP, "--topic", "no-such-topic"],
+            "--topic",
+            "no-such-topic",
+        ),
+        // Exists, but this group does not consume it.
+        (
+            &["--group", GROUP, "--topic", "empty-for-others"],
+            "--topic",
+            "it consumes: orders",
+        ),
+    ];
+    for (extra, flag, detail) in cases {
+        let mut args = vec!["--bootstrap-servers", b, "--iterations", "1"];
+        args.extend_from_slice(extra);
+        let out = keyshift(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(flag) && err.contains(detail),
+            "{extra:?}: {err}"
+        );
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns (status code, body).
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or_default();
+    (code, body.to_owned())
+}
+
+/// The value of `name{group="orders-workers"}` in an OpenMetrics exposition.
+fn sample(body: &str, name: &str) -> Option<f64> {
+    let prefix = format!("{name}{{group=\"{GROUP}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+/// Polls until `f` is true or [`PATIENCE`] ends.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_answers_keda_and_prometheus_and_survives_a_broker_outage() {
+    let data = temp_dir("outage");
+    let options = BrokerOptions {
+        data_dir: Some(data.clone()),
+        ..BrokerOptions::default()
+    };
+    // Lag 20 + 30 = 50 over 2 partitions; one replica assumed running at start.
+    let broker = broker_with_lag_in(options, 40, &[20, 10]);
+    let addr = broker.addr();
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_keyshift"))
+            .args([
+                "autoscale",
+                "--bootstrap-servers",
+                broker.bootstrap_servers(),
+                "--group",
+                GROUP,
+                "--target",
+                "10",
+                "--replicas",
+                "1",
+                "--interval",
+                "0.2",
+                "--serve",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("keyshift autoscale starts"),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let banner = lines.next().unwrap().unwrap();
+    let http = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"))
+        .to_owned();
+    // Keep draining stdout so the child never blocks on a full pipe.
+    let printed = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    let mut scale = Value::Null;
+    wait_until("a first evaluation", || {
+        let (code, body) = get(&http, "/api/v1/scale");
+        if code == 200 {
+            scale = serde_json::from_str(&body).unwrap();
+        }
+        code == 200
+    });
+    // ceil(1 × 50 / 10) = 5, capped at the 2 partitions.
+    assert_eq!(scale["group"], GROUP);
+    assert_eq!(scale["desiredReplicas"], 2, "{scale}");
+    assert_eq!(scale["lagRecords"], 50);
+    assert_eq!(scale["partitions"], 2);
+    assert!(
+        scale["reason"]
+            .as_str()
+            .unwrap()
+            .contains("capped at 2 partitions"),
+        "{scale}"
+    );
+    let (code, metrics) = get(&http, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(
+        sample(&metrics, "keyshift_autoscale_desired_replicas"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "keyshift_autoscale_lag_records"),
+        Some(50.0)
+    );
+    assert_eq!(sample(&metrics, "keyshift_autoscale_kafka_up"), Some(1.0));
+    assert_eq!(
+        sample(&metrics, "keyshift_autoscale_scale_ups_total"),
+        Some(1.0),
+        "{metrics}"
+    );
+
+    // Broker down: KEDA gets 503 (its fallback applies), Prometheus sees kafka_up 0.
+    broker.shutdown();
+    wait_until("the outage to show", || {
+        let (_, m) = get(&http, "/metrics");
+        sample(&m, "keyshift_autoscale_kafka_up") == Some(0.0)
+    });
+    let (code, body) = get(&http, "/api/v1/scale");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("unavailable"), "{body}");
+    let (_, m) = get(&http, "/metrics");
+    assert!(
+        sample(&m, "keyshift_autoscale_collect_errors_total").unwrap() >= 1.0,
+        "{m}"
+    );
+
+    // Same address, same data: recovered without a restart.
+    let broker = EmbeddedBroker::start_with(BrokerOptions {
+        listen: Some(addr),
+        data_dir: Some(data.clone()),
+        ..BrokerOptions::default()
+    })
+    .expect("broker restarts");
+    wait_until("recovery", || {
+        let (code, _) = get(&http, "/api/v1/scale");
+        let (_, m) = get(&http, "/metrics");
+        code == 200 && sample(&m, "keyshift_autoscale_kafka_up") == Some(1.0)
+    });
+    let (_, body) = get(&http, "/api/v1/scale");
+    let scale: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(scale["lagRecords"], 50);
+    assert_eq!(scale["desiredReplicas"], 2);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let printed = printed.join().unwrap();
+    assert!(
+        printed.iter().any(|l| l.contains("scale 1 -> 2")),
+        "{printed:?}"
+    );
+    broker.shutdown();
+    std::fs::remove_dir_all(data).ok();
+}
+
+/// Every document of `deploy/<file>`, as JSON values.
+fn manifests(file: &str) -> Vec<Value> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_saphyr::from_multiple::<Value>(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// The document of `kind` in `docs`, deserialized as the Kubernetes type `T` (which checks
+/// required fields and value types).
+fn typed<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str) -> T {
+    let doc = docs
+        .iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"));
+    serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{kind}: {e}"))
+}
+
+/// The value of `--flag=value` in a container's args.
+fn arg<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
+}
+
+#[test]
+fn deploy_manifests_are_valid_and_agree_with_the_binary() {
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+
+    let rbac = manifests("rbac.yaml");
+    let sa: ServiceAccount = typed(&rbac, "ServiceAccount");
+    let role: Role = typed(&rbac, "Role");
+    let binding: RoleBinding = typed(&rbac, "RoleBinding");
+    let autoscaler_docs = manifests("autoscaler.yaml");
+    let autoscaler: Deployment = typed(&autoscaler_docs, "Deployment");
+    let service: Service = typed(&autoscaler_docs, "Service");
+    let consumers: Deployment = typed(&manifests("consumer-deployment.yaml"), "Deployment");
+    let sts: StatefulSet = typed(&manifests("consumer-statefulset.yaml"), "StatefulSet");
+    let hpa_docs = manifests("hpa-external.yaml");
+    let hpa: HorizontalPodAutoscaler = typed(&hpa_docs, "HorizontalPodAutoscaler");
+    let keda = manifests("keda-scaledobject.yaml");
+    let scaled = keda
+        .iter()
+        .find(|d| d["kind"] == "ScaledObject")
+        .expect("ScaledObject");
+
+    let pod = autoscaler
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let args = pod.containers[0].args.clone().unwrap();
+    let name = sa.metadata.name.clone().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some(name.as_str()));
+    assert_eq!(args[0], "autoscale");
+
+    // Every flag in the manifest is one the binary has.
+    let help = Command::new(env!("CARGO_BIN_EXE_keyshift"))
+        .args(["autoscale", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for a in &args[1..] {
+        let flag = a.split('=').next().unwrap();
+        assert!(
+            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+            "{flag} not in --help"
+        );
+    }
+
+    // RBAC: exactly the scale subresource, get and patch, of the workload scaled.
+    let target = arg(&args, "--name").unwrap();
+    assert_eq!(consumers.metadata.name.as_deref(), Some(target));
+    assert_eq!(sts.metadata.name.as_deref(), Some(target));
+    let rules = role.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    let rule = &rules[0];
+    assert_eq!(rule.api_groups.as_deref(), Some(&["apps".to_owned()][..]));
+    let mut resources = rule.resources.clone().unwrap();
+    resources.sort();
+    assert_eq!(resources, ["deployments/scale", "statefulsets/scale"]);
+    let mut verbs = rule.verbs.clone();
+    verbs.sort();
+    assert_eq!(verbs, ["get", "patch"]);
+    assert_eq!(
+        rule.resource_names.as_deref(),
+        Some(&[target.to_owned()][..])
+    );
+    assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
+    assert_eq!(binding.subjects.unwrap()[0].name, name);
+    let ns = arg(&args, "--namespace").unwrap();
+    for m in [
+        &role.metadata,
+        &sa.metadata,
+        &consumers.metadata,
+        &autoscaler.metadata,
+        &hpa.metadata,
+    ] {
+        assert_eq!(m.namespace.as_deref(), Some(ns));
+    }
+
+    // --serve's port is the Service's, and KEDA polls the path the binary serves.
+    let port: i32 = arg(&args, "--serve")
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, port);
+    let trigger = &scaled["spec"]["triggers"][0];
+    assert_eq!(trigger["type"], "metrics-api");
+    let url = trigger["metadata"]["url"].as_str().unwrap();
+    assert!(url.ends_with(&format!(":{port}/api/v1/scale")), "{url}");
+    assert_eq!(trigger["metadata"]["valueLocation"], "desiredReplicas");
+    assert_eq!(trigger["metadata"]["targetValue"], "1");
+    assert_eq!(scaled["spec"]["scaleTargetRef"]["name"], target);
+
+    // The HPA's External metric is the gauge the binary exports, selected by the group.
+    let metric = &hpa.spec.as_ref().unwrap().metrics.as_ref().unwrap()[0];
+    let ext = metric.external.as_ref().unwrap();
+    assert_eq!(ext.metric.name, "keyshift_autoscale_desired_replicas");
+    let labels = ext
+        .metric
+        .selector
+        .as_ref()
+        .unwrap()
+        .match_labels
+        .clone()
+        .unwrap();
+    assert_eq!(labels["group"], arg(&args, "--group").unwrap());
+    assert_eq!(hpa.spec.unwrap().scale_target_ref.name, target);
+}
