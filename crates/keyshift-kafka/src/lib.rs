@@ -10,6 +10,8 @@
 //!   producer, with fenced migration when a key moves;
 //! - [`consumer`]: [`OrderedConsumer`], a consumer-group member that delivers records in
 //!   per-key order across fenced migrations (the core's order gate on a real consumer);
+//! - [`trace_events`]: [`TraceEventSink`], kafka-tracing-interceptor events to `_tracing`
+//!   (the producer and consumer also take a `keyshift_trace::Tracing` for OTLP spans);
 //! - [`broker`]: [`EmbeddedBroker`], an in-process tansu broker so that everything runs with
 //!   no setup, and [`run_standalone`] for `keyshift broker`.
 //!
@@ -19,9 +21,10 @@
 pub mod admin;
 pub mod broker;
 pub mod config;
-pub mod lag;
 pub mod consumer;
+pub mod lag;
 pub mod producer;
+pub mod trace_events;
 
 pub use admin::{Admin, AdminConfig, AdminError, TopicStatus};
 pub use broker::{
@@ -36,3 +39,4 @@ pub use producer::{
     Delivery, KeyshiftProducer, PendingDelivery, ProduceError, ProducerBuildError, ProducerBuilder,
     ProducerStats,
 };
+pub use trace_events::{TraceEventError, TraceEventSink};

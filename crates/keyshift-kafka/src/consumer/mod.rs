@@ -32,6 +32,11 @@
 //! is delivered to the application marked [`DeliveredRecord::unordered`] — ordered only inside
 //! its partition, never dropped.
 //!
+//! Tracing: with [`OrderedConsumerBuilder::tracing`] each processed record gets a
+//! `process <topic>` CONSUMER span continuing the trace in its `traceparent` or `b3` header
+//! (and a `park <topic>` span when it waited for a migration barrier); with
+//! [`OrderedConsumerBuilder::trace_events`] CONSUME and COMMIT events go to `_tracing`.
+//!
 //! Stopping: [`OrderedConsumer::stop`] commits what is processed and leaves the group, so its
 //! partitions move to other members at once. [`OrderedConsumer::crash`] (for tests and fault
 //! experiments) abandons the member the way a killed process would: no final commit, no
@@ -45,13 +50,15 @@ use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keyshift_core::probe::{Probe, SeqVerdict, SequenceCheck};
 use keyshift_core::protocol::RouteHeader;
 use rdkafka::error::KafkaError;
 
 use crate::config::ClientSettings;
+use crate::trace_events::TraceEventSink;
+use keyshift_trace::Tracing;
 
 pub use stats::{ConsumerStats, StatsSnapshot};
 
@@ -86,6 +93,9 @@ pub struct DeliveredRecord {
     pub parked: bool,
     /// How long it waited, from consumption to release (zero unless `parked`).
     pub park_time: Duration,
+    /// When this consumer received it from Kafka (before the order gate), so latency can be
+    /// split into broker / queueing / parked / service.
+    pub fetched_at: Instant,
     /// True when a keyshift header on it could not be decoded (malformed or unknown version):
     /// it was ordered only within its partition, not across a migration.
     pub unordered: bool,
@@ -195,6 +205,8 @@ pub struct OrderedConsumerBuilder {
     pub(crate) request_timeout: Duration,
     pub(crate) shared_check: Option<(Arc<Mutex<SequenceCheck>>, bool)>,
     pub(crate) thread_name: Option<String>,
+    pub(crate) tracing: Option<Tracing>,
+    pub(crate) events: Option<TraceEventSink>,
 }
 
 impl fmt::Debug for OrderedConsumerBuilder {
@@ -208,6 +220,8 @@ impl fmt::Debug for OrderedConsumerBuilder {
             .field("session_timeout", &self.session_timeout)
             .field("max_pending_per_partition", &self.max_pending_per_partition)
             .field("shared_check", &self.shared_check.is_some())
+            .field("tracing", &self.tracing.is_some())
+            .field("trace_events", &self.events.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -231,7 +245,24 @@ impl OrderedConsumerBuilder {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             shared_check: None,
             thread_name: None,
+            tracing: None,
+            events: None,
         }
+    }
+
+    /// Traces every processed record with a `process <topic>` span (and a `park` span when
+    /// it was parked), continuing the trace of its headers. Pass the process's one
+    /// [`Tracing`].
+    pub fn tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = Some(tracing);
+        self
+    }
+
+    /// Emits CONSUME (per processed record) and COMMIT (per committed partition) events to
+    /// `sink` in kafka-tracing-interceptor's format.
+    pub fn trace_events(mut self, sink: TraceEventSink) -> Self {
+        self.events = Some(sink);
+        self
     }
 
     /// How often to read the group's committed offsets of partitions that parked records wait

@@ -21,6 +21,10 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
+use crate::trace_events::{unix_nanos, TraceEventSink};
+use keyshift_trace::events::{TraceEvent, CORRELATION_ID_HEADER};
+use keyshift_trace::{ProcessRecord, Tracing};
+
 use super::{
     ConsumerError, ConsumerStats, DeliveredRecord, Mode, OrderedConsumer, OrderedConsumerBuilder,
     RecordHandler,
@@ -50,10 +54,14 @@ struct State {
     /// Owned partitions and the last offset this member committed there (None: not yet).
     owned: HashMap<u32, Option<i64>>,
     paused: BTreeSet<u32>,
+    /// With trace events on: per partition, the highest offset this member processed and the
+    /// last committed offset it reported, so a COMMIT event names only records it consumed.
+    commit_events: HashMap<u32, (i64, i64)>,
 }
 
 impl State {
     fn forget(&mut self, partition: u32) {
+        self.commit_events.remove(&partition);
         self.gate.revoke(partition);
         self.bodies.retain(|(p, _), _| *p != partition);
         self.pending.remove(&partition);
@@ -205,6 +213,7 @@ pub(super) fn spawn(
         pending: HashMap::new(),
         owned: HashMap::new(),
         paused: BTreeSet::new(),
+        commit_events: HashMap::new(),
     }));
     let context = GateContext {
         group: builder.group.clone(),
@@ -260,6 +269,9 @@ pub(super) fn spawn(
         stats: Arc::clone(&stats),
         mode: Arc::clone(&mode),
         handler,
+        tracing: builder.tracing.clone(),
+        events: builder.events.clone(),
+        client_id: builder.settings.get_client_id().to_owned(),
     };
     let thread = std::thread::Builder::new()
         .name(name)
@@ -291,6 +303,9 @@ struct Loop {
     stats: Arc<ConsumerStats>,
     mode: Arc<AtomicU8>,
     handler: Handler,
+    tracing: Option<Tracing>,
+    events: Option<TraceEventSink>,
+    client_id: String,
 }
 
 impl Loop {
@@ -470,6 +485,7 @@ impl Loop {
             route: stored.route,
             parked: released.parked,
             park_time,
+            fetched_at: stored.consumed_at,
             unordered: stored.unordered,
             probe,
             verdict,
@@ -481,7 +497,28 @@ impl Loop {
             self.stats
                 .record_e2e(now_us.saturating_sub(p.sent_us) as f64 / 1e6);
         }
-        if let Err(err) = self.handler.handle(&record) {
+        if let Some(events) = &self.events {
+            emit_consume(events, &self.topic, &self.group, &self.client_id, &record);
+        }
+        let span = self.tracing.as_ref().map(|t| {
+            t.start_process(&ProcessRecord {
+                topic: &self.topic,
+                group: &self.group,
+                client_id: &self.client_id,
+                partition: record.partition,
+                offset: record.offset,
+                key: &record.key,
+                headers: &record.headers,
+                fetched_at: record.fetched_at,
+                parked: record.parked.then_some(record.park_time),
+                migrated_from: record.route.map(|r| r.from_partition),
+            })
+        });
+        let result = self.handler.handle(&record);
+        if let Some(span) = span {
+            span.end(result.as_ref().err().map(|e| e as &dyn std::fmt::Display));
+        }
+        if let Err(err) = result {
             ConsumerStats::add(&self.stats.handler_errors, 1);
             tracing::warn!(group = %self.group, partition = record.partition, offset = record.offset, %err, "handler failed; the record counts as processed");
         }
@@ -494,6 +531,13 @@ impl Loop {
             ConsumerStats::add(&self.stats.unordered, 1);
         }
         let mut state = lock(&self.state);
+        if self.events.is_some() {
+            let entry = state
+                .commit_events
+                .entry(record.partition)
+                .or_insert((record.offset, record.offset));
+            entry.0 = entry.0.max(record.offset);
+        }
         if state.gate.processed(record.partition, record.offset) {
             if let Some(n) = state.pending.get_mut(&record.partition) {
                 *n = n.saturating_sub(1);
@@ -572,8 +616,29 @@ impl Loop {
         ConsumerStats::add(&self.stats.commits, 1);
         match consumer.commit(&tpl, mode) {
             Ok(()) => {
+                let now = unix_nanos(SystemTime::now());
                 for (p, offset) in moved {
                     state.owned.insert(p, Some(offset));
+                    // Report a commit only when it covers a record this member processed
+                    // and moved past the last one reported (like the interceptor, which
+                    // sees only its own consumer's commits).
+                    let covers = state
+                        .commit_events
+                        .get_mut(&p)
+                        .filter(|(processed, reported)| {
+                            offset - 1 <= *processed && offset > *reported
+                        });
+                    if let (Some(events), Some((_, reported))) = (&self.events, covers) {
+                        *reported = offset;
+                        events.emit(&TraceEvent::commit(
+                            &self.topic,
+                            p as i32,
+                            offset,
+                            &self.client_id,
+                            &self.group,
+                            now,
+                        ));
+                    }
                 }
             }
             Err(err) => {
@@ -656,6 +721,36 @@ impl Loop {
         ConsumerStats::set(&self.stats.parked_now, state.gate.parked() as u64);
         ConsumerStats::set(&self.stats.pending_now, state.gate.pending() as u64);
     }
+}
+
+/// The CONSUME event of a record, dated when the consumer fetched it (as the interceptor's
+/// `onConsume` would be).
+fn emit_consume(
+    events: &TraceEventSink,
+    topic: &str,
+    group: &str,
+    client_id: &str,
+    record: &DeliveredRecord,
+) {
+    let correlation = record
+        .headers
+        .iter()
+        .rev()
+        .find(|(k, _)| k == CORRELATION_ID_HEADER)
+        .and_then(|(_, v)| v.as_deref())
+        .and_then(|v| std::str::from_utf8(v).ok());
+    let fetched = SystemTime::now()
+        .checked_sub(record.fetched_at.elapsed())
+        .unwrap_or_else(SystemTime::now);
+    events.emit(&TraceEvent::consume(
+        topic,
+        record.partition as i32,
+        record.offset,
+        correlation,
+        client_id,
+        group,
+        unix_nanos(fetched),
+    ));
 }
 
 /// Destroys the client without closing the consumer: no final commit, no LeaveGroup — what a

@@ -249,6 +249,12 @@ pub(super) struct Inner {
     pub runtime: RuntimeHandle,
     pub state: Mutex<State>,
     pub delivery_errors: AtomicU64,
+    /// OTLP spans per record (`None`: tracing off).
+    pub tracing: Option<keyshift_trace::Tracing>,
+    /// SEND/ACK events to `_tracing` (`None`: off).
+    pub events: Option<crate::trace_events::TraceEventSink>,
+    /// `client.id`, for spans and events.
+    pub client_id: String,
 }
 
 fn is_queue_full(err: &KafkaError) -> bool {

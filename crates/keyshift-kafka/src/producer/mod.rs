@@ -55,11 +55,19 @@
 //! private one-thread runtime the producer owns. [`KeyshiftProducer::send`] works from any
 //! executor.
 //!
+//! # Tracing
+//! With [`ProducerBuilder::tracing`], each record gets a `send <topic>` PRODUCER span from the
+//! call to the broker's acknowledgement, and its context is written into the record's
+//! `traceparent` (and `b3`) header; trace headers the caller passed become the span's parent.
+//! With [`ProducerBuilder::trace_events`], each record also gets a `correlationId` header and
+//! SEND/ACK events go to the `_tracing` topic. Without either, no tracing work is done.
+//!
 //! [`Migrator`]: keyshift_core::protocol::Migrator
 
 mod engine;
 mod error;
 mod stats;
+mod trace;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -77,7 +85,10 @@ use tokio::sync::oneshot;
 
 use crate::admin::Admin;
 use crate::config::{ClientSettings, Property};
+use crate::trace_events::TraceEventSink;
 use engine::{Enqueued, Inner, RuntimeHandle, State, Submitted, QUEUE_FULL_BACKOFF};
+use keyshift_trace::Tracing;
+use trace::RecordTrace;
 
 pub use error::{ProduceError, ProducerBuildError};
 pub use stats::ProducerStats;
@@ -111,6 +122,8 @@ pub struct ProducerBuilder {
     fence_attempts: u32,
     fence_backoff: Duration,
     runtime: Option<Handle>,
+    tracing: Option<Tracing>,
+    events: Option<TraceEventSink>,
 }
 
 impl ProducerBuilder {
@@ -127,7 +140,23 @@ impl ProducerBuilder {
             fence_attempts: DEFAULT_FENCE_ATTEMPTS,
             fence_backoff: DEFAULT_FENCE_BACKOFF,
             runtime: None,
+            tracing: None,
+            events: None,
         }
+    }
+
+    /// Traces every record: a `send <topic>` span and its context in the record's headers
+    /// (see "Tracing" in the module docs). Pass the process's one [`Tracing`].
+    pub fn tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = Some(tracing);
+        self
+    }
+
+    /// Emits SEND and ACK events of every record to `sink` (kafka-tracing-interceptor format)
+    /// and gives each record a `correlationId` header.
+    pub fn trace_events(mut self, sink: TraceEventSink) -> Self {
+        self.events = Some(sink);
+        self
     }
 
     /// The strategy, one of [`keyshift_core::strategy::NAMES`] (checked at build).
@@ -251,6 +280,9 @@ impl ProducerBuilder {
                 runtime,
                 state: Mutex::new(State::new(strategy, migrator, partitions)),
                 delivery_errors: AtomicU64::new(0),
+                tracing: self.tracing,
+                events: self.events,
+                client_id: self.settings.get_client_id().to_owned(),
             }),
         })
     }
@@ -279,12 +311,23 @@ impl KeyshiftProducer {
         &self,
         key: &[u8],
         value: &[u8],
-        headers: Vec<(String, Vec<u8>)>,
+        mut headers: Vec<(String, Vec<u8>)>,
     ) -> Result<PendingDelivery, ProduceError> {
-        self.inner
-            .submit(key, value, headers)
-            .map(|submitted| self.pending(submitted))
-            .map_err(|(err, _)| err)
+        let trace = RecordTrace::start(&self.inner, key, &mut headers);
+        match self.inner.submit(key, value, headers) {
+            Ok(submitted) => {
+                if let Some(trace) = &trace {
+                    trace.accepted();
+                }
+                Ok(self.pending(submitted, trace))
+            }
+            Err((err, _)) => {
+                if let Some(trace) = trace {
+                    trace.failed(&err);
+                }
+                Err(err)
+            }
+        }
     }
 
     /// Sends one record and resolves on the broker's acknowledgement (or its error).
@@ -297,14 +340,25 @@ impl KeyshiftProducer {
         value: &[u8],
         mut headers: Vec<(String, Vec<u8>)>,
     ) -> Result<Delivery, ProduceError> {
+        let mut trace = RecordTrace::start(&self.inner, key, &mut headers);
         loop {
             match self.inner.submit(key, value, headers) {
-                Ok(submitted) => return self.pending(submitted).await,
+                Ok(submitted) => {
+                    if let Some(trace) = &trace {
+                        trace.accepted();
+                    }
+                    return self.pending(submitted, trace).await;
+                }
                 Err((ProduceError::QueueFull { .. }, back)) => {
                     headers = back;
                     self.backoff().await;
                 }
-                Err((err, _)) => return Err(err),
+                Err((err, _)) => {
+                    if let Some(trace) = trace.take() {
+                        trace.failed(&err);
+                    }
+                    return Err(err);
+                }
             }
         }
     }
@@ -323,7 +377,7 @@ impl KeyshiftProducer {
         }
     }
 
-    fn pending(&self, submitted: Submitted) -> PendingDelivery {
+    fn pending(&self, submitted: Submitted, trace: Option<Box<RecordTrace>>) -> PendingDelivery {
         let state = match submitted {
             Submitted::Sent { future, partition } => Pending::Sent(Enqueued {
                 future,
@@ -335,6 +389,7 @@ impl KeyshiftProducer {
         PendingDelivery {
             inner: Arc::clone(&self.inner),
             state,
+            trace,
         }
     }
 
@@ -456,6 +511,11 @@ impl KeyshiftProducer {
         self.inner.lock().migrator.is_some()
     }
 
+    /// Whether records get OTLP spans and trace headers ([`ProducerBuilder::tracing`]).
+    pub fn is_traced(&self) -> bool {
+        self.inner.tracing.is_some()
+    }
+
     /// The underlying rdkafka producer (e.g. for librdkafka statistics or metadata).
     pub fn rdkafka(&self) -> &FutureProducer {
         &self.inner.producer
@@ -478,6 +538,8 @@ impl std::fmt::Debug for KeyshiftProducer {
 pub struct PendingDelivery {
     inner: Arc<Inner>,
     state: Pending,
+    /// The record's span and correlation id, when tracing is on.
+    trace: Option<Box<RecordTrace>>,
 }
 
 enum Pending {
@@ -501,6 +563,19 @@ impl Future for PendingDelivery {
     type Output = Result<Delivery, ProduceError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let outcome = std::task::ready!(self.poll_delivery(cx));
+        if let Some(trace) = self.trace.take() {
+            match &outcome {
+                Ok(delivery) => trace.acked(delivery),
+                Err(err) => trace.failed(err),
+            }
+        }
+        Poll::Ready(outcome)
+    }
+}
+
+impl PendingDelivery {
+    fn poll_delivery(&mut self, cx: &mut Context<'_>) -> Poll<Result<Delivery, ProduceError>> {
         loop {
             match &mut self.state {
                 Pending::Sent(enqueued) => {

@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use keyshift_core::hash::Hasher;
 use keyshift_core::strategy::{self, KeyshiftConfig, PkgConfig, SlopsConfig, StrategyConfig};
 
-use keyshift_kafka::{Admin, ClientSettings, KeyshiftProducer, TopicStatus};
+use keyshift_kafka::{Admin, ClientSettings, KeyshiftProducer, ProducerBuilder, TopicStatus};
 
 use crate::exit::FlagError;
 
@@ -129,6 +129,20 @@ impl StrategyFlags {
         partitions: Option<u32>,
         strategy: &str,
     ) -> anyhow::Result<(KeyshiftProducer, u32, StrategyConfig)> {
+        self.open_producer_with(runtime, settings, topic, partitions, strategy, |b| b)
+    }
+
+    /// [`StrategyFlags::open_producer`], with `configure` applied to the builder last (e.g.
+    /// to add tracing).
+    pub fn open_producer_with(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        settings: ClientSettings,
+        topic: &str,
+        partitions: Option<u32>,
+        strategy: &str,
+        configure: impl FnOnce(ProducerBuilder) -> ProducerBuilder,
+    ) -> anyhow::Result<(KeyshiftProducer, u32, StrategyConfig)> {
         let admin = Admin::new(&settings)?;
         let partitions = match partitions {
             Some(n) => {
@@ -142,11 +156,13 @@ impl StrategyFlags {
         drop(admin);
         let config = self.resolve(&[strategy.to_owned()], partitions)?;
         let producer = runtime.block_on(async {
-            KeyshiftProducer::builder(settings, topic)
-                .strategy(strategy)
-                .strategy_config(config)
-                .partitions(partitions)
-                .build()
+            configure(
+                KeyshiftProducer::builder(settings, topic)
+                    .strategy(strategy)
+                    .strategy_config(config)
+                    .partitions(partitions),
+            )
+            .build()
         })?;
         Ok((producer, partitions, config))
     }

@@ -8,6 +8,9 @@
 //! service) or spinning (a CPU-bound one). `/metrics` exports processed, parked and
 //! duplicate records, order violations judged from the probes' per-key sequence numbers,
 //! park time and end-to-end latency histograms; `/healthz` answers 503 while draining.
+//! With `--otlp-endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT`) each record gets a
+//! `process <topic>` span continuing the trace of its `traceparent`/`b3` header;
+//! `--trace-events` writes CONSUME/COMMIT events to `_tracing`.
 //! SIGINT/SIGTERM stop it cleanly: the processed prefix is committed and the member leaves
 //! the group, so its partitions move to the other workers at once.
 
@@ -28,6 +31,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use rand::{Rng, SeedableRng};
 
+use super::trace_flags::TraceFlags;
 use crate::exit::FlagError;
 use crate::http::{self, Health, HttpServer};
 
@@ -100,6 +104,9 @@ pub struct WorkerArgs {
     /// librdkafka property passed through to the consumer, like kcat (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     properties: Vec<Property>,
+
+    #[command(flatten)]
+    trace_flags: TraceFlags,
 }
 
 fn non_negative_f64(s: &str) -> Result<f64, String> {
@@ -322,6 +329,13 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     if let Some(ms) = args.session_timeout_ms {
         builder = builder.session_timeout(Duration::from_millis(ms));
     }
+    let trace = args.trace_flags.open("keyshift-worker", &settings)?;
+    if let Some(t) = &trace.tracing {
+        builder = builder.tracing(t.clone());
+    }
+    if let Some(e) = &trace.events {
+        builder = builder.trace_events(e.clone());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -383,6 +397,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("the consumer is still shared at shutdown"))?;
     let stats = consumer.stats().snapshot();
     consumer.stop().context("stopping the consumer")?;
+    trace.flush();
     tracing::info!(
         processed = stats.processed,
         parked = stats.parked_total,

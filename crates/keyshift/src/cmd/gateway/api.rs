@@ -269,13 +269,37 @@ const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 
 /// Routes and enqueues one record, waiting for room while librdkafka's queue is full, so that
 /// records are routed in call order (unlike retrying later, which could overtake).
-async fn enqueue(producer: &KeyshiftProducer, r: &Record) -> Result<PendingDelivery, ProduceError> {
+async fn enqueue(
+    producer: &KeyshiftProducer,
+    r: &Record,
+    trace: &[(String, Vec<u8>)],
+) -> Result<PendingDelivery, ProduceError> {
     loop {
-        match producer.try_send(r.key.as_bytes(), r.body.as_bytes(), Vec::new()) {
+        match producer.try_send(r.key.as_bytes(), r.body.as_bytes(), trace.to_vec()) {
             Err(ProduceError::QueueFull { .. }) => tokio::time::sleep(QUEUE_FULL_BACKOFF).await,
             other => return other,
         }
     }
+}
+
+/// The request's trace context headers (`traceparent`, `tracestate`, `b3`) when the producer
+/// traces records, so a traced HTTP client's trace continues through Kafka; nothing otherwise.
+fn trace_headers(g: &Gateway, headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    if !g.producer.is_traced() {
+        return Vec::new();
+    }
+    [
+        keyshift_trace::propagation::TRACEPARENT,
+        keyshift_trace::propagation::TRACESTATE,
+        keyshift_trace::propagation::B3,
+    ]
+    .into_iter()
+    .filter_map(|name| {
+        headers
+            .get(name)
+            .map(|v| (name.to_owned(), v.as_bytes().to_vec()))
+    })
+    .collect()
 }
 
 /// Records one produce outcome in the metrics.
@@ -347,7 +371,8 @@ async fn handle_new(
 ) -> Result<Response, ApiError> {
     let r = record(parse_json(headers, body)?, "", &g.limits)?;
     g.hot_keys.offer(r.key.as_bytes());
-    let pending = enqueue(&g.producer, &r).await.map_err(|e| {
+    let trace = trace_headers(g, headers);
+    let pending = enqueue(&g.producer, &r, &trace).await.map_err(|e| {
         g.metrics.delivery_errors.inc();
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     })?;
@@ -403,9 +428,10 @@ async fn handle_batch(
         .collect::<Result<Vec<_>, _>>()?;
     // Route everything first, in array order, then wait: the batch costs one round trip.
     let mut pending = Vec::with_capacity(records.len());
+    let trace = trace_headers(g, headers);
     for r in records {
         g.hot_keys.offer(r.key.as_bytes());
-        let p = enqueue(&g.producer, &r).await;
+        let p = enqueue(&g.producer, &r, &trace).await;
         if p.is_err() {
             g.metrics.delivery_errors.inc();
         }

@@ -24,6 +24,7 @@ use prometheus_client::registry::Registry;
 use self::api::{Gateway, Limits};
 use self::metrics::{GatewayMetrics, HotKeys, HotKeysCollector, ProducerCollector};
 use super::strategy_flags::StrategyFlags;
+use super::trace_flags::TraceFlags;
 use super::workload_flags::{at_least_one, at_least_one_usize, parse_strategy, positive_f64};
 use crate::http::{self, Health, HttpServer};
 
@@ -106,6 +107,9 @@ pub struct GatewayArgs {
 
     #[command(flatten)]
     strategy_flags: StrategyFlags,
+
+    #[command(flatten)]
+    trace_flags: TraceFlags,
 }
 
 /// Runs `keyshift gateway` until SIGINT/SIGTERM.
@@ -118,12 +122,22 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let settings = ClientSettings::new(&args.bootstrap_servers)
         .client_id(&args.client_id)
         .properties(args.properties.iter().cloned());
-    let (producer, partitions, _) = args.strategy_flags.open_producer(
+    let trace = args.trace_flags.open("keyshift-gateway", &settings)?;
+    let (producer, partitions, _) = args.strategy_flags.open_producer_with(
         &runtime,
         settings,
         &args.topic,
         args.partitions,
         &args.strategy,
+        |mut builder| {
+            if let Some(t) = &trace.tracing {
+                builder = builder.tracing(t.clone());
+            }
+            if let Some(e) = &trace.events {
+                builder = builder.trace_events(e.clone());
+            }
+            builder
+        },
     )?;
     let limits = Limits {
         max_key_bytes: args.max_key_bytes,
@@ -157,7 +171,10 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
             "gateway ready"
         );
         serve(producer, options, server, http::shutdown_signal()).await
-    })
+    })?;
+    // Spans and events of the last records, after the producer's flush acknowledged them.
+    trace.flush();
+    Ok(())
 }
 
 /// What [`serve`] needs besides the producer.

@@ -1,0 +1,274 @@
+//! What tracing costs the producer: the keyshift producer with tracing off, on at sampling
+//! ratio 0.01, and on at 1.0 — same broker, same run, alternating.
+//!
+//! Run with `cargo bench -p keyshift-trace --bench producer_tracing` (env vars:
+//! `KEYSHIFT_BENCH_RECORDS` per round, default 20000; `KEYSHIFT_BENCH_ROUNDS`, default 5).
+//!
+//! Each round sends the same Zipf key stream (s = 1.1, v = 2.72, 2800 keys) of ~100-byte
+//! records through a `hash` producer per variant and awaits every delivery, then flushes the
+//! tracer (so the batch exporter's work is inside the measurement). Spans go over OTLP/HTTP to
+//! a real receiver that decodes them. The embedded broker (tansu on sqlite, ~20 k records/s)
+//! and the receiver run in a *child process*, so the CPU time measured here (getrusage of
+//! this process: librdkafka, routing, span creation, header injection, batching, protobuf
+//! encoding, HTTP export) is the producer's alone; wall-clock throughput is bounded by the
+//! broker, so CPU per record is the figure that isolates the overhead. Medians over the
+//! rounds and ratios to `off` are printed.
+
+#[path = "../tests/otlp_receiver/mod.rs"]
+mod otlp_receiver;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keyshift_core::workload::{key_name, Zipf};
+use keyshift_kafka::{Admin, ClientSettings, EmbeddedBroker, KeyshiftProducer, PendingDelivery};
+use keyshift_trace::{Protocol, TraceConfig, Tracing};
+
+const PARTITIONS: u32 = 8;
+const VALUE_BYTES: usize = 100;
+const CHILD_ENV: &str = "KEYSHIFT_BENCH_BROKER_CHILD";
+
+fn main() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return run_child();
+    }
+    // `cargo test --all-targets` runs benches without `--bench`: a smoke run only.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let records = if smoke {
+        300
+    } else {
+        env_or("KEYSHIFT_BENCH_RECORDS", 20_000)
+    };
+    let rounds = if smoke {
+        1
+    } else {
+        env_or("KEYSHIFT_BENCH_ROUNDS", 5)
+    };
+    let (bootstrap, traces_url, mut child) = spawn_child();
+    let settings = ClientSettings::new(bootstrap).client_id("keyshift-bench");
+    let admin = Admin::new(&settings).expect("admin client");
+    let keys = zipf_keys(records);
+    let value = vec![b'v'; VALUE_BYTES];
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // "off + header": tracing off, but every record carries a constant 55-byte traceparent
+    // from the caller — what carrying the context costs librdkafka and the broker, apart from
+    // the tracer.
+    let variants: [(&str, Option<f64>); 4] = [
+        ("off", None),
+        ("off + header", None),
+        ("on, ratio 0.01", Some(0.01)),
+        ("on, ratio 1.0", Some(1.0)),
+    ];
+    // One provider per traced variant for the whole run, as a process would have one.
+    let tracers: Vec<Option<Tracing>> = variants
+        .iter()
+        .map(|(_, ratio)| {
+            ratio.map(|r| {
+                let mut c = TraceConfig::new("keyshift-bench").sample_ratio(r).unwrap();
+                c.protocol = Protocol::HttpProtobuf;
+                c.endpoint = Some(traces_url.clone());
+                Tracing::new(&c).expect("tracer")
+            })
+        })
+        .collect();
+    println!(
+        "producer tracing cost: {records} records of {VALUE_BYTES} B per round, {rounds} rounds \
+         (+1 warm-up), {PARTITIONS} partitions, strategy hash, OTLP/HTTP export"
+    );
+    let stamp = std::process::id();
+    let mut results: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
+    for round in 0..=rounds {
+        for i in 0..variants.len() {
+            let v = (i + round) % variants.len();
+            let topic = format!("trace-bench-{stamp}-{round}-{v}");
+            admin.create_topic(&topic, PARTITIONS).expect("topic");
+            let sample = runtime.block_on(run_variant(
+                tracers[v].as_ref(),
+                variants[v].0 == "off + header",
+                &settings,
+                &topic,
+                &keys,
+                &value,
+            ));
+            if round > 0 {
+                results[v].push(sample);
+            }
+        }
+    }
+    println!(
+        "{:<16} {:>12} {:>9} {:>12} {:>9}",
+        "tracing", "records/s", "ratio", "cpu µs/rec", "ratio"
+    );
+    let base_rate = median(results[0].iter().map(|s| s.rate));
+    let base_cpu = median(results[0].iter().map(|s| s.cpu_us_per_record));
+    for (v, (name, _)) in variants.iter().enumerate() {
+        let rate = median(results[v].iter().map(|s| s.rate));
+        let cpu = median(results[v].iter().map(|s| s.cpu_us_per_record));
+        println!(
+            "{name:<16} {rate:>12.0} {:>9.3} {cpu:>12.2} {:>9.3}",
+            rate / base_rate,
+            cpu / base_cpu
+        );
+    }
+    for (v, (name, _)) in variants.iter().enumerate() {
+        let rates: Vec<String> = results[v]
+            .iter()
+            .map(|s| format!("{:.0}", s.rate))
+            .collect();
+        let cpus: Vec<String> = results[v]
+            .iter()
+            .map(|s| format!("{:.2}", s.cpu_us_per_record))
+            .collect();
+        println!("  {name}: records/s {rates:?}, cpu µs/rec {cpus:?}");
+    }
+    drop(tracers);
+    println!(
+        "(the SDK drops spans beyond its batch queue, OTEL_BSP_MAX_QUEUE_SIZE = 2048 by \
+         default; the receiver's total follows)"
+    );
+    // Closing its stdin tells the child to stop.
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    rate: f64,
+    cpu_us_per_record: f64,
+}
+
+async fn run_variant(
+    tracing: Option<&Tracing>,
+    constant_header: bool,
+    settings: &ClientSettings,
+    topic: &str,
+    keys: &[Vec<u8>],
+    value: &[u8],
+) -> Sample {
+    let mut builder = KeyshiftProducer::builder(settings.clone(), topic)
+        .strategy("hash")
+        .partitions(PARTITIONS);
+    if let Some(t) = tracing {
+        builder = builder.tracing(t.clone());
+    }
+    let producer = builder.build().expect("producer");
+    let start = Instant::now();
+    let cpu0 = cpu_time();
+    let header = || {
+        if constant_header {
+            vec![(
+                "traceparent".to_owned(),
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".to_vec(),
+            )]
+        } else {
+            Vec::new()
+        }
+    };
+    let mut pending: Vec<PendingDelivery> = Vec::with_capacity(keys.len());
+    for key in keys {
+        loop {
+            match producer.try_send(key, value, header()) {
+                Ok(p) => break pending.push(p),
+                Err(keyshift_kafka::ProduceError::QueueFull { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(err) => panic!("send failed: {err}"),
+            }
+        }
+    }
+    for p in pending {
+        p.await.expect("delivered");
+    }
+    if let Some(t) = tracing {
+        // The export of this round's spans belongs to its cost.
+        tokio::task::block_in_place(|| t.flush());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_time() - cpu0;
+    Sample {
+        rate: keys.len() as f64 / elapsed,
+        cpu_us_per_record: cpu.as_secs_f64() * 1e6 / keys.len() as f64,
+    }
+}
+
+/// The key stream every variant sends: Zipf over the seed's 2800 `location_<n>` keys.
+fn zipf_keys(records: usize) -> Vec<Vec<u8>> {
+    let zipf = Zipf::new(1.1, 2.72, 2800).expect("zipf");
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut uniform = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..records)
+        .map(|_| key_name(zipf.sample_with(&mut uniform)).into_bytes())
+        .collect()
+}
+
+/// User + system CPU time of this process (all threads), from `getrusage` (µs resolution).
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct we pass, which is zero-initialised plain data.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        let rc = libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        assert_eq!(rc, 0, "getrusage failed");
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Starts this binary again as the broker + receiver process; reads its two addresses.
+fn spawn_child() -> (String, String, Child) {
+    let mut child = Command::new(std::env::current_exe().expect("own path"))
+        .env(CHILD_ENV, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("child starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("child stdout")).lines();
+    let bootstrap = lines.next().expect("bootstrap line").expect("read");
+    let traces_url = lines.next().expect("receiver line").expect("read");
+    (bootstrap, traces_url, child)
+}
+
+/// The child: an embedded broker and an OTLP/HTTP receiver until stdin closes; prints how
+/// many spans it received.
+fn run_child() {
+    let broker = EmbeddedBroker::start().expect("embedded broker");
+    let (url, spans) = otlp_receiver::start_http();
+    let mut out = std::io::stdout();
+    writeln!(out, "{}\n{url}", broker.bootstrap_servers()).expect("stdout");
+    out.flush().expect("stdout");
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    // stderr: the parent stopped reading stdout after the two address lines.
+    eprintln!(
+        "OTLP receiver got {} spans in total",
+        spans.snapshot().len()
+    );
+    broker.shutdown();
+}
