@@ -141,6 +141,11 @@ pub struct ExperimentArgs {
     #[arg(long)]
     no_html: bool,
 
+    /// Also show where latency went per strategy: producer wait (fence), broker, queueing,
+    /// parked and service, from per-record timestamps of the producer and the workers.
+    #[arg(long)]
+    trace: bool,
+
     #[command(flatten)]
     strategy: StrategyFlags,
 }
@@ -169,6 +174,8 @@ pub struct Plan {
     pub json: Option<PathBuf>,
     /// Where to write HTML, if anywhere.
     pub html: Option<PathBuf>,
+    /// Whether to break latency down per record (`--trace`).
+    pub trace: bool,
 }
 
 impl Plan {
@@ -258,6 +265,7 @@ impl ExperimentArgs {
             lag_interval: Duration::from_secs_f64(self.lag_interval_ms / 1e3),
             json: self.json,
             html,
+            trace: self.trace,
         })
     }
 }

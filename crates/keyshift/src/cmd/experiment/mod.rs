@@ -7,7 +7,9 @@
 //!   [`args::Plan`];
 //! - [`run`]: the orchestration (broker, topic, workers, open-loop load, drain, lag sampling);
 //! - [`report`]: the figures as data, the text table and the JSON;
-//! - [`html`]: the self-contained page with inline SVG plots.
+//! - [`html`]: the self-contained page with inline SVG plots;
+//! - [`trace`]: with `--trace`, where each record's latency went (producer wait, broker,
+//!   queueing, parked, service).
 //!
 //! The command fails (exit 1) after printing the report when a record was lost or an
 //! order-preserving strategy broke per-key order: those are correctness failures, not
@@ -17,6 +19,7 @@ mod args;
 mod html;
 mod report;
 mod run;
+mod trace;
 
 use std::fs;
 use std::io::{self, Write};

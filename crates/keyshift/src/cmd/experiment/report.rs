@@ -13,6 +13,7 @@ use std::io::{self, Write};
 
 use keyshift_core::sim::{SimConfig, WorkloadKind};
 
+use super::trace::LatencyBreakdown;
 use crate::cmd::table::{self, Columns};
 use keyshift_core::stats::{imbalance, LatencyHistogram};
 use serde::Serialize;
@@ -74,6 +75,8 @@ pub struct Measured {
     pub drained: bool,
     /// Consumer-group lag over time.
     pub lag: Vec<LagSample>,
+    /// Where latency went (`--trace` only).
+    pub latency_breakdown: Option<LatencyBreakdown>,
 }
 
 /// One sample of the consumer group's lag.
@@ -162,6 +165,9 @@ pub struct StrategyReport {
     pub latency_cdf: Vec<[f64; 2]>,
     /// Consumer-group lag over time.
     pub lag: Vec<LagSample>,
+    /// Where latency went (`--trace` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_breakdown: Option<LatencyBreakdown>,
 }
 
 impl StrategyReport {
@@ -224,6 +230,7 @@ impl StrategyReport {
             parked_records: m.parked_records,
             parked_ms: m.parked_ms,
             lag: m.lag,
+            latency_breakdown: m.latency_breakdown,
         }
     }
 }
@@ -419,10 +426,65 @@ pub fn text(out: &mut impl Write, report: &ExperimentReport) -> io::Result<()> {
         .collect();
     cols.partition_loads(out, &loads, |p| format!("partition {p}"))?;
     writeln!(out)?;
+    if rs.iter().any(|r| r.latency_breakdown.is_some()) {
+        breakdown_text(out, rs)?;
+        writeln!(out)?;
+    }
     for line in verdict(report) {
         writeln!(out, "{line}")?;
     }
     Ok(())
+}
+
+/// The `--trace` section: per part, the mean per record with its share of end-to-end, and
+/// the p99.
+fn breakdown_text(out: &mut impl Write, rs: &[StrategyReport]) -> io::Result<()> {
+    writeln!(out, "where latency went (--trace), ms per record")?;
+    let labels: Vec<String> = ["producer wait", "broker", "queueing", "parked", "service"]
+        .iter()
+        .flat_map(|p| [format!("{p} mean (share)"), format!("{p} p99")])
+        .chain(["end-to-end mean".to_owned(), "records".to_owned()])
+        .collect();
+    // Columns are sized by name; the widest cell here (`10000.0 (100%)`) sizes them too.
+    let cols = Columns::new(
+        labels.iter().map(String::as_str),
+        rs.iter()
+            .map(|r| r.strategy.as_str())
+            .chain(["10000.0 (100%)"]),
+    );
+    cols.line(out, "", rs.iter().map(|r| &r.strategy))?;
+    let cell = |r: &StrategyReport, f: &dyn Fn(&LatencyBreakdown) -> String| {
+        r.latency_breakdown.as_ref().map_or("-".to_owned(), f)
+    };
+    for i in 0..5 {
+        cols.line(
+            out,
+            &labels[2 * i],
+            rs.iter().map(|r| {
+                cell(r, &|b| {
+                    let p = b.parts()[i].1;
+                    format!("{:.1} ({:.0}%)", p.mean_ms, p.share * 100.0)
+                })
+            }),
+        )?;
+        cols.line(
+            out,
+            &labels[2 * i + 1],
+            rs.iter()
+                .map(|r| cell(r, &|b| format!("{:.1}", b.parts()[i].1.p99_ms))),
+        )?;
+    }
+    cols.line(
+        out,
+        "end-to-end mean",
+        rs.iter()
+            .map(|r| cell(r, &|b| format!("{:.1}", b.e2e_mean_ms))),
+    )?;
+    cols.line(
+        out,
+        "records",
+        rs.iter().map(|r| cell(r, &|b| b.records.to_string())),
+    )
 }
 
 /// Plain-language conclusions: the p99 ratio against hash and the correctness checks.

@@ -45,6 +45,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::args::Plan;
 use super::report::{ExperimentReport, LagSample, Measured, Setup, StrategyReport};
+use super::trace::{Processed, TraceLog};
 
 /// How long the group must look settled before the load starts: a member that joins late
 /// triggers one more rebalance, which this outlasts.
@@ -279,6 +280,7 @@ fn run_strategy(
     });
     // Set just before the load starts; handlers read it to apply the warm-up cut-off.
     let start_us = Arc::new(AtomicU64::new(u64::MAX));
+    let trace_log = plan.trace.then(|| Arc::new(TraceLog::default()));
 
     let mut workers = Vec::new();
     for w in 0..config.consumers {
@@ -290,7 +292,9 @@ fn run_strategy(
         let collector = Arc::clone(&collector);
         let live = Arc::clone(&live);
         let start_us = Arc::clone(&start_us);
+        let trace_log = trace_log.clone();
         let handler = move |record: &DeliveredRecord| -> Result<(), std::convert::Infallible> {
+            let service_start_us = unix_us();
             std::thread::sleep(service.next());
             if let Some(n) = live.completed.get(record.partition as usize) {
                 n.fetch_add(1, Ordering::Relaxed);
@@ -310,6 +314,18 @@ fn run_strategy(
             if probe.sent_us >= warm_us {
                 c.latency
                     .record_secs(done_us.saturating_sub(probe.sent_us) as f64 / 1e6);
+                if let Some(log) = &trace_log {
+                    let since_fetch = record.fetched_at.elapsed().as_micros() as u64;
+                    log.processed(Processed {
+                        partition: record.partition,
+                        offset: record.offset,
+                        scheduled_us: probe.sent_us,
+                        fetched_us: unix_us().saturating_sub(since_fetch),
+                        parked_us: record.park_time.as_micros() as u64,
+                        start_us: service_start_us,
+                        end_us: done_us,
+                    });
+                }
             }
             Ok(())
         };
@@ -376,6 +392,7 @@ fn run_strategy(
         warm,
         partitions,
         &live,
+        trace_log.as_ref(),
     ));
     let send_s = origin.elapsed().as_secs_f64();
 
@@ -451,6 +468,7 @@ fn run_strategy(
         send_s,
         drained,
         lag,
+        latency_breakdown: trace_log.map(|log| log.breakdown()),
     })
 }
 
@@ -500,6 +518,7 @@ struct Sent {
 }
 
 /// Sends every planned record at its scheduled time without waiting for earlier ones.
+#[allow(clippy::too_many_arguments)]
 async fn send_all(
     producer: &KeyshiftProducer,
     load: &[Planned],
@@ -508,6 +527,7 @@ async fn send_all(
     warm: usize,
     partitions: u32,
     live: &Live,
+    trace_log: Option<&Arc<TraceLog>>,
 ) -> Sent {
     let origin = tokio::time::Instant::from_std(origin);
     let mut sent = Sent {
@@ -530,9 +550,13 @@ async fn send_all(
         // in schedule order; only the acknowledgements are awaited concurrently.
         match producer.try_send(key.as_bytes(), &probe.encode(), Vec::new()) {
             Ok(pending) => {
+                let log = trace_log.cloned();
                 acks.spawn(async move {
-                    let r = pending.await.map(|d| d.partition);
-                    (i, r, scheduled.elapsed())
+                    let r = pending.await;
+                    if let (Some(log), Ok(d)) = (&log, &r) {
+                        log.acked(d.partition, d.offset, unix_us(), d.fenced_wait);
+                    }
+                    (i, r.map(|d| d.partition), scheduled.elapsed())
                 });
             }
             Err(err) => {
@@ -542,6 +566,9 @@ async fn send_all(
                 let r = producer
                     .send(key.as_bytes(), &probe.encode(), Vec::new())
                     .await;
+                if let (Some(log), Ok(d)) = (trace_log, &r) {
+                    log.acked(d.partition, d.offset, unix_us(), d.fenced_wait);
+                }
                 sent.tally(i, r.map(|d| d.partition), scheduled.elapsed(), warm, live);
             }
         }
