@@ -12,5 +12,6 @@ pub mod simulate;
 pub mod strategy_flags;
 pub mod table;
 pub mod trace;
+pub mod trace_flags;
 pub mod worker;
 pub mod workload_flags;
