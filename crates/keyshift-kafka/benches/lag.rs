@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use keyshift_kafka::bench::env_or;
 use keyshift_kafka::lag::{LagCollector, LagCollectorConfig};
 use keyshift_kafka::EmbeddedBroker;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -19,13 +20,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 const RECORDS_PER_PARTITION: i64 = 200;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

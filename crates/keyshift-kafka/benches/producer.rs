@@ -27,7 +27,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyshift_core::strategy::{KeyshiftConfig, StrategyConfig};
-use keyshift_core::workload::{key_name, Zipf};
+use keyshift_core::workload::key_name;
+use keyshift_kafka::bench::{cpu_time, env_or, median, zipf_keys};
 use keyshift_kafka::{Admin, ClientSettings, EmbeddedBroker, KeyshiftProducer, PendingDelivery};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -230,51 +231,6 @@ async fn run_variant(
         cpu_us_per_record: cpu.as_secs_f64() * 1e6 / keys.len() as f64,
         fences,
     }
-}
-
-/// The key stream every variant sends: Zipf over the seed's 2800 `location_<n>` keys.
-fn zipf_keys(records: usize) -> Vec<Vec<u8>> {
-    let zipf = Zipf::new(1.1, 2.72, 2800).expect("zipf");
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut uniform = move || {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    };
-    (0..records)
-        .map(|_| key_name(zipf.sample_with(&mut uniform)).into_bytes())
-        .collect()
-}
-
-/// User + system CPU time of this process (all threads), from `getrusage` (µs resolution).
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage only writes the struct we pass, which is zero-initialised plain data.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        let rc = libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        assert_eq!(rc, 0, "getrusage failed");
-        usage
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// Starts this binary again as the broker process and reads its bootstrap address.

@@ -19,6 +19,7 @@
 //! code runs against any Kafka cluster.
 
 pub mod admin;
+pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod consumer;

@@ -32,7 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use keyshift_core::workload::{key_name, Zipf};
+use keyshift_core::workload::key_name;
+use keyshift_kafka::bench::{env_or, median, zipf_keys};
 use keyshift_kafka::{Admin, ClientSettings, EmbeddedBroker};
 use keyshift_proxy::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use keyshift_proxy::kafka_protocol::messages::produce_request::{
@@ -48,7 +49,6 @@ use keyshift_proxy::kafka_protocol::records::{
 };
 use keyshift_proxy::metrics::{MetricsConfig, ProxyMetrics};
 use keyshift_proxy::{Proxy, ProxyConfig};
-use rand::SeedableRng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -392,15 +392,6 @@ fn fetch_offset(probes: usize, i: usize) -> i64 {
     (last - (i % 10) as i64).max(0)
 }
 
-/// The key stream: Zipf over the seed's 2800 `location_<n>` keys.
-fn zipf_keys(records: usize) -> Vec<Vec<u8>> {
-    let zipf = Zipf::new(1.1, 2.72, 2800).expect("zipf");
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    (0..records)
-        .map(|_| key_name(zipf.sample(&mut rng)).into_bytes())
-        .collect()
-}
-
 /// CPU time of process `pid`: the sum over its threads of `/proc/<pid>/task/<tid>/schedstat`
 /// (nanoseconds on a CPU; `stat`'s 10 ms ticks are too coarse for a few MB).
 fn process_cpu(pid: u32) -> Duration {
@@ -418,23 +409,6 @@ fn quantile(values: &[f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
     v[i]
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// Starts this binary again as a child (`broker`, or a proxy to the given upstream) and reads

@@ -193,10 +193,8 @@ impl Tracing {
         } else {
             propagation::extract_owned(headers)
         };
-        let mut builder = tracer
-            .span_builder(Cow::Owned(format!("send {topic}")))
-            .with_kind(SpanKind::Producer);
-        if parent.is_none() {
+        let name = || Cow::Owned(format!("send {topic}"));
+        let builder = if parent.is_none() {
             // A new root: decide here, with the SDK's own ratio rule on the same trace id, so
             // the common unsampled record costs two random ids and a header — no span name,
             // builder or span object. A sampled one goes to the SDK with the decision made.
@@ -213,15 +211,19 @@ impl Tracing {
                 propagation::inject(&unsampled, self.inner.write_b3, headers);
                 return SendSpan { span: None };
             }
-            builder = builder
+            tracer
+                .span_builder(name())
+                .with_kind(SpanKind::Producer)
                 .with_trace_id(trace_id)
                 .with_span_id(span_id)
                 .with_sampling_result(SamplingResult {
                     decision: SamplingDecision::RecordAndSample,
                     attributes: Vec::new(),
                     trace_state: TraceState::default(),
-                });
-        }
+                })
+        } else {
+            tracer.span_builder(name()).with_kind(SpanKind::Producer)
+        };
         let span = builder.start_with_context(tracer, &parent_context(parent.as_ref()));
         propagation::inject(span.span_context(), self.inner.write_b3, headers);
         if !span.is_recording() {
