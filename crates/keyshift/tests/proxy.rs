@@ -3,6 +3,9 @@
 //! records sent and with `/api/stats`, `/healthz`, SIGTERM for a clean stop; bad flags exit 2
 //! naming the flag.
 
+mod process_support;
+use process_support::{http_addr, signal_and_wait};
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -92,12 +95,7 @@ fn proxies_real_clients_and_serves_metrics_and_stats() {
         .and_then(|r| r.split(' ').next())
         .unwrap_or_else(|| panic!("no proxy address in {line:?}"))
         .to_owned();
-    let metrics = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
-        .to_owned();
+    let metrics = http_addr(&line);
 
     let count = 50;
     let producer: ThreadedProducer<DefaultProducerContext> = ClientSettings::new(&proxy)
@@ -189,22 +187,7 @@ fn proxies_real_clients_and_serves_metrics_and_stats() {
     assert!(status.contains("200"), "{status}");
 
     let mut child = guard.0.take().unwrap();
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "proxy did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = signal_and_wait(&mut child, "-TERM", "proxy");
     assert!(status.success(), "proxy exited with {status}");
 }
 

@@ -2,6 +2,9 @@
 //! events written to `_tracing` by a plain rdkafka producer, enriched records read back from
 //! `_aggregatedTrace`, `/metrics` over real HTTP, SIGTERM and SIGKILL.
 
+mod process_support;
+use process_support::{http_addr, signal_and_wait};
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -79,32 +82,7 @@ fn start_aggregator(broker: &EmbeddedBroker, extra: &[&str]) -> (Child, String) 
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
-        .to_owned();
-    (child, addr)
-}
-
-fn signal(child: &mut Child, sig: &str) -> std::process::ExitStatus {
-    let sent = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "aggregator did not stop on {sig}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    (child, http_addr(&line))
 }
 
 /// One record of `_aggregatedTrace`: key, value and the source header.
@@ -290,7 +268,7 @@ fn seed_events_become_the_documented_records_and_replays_are_over_consumption() 
         0.0
     );
 
-    let status = signal(&mut child, "-TERM");
+    let status = signal_and_wait(&mut child, "-TERM", "aggregator");
     assert!(status.success(), "exit status {status}");
 }
 
@@ -357,7 +335,7 @@ fn killed_and_restarted_aggregator_loses_and_duplicates_nothing() {
     // no final commit.
     let (mut child, _) = start_aggregator(&broker, &[]);
     wait_for_records(&broker, "_aggregatedTrace", |r| r.len() >= expected / 4);
-    signal(&mut child, "-KILL");
+    signal_and_wait(&mut child, "-KILL", "aggregator");
     let after_kill = read_all(&broker, "_aggregatedTrace").len();
     assert!(after_kill < expected, "the kill came before the end");
 
@@ -367,7 +345,7 @@ fn killed_and_restarted_aggregator_loses_and_duplicates_nothing() {
         |r: &[Aggregated]| r.iter().map(identity).collect::<HashSet<_>>().len() == expected;
     wait_for_records(&broker, "_aggregatedTrace", all_present);
     let body = get(&addr, "/metrics");
-    let status = signal(&mut child, "-TERM");
+    let status = signal_and_wait(&mut child, "-TERM", "aggregator");
     assert!(status.success(), "exit status {status}");
 
     let out = read_all(&broker, "_aggregatedTrace");
@@ -501,7 +479,7 @@ fn keyshift_producer_and_worker_events_are_joined() {
             .all(|k| count(r, k) == records as usize)
             && last_commits(r) == ends.iter().filter(|e| **e > 0).count()
     });
-    let status = signal(&mut child, "-TERM");
+    let status = signal_and_wait(&mut child, "-TERM", "aggregator");
     assert!(status.success(), "exit status {status}");
     for r in &out {
         let v = &r.value;
@@ -548,7 +526,7 @@ fn data_topic_headers_locate_sends_of_unconsumed_records() {
 
     let (mut child, _) = start_aggregator(&broker, &["--data-topic", "test"]);
     let out = wait_for_records(&broker, "_aggregatedTrace", |r| r.len() >= 2);
-    let status = signal(&mut child, "-TERM");
+    let status = signal_and_wait(&mut child, "-TERM", "aggregator");
     assert!(status.success(), "exit status {status}");
     let values: Vec<&Value> = out.iter().map(|r| &r.value).collect();
     assert_eq!(values[0]["type"], "SEND");

@@ -2,6 +2,9 @@
 //! from a plain rdkafka producer, `/metrics` and `/healthz` over real HTTP, SIGTERM for a
 //! clean stop that commits everything processed.
 
+mod process_support;
+use process_support::{http_addr, signal_and_wait};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -92,12 +95,7 @@ fn worker_processes_exports_metrics_and_commits_on_sigterm() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
-        .to_owned();
+    let addr = http_addr(&line);
 
     let deadline = Instant::now() + PATIENCE;
     let body = loop {
@@ -135,22 +133,7 @@ fn worker_processes_exports_metrics_and_commits_on_sigterm() {
         "{status} {health}"
     );
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "worker did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = signal_and_wait(&mut child, "-TERM", "worker");
     assert!(status.success(), "worker exit status {status}");
     let committed = broker
         .admin()

@@ -7,6 +7,7 @@
 
 #[path = "../../keyshift-trace/tests/otlp_receiver/mod.rs"]
 mod otlp_receiver;
+mod process_support;
 #[path = "../../keyshift-kafka/tests/python/mod.rs"]
 mod python;
 
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use keyshift_kafka::EmbeddedBroker;
 use keyshift_trace::events::{EventKind, TraceEvent};
 use otlp_receiver::{attr, hex};
+use process_support::{http_addr, signal_and_wait};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -181,23 +183,9 @@ fn kafka_python_b3_record_continues_its_trace_in_the_worker() {
     broker.shutdown();
 }
 
-/// Waits for a child process to exit after SIGTERM; asserts a clean exit.
+/// Stops a child process with SIGTERM; asserts a clean exit.
 fn terminate(child: &mut std::process::Child, what: &str) {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = signal_and_wait(child, "-TERM", what);
     assert!(status.success(), "{what} exit status {status}");
 }
 
@@ -235,12 +223,7 @@ fn gateway_continues_the_http_requests_trace_into_the_send_span() {
     BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
+    let addr = http_addr(&line);
     let body = r#"{"key":"location_3","body":"hello"}"#;
     let mut s = TcpStream::connect(&addr).unwrap();
     write!(

@@ -1,0 +1,38 @@
+//! Helpers for tests that run the real `keyshift` binary as a child process: where it says it
+//! listens, and stopping it with a signal. Every wait is bounded and fails naming the process.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// Upper bound for a child to stop after a signal; generous because the CPU is shared.
+const STOP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The `host:port` after the first `http://` in a banner line such as
+/// `keyshift worker: ...; metrics on http://127.0.0.1:41234/metrics`.
+pub fn http_addr(line: &str) -> String {
+    line.split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split(['/', ' ', '\n', ',', ';']).next())
+        .filter(|addr| !addr.is_empty())
+        .unwrap_or_else(|| panic!("no http:// address in {line:?}"))
+        .to_owned()
+}
+
+/// Sends `sig` (`-TERM`, `-KILL`, ...) to `child` and waits, bounded, for its exit status.
+pub fn signal_and_wait(child: &mut Child, sig: &str, what: &str) -> ExitStatus {
+    let sent = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill {sig} {what} failed");
+    let deadline = Instant::now() + STOP_PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what} did not stop on {sig}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
