@@ -4,11 +4,10 @@
 //! naming the flag.
 
 mod process_support;
-use process_support::{http_addr, signal_and_wait};
+use process_support::{http_addr, http_get, signal_and_wait};
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,25 +29,6 @@ impl Drop for Guard {
             let _ = child.wait();
         }
     }
-}
-
-/// A plain HTTP/1.1 GET; returns (status line, body).
-fn get(addr: &str, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the metrics port");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.lines().next().unwrap_or_default().to_owned();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or_default()
-        .to_owned();
-    (status, body)
 }
 
 /// Samples of metric `name` in an OpenMetrics exposition: labels (as written) → value.
@@ -141,7 +121,7 @@ fn proxies_real_clients_and_serves_metrics_and_stats() {
     }
     drop(consumer);
 
-    let (status, body) = get(&metrics, "/metrics");
+    let (status, body) = http_get(&metrics, "/metrics");
     assert!(status.contains("200"), "{status}");
     assert!(body.trim_end().ends_with("# EOF"), "{body}");
     let produced = samples(&body, "keyshift_proxy_produced_records_total");
@@ -167,7 +147,7 @@ fn proxies_real_clients_and_serves_metrics_and_stats() {
     );
 
     // /api/stats is the same snapshot as JSON.
-    let (status, json) = get(&metrics, "/api/stats");
+    let (status, json) = http_get(&metrics, "/api/stats");
     assert!(status.contains("200"), "{status}");
     let stats: serde_json::Value = serde_json::from_str(&json).expect("stats are JSON");
     let from_json: u64 = stats["partitions"]
@@ -183,7 +163,7 @@ fn proxies_real_clients_and_serves_metrics_and_stats() {
     assert_eq!(hot_json["keys"][0]["key"], "hot");
     assert_eq!(hot_json["keys"][0]["count"], count);
 
-    let (status, _) = get(&metrics, "/healthz");
+    let (status, _) = http_get(&metrics, "/healthz");
     assert!(status.contains("200"), "{status}");
 
     let mut child = guard.0.take().unwrap();

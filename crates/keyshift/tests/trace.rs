@@ -3,11 +3,10 @@
 //! `_aggregatedTrace`, `/metrics` over real HTTP, SIGTERM and SIGKILL.
 
 mod process_support;
-use process_support::{http_addr, signal_and_wait};
+use process_support::{http_addr, http_get, signal_and_wait};
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,18 +22,9 @@ const CORR: &str = "af8074bc-a042-46ef-8064-203fa26cd9b3";
 const TPO_KEY: &str = r#"{"topic":"test","partition":0,"offset":0}"#;
 
 fn get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect to the aggregator's HTTP port");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text.split_once("\r\n\r\n")
-        .map(|x| x.1.to_owned())
-        .unwrap_or_default()
+    let (status, body) = http_get(addr, path);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status} {body}");
+    body
 }
 
 /// The value of sample `series` (name plus labels, exactly as exposed).

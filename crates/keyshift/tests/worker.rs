@@ -3,10 +3,9 @@
 //! clean stop that commits everything processed.
 
 mod process_support;
-use process_support::{http_addr, signal_and_wait};
+use process_support::{http_addr, http_get, signal_and_wait};
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,25 +14,6 @@ use keyshift_kafka::EmbeddedBroker;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const PATIENCE: Duration = Duration::from_secs(120);
-
-/// A plain HTTP/1.1 GET; returns (status line, body).
-fn get(addr: &str, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the worker's HTTP port");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.lines().next().unwrap_or_default().to_owned();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or_default()
-        .to_owned();
-    (status, body)
-}
 
 /// The value of an unlabelled sample `name` in an OpenMetrics exposition.
 fn sample(body: &str, name: &str) -> Option<f64> {
@@ -99,7 +79,7 @@ fn worker_processes_exports_metrics_and_commits_on_sigterm() {
 
     let deadline = Instant::now() + PATIENCE;
     let body = loop {
-        let (status, body) = get(&addr, "/metrics");
+        let (status, body) = http_get(&addr, "/metrics");
         assert!(status.contains("200"), "{status}");
         if sample(&body, "keyshift_worker_processed_records_total") == Some(count as f64) {
             break body;
@@ -127,7 +107,7 @@ fn worker_processes_exports_metrics_and_commits_on_sigterm() {
         sample(&body, "keyshift_worker_service_time_seconds_count"),
         Some(count as f64)
     );
-    let (status, health) = get(&addr, "/healthz");
+    let (status, health) = http_get(&addr, "/healthz");
     assert!(
         status.contains("200") && health.contains("ok"),
         "{status} {health}"

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -35,4 +37,23 @@ pub fn signal_and_wait(child: &mut Child, sig: &str, what: &str) -> ExitStatus {
         assert!(Instant::now() < deadline, "{what} did not stop on {sig}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A plain HTTP/1.1 GET to the child's HTTP port; returns (status line, body).
+pub fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the child's HTTP port");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.lines().next().unwrap_or_default().to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
 }
