@@ -34,8 +34,7 @@ print("sent", count + 1)
 
 #[test]
 fn records_from_kafka_python_are_consumed_in_order() {
-    if !python::kafka_python_available() {
-        python::skip("records_from_kafka_python_are_consumed_in_order");
+    if !python::require_kafka_python("records_from_kafka_python_are_consumed_in_order") {
         return;
     }
     let broker = EmbeddedBroker::start().expect("broker");

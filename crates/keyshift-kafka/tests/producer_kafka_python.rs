@@ -73,8 +73,7 @@ fn parse(line: &str) -> PyRecord {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyshift_records_are_read_back_by_kafka_python() {
-    if !python::kafka_python_available() {
-        python::skip("keyshift_records_are_read_back_by_kafka_python");
+    if !python::require_kafka_python("keyshift_records_are_read_back_by_kafka_python") {
         return;
     }
     let broker = EmbeddedBroker::start().expect("broker");

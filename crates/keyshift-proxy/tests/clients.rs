@@ -229,8 +229,8 @@ print("consumed", len(seen))
 
 #[test]
 fn kafka_python_producer_and_consumer_group_are_counted_exactly() {
-    if !python::kafka_python_available() {
-        python::skip("kafka_python_producer_and_consumer_group_are_counted_exactly");
+    if !python::require_kafka_python("kafka_python_producer_and_consumer_group_are_counted_exactly")
+    {
         return;
     }
     let setup = Setup::start(|_| {}, MetricsConfig::default());

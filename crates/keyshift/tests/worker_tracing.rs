@@ -76,8 +76,7 @@ fn trace_events(broker: &EmbeddedBroker) -> Vec<TraceEvent> {
 
 #[test]
 fn kafka_python_b3_record_continues_its_trace_in_the_worker() {
-    if !python::kafka_python_available() {
-        python::skip("kafka_python_b3_record_continues_its_trace_in_the_worker");
+    if !python::require_kafka_python("kafka_python_b3_record_continues_its_trace_in_the_worker") {
         return;
     }
     let broker = EmbeddedBroker::start().expect("broker");
