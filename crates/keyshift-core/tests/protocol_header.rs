@@ -1,7 +1,9 @@
 //! The fence and route header codec: the documented test vector, round trips, and clear errors
 //! for every malformed input.
 
-use keyshift_core::protocol::{FenceHeader, HeaderError, RouteHeader, FENCE_HEADER, ROUTE_HEADER};
+use keyshift_core::protocol::{
+    is_fence, FenceHeader, HeaderError, RouteHeader, FENCE_HEADER, FENCE_VALUE, ROUTE_HEADER,
+};
 use proptest::prelude::*;
 
 #[test]
@@ -184,4 +186,37 @@ proptest! {
         bytes.extend_from_slice(&extra);
         prop_assert_eq!(RouteHeader::decode(&bytes), Err(HeaderError::TrailingBytes { header: ROUTE_HEADER, extra: extra.len() }));
     }
+}
+
+#[test]
+fn fence_value_is_the_documented_marker_and_recognised_without_headers() {
+    // The bytes a plain consumer sees as a fence's value (documented in the README's limits).
+    assert_eq!(
+        FENCE_VALUE.as_slice(),
+        &[
+            0x00, b'k', b'e', b'y', b's', b'h', b'i', b'f', b't', b'-', b'f', b'e', b'n', b'c',
+            b'e', 0x01
+        ]
+    );
+    assert!(
+        is_fence(false, Some(FENCE_VALUE.as_slice())),
+        "marker alone"
+    );
+    assert!(
+        is_fence(true, None),
+        "header alone (fences written before the marker)"
+    );
+    assert!(is_fence(true, Some(b"")), "header with the old empty value");
+    assert!(
+        !is_fence(false, Some(b"")),
+        "an application's empty value is not a fence"
+    );
+    assert!(!is_fence(false, None), "nor is a null value");
+    assert!(
+        !is_fence(false, Some(&FENCE_VALUE[..15])),
+        "a prefix is not the marker"
+    );
+    let mut longer = FENCE_VALUE.to_vec();
+    longer.push(0);
+    assert!(!is_fence(false, Some(&longer)), "nor is a longer value");
 }

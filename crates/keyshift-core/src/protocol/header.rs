@@ -33,6 +33,21 @@ pub const FENCE_HEADER: &str = "keyshift-fence";
 /// Name of the record header that carries a route.
 pub const ROUTE_HEADER: &str = "keyshift-route";
 
+/// The value of every fence record: a reserved 16-byte marker, so that a fence is recognisable
+/// without its headers — by a plain consumer that never reads headers, by a tool that strips
+/// them, or by a person reading the topic with a console consumer. It starts with a NUL byte and
+/// ends with the layout version, so it is neither text an application would write by chance nor
+/// ambiguous with an application's empty value (fences before this marker had an empty value;
+/// the [`FENCE_HEADER`] remains the authoritative mark and is still written).
+pub const FENCE_VALUE: &[u8; 16] = b"\0keyshift-fence\x01";
+
+/// Whether a record is a keyshift fence: it carries [`FENCE_HEADER`] (`has_fence_header`), or
+/// its value is exactly [`FENCE_VALUE`]. Tools that read a keyshift topic skip such records; the
+/// ordered consumer never gives them to the application.
+pub fn is_fence(has_fence_header: bool, value: Option<&[u8]>) -> bool {
+    has_fence_header || value == Some(FENCE_VALUE.as_slice())
+}
+
 /// The only layout version this build writes and reads.
 const VERSION: u8 = 1;
 

@@ -18,5 +18,7 @@ mod header;
 mod migrator;
 
 pub use gate::{GateRecord, Offered, OrderGate, PassedFence, Released};
-pub use header::{FenceHeader, HeaderError, RouteHeader, FENCE_HEADER, ROUTE_HEADER};
+pub use header::{
+    is_fence, FenceHeader, HeaderError, RouteHeader, FENCE_HEADER, FENCE_VALUE, ROUTE_HEADER,
+};
 pub use migrator::{Migrator, Step};
