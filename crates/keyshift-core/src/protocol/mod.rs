@@ -17,6 +17,6 @@ mod gate;
 mod header;
 mod migrator;
 
-pub use gate::{GateRecord, Offered, OrderGate, PassedFence, Released};
+pub use gate::{GateRecord, Offered, OrderGate, ParkedKey, PassedFence, Released};
 pub use header::{FenceHeader, HeaderError, RouteHeader, FENCE_HEADER, ROUTE_HEADER};
 pub use migrator::{Migrator, Step};
