@@ -829,7 +829,7 @@ impl Loop {
                 }
             }
         }
-        blocked.sort_by(|a, b| b.age.cmp(&a.age));
+        blocked.sort_by_key(|b| std::cmp::Reverse(b.age));
         self.stats.set_blocked_keys(blocked);
         self.publish(&state);
     }
