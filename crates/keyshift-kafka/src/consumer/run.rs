@@ -180,6 +180,16 @@ impl ConsumerContext for GateContext {
                     Offset::Offset(o) => Some(o),
                     _ => None,
                 });
+            // Never committed (the read succeeded): the low watermark is a safe start, since
+            // committing it cannot move anything backwards.
+            let read = start;
+            let never_committed = committed.is_some() && read.is_none();
+            let start = read.or_else(|| {
+                never_committed
+                    .then(|| consumer.fetch_watermarks(&self.topic, p, self.timeout).ok())
+                    .flatten()
+                    .map(|(low, _)| low)
+            });
             match start {
                 Some(start) => {
                     state.gate.assign(p as u32, start);
@@ -187,7 +197,7 @@ impl ConsumerContext for GateContext {
                 }
                 None => state.gate.assign_unknown_start(p as u32),
             }
-            state.owned.insert(p as u32, start);
+            state.owned.insert(p as u32, read);
             state.pending.insert(p as u32, 0);
             assigned.push((p, start));
         }
