@@ -60,7 +60,7 @@ fn gate_records(keys: &[Box<[u8]>], moved: usize) -> Vec<GateRecord> {
             GateRecord {
                 partition,
                 offset: (i / 3) as i64,
-                key: keys[k].clone(),
+                key: Some(keys[k].clone()),
                 route: (k < moved).then(|| RouteHeader::new(1, 3, 100).unwrap()),
                 fence: false,
             }

@@ -33,8 +33,8 @@ pub use broker::{
 };
 pub use config::{ClientSettings, ConfigError, Property};
 pub use consumer::{
-    ConsumerError, ConsumerStats, DeliveredRecord, HandlerError, OrderedConsumer,
-    OrderedConsumerBuilder, RecordHandler, StatsSnapshot, StopHandle,
+    BlockedKey, ConsumerError, ConsumerStats, DeliveredRecord, HandlerError, OrderedConsumer,
+    OrderedConsumerBuilder, ParkPolicy, RecordHandler, StatsSnapshot, StopHandle,
 };
 pub use producer::{
     Delivery, KeyshiftProducer, PendingDelivery, ProduceError, ProducerBuildError, ProducerBuilder,

@@ -17,7 +17,7 @@ mod gate;
 mod header;
 mod migrator;
 
-pub use gate::{GateRecord, Offered, OrderGate, PassedFence, Released};
+pub use gate::{GateRecord, Offered, OrderGate, ParkedKey, PassedFence, Released};
 pub use header::{
     is_fence, FenceHeader, HeaderError, RouteHeader, FENCE_HEADER, FENCE_VALUE, ROUTE_HEADER,
 };

@@ -483,7 +483,7 @@ impl<'c> Sim<'c> {
         self.consumers[c as usize].gate.offer(GateRecord {
             partition,
             offset,
-            key,
+            key: Some(key),
             route,
             fence,
         });
@@ -495,20 +495,25 @@ impl<'c> Sim<'c> {
     /// Collects what the consumer's gate released or passed, then keeps the server busy.
     fn after_gate(&mut self, c: u32) {
         let consumer = &mut self.consumers[c as usize];
-        while let Some(r) = consumer.gate.poll() {
-            let rec = self.logs[r.partition as usize][r.offset as usize];
-            if r.parked {
-                let record = &self.records[rec as usize];
-                self.parked.record_secs(self.now - record.appended);
+        loop {
+            while let Some(r) = consumer.gate.poll() {
+                let rec = self.logs[r.partition as usize][r.offset as usize];
+                if r.parked {
+                    let record = &self.records[rec as usize];
+                    self.parked.record_secs(self.now - record.appended);
+                }
+                consumer.ready.push(Reverse((rec, r.partition, r.offset)));
             }
-            consumer.ready.push(Reverse((rec, r.partition, r.offset)));
-        }
-        // A passed fence moves its partition's commit offset: commit at once so the key's
-        // parked records elsewhere wait as little as possible.
-        while let Some(f) = consumer.gate.poll_fence() {
+            // A passed fence moves its partition's commit offset: commit at once so the key's
+            // parked records elsewhere wait as little as possible. The commit, reported to the
+            // gate, may release records here too.
+            let Some(f) = consumer.gate.poll_fence() else {
+                break;
+            };
             if let Some(o) = consumer.gate.commit_offset(f.partition) {
                 let committed = &mut self.committed[f.partition as usize];
                 *committed = (*committed).max(o);
+                consumer.gate.observe_committed(f.partition, *committed);
             }
         }
         if consumer.busy.is_none() {
@@ -557,13 +562,15 @@ impl<'c> Sim<'c> {
     }
 
     fn commit(&mut self, c: u32) {
-        let consumer = &self.consumers[c as usize];
+        let consumer = &mut self.consumers[c as usize];
         for &p in &consumer.partitions {
             if let Some(o) = consumer.gate.commit_offset(p) {
                 let committed = &mut self.committed[p as usize];
                 *committed = (*committed).max(o);
+                consumer.gate.observe_committed(p, *committed);
             }
         }
+        self.after_gate(c);
     }
 
     fn barrier_poll(&mut self, c: u32) {

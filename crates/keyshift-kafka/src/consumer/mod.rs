@@ -17,14 +17,40 @@
 //!   of each owned partition is committed (if it moved), at once after a fence is passed (the
 //!   new partition's parked records wait for exactly that commit), synchronously before
 //!   partitions are revoked, and on a clean stop;
+//! - a parked key is released only once its old partition's *committed* offset passes the
+//!   fence: the member owning that partition commits it promptly after the fence and reports
+//!   each successful commit to the gate, so a lost commit can never let a key's old records be
+//!   replayed after its new ones;
 //! - records are processed one at a time, so each partition is processed sequentially, like a
-//!   single-server worker;
+//!   single-server worker; a record without a key (null key, not the empty key) has no order to
+//!   keep and never waits for another record;
 //! - a partition holding more than
 //!   [`max_pending_per_partition`](OrderedConsumerBuilder::max_pending_per_partition)
-//!   unprocessed records is paused (fetching stops) until half of them are processed, so
-//!   memory stays bounded. Pausing per partition, never all, cannot deadlock: the record with
-//!   the earliest append time among the unprocessed ones is always releasable, because what it
-//!   waits for was appended even earlier and is fetched or already processed.
+//!   unprocessed records that are not parked is paused (fetching stops) until half of them are
+//!   processed. Parked records are left out of that count, so one parked key never stops the
+//!   other keys of its partition; they are bounded by the park policy instead. Pausing per
+//!   partition, never all, cannot deadlock: the record with the earliest append time among the
+//!   unprocessed ones is always releasable, because what it waits for was appended even
+//!   earlier and is fetched or already processed;
+//! - a key parked longer than [`park_timeout`](OrderedConsumerBuilder::park_timeout) is
+//!   reported (an error log and [`StatsSnapshot::blocked_keys`] name the key, its partition,
+//!   the barrier and the age) and then handled by the [`ParkPolicy`]: keep waiting (the
+//!   default) or release its records unordered, each counted as an order exception.
+//!
+//! Offsets: at assignment the group's committed offsets are read (retried); if they cannot be
+//! read, the gate takes the first record librdkafka delivers as the start, so a guess never
+//! gets committed and the group's offset never moves backwards. A record below the committed
+//! offset at assignment means the log lost the committed offset (truncation after an unclean
+//! leader election, a recreated topic) and librdkafka's `auto.offset.reset` restarted lower:
+//! those records were never processed, but processing them would replay keys the group already
+//! committed past. The partition is stopped (paused, nothing more offered), an error names it,
+//! and [`StatsSnapshot::below_start`] / [`StatsSnapshot::stalled_partitions`] count it, until an
+//! operator resets the group's offset and restarts; other partitions keep flowing.
+//!
+//! The properties that would take commits away from the gate — `enable.auto.commit` (and its
+//! old name `auto.commit.enable`), `enable.auto.offset.store`, `auto.offset.reset` — cannot be
+//! set through the `-X` passthrough: [`OrderedConsumerBuilder::spawn`] refuses them with
+//! [`ConsumerError::ManagedProperty`].
 //!
 //! Hostile input never stops the consumer: a `keyshift-route` or `keyshift-fence` header that
 //! does not decode (garbage, truncated, or a version this build does not know) is counted
@@ -60,7 +86,7 @@ use crate::config::ClientSettings;
 use crate::trace_events::TraceEventSink;
 use keyshift_trace::Tracing;
 
-pub use stats::{ConsumerStats, StatsSnapshot};
+pub use stats::{BlockedKey, ConsumerStats, StatsSnapshot};
 
 /// Default interval between committed-offset reads while records are parked.
 pub const DEFAULT_BARRIER_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -68,9 +94,33 @@ pub const DEFAULT_BARRIER_POLL_INTERVAL: Duration = Duration::from_millis(50);
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// Default bound on unprocessed records per partition before fetching pauses.
 pub const DEFAULT_MAX_PENDING_PER_PARTITION: usize = 2_000;
-/// Default timeout of blocking broker calls made by the consumer loop (OffsetFetch, sync
-/// commits, watermarks).
+/// Default timeout of blocking broker calls made by the consumer loop (the OffsetFetch reads of
+/// committed offsets at assignment and for migration barriers).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a key may stay parked before it is reported and its [`ParkPolicy`] applies.
+pub const DEFAULT_PARK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// librdkafka properties the ordered consumer sets itself and the passthrough may not change:
+/// with any of them changed librdkafka would commit or skip records the gate has not processed.
+pub const MANAGED_PROPERTIES: [&str; 4] = [
+    "enable.auto.commit",
+    "auto.commit.enable",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+];
+
+/// What to do with a key parked longer than the park timeout (its barrier has not passed:
+/// the old partition is not consumed, or the route header is bogus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParkPolicy {
+    /// Keep waiting, and alert: an error log and [`StatsSnapshot::blocked_keys`]. Order is
+    /// kept; the partition's commit stays at the parked record.
+    #[default]
+    Wait,
+    /// Release the key's parked records without their barrier, each counted as an order
+    /// exception ([`StatsSnapshot::order_exceptions`], [`DeliveredRecord::order_exception`]).
+    Release,
+}
 
 /// A record the application may process now, in per-key order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,8 +129,9 @@ pub struct DeliveredRecord {
     pub partition: u32,
     /// Its offset.
     pub offset: i64,
-    /// Its key (empty when the record had none).
-    pub key: Vec<u8>,
+    /// Its key; `None` for a record without one (null key), which is delivered unordered —
+    /// distinct from the empty key, which is ordered like any other.
+    pub key: Option<Vec<u8>>,
     /// Its value (empty when the record had none).
     pub value: Vec<u8>,
     /// All its headers, keyshift's included, in record order.
@@ -91,6 +142,9 @@ pub struct DeliveredRecord {
     pub route: Option<RouteHeader>,
     /// Whether it waited for a migration barrier.
     pub parked: bool,
+    /// Whether it was released before its migration barrier passed ([`ParkPolicy::Release`]
+    /// after the park timeout): its key's order may be broken here.
+    pub order_exception: bool,
     /// How long it waited, from consumption to release (zero unless `parked`).
     pub park_time: Duration,
     /// When this consumer received it from Kafka (before the order gate), so latency can be
@@ -182,6 +236,12 @@ pub enum ConsumerError {
         /// The panic message.
         message: String,
     },
+    /// A `-X` passthrough property the ordered consumer manages itself.
+    #[error("-X {key} cannot be set for an ordered consumer: it manages {key} itself, because commits must never pass a record the order gate has not processed")]
+    ManagedProperty {
+        /// The property.
+        key: String,
+    },
     /// An option makes no sense.
     #[error("invalid ordered-consumer option {option}: {reason}")]
     InvalidOption {
@@ -203,6 +263,8 @@ pub struct OrderedConsumerBuilder {
     pub(crate) session_timeout: Option<Duration>,
     pub(crate) max_pending_per_partition: usize,
     pub(crate) request_timeout: Duration,
+    pub(crate) park_timeout: Duration,
+    pub(crate) park_policy: ParkPolicy,
     pub(crate) shared_check: Option<(Arc<Mutex<SequenceCheck>>, bool)>,
     pub(crate) thread_name: Option<String>,
     pub(crate) tracing: Option<Tracing>,
@@ -219,6 +281,8 @@ impl fmt::Debug for OrderedConsumerBuilder {
             .field("commit_interval", &self.commit_interval)
             .field("session_timeout", &self.session_timeout)
             .field("max_pending_per_partition", &self.max_pending_per_partition)
+            .field("park_timeout", &self.park_timeout)
+            .field("park_policy", &self.park_policy)
             .field("shared_check", &self.shared_check.is_some())
             .field("tracing", &self.tracing.is_some())
             .field("trace_events", &self.events.is_some())
@@ -243,6 +307,8 @@ impl OrderedConsumerBuilder {
             session_timeout: None,
             max_pending_per_partition: DEFAULT_MAX_PENDING_PER_PARTITION,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            park_timeout: DEFAULT_PARK_TIMEOUT,
+            park_policy: ParkPolicy::Wait,
             shared_check: None,
             thread_name: None,
             tracing: None,
@@ -286,8 +352,8 @@ impl OrderedConsumerBuilder {
         self
     }
 
-    /// Unprocessed records per partition above which fetching that partition pauses
-    /// (default 2000); it resumes at half.
+    /// Unprocessed records per partition, parked ones not counted, above which fetching that
+    /// partition pauses (default 2000); it resumes at half.
     pub fn max_pending_per_partition(mut self, max: usize) -> Self {
         self.max_pending_per_partition = max;
         self
@@ -296,6 +362,22 @@ impl OrderedConsumerBuilder {
     /// Timeout of the loop's blocking broker calls (default 10 s).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// How long a key may stay parked before it is reported (error log,
+    /// [`StatsSnapshot::blocked_keys`]) and the [`park_policy`](Self::park_policy) applies
+    /// (default 60 s). A healthy migration parks a key until its old partition's backlog up to
+    /// the fence is processed and committed, so set it above the lag that partition may have.
+    pub fn park_timeout(mut self, timeout: Duration) -> Self {
+        self.park_timeout = timeout;
+        self
+    }
+
+    /// What to do with a key parked longer than the park timeout (default
+    /// [`ParkPolicy::Wait`]: keep order, keep alerting).
+    pub fn park_policy(mut self, policy: ParkPolicy) -> Self {
+        self.park_policy = policy;
         self
     }
 
@@ -327,6 +409,7 @@ impl OrderedConsumerBuilder {
             ("barrier_poll_interval", self.barrier_poll_interval),
             ("commit_interval", self.commit_interval),
             ("request_timeout", self.request_timeout),
+            ("park_timeout", self.park_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConsumerError::InvalidOption {
@@ -334,6 +417,16 @@ impl OrderedConsumerBuilder {
                     reason: "expected a duration greater than zero".into(),
                 });
             }
+        }
+        if let Some(p) = self
+            .settings
+            .passthrough()
+            .iter()
+            .find(|p| MANAGED_PROPERTIES.contains(&p.key()))
+        {
+            return Err(ConsumerError::ManagedProperty {
+                key: p.key().to_owned(),
+            });
         }
         if self.max_pending_per_partition == 0 {
             return Err(ConsumerError::InvalidOption {

@@ -7,7 +7,7 @@
 //! mutex shared with the context only to satisfy rdkafka's `Sync` bound; it is never
 //! contended, and the loop never holds it across `poll` or a handler call.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,13 +26,21 @@ use keyshift_trace::events::{TraceEvent, CORRELATION_ID_HEADER};
 use keyshift_trace::{ProcessRecord, Tracing};
 
 use super::{
-    ConsumerError, ConsumerStats, DeliveredRecord, Mode, OrderedConsumer, OrderedConsumerBuilder,
-    RecordHandler,
+    BlockedKey, ConsumerError, ConsumerStats, DeliveredRecord, Mode, OrderedConsumer,
+    OrderedConsumerBuilder, ParkPolicy, RecordHandler,
 };
 
 /// Longest a blocking poll waits when there is nothing to process, so that the commit and
 /// barrier timers and a stop request are served promptly.
 const IDLE_POLL: Duration = Duration::from_millis(20);
+
+/// Reads of the committed offsets at assignment before giving up on them, and the pause
+/// before the first retry (doubled each time).
+const COMMITTED_READ_ATTEMPTS: u32 = 3;
+const COMMITTED_READ_BACKOFF: Duration = Duration::from_millis(100);
+
+/// One parked key on one barrier: (partition, key, barrier partition, fence offset).
+type ParkId = (u32, Arc<[u8]>, u32, i64);
 
 /// A consumed record waiting in the gate, with what the handler will need.
 struct Stored {
@@ -54,6 +62,14 @@ struct State {
     /// Owned partitions and the last offset this member committed there (None: not yet).
     owned: HashMap<u32, Option<i64>>,
     paused: BTreeSet<u32>,
+    /// Partitions stopped because a record below their start offset arrived: paused for good
+    /// and nothing more offered, until they are reassigned.
+    stalled: BTreeSet<u32>,
+    /// The group's committed offset each owned partition was assigned at, when it was read.
+    start: HashMap<u32, i64>,
+    /// When this member first saw each key parked on its current barrier, and whether it was
+    /// reported blocked already.
+    parks: HashMap<ParkId, (Instant, bool)>,
     /// With trace events on: per partition, the highest offset this member processed and the
     /// last committed offset it reported, so a COMMIT event names only records it consumed.
     commit_events: HashMap<u32, (i64, i64)>,
@@ -67,6 +83,9 @@ impl State {
         self.pending.remove(&partition);
         self.owned.remove(&partition);
         self.paused.remove(&partition);
+        self.stalled.remove(&partition);
+        self.start.remove(&partition);
+        self.parks.retain(|(p, ..), _| *p != partition);
     }
 }
 
@@ -115,7 +134,10 @@ impl ConsumerContext for GateContext {
         } else if commit.count() > 0 {
             ConsumerStats::add(&self.stats.commits, 1);
             match consumer.commit(&commit, CommitMode::Sync) {
-                Ok(()) => tracing::debug!(group = %self.group, ?commit, "committed before revoke"),
+                Ok(()) => {
+                    tracing::debug!(group = %self.group, ?commit, "committed before revoke");
+                    observe_commit(&mut state.gate, &self.topic, &commit);
+                }
                 Err(err) => {
                     ConsumerStats::add(&self.stats.commit_failures, 1);
                     tracing::warn!(group = %self.group, %err, "commit before revoke failed");
@@ -141,41 +163,55 @@ impl ConsumerContext for GateContext {
         if ask.count() == 0 {
             return;
         }
-        // Where fetching starts: the committed offset, as librdkafka also reads it, or the
-        // low watermark for a partition the group never committed (auto.offset.reset=earliest).
-        // A start at or below the first fetched offset is always safe for the gate.
-        let committed = consumer.committed_offsets(ask.clone(), self.timeout);
-        if let Err(err) = &committed {
-            tracing::warn!(group = %self.group, %err, "reading committed offsets on assignment failed; starting the gate at the low watermark");
-        }
+        // Where fetching starts: the committed offset, as librdkafka also reads it. A partition
+        // the group never committed, or all of them when the read keeps failing, start at the
+        // first record librdkafka delivers (it reads the committed offset itself and retries):
+        // a guessed start (the low watermark, 0) would be committed and could move the group's
+        // offset backwards.
+        let committed = self.read_committed(consumer, &ask);
         let mut state = lock(&self.state);
         let mut assigned = Vec::new();
         for elem in ask.elements() {
             let p = elem.partition();
-            let committed = committed
+            let start = committed
                 .as_ref()
-                .ok()
                 .and_then(|c| c.find_partition(&self.topic, p))
                 .and_then(|e| match e.offset() {
                     Offset::Offset(o) => Some(o),
                     _ => None,
                 });
-            let start = committed.unwrap_or_else(|| {
-                consumer
-                    .fetch_watermarks(&self.topic, p, self.timeout)
+            // Never committed (the read succeeded): the low watermark is a safe start, since
+            // committing it cannot move anything backwards.
+            let read = start;
+            let never_committed = committed.is_some() && read.is_none();
+            let start = read.or_else(|| {
+                never_committed
+                    .then(|| consumer.fetch_watermarks(&self.topic, p, self.timeout).ok())
+                    .flatten()
                     .map(|(low, _)| low)
-                    .unwrap_or(0)
             });
-            state.gate.assign(p as u32, start);
-            state.owned.insert(p as u32, committed);
+            match start {
+                Some(start) => {
+                    state.gate.assign(p as u32, start);
+                    state.start.insert(p as u32, start);
+                }
+                None => state.gate.assign_unknown_start(p as u32),
+            }
+            state.owned.insert(p as u32, read);
             state.pending.insert(p as u32, 0);
             assigned.push((p, start));
         }
         self.publish(&state);
-        tracing::info!(group = %self.group, topic = %self.topic, partitions = ?assigned, "partitions assigned (partition, start offset)");
+        tracing::info!(group = %self.group, topic = %self.topic, partitions = ?assigned, "partitions assigned (partition, committed start offset)");
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if result.is_ok() {
+            // A commit that succeeded is a barrier other keys may wait on, here too.
+            let mut state = lock(&self.state);
+            observe_commit(&mut state.gate, &self.topic, offsets);
+            self.publish(&state);
+        }
         if let Err(err) = result {
             ConsumerStats::add(&self.stats.commit_failures, 1);
             tracing::warn!(group = %self.group, %err, ?offsets, "commit failed; retrying on the next interval");
@@ -192,11 +228,50 @@ impl ConsumerContext for GateContext {
 
 impl GateContext {
     fn publish(&self, state: &State) {
-        ConsumerStats::set(&self.stats.owned_partitions, state.owned.len() as u64);
-        ConsumerStats::set(&self.stats.paused_partitions, state.paused.len() as u64);
-        ConsumerStats::set(&self.stats.parked_now, state.gate.parked() as u64);
-        ConsumerStats::set(&self.stats.pending_now, state.gate.pending() as u64);
+        publish(&self.stats, state);
     }
+
+    /// The group's committed offsets of `ask`, retried with backoff; None if every read failed.
+    fn read_committed(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        ask: &TopicPartitionList,
+    ) -> Option<TopicPartitionList> {
+        let mut backoff = COMMITTED_READ_BACKOFF;
+        for attempt in 1..=COMMITTED_READ_ATTEMPTS {
+            match consumer.committed_offsets(ask.clone(), self.timeout) {
+                Ok(c) => return Some(c),
+                Err(err) if attempt < COMMITTED_READ_ATTEMPTS => {
+                    tracing::warn!(group = %self.group, %err, attempt, "reading committed offsets on assignment failed; retrying");
+                    std::thread::sleep(backoff);
+                    backoff *= 2;
+                }
+                Err(err) => {
+                    ConsumerStats::add(&self.stats.offset_read_failures, 1);
+                    tracing::error!(group = %self.group, %err, attempts = attempt,
+                        "reading committed offsets on assignment failed; starting each partition at the first record delivered and committing nothing before it");
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Tells the gate about the offsets of a commit that succeeded (partitions without an error).
+fn observe_commit(gate: &mut OrderGate, topic: &str, offsets: &TopicPartitionList) {
+    for elem in offsets.elements_for_topic(topic) {
+        if let (Offset::Offset(o), Ok(())) = (elem.offset(), elem.error()) {
+            gate.observe_committed(elem.partition() as u32, o);
+        }
+    }
+}
+
+fn publish(stats: &ConsumerStats, state: &State) {
+    ConsumerStats::set(&stats.owned_partitions, state.owned.len() as u64);
+    ConsumerStats::set(&stats.paused_partitions, state.paused.len() as u64);
+    ConsumerStats::set(&stats.stalled_partitions, state.stalled.len() as u64);
+    ConsumerStats::set(&stats.parked_now, state.gate.parked() as u64);
+    ConsumerStats::set(&stats.pending_now, state.gate.pending() as u64);
 }
 
 type Handler = Box<dyn RecordHandler>;
@@ -213,6 +288,9 @@ pub(super) fn spawn(
         pending: HashMap::new(),
         owned: HashMap::new(),
         paused: BTreeSet::new(),
+        stalled: BTreeSet::new(),
+        start: HashMap::new(),
+        parks: HashMap::new(),
         commit_events: HashMap::new(),
     }));
     let context = GateContext {
@@ -265,6 +343,8 @@ pub(super) fn spawn(
         commit_interval: builder.commit_interval,
         max_pending: builder.max_pending_per_partition,
         timeout: builder.request_timeout,
+        park_timeout: builder.park_timeout,
+        park_policy: builder.park_policy,
         state,
         stats: Arc::clone(&stats),
         mode: Arc::clone(&mode),
@@ -299,6 +379,8 @@ struct Loop {
     commit_interval: Duration,
     max_pending: usize,
     timeout: Duration,
+    park_timeout: Duration,
+    park_policy: ParkPolicy,
     state: Arc<Mutex<State>>,
     stats: Arc<ConsumerStats>,
     mode: Arc<AtomicU8>,
@@ -345,6 +427,7 @@ impl Loop {
             }
             if now >= next_barrier {
                 self.check_barriers(&consumer);
+                self.check_parked(now);
                 next_barrier = now + self.barrier_poll_interval;
             }
             self.backpressure(&consumer);
@@ -369,6 +452,9 @@ impl Loop {
         }
         let partition = message.partition() as u32;
         let offset = message.offset();
+        if lock(&self.state).stalled.contains(&partition) {
+            return;
+        }
         let mut route = None;
         let mut fence = false;
         let mut unordered = false;
@@ -405,12 +491,11 @@ impl Loop {
             route = None;
             fence = false;
         }
-        let key = message.key().unwrap_or_default();
         let mut state = lock(&self.state);
         let offered = state.gate.offer(GateRecord {
             partition,
             offset,
-            key: key.into(),
+            key: message.key().map(Into::into),
             route,
             fence,
         });
@@ -432,6 +517,14 @@ impl Loop {
                 }
             }
             Offered::Duplicate => ConsumerStats::add(&self.stats.redelivered_skipped, 1),
+            Offered::BelowStart => {
+                ConsumerStats::add(&self.stats.below_start, 1);
+                if state.stalled.insert(partition) {
+                    let start = state.start.get(&partition).copied();
+                    tracing::error!(group = %self.group, topic = %self.topic, partition, offset, committed = ?start,
+                        "record below the group's committed offset: the log lost the committed offset (truncation, recreated topic) and the client restarted lower; stopping this partition instead of skipping or replaying records — reset the group's offset for it deliberately and restart");
+                }
+            }
             Offered::Unassigned => {
                 tracing::debug!(
                     partition,
@@ -474,16 +567,21 @@ impl Loop {
         if probe.is_none() {
             ConsumerStats::add(&self.stats.not_probes, 1);
         }
-        let verdict = probe.as_ref().map(|p| self.check(&released.key, p));
+        // A null key has no order to check.
+        let verdict = match (&released.key, &probe) {
+            (Some(key), Some(p)) => Some(self.check(key, p)),
+            _ => None,
+        };
         let record = DeliveredRecord {
             partition: released.partition,
             offset: released.offset,
-            key: released.key.to_vec(),
+            key: released.key.as_deref().map(<[u8]>::to_vec),
             value: stored.value,
             headers: stored.headers,
             timestamp_ms: stored.timestamp_ms,
             route: stored.route,
             parked: released.parked,
+            order_exception: released.forced,
             park_time,
             fetched_at: stored.consumed_at,
             unordered: stored.unordered,
@@ -507,7 +605,7 @@ impl Loop {
                 client_id: &self.client_id,
                 partition: record.partition,
                 offset: record.offset,
-                key: &record.key,
+                key: record.key.as_deref().unwrap_or_default(),
                 headers: &record.headers,
                 fetched_at: record.fetched_at,
                 parked: record.parked.then_some(record.park_time),
@@ -529,6 +627,9 @@ impl Loop {
         }
         if record.unordered {
             ConsumerStats::add(&self.stats.unordered, 1);
+        }
+        if record.order_exception {
+            ConsumerStats::add(&self.stats.order_exceptions, 1);
         }
         let mut state = lock(&self.state);
         if self.events.is_some() {
@@ -579,7 +680,9 @@ impl Loop {
             partitions.insert(f.partition);
         }
         if !partitions.is_empty() {
-            self.commit(consumer, &mut state, Some(&partitions), CommitMode::Async);
+            // Synchronously: the key's parked records here wait for this commit to be known
+            // done, and a synchronous success is reported to the gate at once.
+            self.commit(consumer, &mut state, Some(&partitions), CommitMode::Sync);
         }
     }
 
@@ -616,6 +719,11 @@ impl Loop {
         ConsumerStats::add(&self.stats.commits, 1);
         match consumer.commit(&tpl, mode) {
             Ok(()) => {
+                // An async commit is only sent here; its outcome reaches the gate through the
+                // commit callback.
+                if matches!(mode, CommitMode::Sync) {
+                    observe_commit(&mut state.gate, &self.topic, &tpl);
+                }
                 let now = unix_nanos(SystemTime::now());
                 for (p, offset) in moved {
                     state.owned.insert(p, Some(offset));
@@ -676,17 +784,80 @@ impl Loop {
         }
     }
 
-    /// Pauses partitions with too many unprocessed records; resumes them at half.
+    /// Reports keys parked longer than the park timeout and applies the park policy to them.
+    fn check_parked(&mut self, now: Instant) {
+        let mut state = lock(&self.state);
+        let parked = state.gate.parked_keys();
+        let current: HashSet<ParkId> = parked
+            .iter()
+            .map(|k| {
+                (
+                    k.partition,
+                    Arc::clone(&k.key),
+                    k.barrier_partition,
+                    k.fence_offset,
+                )
+            })
+            .collect();
+        state.parks.retain(|id, _| current.contains(id));
+        let mut blocked = Vec::new();
+        for k in parked {
+            let id = (
+                k.partition,
+                Arc::clone(&k.key),
+                k.barrier_partition,
+                k.fence_offset,
+            );
+            let (since, reported) = state.parks.entry(id).or_insert((now, false));
+            let age = now.saturating_duration_since(*since);
+            if age < self.park_timeout {
+                continue;
+            }
+            let first_report = !std::mem::replace(reported, true);
+            let key = String::from_utf8_lossy(&k.key);
+            match self.park_policy {
+                ParkPolicy::Wait => {
+                    if first_report {
+                        tracing::error!(group = %self.group, topic = %self.topic, partition = k.partition, key = %key,
+                            barrier_partition = k.barrier_partition, fence_offset = k.fence_offset, records = k.records, ?age,
+                            "key parked longer than the park timeout: its old partition is not committed past the fence; still waiting");
+                    }
+                    blocked.push(BlockedKey {
+                        partition: k.partition,
+                        key: k.key.to_vec(),
+                        barrier_partition: k.barrier_partition,
+                        fence_offset: k.fence_offset,
+                        records: k.records,
+                        age,
+                    });
+                }
+                ParkPolicy::Release => {
+                    tracing::error!(group = %self.group, topic = %self.topic, partition = k.partition, key = %key,
+                        barrier_partition = k.barrier_partition, fence_offset = k.fence_offset, records = k.records, ?age,
+                        "key parked longer than the park timeout: releasing its records without their barrier (order exceptions)");
+                    state.gate.release_parked(k.partition, &k.key);
+                }
+            }
+        }
+        blocked.sort_by_key(|b| std::cmp::Reverse(b.age));
+        self.stats.set_blocked_keys(blocked);
+        self.publish(&state);
+    }
+
+    /// Pauses partitions with too many unprocessed records that are not parked; resumes them
+    /// at half. Stalled partitions stay paused.
     fn backpressure(&mut self, consumer: &BaseConsumer<GateContext>) {
         let mut state = lock(&self.state);
         let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
         let mut changes = Vec::new();
         for (&p, &n) in &state.pending {
             let paused = state.paused.contains(&p);
-            if !paused && n >= self.max_pending {
+            let stalled = state.stalled.contains(&p);
+            let flowing = n.saturating_sub(state.gate.parked_on(p));
+            if !paused && (stalled || flowing >= self.max_pending) {
                 pause.add_partition(&self.topic, p as i32);
                 changes.push((p, true));
-            } else if paused && n <= self.max_pending / 2 {
+            } else if paused && !stalled && flowing <= self.max_pending / 2 {
                 resume.add_partition(&self.topic, p as i32);
                 changes.push((p, false));
             }
@@ -716,10 +887,7 @@ impl Loop {
     }
 
     fn publish(&self, state: &State) {
-        ConsumerStats::set(&self.stats.owned_partitions, state.owned.len() as u64);
-        ConsumerStats::set(&self.stats.paused_partitions, state.paused.len() as u64);
-        ConsumerStats::set(&self.stats.parked_now, state.gate.parked() as u64);
-        ConsumerStats::set(&self.stats.pending_now, state.gate.pending() as u64);
+        publish(&self.stats, state);
     }
 }
 

@@ -9,10 +9,11 @@
 //! Order is judged from the records' own per-key sequence numbers ([`keyshift_core::probe`]):
 //! a *duplicate* is a record processed again (over-consumption after a crash or rebalance,
 //! harmless for order), an *order violation* is a record processed after a later record of
-//! its key.
+//! its key. An *order exception* is different: a record the consumer released on purpose
+//! before its migration barrier passed ([`super::ParkPolicy::Release`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use keyshift_core::stats::LatencyHistogram;
@@ -40,8 +41,30 @@ pub struct ConsumerStats {
     pub(crate) rebalances: AtomicU64,
     pub(crate) owned_partitions: AtomicU64,
     pub(crate) paused_partitions: AtomicU64,
+    pub(crate) order_exceptions: AtomicU64,
+    pub(crate) below_start: AtomicU64,
+    pub(crate) stalled_partitions: AtomicU64,
+    pub(crate) offset_read_failures: AtomicU64,
+    pub(crate) blocked_keys: Mutex<Vec<BlockedKey>>,
     pub(crate) park_time: Mutex<LatencyHistogram>,
     pub(crate) e2e_latency: Mutex<LatencyHistogram>,
+}
+
+/// A key parked longer than the park timeout (its migration barrier has not passed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedKey {
+    /// Partition its records are parked on.
+    pub partition: u32,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The partition whose committed offset it waits for (the key's old partition).
+    pub barrier_partition: u32,
+    /// The fence offset there: it waits until that partition's committed offset is greater.
+    pub fence_offset: i64,
+    /// Its records parked now.
+    pub records: usize,
+    /// How long it has been parked on this barrier.
+    pub age: Duration,
 }
 
 /// A point-in-time copy of [`ConsumerStats`].
@@ -88,6 +111,20 @@ pub struct StatsSnapshot {
     pub owned_partitions: u64,
     /// Partitions paused right now for backpressure.
     pub paused_partitions: u64,
+    /// Records released before their migration barrier passed (park timeout with
+    /// [`super::ParkPolicy::Release`]), processed so far.
+    pub order_exceptions: u64,
+    /// Consumed records below their partition's committed offset at assignment: the log lost
+    /// that offset and the client restarted lower (see the module docs of the consumer).
+    pub below_start: u64,
+    /// Partitions stopped right now because of such records (until an operator resets the
+    /// group's offset).
+    pub stalled_partitions: u64,
+    /// Assignments whose committed offsets could not be read even after retries (the gate
+    /// then starts at the first delivered record and commits nothing before it).
+    pub offset_read_failures: u64,
+    /// Keys parked longer than the park timeout right now, oldest first.
+    pub blocked_keys: Vec<BlockedKey>,
     /// Time parked records waited, from consumption to release.
     pub park_time: LatencyHistogram,
     /// Probe records' end-to-end latency: processing start minus the probe's `sent_us`.
@@ -124,6 +161,11 @@ impl ConsumerStats {
             rebalances: get(&self.rebalances),
             owned_partitions: get(&self.owned_partitions),
             paused_partitions: get(&self.paused_partitions),
+            order_exceptions: get(&self.order_exceptions),
+            below_start: get(&self.below_start),
+            stalled_partitions: get(&self.stalled_partitions),
+            offset_read_failures: get(&self.offset_read_failures),
+            blocked_keys: lock(&self.blocked_keys).clone(),
             park_time: lock(&self.park_time).clone(),
             e2e_latency: lock(&self.e2e_latency).clone(),
         }
@@ -167,6 +209,10 @@ impl ConsumerStats {
         gauge.store(v, Ordering::Relaxed);
     }
 
+    pub(crate) fn set_blocked_keys(&self, keys: Vec<BlockedKey>) {
+        *lock(&self.blocked_keys) = keys;
+    }
+
     pub(crate) fn record_park(&self, waited: Duration) {
         lock(&self.park_time).record_secs(waited.as_secs_f64());
     }
@@ -176,8 +222,8 @@ impl ConsumerStats {
     }
 }
 
-/// A poisoned histogram is still a valid histogram (a panic cannot leave it half-written in a
-/// way that matters for statistics), so keep using it.
-fn lock(m: &Mutex<LatencyHistogram>) -> std::sync::MutexGuard<'_, LatencyHistogram> {
+/// A poisoned histogram or list is still valid (a panic cannot leave it half-written in a way
+/// that matters for statistics), so keep using it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -7,7 +7,10 @@
 //! simulated: a fixed or exponentially distributed service time, spent sleeping (an I/O-bound
 //! service) or spinning (a CPU-bound one). `/metrics` exports processed, parked and
 //! duplicate records, order violations judged from the probes' per-key sequence numbers,
-//! park time and end-to-end latency histograms; `/healthz` answers 503 while draining.
+//! park time and end-to-end latency histograms, and every key parked longer than
+//! `--park-timeout-ms` (by partition, key and barrier); `/healthz` answers 503 while draining.
+//! `--park-policy` chooses what happens to such a key: keep waiting (order kept) or release
+//! it, counting order exceptions.
 //! With `--otlp-endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT`) each record gets a
 //! `process <topic>` span continuing the trace of its `traceparent`/`b3` header;
 //! `--trace-events` writes CONSUME/COMMIT events to `_tracing`.
@@ -21,13 +24,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use keyshift_kafka::{
-    ClientSettings, ConsumerStats, DeliveredRecord, OrderedConsumerBuilder, Property,
+    ClientSettings, ConsumerStats, DeliveredRecord, OrderedConsumerBuilder, ParkPolicy, Property,
 };
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use rand::{Rng, SeedableRng};
 
@@ -42,6 +46,17 @@ pub enum ServiceDist {
     Fixed,
     /// Exponentially distributed with mean --service-time-ms (an M/M/1-like server).
     Exponential,
+}
+
+/// What to do with a key parked longer than --park-timeout-ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ParkPolicyArg {
+    /// Keep waiting for the barrier (order kept) and alert: an error log and the
+    /// keyshift_worker_blocked_key_age_seconds metric name the key, partition and barrier.
+    Wait,
+    /// Release the key's parked records without their barrier; each counts in
+    /// keyshift_worker_order_exceptions.
+    Release,
 }
 
 /// Flags of `keyshift worker`.
@@ -97,11 +112,23 @@ pub struct WorkerArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..), default_value_t = 100)]
     commit_interval_ms: u64,
 
+    /// How long a key may wait for its migration barrier (its old partition committed past
+    /// the fence) before it is reported and --park-policy applies (ms). Set it above the lag
+    /// a key's old partition may have.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), default_value_t = 60_000)]
+    park_timeout_ms: u64,
+
+    /// What to do with a key parked longer than --park-timeout-ms.
+    #[arg(long, value_enum, default_value_t = ParkPolicyArg::Wait)]
+    park_policy: ParkPolicyArg,
+
     /// Client id the broker sees.
     #[arg(long, default_value = "keyshift-worker")]
     client_id: String,
 
-    /// librdkafka property passed through to the consumer, like kcat (repeatable).
+    /// librdkafka property passed through to the consumer, like kcat (repeatable). The
+    /// properties the ordered consumer manages are refused: enable.auto.commit,
+    /// auto.commit.enable, enable.auto.offset.store, auto.offset.reset.
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     properties: Vec<Property>,
 
@@ -306,7 +333,47 @@ impl Collector for StatsCollector {
             "keyshift_worker_paused_partitions",
             "Partitions paused for backpressure",
             s.paused_partitions,
-        )
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_order_exceptions",
+            "Records released before their migration barrier passed (--park-policy release)",
+            s.order_exceptions,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_below_start_records",
+            "Records below their partition's committed offset at assignment (the log lost it)",
+            s.below_start,
+        )?;
+        gauge(
+            &mut e,
+            "keyshift_worker_stalled_partitions",
+            "Partitions stopped because the log lost their committed offset",
+            s.stalled_partitions,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_offset_read_failures",
+            "Assignments whose committed offsets could not be read after retries",
+            s.offset_read_failures,
+        )?;
+        let mut family = e.encode_descriptor(
+            "keyshift_worker_blocked_key_age",
+            "Keys parked longer than --park-timeout-ms: how long each has waited",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for b in &s.blocked_keys {
+            let labels = [
+                ("partition", b.partition.to_string()),
+                ("key", String::from_utf8_lossy(&b.key).into_owned()),
+                ("barrier_partition", b.barrier_partition.to_string()),
+                ("fence_offset", b.fence_offset.to_string()),
+            ];
+            ConstGauge::new(b.age.as_secs_f64()).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -325,6 +392,11 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let mut builder = OrderedConsumerBuilder::new(&settings, &args.group, &args.topic)
         .barrier_poll_interval(Duration::from_millis(args.barrier_poll_ms))
         .commit_interval(Duration::from_millis(args.commit_interval_ms))
+        .park_timeout(Duration::from_millis(args.park_timeout_ms))
+        .park_policy(match args.park_policy {
+            ParkPolicyArg::Wait => ParkPolicy::Wait,
+            ParkPolicyArg::Release => ParkPolicy::Release,
+        })
         .thread_name("keyshift-worker");
     if let Some(ms) = args.session_timeout_ms {
         builder = builder.session_timeout(Duration::from_millis(ms));
