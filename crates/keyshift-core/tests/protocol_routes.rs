@@ -145,7 +145,7 @@ impl World {
     }
 
     fn produce(&mut self, key: usize, retarget: u16) {
-        if retarget % 4 == 0 {
+        if retarget.is_multiple_of(4) {
             self.target[key] = u32::from(retarget / 4) % self.partitions;
         }
         self.held[key].push_back(self.target[key]);
@@ -300,9 +300,9 @@ impl World {
         let p = u32::from(a) % self.partitions;
         match kind % 16 {
             0..=5 => self.produce(key, b),
-            6..=9 => self.report(p, b % 8 == 0),
-            10..=12 => self.save(b % 8 == 0),
-            13 if b % 6 == 0 => self.crash(b % 12 == 0),
+            6..=9 => self.report(p, b.is_multiple_of(8)),
+            10..=12 => self.save(b.is_multiple_of(8)),
+            13 if b.is_multiple_of(6) => self.crash(b.is_multiple_of(12)),
             _ => {
                 for p in 0..self.partitions {
                     self.report(p, false);
