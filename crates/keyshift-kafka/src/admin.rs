@@ -196,6 +196,17 @@ impl Admin {
     /// exactly that many; returns once the topic is visible in metadata, so producers and
     /// consumers created afterwards see all partitions.
     pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<TopicStatus, AdminError> {
+        self.create_topic_with(topic, partitions, &[])
+    }
+
+    /// [`Admin::create_topic`] with topic configuration entries for a topic it creates (e.g.
+    /// `cleanup.policy=compact`); an existing topic is accepted as it is configured.
+    pub fn create_topic_with(
+        &self,
+        topic: &str,
+        partitions: u32,
+        config: &[(&str, &str)],
+    ) -> Result<TopicStatus, AdminError> {
         let count = i32::try_from(partitions)
             .ok()
             .filter(|&p| p > 0)
@@ -204,7 +215,10 @@ impl Admin {
                 partitions,
             })?;
         let replication = self.inner.config.replication_factor.map_or(-1, i32::from);
-        let new_topic = NewTopic::new(topic, count, TopicReplication::Fixed(replication));
+        let mut new_topic = NewTopic::new(topic, count, TopicReplication::Fixed(replication));
+        for (key, value) in config {
+            new_topic = new_topic.set(key, value);
+        }
         let timeout = self.timeout();
         let options = AdminOptions::new()
             .request_timeout(Some(timeout))

@@ -38,6 +38,6 @@ pub use consumer::{
 };
 pub use producer::{
     Delivery, KeyshiftProducer, PendingDelivery, ProduceError, ProducerBuildError, ProducerBuilder,
-    ProducerStats,
+    ProducerStats, Routes, ROUTE_TOPIC_SUFFIX,
 };
 pub use trace_events::{TraceEventError, TraceEventSink};

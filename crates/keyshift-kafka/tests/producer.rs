@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use keyshift_core::hash::kafka_partition;
-use keyshift_core::protocol::{FenceHeader, RouteHeader, FENCE_HEADER, ROUTE_HEADER};
+use keyshift_core::protocol::{FenceHeader, RouteEntry, RouteHeader, FENCE_HEADER, ROUTE_HEADER};
 use keyshift_core::strategy::{KeyshiftConfig, StrategyConfig};
 use keyshift_core::workload::{key_name, Zipf};
 use keyshift_kafka::{
     ClientSettings, Delivery, EmbeddedBroker, KeyshiftProducer, PendingDelivery, ProduceError,
-    ProducerBuildError,
+    ProducerBuildError, Routes, ROUTE_TOPIC_SUFFIX,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -683,4 +683,259 @@ async fn a_full_librdkafka_queue_keeps_order_and_loses_nothing() {
             .await
             .expect("delivered");
     }
+}
+
+/// The route topic's content: the last value per key (a tombstone removes the key).
+fn read_routes(broker: &EmbeddedBroker, topic: &str) -> HashMap<Vec<u8>, RouteEntry> {
+    let routes = format!("{topic}{ROUTE_TOPIC_SUFFIX}");
+    let partitions = broker
+        .admin()
+        .partitions(&routes)
+        .expect("route topic exists");
+    let mut out = HashMap::new();
+    for rec in read_all(broker, &routes, partitions).into_iter().flatten() {
+        if rec.value.is_empty() {
+            out.remove(&rec.key);
+        } else {
+            out.insert(
+                rec.key,
+                RouteEntry::decode(&rec.value).expect("valid value"),
+            );
+        }
+    }
+    out
+}
+
+/// Issue 10 item 1 on a real broker: after a move back home, the first record of the home set
+/// is refused (too large); the next record must still carry the route header, and only after a
+/// headed record is acknowledged do records go home bare. The old migrator dropped the header
+/// when the refused record was decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_record_back_home_keeps_the_header_for_the_next() {
+    let (topic, partitions) = ("refused-home", 3);
+    let broker = broker_with_topic(topic, partitions);
+    let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
+        .partitions(partitions)
+        .property("message.max.bytes", "1000")
+        .build()
+        .expect("producer");
+    let key = b"location_3".to_vec();
+    let home = kafka_partition(&key, partitions);
+    let away = (home + 1) % partitions;
+    producer.move_key(&key, away).expect("valid partition");
+    let d = producer
+        .send(&key, b"0", Vec::new())
+        .await
+        .expect("sent away");
+    assert_eq!(d.partition, away);
+    assert!(producer.unpin_key(&key));
+    let err = producer
+        .send(&key, &[b'x'; 5000], Vec::new())
+        .await
+        .expect_err("refused: larger than message.max.bytes");
+    assert!(matches!(err, ProduceError::Enqueue { .. }), "{err:?}");
+    let d1 = producer.send(&key, b"1", Vec::new()).await.expect("sent");
+    let d2 = producer.send(&key, b"2", Vec::new()).await.expect("sent");
+    assert_eq!((d1.partition, d2.partition), (home, home));
+
+    let logs = read_all(&broker, topic, partitions);
+    let fence = of_key(&logs, &key, away)
+        .into_iter()
+        .find(|r| r.fence.is_some())
+        .expect("a fence on the away partition")
+        .offset;
+    let at_home = of_key(&logs, &key, home);
+    let data: Vec<(u64, Option<RouteHeader>)> = at_home
+        .iter()
+        .filter(|r| r.fence.is_none())
+        .map(|r| (r.seq(), r.route))
+        .collect();
+    let route = RouteHeader {
+        set_index: 2,
+        from_partition: away,
+        fence_offset: fence,
+    };
+    assert_eq!(
+        data,
+        [(1, Some(route)), (2, None)],
+        "the record after the refused one carries the header; once it is acknowledged the \
+         next one needs none"
+    );
+    // Durable routes: the set away, then the set back home, then the tombstone once a headed
+    // record at home was acknowledged.
+    assert!(read_routes(&broker, topic).is_empty());
+    assert_eq!(producer.stats().route_writes, 3);
+}
+
+/// Issue 10 item 6: moving keys needs an idempotent producer with acks=all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_keys_without_idempotence_or_acks_all_is_refused() {
+    let (topic, partitions) = ("unsafe-moves", 2);
+    let broker = broker_with_topic(topic, partitions);
+    for (strategy, key, value) in [
+        ("keyshift", "acks", "1"),
+        ("slops", "acks", "0"),
+        ("keyshift", "enable.idempotence", "false"),
+    ] {
+        let settings = broker
+            .client_settings()
+            .parse_properties([format!("{key}={value}")])
+            .expect("valid property");
+        let err = KeyshiftProducer::builder(settings, topic)
+            .strategy(strategy)
+            .build()
+            .expect_err("unsafe for moves");
+        assert!(
+            matches!(&err, ProducerBuildError::UnsafeMoves { setting, .. } if *setting == key),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&format!("{key}={value}")), "{text}");
+        assert!(text.contains(strategy), "{text}");
+    }
+    // `hash` never moves a key by itself: it builds (warning), but refuses a forced move.
+    let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
+        .property("enable.idempotence", "false")
+        .property("acks", "1")
+        .build()
+        .expect("hash builds");
+    let err = producer.move_key(b"k", 1).expect_err("unsafe move");
+    assert!(matches!(err, ProduceError::UnsafeMove { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("enable.idempotence=false"),
+        "{err}"
+    );
+    producer.send(b"k", b"v", Vec::new()).await.expect("sent");
+}
+
+/// Part of issue 11: a moved key's route is in the route topic, and a new producer continues
+/// it — fencing the key before sending it home — where an ephemeral one forgets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_routes_survive_a_new_producer_and_ephemeral_ones_do_not() {
+    let (topic, partitions) = ("durable-routes", 3);
+    let broker = broker_with_topic(topic, partitions);
+    let key = b"location_5".to_vec();
+    let home = kafka_partition(&key, partitions);
+    let away = (home + 2) % partitions;
+    {
+        let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
+            .partitions(partitions)
+            .build()
+            .expect("producer");
+        assert!(producer.stats().durable_routes);
+        producer.move_key(&key, away).expect("valid partition");
+        for i in 0..3 {
+            let d = producer
+                .send(&key, i.to_string().as_bytes(), Vec::new())
+                .await
+                .expect("sent");
+            assert_eq!(d.partition, away);
+        }
+    }
+    let routes = read_routes(&broker, topic);
+    let logs = read_all(&broker, topic, partitions);
+    let fence = of_key(&logs, &key, home)
+        .into_iter()
+        .find(|r| r.fence.is_some())
+        .expect("fence at home")
+        .offset;
+    let set_1 = RouteHeader {
+        set_index: 1,
+        from_partition: home,
+        fence_offset: fence,
+    };
+    assert_eq!(
+        routes.get(&key),
+        Some(&RouteEntry {
+            partition: away,
+            route: set_1
+        })
+    );
+
+    // Routes kept in memory only: a new producer believes the key is at home.
+    let ephemeral = KeyshiftProducer::builder(broker.client_settings(), topic)
+        .partitions(partitions)
+        .routes(Routes::Ephemeral)
+        .build()
+        .expect("producer");
+    assert_eq!(ephemeral.current_partition(&key), home);
+    assert!(!ephemeral.stats().durable_routes);
+    drop(ephemeral);
+
+    // A new producer with durable routes continues the recorded set, then fences it home.
+    let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
+        .partitions(partitions)
+        .build()
+        .expect("producer");
+    assert_eq!(producer.current_partition(&key), away);
+    let d = producer.send(&key, b"3", Vec::new()).await.expect("sent");
+    assert_eq!(d.partition, home);
+    let logs = read_all(&broker, topic, partitions);
+    let fence_away = of_key(&logs, &key, away)
+        .into_iter()
+        .find(|r| r.fence.is_some())
+        .expect("a fence closes the restored set");
+    assert_eq!(fence_away.route, Some(set_1));
+    let back = of_key(&logs, &key, home)
+        .into_iter()
+        .find(|r| r.fence.is_none() && r.seq() == 3)
+        .expect("record 3 at home");
+    assert_eq!(
+        back.route,
+        Some(RouteHeader {
+            set_index: 2,
+            from_partition: away,
+            fence_offset: fence_away.offset
+        })
+    );
+}
+
+/// A route topic that cannot be read is a build error naming it, not a fallback to hashing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_route_topic_fails_the_build() {
+    let (topic, partitions) = ("bad-routes", 2);
+    let broker = broker_with_topic(topic, partitions);
+    let routes = format!("{topic}{ROUTE_TOPIC_SUFFIX}");
+    broker.create_topic(&routes, 1).expect("route topic");
+    let plain: rdkafka::producer::FutureProducer = broker
+        .client_settings()
+        .producer_config()
+        .create()
+        .expect("plain producer");
+    plain
+        .send(
+            rdkafka::producer::FutureRecord::to(&routes)
+                .key("location_1")
+                .payload(&[0x07u8, 0x01][..]),
+            PATIENCE,
+        )
+        .await
+        .expect("written");
+    let err = KeyshiftProducer::builder(broker.client_settings(), topic)
+        .strategy("keyshift")
+        .build()
+        .expect_err("unknown version in the route topic");
+    assert!(
+        matches!(err, ProducerBuildError::RouteState { .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    for part in [
+        routes.as_str(),
+        "location_1",
+        "unknown version 7",
+        "ephemeral",
+    ] {
+        assert!(text.contains(part), "{part:?} missing from: {text}");
+    }
+    // The user can opt out explicitly; unordered strategies need no routes at all.
+    KeyshiftProducer::builder(broker.client_settings(), topic)
+        .strategy("keyshift")
+        .routes(Routes::Ephemeral)
+        .build()
+        .expect("ephemeral routes");
+    KeyshiftProducer::builder(broker.client_settings(), topic)
+        .strategy("pkg")
+        .build()
+        .expect("pkg keeps no routes");
 }

@@ -203,7 +203,7 @@ impl FenceHeader {
 }
 
 /// Unsigned LEB128.
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -211,14 +211,15 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// Cursor over a header value that has passed its version check.
-struct Reader<'a> {
+/// Cursor over a header value that has passed its version check (also reads the route-state
+/// value of [`super::route_state`], which shares the layout rules).
+pub(super) struct Reader<'a> {
     header: &'static str,
     rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn new(header: &'static str, bytes: &'a [u8]) -> Result<Self, HeaderError> {
+    pub(super) fn new(header: &'static str, bytes: &'a [u8]) -> Result<Self, HeaderError> {
         match bytes.split_first() {
             None => Err(HeaderError::Empty { header }),
             Some((&VERSION, rest)) => Ok(Self { header, rest }),
@@ -254,15 +255,15 @@ impl<'a> Reader<'a> {
         Err(HeaderError::Truncated { header, field })
     }
 
-    fn u32(&mut self, field: &'static str) -> Result<u32, HeaderError> {
+    pub(super) fn u32(&mut self, field: &'static str) -> Result<u32, HeaderError> {
         self.varint(field, 5, u64::from(u32::MAX)).map(|v| v as u32)
     }
 
-    fn u64(&mut self, field: &'static str) -> Result<u64, HeaderError> {
+    pub(super) fn u64(&mut self, field: &'static str) -> Result<u64, HeaderError> {
         self.varint(field, 10, u64::MAX)
     }
 
-    fn finish(self) -> Result<(), HeaderError> {
+    pub(super) fn finish(self) -> Result<(), HeaderError> {
         if self.rest.is_empty() {
             Ok(())
         } else {

@@ -18,8 +18,13 @@
 //!
 //! While an entry exists, every record of the key's current set carries the set's
 //! [`RouteHeader`]. For a set on a non-home partition this lasts until the key moves again. For a
-//! set back at home the entry is dropped as soon as the set's first record is sent with its
-//! header. That is safe because:
+//! set back at home the entry is dropped once a record of the set that carried the header is
+//! *acknowledged* by the broker ([`Migrator::record_acked`]) — not when it is decided: a headed
+//! record that is then refused (too large) or fails delivery must not let the next record of
+//! the key go home bare, ahead of records still unprocessed on the old partition. Until an
+//! acknowledgement arrives every record of the set keeps the header (harmless: the gate releases
+//! it at once when the fence is long passed). Dropping the entry after the acknowledgement is
+//! safe because:
 //!
 //! - later records of the key go to the same partition after it, and the consumer's
 //!   [`crate::protocol::OrderGate`] releases a key's records on a partition strictly in offset
@@ -31,13 +36,29 @@
 //! - it relies on the producer writing a partition's records in order without gaps (an
 //!   idempotent producer), the same assumption per-key order inside one partition needs.
 //!
+//! # Durable routes
+//!
+//! A migrator made by [`Migrator::restore`] also keeps the route state durable (see
+//! [`super::route_state`]): when a fence is acknowledged it queues a [`RouteChange`] with the
+//! key's new set ([`Migrator::poll_change`]) and holds the key's records ([`Step::Hold`]) until
+//! the adapter reports the change written with [`Migrator::route_saved`]; no record of a set is
+//! sent before the set is on record. When a home set's entry is dropped it queues a tombstone.
+//! A producer that restarts restores the last recorded entries and continues each key's set,
+//! fencing it again before it goes anywhere else. A change whose write fails is simply retried
+//! by the adapter; the key's records wait (the fence is written, but whether the new set was
+//! recorded is unknown, so neither set may get records). [`Migrator::new`] keeps routes in
+//! memory only: a restart then forgets moved keys (unsafe across restarts).
+//!
 //! The fence record itself belongs to the set it closes: it carries that set's route header
 //! (if any) next to its [`FenceHeader`]. Without it a key that moves A → B → C before any record
 //! reached B would leave C waiting only for B's fence, which nothing orders after A's records.
 
+use std::collections::VecDeque;
+
 use rustc_hash::FxHashMap;
 
 use super::header::{FenceHeader, RouteHeader};
+use super::route_state::{RouteChange, RouteEntry};
 use crate::hash::Hasher;
 use crate::ParamError;
 
@@ -81,6 +102,9 @@ struct Entry {
     route: Option<RouteHeader>,
     /// A fence written (or being written) to close the current set: (new partition, new set).
     fence: Option<(u32, u32)>,
+    /// The current set is decided but not yet recorded in the route state (durable mode): its
+    /// records are held until [`Migrator::route_saved`].
+    saving: bool,
 }
 
 /// Producer-side state machine of fenced migration. See the module docs.
@@ -90,10 +114,14 @@ pub struct Migrator {
     hasher: Hasher,
     entries: FxHashMap<Box<[u8]>, Entry>,
     migrations: u64,
+    /// Whether route changes are queued for the route state ([`Migrator::restore`]).
+    durable: bool,
+    changes: VecDeque<RouteChange>,
 }
 
 impl Migrator {
-    /// A migrator for a topic of `partitions` partitions whose keys' home is `hasher`'s choice.
+    /// A migrator for a topic of `partitions` partitions whose keys' home is `hasher`'s choice,
+    /// with routes in memory only (no [`RouteChange`]s; forgotten on restart).
     pub fn new(partitions: u32, hasher: Hasher) -> Result<Self, ParamError> {
         if partitions == 0 {
             return Err(ParamError::new(
@@ -106,7 +134,53 @@ impl Migrator {
             hasher,
             entries: FxHashMap::default(),
             migrations: 0,
+            durable: false,
+            changes: VecDeque::new(),
         })
+    }
+
+    /// A migrator with durable routes, continuing the sets recorded in the route state:
+    /// `entries` are the last recorded value of every key that has one (tombstoned keys left
+    /// out). Every later route change is queued for [`Migrator::poll_change`]. An entry naming
+    /// a partition the topic does not have is refused (the topic shrank or the state belongs to
+    /// another topic): guessing would send the key without its fence.
+    pub fn restore(
+        partitions: u32,
+        hasher: Hasher,
+        entries: impl IntoIterator<Item = (Box<[u8]>, RouteEntry)>,
+    ) -> Result<Self, ParamError> {
+        let mut m = Self::new(partitions, hasher)?;
+        m.durable = true;
+        for (key, e) in entries {
+            if e.partition >= partitions || e.route.from_partition >= partitions {
+                return Err(ParamError::new(
+                    "route state",
+                    format!(
+                        "key '{}' is recorded on partition {} (fence on {}), but the topic has \
+                         {partitions} partitions",
+                        String::from_utf8_lossy(&key),
+                        e.partition,
+                        e.route.from_partition
+                    ),
+                ));
+            }
+            m.entries.insert(
+                key,
+                Entry {
+                    partition: e.partition,
+                    set_index: e.route.set_index,
+                    route: Some(e.route),
+                    fence: None,
+                    saving: false,
+                },
+            );
+        }
+        Ok(m)
+    }
+
+    /// Whether route changes are recorded ([`Migrator::restore`]) or kept in memory only.
+    pub fn is_durable(&self) -> bool {
+        self.durable
     }
 
     /// The key's home partition (where records go with no entry).
@@ -136,20 +210,19 @@ impl Migrator {
             }
             return self.start_fence(key, home, 0, None, partition);
         };
-        if entry.fence.is_some() {
+        if entry.fence.is_some() || entry.saving {
             return Step::Hold;
         }
         if partition != entry.partition {
             let (from, set, route) = (entry.partition, entry.set_index, entry.route);
             return self.start_fence(key, from, set, route, partition);
         }
-        let header = entry.route;
-        if partition == home {
-            // First record of a set back at home: it carries the header, the gate's per-key FIFO
-            // orders every later record of the key behind it (see the module docs).
-            self.entries.remove(key);
+        // A set back at home keeps its entry (and its header) until a headed record of it is
+        // acknowledged: see `record_acked` and the module docs.
+        Step::Send {
+            partition,
+            header: entry.route,
         }
-        Step::Send { partition, header }
     }
 
     fn start_fence(
@@ -166,6 +239,7 @@ impl Migrator {
             set_index: set,
             route,
             fence: None,
+            saving: false,
         });
         entry.fence = Some((to, next_set));
         Step::Fence {
@@ -180,7 +254,8 @@ impl Migrator {
     }
 
     /// The fence of `key` was written at `offset`: the key's next set starts. Held records may
-    /// be offered again. Returns false (and changes nothing) when no fence of `key` is in
+    /// be offered again — in durable mode only after [`Migrator::route_saved`] of the change
+    /// this queues ([`Migrator::poll_change`]). Returns false (and changes nothing) when no fence of `key` is in
     /// flight; a negative offset (no valid delivery report) counts as [`Migrator::fence_failed`].
     pub fn fence_acked(&mut self, key: &[u8], offset: i64) -> bool {
         if offset < 0 {
@@ -201,7 +276,71 @@ impl Migrator {
         entry.partition = to;
         entry.set_index = set;
         self.migrations += 1;
+        if self.durable {
+            entry.saving = true;
+            self.changes.push_back(RouteChange {
+                key: key.into(),
+                entry: Some(RouteEntry {
+                    partition: to,
+                    route: entry.route.expect("set just above"),
+                }),
+            });
+        }
         true
+    }
+
+    /// The route change of `key` whose new set has index `set_index` is written to the route
+    /// state: the set's records may go (offer the held ones again). Returns false (and changes
+    /// nothing) when that set of `key` is not waiting to be recorded (e.g. a stale report).
+    pub fn route_saved(&mut self, key: &[u8], set_index: u32) -> bool {
+        match self.entries.get_mut(key) {
+            Some(e) if e.saving && e.set_index == set_index => {
+                e.saving = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A record of `key` sent with route header `header` (as [`Step::Send`] gave it) was
+    /// acknowledged by the broker. When that is the key's current set at its home partition,
+    /// the entry goes (later records are ordered behind this one; see the module docs) and, in
+    /// durable mode, a tombstone is queued. Returns whether the entry went. Records that fail
+    /// or are refused need no report: the entry simply stays and the next record carries the
+    /// header again.
+    pub fn record_acked(&mut self, key: &[u8], header: RouteHeader) -> bool {
+        let home = self.home(key);
+        let done = self.entries.get(key).is_some_and(|e| {
+            e.partition == home && e.fence.is_none() && !e.saving && e.route == Some(header)
+        });
+        if done {
+            self.entries.remove(key);
+            if self.durable {
+                self.changes.push_back(RouteChange {
+                    key: key.into(),
+                    entry: None,
+                });
+            }
+        }
+        done
+    }
+
+    /// Whether a record sent to `partition` with `header` must be reported with
+    /// [`Migrator::record_acked`] once acknowledged: a headed record at the key's home (the
+    /// only ones whose acknowledgement drops an entry). Lets an adapter watch just those.
+    pub fn wants_ack(&self, key: &[u8], partition: u32, header: Option<RouteHeader>) -> bool {
+        header.is_some() && partition == self.home(key)
+    }
+
+    /// The next route change to write to the route state, in the order they must be written
+    /// (always `None` for [`Migrator::new`]).
+    pub fn poll_change(&mut self) -> Option<RouteChange> {
+        self.changes.pop_front()
+    }
+
+    /// Whether `key`'s current set waits to be recorded (its records are held).
+    pub fn is_saving(&self, key: &[u8]) -> bool {
+        self.entries.get(key).is_some_and(|e| e.saving)
     }
 
     /// The fence of `key` could not be written: the key stays in its current set, and the next
@@ -249,7 +388,7 @@ mod tests {
     }
 
     #[test]
-    fn move_away_and_back_home_drops_the_entry_after_one_headed_record() {
+    fn move_away_and_back_home_drops_the_entry_after_a_headed_record_is_acked() {
         let (key, home, away) = key_away();
         let mut m = Migrator::new(4, Hasher::Murmur2).unwrap();
         assert_eq!(
@@ -325,17 +464,25 @@ mod tests {
             from_partition: away,
             fence_offset: 4,
         };
-        assert_eq!(
-            m.on_record(key, home),
-            Step::Send {
-                partition: home,
-                header: Some(h2)
-            }
-        );
+        for _ in 0..2 {
+            assert_eq!(
+                m.on_record(key, home),
+                Step::Send {
+                    partition: home,
+                    header: Some(h2)
+                }
+            );
+        }
+        assert!(m.wants_ack(key, home, Some(h2)));
+        assert!(!m.wants_ack(key, away, Some(h1)));
+        assert!(!m.record_acked(key, h1), "an older set's ack drops nothing");
+        assert_eq!(m.len(), 1);
+        assert!(m.record_acked(key, h2));
         assert!(
             m.is_empty(),
-            "entry dropped after the first record of the home set"
+            "entry dropped once a headed record of the home set is acknowledged"
         );
+        assert!(m.poll_change().is_none(), "ephemeral: no route changes");
         assert_eq!(
             m.on_record(key, home),
             Step::Send {
@@ -366,6 +513,135 @@ mod tests {
         );
         assert_eq!(m.migrations(), 0);
         assert!(!m.fence_acked(key, 3), "no fence in flight");
+    }
+
+    /// Moves `key` to `away` and back home with fences acked at offsets 10 and 4; returns the
+    /// home set's header.
+    fn away_and_back(m: &mut Migrator, key: &[u8], home: u32, away: u32) -> RouteHeader {
+        assert!(matches!(m.on_record(key, away), Step::Fence { .. }));
+        assert!(m.fence_acked(key, 10));
+        if m.is_durable() {
+            assert!(m.route_saved(key, 1));
+        }
+        assert!(matches!(m.on_record(key, away), Step::Send { .. }));
+        assert!(matches!(m.on_record(key, home), Step::Fence { .. }));
+        assert!(m.fence_acked(key, 4));
+        if m.is_durable() {
+            assert!(m.route_saved(key, 2));
+        }
+        RouteHeader {
+            set_index: 2,
+            from_partition: away,
+            fence_offset: 4,
+        }
+    }
+
+    /// Issue 10 item 1: a headed record back home that is refused or fails is never
+    /// acknowledged, so the next record of the key must still carry the header (the old code
+    /// dropped the entry when the first one was decided and sent the next one bare).
+    #[test]
+    fn a_refused_headed_record_at_home_keeps_the_header_for_the_next() {
+        let (key, home, away) = key_away();
+        let mut m = Migrator::new(4, Hasher::Murmur2).unwrap();
+        let h2 = away_and_back(&mut m, key, home, away);
+        let headed = Step::Send {
+            partition: home,
+            header: Some(h2),
+        };
+        assert_eq!(m.on_record(key, home), headed, "decided, then refused");
+        assert_eq!(m.on_record(key, home), headed, "still headed");
+        assert!(m.record_acked(key, h2));
+        assert_eq!(
+            m.on_record(key, home),
+            Step::Send {
+                partition: home,
+                header: None
+            }
+        );
+    }
+
+    #[test]
+    fn durable_routes_hold_the_new_set_until_recorded_and_restore() {
+        let (key, home, away) = key_away();
+        let mut m = Migrator::restore(4, Hasher::Murmur2, []).unwrap();
+        assert!(matches!(m.on_record(key, away), Step::Fence { .. }));
+        assert!(m.fence_acked(key, 10));
+        let e1 = RouteEntry {
+            partition: away,
+            route: RouteHeader {
+                set_index: 1,
+                from_partition: home,
+                fence_offset: 10,
+            },
+        };
+        assert_eq!(
+            m.poll_change(),
+            Some(RouteChange {
+                key: key.into(),
+                entry: Some(e1)
+            })
+        );
+        assert!(m.is_saving(key));
+        assert_eq!(m.on_record(key, away), Step::Hold, "not recorded yet");
+        assert!(!m.route_saved(key, 7), "stale report");
+        assert!(m.route_saved(key, 1));
+        assert_eq!(
+            m.on_record(key, away),
+            Step::Send {
+                partition: away,
+                header: Some(e1.route)
+            }
+        );
+
+        // A restarted producer continues the recorded set, and fences it before going home.
+        let mut r = Migrator::restore(4, Hasher::Murmur2, [(Box::from(key), e1)]).unwrap();
+        assert_eq!(r.current(key), away);
+        assert_eq!(
+            r.on_record(key, away),
+            Step::Send {
+                partition: away,
+                header: Some(e1.route)
+            }
+        );
+        let Step::Fence {
+            fence_partition,
+            route,
+            ..
+        } = r.on_record(key, home)
+        else {
+            panic!("going home from a restored set must fence");
+        };
+        assert_eq!((fence_partition, route), (away, Some(e1.route)));
+
+        // Back home: recorded, then a tombstone once a headed record is acknowledged.
+        let mut m = Migrator::restore(4, Hasher::Murmur2, []).unwrap();
+        let h2 = away_and_back(&mut m, key, home, away);
+        while m.poll_change().is_some() {}
+        assert!(m.record_acked(key, h2));
+        assert_eq!(
+            m.poll_change(),
+            Some(RouteChange {
+                key: key.into(),
+                entry: None
+            })
+        );
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn restore_refuses_partitions_the_topic_lacks() {
+        let entry = RouteEntry {
+            partition: 5,
+            route: RouteHeader {
+                set_index: 1,
+                from_partition: 0,
+                fence_offset: 0,
+            },
+        };
+        let err =
+            Migrator::restore(4, Hasher::Murmur2, [(Box::from(&b"k"[..]), entry)]).unwrap_err();
+        assert_eq!(err.name, "route state");
+        assert!(err.reason.contains("'k'"), "{}", err.reason);
     }
 
     #[test]

@@ -12,13 +12,19 @@
 //! on A up to and including the fence (the group's committed offset of A is > f). It never lets
 //! a partition commit past an unprocessed record, so crashes and rebalances redeliver parked
 //! records and gate them again.
+//!
+//! Route state: with durable routes ([`Migrator::restore`]) every route change is a
+//! [`RouteChange`] the adapter writes to a compacted topic before the new set's records go
+//! ([`route_state`] has the value format), so a restarted producer continues each key's set.
 
 mod gate;
 mod header;
 mod migrator;
+pub mod route_state;
 
 pub use gate::{GateRecord, Offered, OrderGate, ParkedKey, PassedFence, Released};
 pub use header::{
     is_fence, FenceHeader, HeaderError, RouteHeader, FENCE_HEADER, FENCE_VALUE, ROUTE_HEADER,
 };
 pub use migrator::{Migrator, Step};
+pub use route_state::{RouteChange, RouteEntry};

@@ -13,6 +13,18 @@
 //! backoff a bounded number of times, then the held records fail with
 //! [`ProduceError::Fence`] — they are never dropped silently.
 //!
+//! A headed record sent to its key's home partition is watched: a small task awaits its
+//! delivery report and tells the migrator ([`Migrator::record_acked`]) before passing the report
+//! on, because only an acknowledged headed record lets the key's home set drop its header.
+//!
+//! With durable routes ([`super::Routes::Durable`]) every [`keyshift_core::protocol::RouteChange`]
+//! the migrator emits is written to the route topic through the same idempotent client; the
+//! key's records stay held until the write is acknowledged ([`Migrator::route_saved`]). A
+//! failed write is retried with backoff for as long as it takes (the key cannot be sent
+//! anywhere safely meanwhile); after [`super::ProducerBuilder::fence_attempts`] failures the
+//! records held at each further failure fail with [`ProduceError::RouteState`]. A failed
+//! tombstone is retried only while no newer change of its key was written after it.
+//!
 //! When librdkafka's queue is full after a decision was made, the decided record cannot be
 //! re-decided (the migrator already moved on), so it goes to a FIFO backlog, which a drainer
 //! task empties into librdkafka as room appears. While the backlog is non-empty every later
@@ -20,12 +32,15 @@
 //! [`ProduceError::QueueFull`] before any decision (back-pressure) until it drains.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use keyshift_core::protocol::{
-    FenceHeader, Migrator, RouteHeader, Step, FENCE_HEADER, ROUTE_HEADER,
+    FenceHeader, Migrator, RouteChange, RouteHeader, Step, FENCE_HEADER, ROUTE_HEADER,
 };
 use keyshift_core::stats::LatencyHistogram;
 use keyshift_core::strategy::Strategy;
@@ -37,6 +52,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 
 use super::error::ProduceError;
+use super::routes::RouteTopic;
 
 /// Pause before retrying when librdkafka's queue is full (backlog drainer, `send` retries).
 pub(super) const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(2);
@@ -44,10 +60,38 @@ pub(super) const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(2);
 /// Where a held or backlogged record's enqueue result goes.
 pub(super) type Reply = oneshot::Sender<Result<Enqueued, ProduceError>>;
 
+/// What a [`DeliveryFuture`] resolves to.
+type DeliveryReport = <DeliveryFuture as Future>::Output;
+
+/// A record's delivery report: librdkafka's own future, or one passed on by the task that
+/// watches a headed record at home (see the module docs).
+pub(super) enum Report {
+    Direct(DeliveryFuture),
+    Watched(oneshot::Receiver<DeliveryReport>),
+}
+
+/// The producer went away before the report was passed on.
+#[derive(Debug)]
+pub(super) struct ReportLost;
+
+impl Future for Report {
+    type Output = Result<rdkafka::producer::future_producer::OwnedDeliveryResult, ReportLost>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Report::Direct(f) => Pin::new(f).poll(cx).map(|r| r.map_err(|_| ReportLost)),
+            Report::Watched(rx) => Pin::new(rx).poll(cx).map(|r| match r {
+                Ok(Ok(report)) => Ok(report),
+                _ => Err(ReportLost),
+            }),
+        }
+    }
+}
+
 /// A record handed to librdkafka, waiting for its delivery report.
 pub(super) struct Enqueued {
     /// librdkafka's delivery report.
-    pub future: DeliveryFuture,
+    pub future: Report,
     /// The partition it was sent to.
     pub partition: u32,
     /// How long it was held behind a fence of its key, if it was.
@@ -103,6 +147,8 @@ pub(super) struct Counters {
     pub fence_failures: u64,
     pub held_total: u64,
     pub held_now: usize,
+    pub route_writes: u64,
+    pub route_write_failures: u64,
 }
 
 /// One record held behind a fence of its key.
@@ -193,6 +239,10 @@ pub(super) struct State {
     drainer_running: bool,
     /// Reused buffer for encoding protocol headers (librdkafka copies header values).
     scratch: Vec<u8>,
+    /// Generation of the newest route change written per key (while a write is unfinished):
+    /// a failed write is retried only if nothing newer of its key was written after it.
+    route_latest: FxHashMap<Box<[u8]>, u64>,
+    route_gen: u64,
     pub counters: Counters,
     pub fence_rtt: LatencyHistogram,
 }
@@ -207,6 +257,8 @@ impl State {
             backlog: VecDeque::new(),
             drainer_running: false,
             scratch: Vec::with_capacity(32),
+            route_latest: FxHashMap::default(),
+            route_gen: 0,
             counters: Counters {
                 per_partition: vec![0; partitions as usize],
                 ..Counters::default()
@@ -229,10 +281,7 @@ impl State {
 /// Outcome of [`Inner::submit`] for the caller's own record.
 pub(super) enum Submitted {
     /// Handed to librdkafka.
-    Sent {
-        future: DeliveryFuture,
-        partition: u32,
-    },
+    Sent { future: Report, partition: u32 },
     /// Held behind a fence or backlogged: the result comes through the channel.
     Waiting(oneshot::Receiver<Result<Enqueued, ProduceError>>),
 }
@@ -255,6 +304,8 @@ pub(super) struct Inner {
     pub events: Option<crate::trace_events::TraceEventSink>,
     /// `client.id`, for spans and events.
     pub client_id: String,
+    /// The route topic (durable routes of an order-preserving strategy), else `None`.
+    pub routes: Option<RouteTopic>,
 }
 
 fn is_queue_full(err: &KafkaError) -> bool {
@@ -388,7 +439,10 @@ impl Inner {
             fence: None,
         };
         match self.enqueue(&mut st.counters, &mut st.scratch, &rec) {
-            Ok(future) => Ok(Submitted::Sent { future, partition }),
+            Ok(future) => Ok(Submitted::Sent {
+                future: self.report(st, key, partition, route, future),
+                partition,
+            }),
             Err(err) if is_queue_full(&err) => {
                 // Decided already (the migrator moved on), so it must go out in this order.
                 let (reply, rx) = oneshot::channel();
@@ -472,13 +526,13 @@ impl Inner {
             self.ensure_drainer(st);
             return;
         }
-        match self.enqueue(&mut st.counters, &mut st.scratch, &rec) {
-            Ok(future) => self.finish(st, rec.key, rec.partition, after, Ok(future)),
+        let result = self.enqueue(&mut st.counters, &mut st.scratch, &rec);
+        match result {
             Err(err) if is_queue_full(&err) => {
                 st.backlog.push_back(rec.to_owned(after));
                 self.ensure_drainer(st);
             }
-            Err(err) => self.finish(st, rec.key, rec.partition, after, Err(err)),
+            result => self.finish(st, rec.key, rec.partition, rec.route, after, result),
         }
     }
 
@@ -522,6 +576,7 @@ impl Inner {
         st: &mut State,
         key: &[u8],
         partition: u32,
+        route: Option<RouteHeader>,
         after: After,
         result: Result<DeliveryFuture, KafkaError>,
     ) {
@@ -529,7 +584,7 @@ impl Inner {
             After::Reply { reply, fenced_wait } => {
                 let outcome = result
                     .map(|future| Enqueued {
-                        future,
+                        future: self.report(st, key, partition, route, future),
                         partition,
                         fenced_wait,
                     })
@@ -587,6 +642,9 @@ impl Inner {
                     if let Some(queue) = st.held.get_mut(&key) {
                         queue.attempts = 0;
                     }
+                    // Durable routes: the new set is recorded first; `release` then meets
+                    // `Hold` until the write is acknowledged.
+                    inner.save_routes(st);
                     inner.release(st, &key);
                 }
                 Ok(Err((err, _))) => inner.fence_error(st, &key, partition, err),
@@ -627,27 +685,194 @@ impl Inner {
             });
             return;
         }
-        let queue = st.held.remove(key).expect("queue present");
-        st.counters.held_now -= queue.records.len();
         tracing::error!(
             topic = %self.topic,
             key = %String::from_utf8_lossy(key),
             partition,
             attempts,
-            failed_records = queue.records.len(),
             error = %err,
             "fence failed on every attempt; failing the key's held records"
         );
+        self.fail_held(st, key, || ProduceError::Fence {
+            topic: self.topic.clone(),
+            key: String::from_utf8_lossy(key).into_owned(),
+            fence_partition: partition,
+            attempts,
+            source: Box::new(err.clone()),
+        });
+    }
+
+    /// Fails every record held for `key` with `error()` and forgets its hold queue.
+    fn fail_held(&self, st: &mut State, key: &[u8], error: impl Fn() -> ProduceError) {
+        let Some(queue) = st.held.remove(key) else {
+            return;
+        };
+        st.counters.held_now -= queue.records.len();
         for held in queue.records {
             self.count_error();
-            let _ = held.reply.send(Err(ProduceError::Fence {
-                topic: self.topic.clone(),
-                key: String::from_utf8_lossy(key).into_owned(),
-                fence_partition: partition,
-                attempts,
-                source: Box::new(err.clone()),
-            }));
+            let _ = held.reply.send(Err(error()));
         }
+    }
+
+    /// The delivery report of a record just enqueued: watched when it is a headed record at
+    /// its key's home (the migrator needs its acknowledgement), else librdkafka's future.
+    fn report(
+        self: &Arc<Self>,
+        st: &State,
+        key: &[u8],
+        partition: u32,
+        route: Option<RouteHeader>,
+        future: DeliveryFuture,
+    ) -> Report {
+        let Some(header) = route else {
+            return Report::Direct(future);
+        };
+        if !st
+            .migrator
+            .as_ref()
+            .is_some_and(|m| m.wants_ack(key, partition, route))
+        {
+            return Report::Direct(future);
+        }
+        let (tx, rx) = oneshot::channel();
+        let inner = Arc::clone(self);
+        let key: Box<[u8]> = key.into();
+        self.runtime.handle.spawn(async move {
+            let report = future.await;
+            if matches!(report, Ok(Ok(_))) {
+                let mut guard = inner.lock();
+                let st = &mut *guard;
+                if st
+                    .migrator
+                    .as_mut()
+                    .is_some_and(|m| m.record_acked(&key, header))
+                {
+                    inner.save_routes(st);
+                }
+            }
+            // The caller may have dropped its future; the migrator heard the report anyway.
+            let _ = tx.send(report);
+        });
+        Report::Watched(rx)
+    }
+
+    /// Writes the route changes the migrator has queued (durable routes), in order.
+    fn save_routes(self: &Arc<Self>, st: &mut State) {
+        let Some(migrator) = st.migrator.as_mut() else {
+            return;
+        };
+        let mut changes = Vec::new();
+        while let Some(change) = migrator.poll_change() {
+            changes.push(change);
+        }
+        for change in changes {
+            st.route_gen += 1;
+            let generation = st.route_gen;
+            st.route_latest.insert(change.key.clone(), generation);
+            self.write_route(st, change, generation, 0);
+        }
+    }
+
+    /// Enqueues one route change; its report is awaited on the runtime.
+    fn write_route(
+        self: &Arc<Self>,
+        st: &mut State,
+        change: RouteChange,
+        generation: u64,
+        failures: u32,
+    ) {
+        let Some(routes) = &self.routes else {
+            // A durable migrator is only built with a route topic.
+            debug_assert!(false, "route change without a route topic");
+            return;
+        };
+        let value = change.entry.map(|e| e.encode());
+        let sent = self
+            .producer
+            .send_result(routes.record(&change.key, value.as_deref()))
+            .map_err(|(err, _)| err);
+        match sent {
+            Ok(future) => {
+                let inner = Arc::clone(self);
+                self.runtime.handle.spawn(async move {
+                    let report = future.await;
+                    let mut guard = inner.lock();
+                    let st = &mut *guard;
+                    match report {
+                        Ok(Ok(_)) => inner.route_written(st, change, generation),
+                        Ok(Err((err, _))) => {
+                            inner.route_write_failed(st, change, generation, failures + 1, err)
+                        }
+                        Err(_canceled) => inner.route_write_failed(
+                            st,
+                            change,
+                            generation,
+                            failures + 1,
+                            KafkaError::Canceled,
+                        ),
+                    }
+                });
+            }
+            Err(err) => self.route_write_failed(st, change, generation, failures + 1, err),
+        }
+    }
+
+    fn route_written(self: &Arc<Self>, st: &mut State, change: RouteChange, generation: u64) {
+        st.counters.route_writes += 1;
+        if st.route_latest.get(&change.key) == Some(&generation) {
+            st.route_latest.remove(&change.key);
+        }
+        if let Some(entry) = change.entry {
+            let saved = st
+                .migrator
+                .as_mut()
+                .is_some_and(|m| m.route_saved(&change.key, entry.route.set_index));
+            if saved {
+                self.release(st, &change.key);
+            }
+        }
+    }
+
+    fn route_write_failed(
+        self: &Arc<Self>,
+        st: &mut State,
+        change: RouteChange,
+        generation: u64,
+        failures: u32,
+        err: KafkaError,
+    ) {
+        if st.route_latest.get(&change.key) != Some(&generation) {
+            // A newer change of the key was written after this one: it supersedes it.
+            return;
+        }
+        st.counters.route_write_failures += 1;
+        let routes_topic = self.routes.as_ref().map_or("", |r| r.name.as_str());
+        tracing::warn!(
+            topic = %self.topic,
+            routes_topic,
+            key = %String::from_utf8_lossy(&change.key),
+            failures,
+            error = %err,
+            "route change not recorded; retrying"
+        );
+        if change.entry.is_some() && failures >= self.fence_attempts {
+            self.fail_held(st, &change.key, || ProduceError::RouteState {
+                topic: self.topic.clone(),
+                key: String::from_utf8_lossy(&change.key).into_owned(),
+                routes_topic: routes_topic.to_owned(),
+                attempts: failures,
+                source: Box::new(err.clone()),
+            });
+        }
+        let delay = self.fence_backoff * failures.min(self.fence_attempts);
+        let inner = Arc::clone(self);
+        self.runtime.handle.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut guard = inner.lock();
+            if guard.route_latest.get(&change.key) == Some(&generation) {
+                inner.write_route(&mut guard, change, generation, failures);
+            }
+        });
     }
 
     /// Offers the key's held records to the migrator in order until one needs a fence (or
@@ -704,7 +929,14 @@ impl Inner {
                 return;
             }
             let item = st.backlog.pop_front().expect("front exists");
-            self.finish(st, &item.key, item.partition, item.after, result);
+            self.finish(
+                st,
+                &item.key,
+                item.partition,
+                item.route,
+                item.after,
+                result,
+            );
         }
     }
 

@@ -46,6 +46,36 @@ pub enum ProducerBuildError {
         /// librdkafka's explanation.
         source: KafkaError,
     },
+    /// The route topic (durable routes) cannot be created or read: starting anyway would route
+    /// moved keys by hash, home without a fence.
+    #[error(
+        "cannot use route topic '{topic}' for durable routes: {reason}; fix the topic (or its \
+         ACLs), name another one, or keep routes in memory with --routes ephemeral (unsafe \
+         across restarts)"
+    )]
+    RouteState {
+        /// The route topic.
+        topic: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A strategy that moves keys with a producer setting that can lose or reorder a fence.
+    #[error(
+        "strategy '{strategy}' moves keys between partitions, which needs {setting}={expected} \
+         (found {setting}={found}): {why}"
+    )]
+    UnsafeMoves {
+        /// The strategy.
+        strategy: String,
+        /// The librdkafka property.
+        setting: &'static str,
+        /// Its value.
+        found: String,
+        /// What the fenced migration needs.
+        expected: &'static str,
+        /// What goes wrong otherwise.
+        why: &'static str,
+    },
     /// No async runtime was current and a private one could not be started.
     #[error("cannot start the producer's background runtime: {0}")]
     Runtime(std::io::Error),
@@ -107,6 +137,41 @@ pub enum ProduceError {
         attempts: u32,
         /// The last attempt's error.
         source: Box<KafkaError>,
+    },
+    /// The route change that moves the record's key could not be written to the route topic
+    /// after every attempt, so the record (held behind it) was not sent; the write is retried
+    /// in the background and the key's later records wait for it.
+    #[error(
+        "record of key '{key}' for topic '{topic}' not sent: its new route could not be \
+         recorded in route topic '{routes_topic}' after {attempts} attempt(s), last error: \
+         {source}"
+    )]
+    RouteState {
+        /// The topic.
+        topic: String,
+        /// The key, lossily decoded as UTF-8 for the message.
+        key: String,
+        /// The route topic.
+        routes_topic: String,
+        /// Write attempts so far.
+        attempts: u32,
+        /// The last attempt's error.
+        source: Box<KafkaError>,
+    },
+    /// [`super::KeyshiftProducer::move_key`] on a producer whose settings can lose a fence.
+    #[error(
+        "cannot move key '{key}' of topic '{topic}': moving keys needs an idempotent producer \
+         with acks=all (found {setting}={found})"
+    )]
+    UnsafeMove {
+        /// The topic.
+        topic: String,
+        /// The key.
+        key: String,
+        /// The offending librdkafka property.
+        setting: &'static str,
+        /// Its value.
+        found: String,
     },
     /// A partition outside the topic, given to [`super::KeyshiftProducer::move_key`].
     #[error("invalid partition {partition} for topic '{topic}': expected 0..{partitions}")]

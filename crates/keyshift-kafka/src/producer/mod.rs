@@ -31,8 +31,23 @@
 //! Lowest first: keyshift's producer defaults (idempotence, `acks=all`), the shared
 //! [`ClientSettings`] (bootstrap servers, client id, its `-X` passthrough), then the
 //! producer-only properties of [`ProducerBuilder::property`]. Any librdkafka property passes
-//! through. Disabling idempotence is allowed but logged as a warning: per-partition order
-//! then depends on `max.in.flight.requests.per.connection=1` and no retries reordering.
+//! through, with one exception: a strategy that moves keys (`slops`, `keyshift`) refuses to
+//! build unless the producer is idempotent with `acks=all`
+//! ([`ProducerBuildError::UnsafeMoves`]) — with fewer acks a fence acknowledged by one broker
+//! can vanish in a leader change, and without idempotence a retry can reorder a partition, so
+//! the barrier would not hold. With `hash` such settings are allowed (logged as a warning) and
+//! [`KeyshiftProducer::move_key`] is refused instead; `pkg` and `unordered` keep no order.
+//!
+//! # Durable routes
+//! With an order-preserving strategy, routes are durable by default ([`Routes::Durable`]):
+//! [`ProducerBuilder::build`] creates (if needed) and reads the route topic
+//! `<topic>.keyshift-routes` to its end and restores the migrator from it; every route change
+//! is written there before the moved key's next records are sent (about one more produce round
+//! trip per move, for that key only). A route topic that cannot be created or read fails the
+//! build ([`ProducerBuildError::RouteState`]). [`Routes::Ephemeral`] keeps routes in memory,
+//! which is unsafe across restarts: a restarted producer sends moved keys home without a fence.
+//! One producer process per topic owns its route topic (several producers of one topic are not
+//! coordinated yet). See `docs/routing.md`.
 //!
 //! # Queue full
 //! librdkafka's local queue is bounded (`queue.buffering.max.messages` / `.kbytes`). A record
@@ -66,6 +81,7 @@
 
 mod engine;
 mod error;
+mod routes;
 mod stats;
 mod trace;
 
@@ -88,15 +104,19 @@ use crate::config::{ClientSettings, Property};
 use crate::trace_events::TraceEventSink;
 use engine::{Enqueued, Inner, RuntimeHandle, State, Submitted, QUEUE_FULL_BACKOFF};
 use keyshift_trace::Tracing;
+use routes::RouteTopic;
 use trace::RecordTrace;
 
 pub use error::{ProduceError, ProducerBuildError};
+pub use routes::{Routes, ROUTE_TOPIC_SUFFIX};
 pub use stats::ProducerStats;
 
 /// Default number of attempts to write one fence before its held records fail.
 pub const DEFAULT_FENCE_ATTEMPTS: u32 = 5;
 /// Default backoff after a failed fence (multiplied by the attempt number).
 pub const DEFAULT_FENCE_BACKOFF: Duration = Duration::from_millis(100);
+/// Default bound on reading the route topic at build.
+pub const DEFAULT_ROUTES_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A record acknowledged by the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +144,8 @@ pub struct ProducerBuilder {
     runtime: Option<Handle>,
     tracing: Option<Tracing>,
     events: Option<TraceEventSink>,
+    routes: Routes,
+    routes_timeout: Duration,
 }
 
 impl ProducerBuilder {
@@ -142,7 +164,23 @@ impl ProducerBuilder {
             runtime: None,
             tracing: None,
             events: None,
+            routes: Routes::default(),
+            routes_timeout: DEFAULT_ROUTES_TIMEOUT,
         }
+    }
+
+    /// Where routes of moved keys are kept: [`Routes::Durable`] (default, topic
+    /// `<topic>.keyshift-routes` unless named) or [`Routes::Ephemeral`] (in memory, unsafe
+    /// across restarts). See "Durable routes" in the module docs.
+    pub fn routes(mut self, routes: Routes) -> Self {
+        self.routes = routes;
+        self
+    }
+
+    /// Bound on reading the route topic at build (default [`DEFAULT_ROUTES_TIMEOUT`]).
+    pub fn routes_timeout(mut self, timeout: Duration) -> Self {
+        self.routes_timeout = timeout;
+        self
     }
 
     /// Traces every record: a `send <topic>` span and its context in the record's headers
@@ -229,30 +267,59 @@ impl ProducerBuilder {
                 })?,
         };
         let strategy = build_with(&self.strategy, partitions, &self.strategy_config)?;
-        let migrator = if strategy.preserves_order() {
-            Some(Migrator::new(partitions, self.strategy_config.hasher)?)
-        } else {
-            None
-        };
         let mut config = self.settings.producer_config();
         for (key, value) in self.properties {
             let property = Property::new(key, value)?;
             config.set(property.key(), property.value());
         }
-        if config.get("enable.idempotence") == Some("false") {
+        // `hash` never moves a key by itself (only `move_key` does, refused below when unsafe).
+        let moves_keys = strategy.preserves_order() && strategy.name() != "hash";
+        let unsafe_moves = unsafe_for_moves(&config);
+        if let Some(u) = &unsafe_moves {
+            if moves_keys {
+                return Err(ProducerBuildError::UnsafeMoves {
+                    strategy: strategy.name().to_owned(),
+                    setting: u.setting,
+                    found: u.found.clone(),
+                    expected: u.expected,
+                    why: u.why,
+                });
+            }
             tracing::warn!(
                 topic = %self.topic,
-                "enable.idempotence=false: per-partition order (and so per-key order) now relies \
-                 on max.in.flight.requests.per.connection=1; retries may duplicate records"
+                "{}={}: {}; keys cannot be moved with this producer",
+                u.setting,
+                u.found,
+                u.why
             );
         }
-        if !matches!(config.get("acks"), Some("all" | "-1") | None) {
-            tracing::warn!(
-                topic = %self.topic,
-                acks = config.get("acks").unwrap_or_default(),
-                "acks is not 'all': a fence may be lost with a broker, breaking the order barrier"
-            );
-        }
+        let (migrator, routes) = match (strategy.preserves_order(), &self.routes) {
+            (false, _) => (None, None),
+            (true, Routes::Ephemeral) => {
+                tracing::warn!(
+                    topic = %self.topic,
+                    "routes are ephemeral: a restarted producer forgets moved keys and may \
+                     break their order"
+                );
+                (
+                    Some(Migrator::new(partitions, self.strategy_config.hasher)?),
+                    None,
+                )
+            }
+            (true, Routes::Durable(name)) => {
+                let name = name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}{ROUTE_TOPIC_SUFFIX}", self.topic));
+                let (routes, restored) =
+                    RouteTopic::open(&self.settings, name, self.routes_timeout)?;
+                let migrator = Migrator::restore(partitions, self.strategy_config.hasher, restored)
+                    .map_err(|e| ProducerBuildError::RouteState {
+                        topic: routes.name.clone(),
+                        reason: e.reason,
+                    })?;
+                (Some(migrator), Some(routes))
+            }
+        };
         let producer: FutureProducer =
             config
                 .create()
@@ -283,9 +350,45 @@ impl ProducerBuilder {
                 tracing: self.tracing,
                 events: self.events,
                 client_id: self.settings.get_client_id().to_owned(),
+                routes,
             }),
+            unsafe_moves,
         })
     }
+}
+
+/// A producer setting that makes moving keys unsafe.
+#[derive(Debug, Clone)]
+struct UnsafeSetting {
+    setting: &'static str,
+    found: String,
+    expected: &'static str,
+    why: &'static str,
+}
+
+/// The first setting of `config` that can lose or reorder a fence, if any.
+fn unsafe_for_moves(config: &rdkafka::ClientConfig) -> Option<UnsafeSetting> {
+    let idempotence = config.get("enable.idempotence").unwrap_or("false");
+    if !idempotence.eq_ignore_ascii_case("true") {
+        return Some(UnsafeSetting {
+            setting: "enable.idempotence",
+            found: idempotence.to_owned(),
+            expected: "true",
+            why: "without idempotence a retried batch can land after a later one, so a \
+                  partition's records (fences included) may be reordered or duplicated",
+        });
+    }
+    let acks = config.get("acks").unwrap_or("all");
+    if !matches!(acks, "all" | "-1") {
+        return Some(UnsafeSetting {
+            setting: "acks",
+            found: acks.to_owned(),
+            expected: "all",
+            why: "a fence acknowledged by the leader alone can be lost in a leader change, \
+                  and records waiting for it would be released out of order",
+        });
+    }
+    None
 }
 
 /// The keyshift producer; see the [module docs](self). Cheap to clone (all clones share one
@@ -293,6 +396,8 @@ impl ProducerBuilder {
 #[derive(Clone)]
 pub struct KeyshiftProducer {
     inner: Arc<Inner>,
+    /// Why keys must not be moved with this producer's settings, if they must not.
+    unsafe_moves: Option<UnsafeSetting>,
 }
 
 impl KeyshiftProducer {
@@ -396,6 +501,14 @@ impl KeyshiftProducer {
     /// Forces `key` onto `partition` (see "Forced moves" in the module docs). The move, with
     /// its fence, happens on the key's next record.
     pub fn move_key(&self, key: &[u8], partition: u32) -> Result<(), ProduceError> {
+        if let Some(u) = &self.unsafe_moves {
+            return Err(ProduceError::UnsafeMove {
+                topic: self.inner.topic.clone(),
+                key: String::from_utf8_lossy(key).into_owned(),
+                setting: u.setting,
+                found: u.found.clone(),
+            });
+        }
         if partition >= self.inner.partitions {
             return Err(ProduceError::InvalidPartition {
                 topic: self.inner.topic.clone(),
@@ -451,6 +564,9 @@ impl KeyshiftProducer {
             held_keys: st.held_keys(),
             held_total: st.counters.held_total,
             routed_keys: st.migrator.as_ref().map_or(0, Migrator::len),
+            durable_routes: self.inner.routes.is_some(),
+            route_writes: st.counters.route_writes,
+            route_write_failures: st.counters.route_write_failures,
             backlog: st.backlog_len(),
             in_flight,
         }

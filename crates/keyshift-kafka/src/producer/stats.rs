@@ -39,6 +39,12 @@ pub struct ProducerStats {
     pub held_total: u64,
     /// Keys whose current message set carries a route header (away from home or mid-move).
     pub routed_keys: usize,
+    /// Whether route changes are recorded in a route topic (durable routes).
+    pub durable_routes: bool,
+    /// Route changes written to the route topic (acknowledged).
+    pub route_writes: u64,
+    /// Failed route-topic writes (each retried).
+    pub route_write_failures: u64,
     /// Decided records waiting for room in librdkafka's queue.
     pub backlog: usize,
     /// Messages and requests in librdkafka's queues (not yet acknowledged).

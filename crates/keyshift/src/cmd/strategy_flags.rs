@@ -7,12 +7,17 @@
 //! not collide. Unset flags keep the core's defaults, so `--help` and the core cannot disagree
 //! about them. [`StrategyFlags::resolve`] builds each selected strategy once to validate its
 //! options, and reports a bad one under the flag the user typed.
+//!
+//! [`RouteFlags`] (`--routes`, `--routes-topic`) choose where the producer of `gateway` and
+//! `loadgen --bootstrap-servers` keeps the routes of moved keys (see `docs/routing.md`).
 
 use clap::{Args, ValueEnum};
 use keyshift_core::hash::Hasher;
 use keyshift_core::strategy::{self, KeyshiftConfig, PkgConfig, SlopsConfig, StrategyConfig};
 
-use keyshift_kafka::{Admin, ClientSettings, KeyshiftProducer, ProducerBuilder, TopicStatus};
+use keyshift_kafka::{
+    Admin, ClientSettings, KeyshiftProducer, ProducerBuilder, Routes, TopicStatus,
+};
 
 use crate::exit::FlagError;
 
@@ -36,6 +41,52 @@ pub enum HasherArg {
     Murmur2,
     /// The SLOPS seed's FNV-1a.
     Fnv1a,
+}
+
+/// Where routes of moved keys live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoutesArg {
+    /// In a compacted route topic, written before a moved key's new records and read at start:
+    /// a restarted producer continues every moved key's route.
+    Durable,
+    /// In memory only (no route topic). UNSAFE across restarts: a restarted producer sends
+    /// moved keys home without a fence while their older records may be unprocessed, so
+    /// per-key order can break.
+    Ephemeral,
+}
+
+/// Route-state options of the subcommands that produce to Kafka.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Route state")]
+pub struct RouteFlags {
+    /// Where the routes of moved keys are kept (order-preserving strategies). `durable`
+    /// records every route change in a compacted topic before the moved key's next records
+    /// and restores them at start; a route topic that cannot be created or read stops the
+    /// start. `ephemeral` keeps them in memory: unsafe across restarts (see docs/routing.md).
+    #[arg(long, value_enum, default_value_t = RoutesArg::Durable)]
+    routes: RoutesArg,
+
+    /// Route topic for --routes durable [default: <topic>.keyshift-routes].
+    #[arg(long, value_name = "TOPIC")]
+    routes_topic: Option<String>,
+}
+
+impl RouteFlags {
+    /// The producer's route setting.
+    pub fn routes(&self) -> Result<Routes, FlagError> {
+        match (self.routes, &self.routes_topic) {
+            (RoutesArg::Ephemeral, Some(_)) => Err(FlagError::new(
+                "--routes-topic",
+                "only applies with --routes durable",
+            )),
+            (RoutesArg::Ephemeral, None) => Ok(Routes::Ephemeral),
+            (RoutesArg::Durable, Some(t)) if t.is_empty() => Err(FlagError::new(
+                "--routes-topic",
+                "expected a non-empty topic name",
+            )),
+            (RoutesArg::Durable, topic) => Ok(Routes::Durable(topic.clone())),
+        }
+    }
 }
 
 /// Options of the strategies.
@@ -128,12 +179,22 @@ impl StrategyFlags {
         topic: &str,
         partitions: Option<u32>,
         strategy: &str,
+        routes: &RouteFlags,
     ) -> anyhow::Result<(KeyshiftProducer, u32, StrategyConfig)> {
-        self.open_producer_with(runtime, settings, topic, partitions, strategy, |b| b)
+        self.open_producer_with(
+            runtime,
+            settings,
+            topic,
+            partitions,
+            strategy,
+            routes,
+            |b| b,
+        )
     }
 
     /// [`StrategyFlags::open_producer`], with `configure` applied to the builder last (e.g.
     /// to add tracing).
+    #[allow(clippy::too_many_arguments)]
     pub fn open_producer_with(
         &self,
         runtime: &tokio::runtime::Runtime,
@@ -141,8 +202,10 @@ impl StrategyFlags {
         topic: &str,
         partitions: Option<u32>,
         strategy: &str,
+        routes: &RouteFlags,
         configure: impl FnOnce(ProducerBuilder) -> ProducerBuilder,
     ) -> anyhow::Result<(KeyshiftProducer, u32, StrategyConfig)> {
+        let routes = routes.routes()?;
         let admin = Admin::new(&settings)?;
         let partitions = match partitions {
             Some(n) => {
@@ -160,7 +223,8 @@ impl StrategyFlags {
                 KeyshiftProducer::builder(settings, topic)
                     .strategy(strategy)
                     .strategy_config(config)
-                    .partitions(partitions),
+                    .partitions(partitions)
+                    .routes(routes),
             )
             .build()
         })?;

@@ -352,6 +352,18 @@ impl prometheus_client::collector::Collector for ProducerCollector {
             "Keys whose records carry a route header (away from home or moving)",
             saturating(s.routed_keys),
         )?;
+        counter(
+            &mut encoder,
+            "keyshift_producer_route_writes",
+            "Route changes recorded in the route topic (durable routes)",
+            s.route_writes,
+        )?;
+        counter(
+            &mut encoder,
+            "keyshift_producer_route_write_failures",
+            "Route-topic writes that failed (each is retried; the moved key waits)",
+            s.route_write_failures,
+        )?;
         gauge(
             &mut encoder,
             "keyshift_producer_pinned_keys",

@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 
 use self::api::{Gateway, Limits};
 use self::metrics::{GatewayMetrics, HotKeys, HotKeysCollector, ProducerCollector};
-use super::strategy_flags::StrategyFlags;
+use super::strategy_flags::{RouteFlags, StrategyFlags};
 use super::trace_flags::TraceFlags;
 use super::workload_flags::{at_least_one, at_least_one_usize, parse_strategy, positive_f64};
 use crate::http::{self, Health, HttpServer};
@@ -40,7 +40,10 @@ use crate::http::{self, Health, HttpServer};
                   Prometheus metrics (records, bytes, per-partition records, hot keys, \
                   migrations, fence round trip, delivery errors), GET /healthz a health probe. \
                   SIGINT/SIGTERM stop it gracefully: in-flight requests finish and the producer \
-                  is flushed."
+                  is flushed.\n\nRoutes of moved keys are durable by default: recorded in \
+                  <topic>.keyshift-routes before the moved key's next records and restored at \
+                  start, so a restarted (even kill -9'd) gateway keeps per-key order; \
+                  --routes ephemeral keeps them in memory, which is unsafe across restarts."
 )]
 pub struct GatewayArgs {
     /// Kafka bootstrap servers, host:port[,host:port...].
@@ -109,6 +112,9 @@ pub struct GatewayArgs {
     strategy_flags: StrategyFlags,
 
     #[command(flatten)]
+    route_flags: RouteFlags,
+
+    #[command(flatten)]
     trace_flags: TraceFlags,
 }
 
@@ -129,6 +135,7 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         &args.topic,
         args.partitions,
         &args.strategy,
+        &args.route_flags,
         |mut builder| {
             if let Some(t) = &trace.tracing {
                 builder = builder.tracing(t.clone());

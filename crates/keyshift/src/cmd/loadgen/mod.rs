@@ -22,7 +22,7 @@ use keyshift_core::workload::{KeyDist, Schedule, Targeted, Workload, Zipf};
 use keyshift_kafka::{ClientSettings, Property};
 
 use self::engine::{HttpSink, LoadConfig, LoadReport, ProducerSink, Sink};
-use super::strategy_flags::StrategyFlags;
+use super::strategy_flags::{RouteFlags, StrategyFlags};
 use super::workload_flags::{
     at_least_one, at_least_one_u64, at_least_one_usize, finite_f64, parse_strategy, positive_f64,
     WorkloadArg,
@@ -124,6 +124,9 @@ pub struct LoadgenArgs {
 
     #[command(flatten)]
     strategy_flags: StrategyFlags,
+
+    #[command(flatten)]
+    route_flags: RouteFlags,
 }
 
 /// `--arrivals`.
@@ -186,6 +189,7 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
                 &args.topic,
                 args.partitions,
                 &args.strategy,
+                &args.route_flags,
             )?;
             (
                 Arc::new(ProducerSink::new(producer, timeout)),

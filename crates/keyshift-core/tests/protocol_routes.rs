@@ -1,0 +1,472 @@
+//! Model test of the producer side of fenced migration: the real [`Migrator`] driven through
+//! random interleavings of records, moves, asynchronous delivery reports (acknowledged, failed,
+//! refused at enqueue), route-state writes (acknowledged, failed and retried) and producer
+//! crashes that lose everything in memory — then restart from what the route state holds.
+//!
+//! The checker is the consumer's barrier rule, not an implementation: a record of key K on
+//! partition P is ordered after every earlier record of K on P, and a record carrying route
+//! header {from A, fence f} after everything of K on A up to offset f; both transitively. For
+//! every two consecutive delivered records of a key (in the order the application produced
+//! them) the later one must be ordered after the earlier one — otherwise a consumer could
+//! process them in the wrong order.
+//!
+//! Negative controls: the same histories with routes kept in memory only (a restarted producer
+//! forgets moved keys, today's `--routes ephemeral`) must produce violations, and so must a
+//! migrator that forgets a home set's header as soon as its first record is decided (issue 10
+//! item 1), simulated here by acknowledging every headed record the moment it is decided.
+
+use std::collections::{HashMap, VecDeque};
+
+use keyshift_core::hash::Hasher;
+use keyshift_core::protocol::{FenceHeader, Migrator, RouteChange, RouteEntry, RouteHeader, Step};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Durable routes, acknowledgements reported when they happen (as designed).
+    Durable,
+    /// Routes in memory only: a restart starts from an empty migrator.
+    Ephemeral,
+    /// Broken on purpose: headed records are reported acknowledged when decided.
+    AckOnDecide,
+}
+
+/// A record or fence handed to the "client", waiting for its delivery report.
+#[derive(Debug, Clone)]
+struct Item {
+    key: usize,
+    seq: u32,
+    route: Option<RouteHeader>,
+    fence: Option<FenceHeader>,
+}
+
+/// A delivered record or fence of one key, as the checker sees it.
+#[derive(Debug, Clone, Copy)]
+struct Logged {
+    seq: u32,
+    partition: u32,
+    offset: i64,
+    route: Option<RouteHeader>,
+    fence: bool,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    migrations: u64,
+    crashes: u64,
+    refused: u64,
+    failed: u64,
+    saves_failed: u64,
+    tombstones: u64,
+    restored: u64,
+}
+
+struct World {
+    mode: Mode,
+    partitions: u32,
+    rng: ChaCha8Rng,
+    keys: Vec<Vec<u8>>,
+    mig: Migrator,
+    /// Where the "strategy" sends each key now.
+    target: Vec<u32>,
+    /// Records of each key not yet decided (held behind a fence or a route write).
+    held: Vec<VecDeque<u32>>,
+    /// Per partition, items in the client's queue in enqueue order.
+    inflight: Vec<VecDeque<Item>>,
+    /// Route-state writes in flight, in write order (one state partition).
+    saving: VecDeque<RouteChange>,
+    /// The route topic's content: the last value per key.
+    store: HashMap<Vec<u8>, RouteEntry>,
+    /// Next offset per partition.
+    ends: Vec<i64>,
+    key_seq: Vec<u32>,
+    delivered: Vec<Vec<Logged>>,
+    stats: Stats,
+}
+
+impl World {
+    fn new(mode: Mode, keys: usize, partitions: u32, seed: u64) -> Self {
+        let keys: Vec<Vec<u8>> = (0..keys)
+            .map(|k| format!("location_{k}").into_bytes())
+            .collect();
+        let mig = Self::migrator(mode, partitions, &HashMap::new());
+        let target = keys.iter().map(|k| mig.home(k)).collect();
+        Self {
+            mode,
+            partitions,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            mig,
+            target,
+            held: vec![VecDeque::new(); keys.len()],
+            inflight: vec![VecDeque::new(); partitions as usize],
+            saving: VecDeque::new(),
+            store: HashMap::new(),
+            ends: vec![0; partitions as usize],
+            key_seq: vec![0; keys.len()],
+            delivered: vec![Vec::new(); keys.len()],
+            stats: Stats::default(),
+            keys,
+        }
+    }
+
+    fn migrator(mode: Mode, partitions: u32, store: &HashMap<Vec<u8>, RouteEntry>) -> Migrator {
+        match mode {
+            Mode::Ephemeral => Migrator::new(partitions, Hasher::Murmur2).unwrap(),
+            Mode::Durable | Mode::AckOnDecide => Migrator::restore(
+                partitions,
+                Hasher::Murmur2,
+                store
+                    .iter()
+                    .map(|(k, e)| (k.clone().into_boxed_slice(), *e)),
+            )
+            .unwrap(),
+        }
+    }
+
+    fn key_index(&self, key: &[u8]) -> usize {
+        self.keys.iter().position(|k| k == key).expect("known key")
+    }
+
+    fn next_seq(&mut self, key: usize) -> u32 {
+        let s = self.key_seq[key];
+        self.key_seq[key] += 1;
+        s
+    }
+
+    fn take_changes(&mut self) {
+        while let Some(change) = self.mig.poll_change() {
+            if change.entry.is_none() {
+                self.stats.tombstones += 1;
+            }
+            self.saving.push_back(change);
+        }
+    }
+
+    fn produce(&mut self, key: usize, retarget: u16) {
+        if retarget.is_multiple_of(4) {
+            self.target[key] = u32::from(retarget / 4) % self.partitions;
+        }
+        self.held[key].push_back(self.target[key]);
+        self.pump(key);
+    }
+
+    /// Offers the key's undecided records to the migrator in order until one must wait.
+    fn pump(&mut self, key: usize) {
+        while let Some(&partition) = self.held[key].front() {
+            match self.mig.on_record(&self.keys[key], partition) {
+                Step::Send { partition, header } => {
+                    self.held[key].pop_front();
+                    let seq = self.next_seq(key);
+                    if self.rng.gen_ratio(1, 10) {
+                        // Refused by the client (too large): never written, never reported.
+                        self.stats.refused += 1;
+                        continue;
+                    }
+                    if let (Mode::AckOnDecide, Some(h)) = (self.mode, header) {
+                        self.mig.record_acked(&self.keys[key], h);
+                        self.take_changes();
+                    }
+                    self.inflight[partition as usize].push_back(Item {
+                        key,
+                        seq,
+                        route: header,
+                        fence: None,
+                    });
+                }
+                Step::Fence {
+                    fence_partition,
+                    header,
+                    route,
+                    ..
+                } => {
+                    let seq = self.next_seq(key);
+                    self.inflight[fence_partition as usize].push_back(Item {
+                        key,
+                        seq,
+                        route,
+                        fence: Some(header),
+                    });
+                    return;
+                }
+                Step::Hold => return,
+            }
+        }
+    }
+
+    fn append(&mut self, partition: u32, item: &Item) -> i64 {
+        let offset = self.ends[partition as usize];
+        self.ends[partition as usize] += 1;
+        self.delivered[item.key].push(Logged {
+            seq: item.seq,
+            partition,
+            offset,
+            route: item.route,
+            fence: item.fence.is_some(),
+        });
+        offset
+    }
+
+    /// The client reports the oldest item of `partition`: written, or failed.
+    fn report(&mut self, partition: u32, fail: bool) {
+        let Some(item) = self.inflight[partition as usize].pop_front() else {
+            return;
+        };
+        let key = item.key;
+        if fail {
+            self.stats.failed += 1;
+            if item.fence.is_some() {
+                self.mig.fence_failed(&self.keys[key]);
+                self.pump(key);
+            }
+            return;
+        }
+        let offset = self.append(partition, &item);
+        if item.fence.is_some() {
+            assert!(self.mig.fence_acked(&self.keys[key], offset));
+            self.stats.migrations += 1;
+            self.take_changes();
+            self.pump(key);
+        } else if let Some(h) = item.route {
+            if self.mode != Mode::AckOnDecide
+                && self.mig.wants_ack(&self.keys[key], partition, Some(h))
+            {
+                self.mig.record_acked(&self.keys[key], h);
+                self.take_changes();
+            }
+        }
+    }
+
+    /// The route topic answers the oldest write: stored, or failed (then retried unless a
+    /// newer change of the same key is queued, as the adapter does).
+    fn save(&mut self, fail: bool) {
+        let Some(change) = self.saving.pop_front() else {
+            return;
+        };
+        if fail {
+            self.stats.saves_failed += 1;
+            if !self.saving.iter().any(|c| c.key == change.key) {
+                self.saving.push_back(change);
+            }
+            return;
+        }
+        self.apply(&change);
+        if let Some(e) = change.entry {
+            assert!(self.mig.route_saved(&change.key, e.route.set_index));
+            let key = self.key_index(&change.key);
+            self.pump(key);
+        }
+    }
+
+    fn apply(&mut self, change: &RouteChange) {
+        match change.entry {
+            Some(e) => self.store.insert(change.key.to_vec(), e),
+            None => self.store.remove(&change.key[..]),
+        };
+    }
+
+    /// kill -9: a prefix of each partition's queue and of the route writes made it out; the
+    /// rest and everything held is lost. The new producer restores what the route topic holds
+    /// and its strategy starts afresh (cold keys go home).
+    fn crash(&mut self, reset_targets: bool) {
+        self.stats.crashes += 1;
+        for p in 0..self.partitions {
+            let queue = std::mem::take(&mut self.inflight[p as usize]);
+            let written = self.rng.gen_range(0..=queue.len());
+            for item in queue.iter().take(written) {
+                self.append(p, item);
+            }
+        }
+        let saving = std::mem::take(&mut self.saving);
+        let written = self.rng.gen_range(0..=saving.len());
+        for change in saving.iter().take(written) {
+            self.apply(change);
+        }
+        for h in &mut self.held {
+            h.clear();
+        }
+        self.stats.restored += self.store.len() as u64;
+        self.mig = Self::migrator(self.mode, self.partitions, &self.store);
+        if reset_targets {
+            for k in 0..self.keys.len() {
+                self.target[k] = self.mig.home(&self.keys[k]);
+            }
+        }
+    }
+
+    fn step(&mut self, (kind, a, b): (u8, u16, u16)) {
+        let key = a as usize % self.keys.len();
+        let p = u32::from(a) % self.partitions;
+        match kind % 16 {
+            0..=5 => self.produce(key, b),
+            6..=9 => self.report(p, b.is_multiple_of(8)),
+            10..=12 => self.save(b.is_multiple_of(8)),
+            13 if b.is_multiple_of(6) => self.crash(b.is_multiple_of(12)),
+            _ => {
+                for p in 0..self.partitions {
+                    self.report(p, false);
+                }
+            }
+        }
+    }
+
+    /// Everything reported and recorded, without further faults.
+    fn drain(&mut self) {
+        for _ in 0..10_000 {
+            let idle = self.inflight.iter().all(VecDeque::is_empty)
+                && self.saving.is_empty()
+                && self.held.iter().all(VecDeque::is_empty);
+            if idle {
+                return;
+            }
+            for p in 0..self.partitions {
+                self.report(p, false);
+            }
+            self.save(false);
+            for k in 0..self.keys.len() {
+                self.pump(k);
+            }
+        }
+        panic!("the producer did not drain: a key stays held");
+    }
+
+    /// Consecutive delivered records (fences excluded) of every key that a consumer applying
+    /// the barrier rule could process out of order.
+    fn violations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (key, log) in self.delivered.iter().enumerate() {
+            let mut by_seq = log.clone();
+            by_seq.sort_by_key(|l| l.seq);
+            let records: Vec<&Logged> = by_seq.iter().filter(|l| !l.fence).collect();
+            for pair in records.windows(2) {
+                let (earlier, later) = (pair[0], pair[1]);
+                if !ordered_after(log, self.partitions, later, earlier) {
+                    out.push(format!(
+                        "key {key}: seq {} at {}/{} may be processed before seq {} at {}/{} \
+                         (route {:?})",
+                        later.seq,
+                        later.partition,
+                        later.offset,
+                        earlier.seq,
+                        earlier.partition,
+                        earlier.offset,
+                        later.route
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Whether the barrier rule orders `later` after `earlier` (both of one key whose delivered
+/// items are `log`): a fixed point of "everything of the key on P up to offset o is before".
+fn ordered_after(log: &[Logged], partitions: u32, later: &Logged, earlier: &Logged) -> bool {
+    let mut before = vec![-1i64; partitions as usize];
+    before[later.partition as usize] = later.offset - 1;
+    if let Some(h) = later.route {
+        let b = &mut before[h.from_partition as usize];
+        *b = (*b).max(h.fence_offset);
+    }
+    loop {
+        let mut changed = false;
+        for item in log {
+            if item.offset > before[item.partition as usize] {
+                continue;
+            }
+            if let Some(h) = item.route {
+                let b = &mut before[h.from_partition as usize];
+                if h.fence_offset > *b {
+                    *b = h.fence_offset;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    earlier.offset <= before[earlier.partition as usize]
+}
+
+fn run(mode: Mode, keys: usize, partitions: u32, seed: u64, actions: &[(u8, u16, u16)]) -> World {
+    let mut w = World::new(mode, keys, partitions, seed);
+    for &action in actions {
+        w.step(action);
+    }
+    w.drain();
+    w
+}
+
+fn random_actions(rng: &mut ChaCha8Rng, n: usize) -> Vec<(u8, u16, u16)> {
+    (0..n).map(|_| (rng.gen(), rng.gen(), rng.gen())).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn durable_routes_keep_per_key_order_through_failures_and_restarts(
+        keys in 1usize..5,
+        partitions in 2u32..5,
+        seed in any::<u64>(),
+        actions in prop::collection::vec((any::<u8>(), any::<u16>(), any::<u16>()), 0..400),
+    ) {
+        let w = run(Mode::Durable, keys, partitions, seed, &actions);
+        let v = w.violations();
+        prop_assert!(v.is_empty(), "{:#?}\n{:?}", v, w.stats);
+    }
+}
+
+/// Runs many random histories of `mode`; returns (histories with a violation, summed stats).
+fn broken_runs(mode: Mode) -> (usize, Stats) {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut caught = 0;
+    let mut total = Stats::default();
+    for i in 0..300 {
+        let actions = random_actions(&mut rng, 400);
+        let w = run(mode, 3, 3, i, &actions);
+        caught += usize::from(!w.violations().is_empty());
+        total.migrations += w.stats.migrations;
+        total.crashes += w.stats.crashes;
+        total.refused += w.stats.refused;
+        total.failed += w.stats.failed;
+        total.saves_failed += w.stats.saves_failed;
+        total.tombstones += w.stats.tombstones;
+        total.restored += w.stats.restored;
+    }
+    (caught, total)
+}
+
+#[test]
+fn random_histories_cover_failures_restarts_and_restored_routes() {
+    let (caught, s) = broken_runs(Mode::Durable);
+    assert_eq!(caught, 0);
+    for (what, n) in [
+        ("migrations", s.migrations),
+        ("crashes", s.crashes),
+        ("refused records", s.refused),
+        ("failed deliveries", s.failed),
+        ("failed route writes", s.saves_failed),
+        ("tombstones", s.tombstones),
+        ("restored entries", s.restored),
+    ] {
+        assert!(n > 0, "no {what} in the random histories: {s:?}");
+    }
+}
+
+#[test]
+fn the_check_catches_routes_forgotten_on_restart() {
+    let (caught, _) = broken_runs(Mode::Ephemeral);
+    assert!(
+        caught > 0,
+        "ephemeral routes across restarts went unnoticed"
+    );
+}
+
+#[test]
+fn the_check_catches_a_home_header_dropped_before_its_record_is_safe() {
+    let (caught, _) = broken_runs(Mode::AckOnDecide);
+    assert!(caught > 0, "a header dropped on decision went unnoticed");
+}
