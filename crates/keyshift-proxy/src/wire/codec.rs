@@ -98,8 +98,8 @@ pub struct OpaqueRequest {
 /// A request frame: decoded, or to be relayed as it is.
 #[derive(Debug)]
 pub enum Request {
-    /// Header and body decoded.
-    Decoded(RequestFrame),
+    /// Header and body decoded (boxed: a decoded body is far larger than an opaque one).
+    Decoded(Box<RequestFrame>),
     /// Not decodable by this codec; relay the frame untouched and its response undecoded.
     Opaque(OpaqueRequest),
 }
@@ -152,11 +152,11 @@ pub fn decode_request(frame: &Bytes) -> Result<Request, FrameError> {
         Err(e) => return opaque(OpaqueReason::MalformedHeader, format!("header: {e:#}")),
     };
     match RequestKind::decode(api_key, &mut b, version) {
-        Ok(body) => Ok(Request::Decoded(RequestFrame {
+        Ok(body) => Ok(Request::Decoded(Box::new(RequestFrame {
             api_key,
             header,
             body,
-        })),
+        }))),
         Err(e) => opaque(OpaqueReason::MalformedBody, format!("body: {e:#}")),
     }
 }
@@ -396,7 +396,7 @@ mod tests {
     /// The decoded frame, or a panic naming why it was left opaque.
     fn decoded(frame: &Bytes) -> RequestFrame {
         match decode_request(frame).unwrap() {
-            Request::Decoded(r) => r,
+            Request::Decoded(r) => *r,
             Request::Opaque(o) => panic!("opaque: {o:?}"),
         }
     }
