@@ -41,9 +41,9 @@ fn requests(stream: &[u8]) {
         reader.buffer().extend_from_slice(piece);
         let _ = reader.wanted();
         while let Ok(Some(f)) = reader.next_frame() {
-            if let Ok(req) = codec::decode_request(&f) {
-                let _ = codec::expects_response(req.body.as_ref());
-                if let Some(RequestKind::Produce(p)) = &req.body {
+            if let Ok(codec::Request::Decoded(req)) = codec::decode_request(&f) {
+                let _ = codec::expects_response(Some(&req.body));
+                if let RequestKind::Produce(p) = &req.body {
                     for t in &p.topic_data {
                         for part in &t.partition_data {
                             if let Some(r) = &part.records {
@@ -52,9 +52,7 @@ fn requests(stream: &[u8]) {
                         }
                     }
                 }
-                if let Some(body) = &req.body {
-                    let _ = codec::encode_request(&req.header, body);
-                }
+                let _ = codec::encode_request(&req.header, &req.body);
             }
         }
     }

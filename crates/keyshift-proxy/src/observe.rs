@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 
+use crate::wire::codec::OpaqueReason;
 use crate::wire::records::RecordBatch;
 use crate::wire::FrameError;
 
@@ -47,6 +48,9 @@ pub trait Observer: Send + Sync + 'static {
     fn passthrough(&self, _conn: &ConnInfo, _direction: Direction, _bytes: usize) {}
     /// Something in a relayed frame could not be decoded; the frame was relayed regardless.
     fn decode_failed(&self, _event: &DecodeFailure<'_>) {}
+    /// A request the codec cannot decode, relayed as it is (its response is relayed without
+    /// decoding too). Called after [`Observer::request`] for the same frame.
+    fn relayed_opaque(&self, _event: &OpaqueRelay<'_>) {}
 }
 
 /// An observer that ignores everything (for benchmarks and for running without metrics).
@@ -98,7 +102,7 @@ pub enum CloseReason {
     UpstreamConnect(String),
     /// A socket error on either side.
     Io(String),
-    /// A frame the proxy refused (oversized, malformed, unknown API key, ...).
+    /// A frame the proxy refused (oversized, too short, too many in flight, ...).
     Frame(FrameError),
     /// The proxy is shutting down.
     Shutdown,
@@ -327,4 +331,24 @@ pub struct DecodeFailure<'a> {
     pub label: &'static str,
     /// Details for logs.
     pub reason: &'a str,
+}
+
+/// A request relayed without decoding: an API key or version newer than the codec, or a header
+/// or body it cannot read. The broker gets the bytes as sent and answers (or refuses) them.
+#[derive(Debug)]
+pub struct OpaqueRelay<'a> {
+    /// The connection.
+    pub conn: &'a ConnInfo,
+    /// The API key as sent (possibly one the codec has no name for).
+    pub api_key: i16,
+    /// The API's name, `Unknown` for a key the codec does not know.
+    pub api_name: &'static str,
+    /// The API version as sent.
+    pub api_version: i16,
+    /// The correlation id its response will carry.
+    pub correlation_id: i32,
+    /// Why it was not decoded.
+    pub reason: OpaqueReason,
+    /// What the decoder said (for logs).
+    pub detail: &'a str,
 }

@@ -25,9 +25,10 @@ use crate::config::ProxyConfig;
 use crate::error::ProxyError;
 use crate::observe::{
     CloseReason, ConnInfo, DecodeFailure, Direction, FetchedBatch, Observer, OffsetCommitEvent,
-    ProduceAck, ProducedBatch, RequestEvent, ResponseEvent, Watermark, WatermarkSource,
+    OpaqueRelay, ProduceAck, ProducedBatch, RequestEvent, ResponseEvent, Watermark,
+    WatermarkSource,
 };
-use crate::wire::codec::{self, api_name};
+use crate::wire::codec::{self, api_name, OpaqueRequest, Request};
 use crate::wire::frame::{self, FrameReader, MIN_REQUEST_BYTES, MIN_RESPONSE_BYTES};
 use crate::wire::records::{self, Detail, Limits};
 use crate::wire::rewrite;
@@ -431,7 +432,11 @@ struct ConnState {
 /// What a response needs from its request.
 struct Pending {
     correlation_id: i32,
-    api_key: ApiKey,
+    /// The API key as sent.
+    api_key: i16,
+    /// The codec's API to decode the response with; `None` for a request relayed undecoded,
+    /// whose response is relayed undecoded too.
+    decode_as: Option<ApiKey>,
     api_version: i16,
     client_id: Option<Arc<str>>,
     at: Instant,
@@ -493,14 +498,19 @@ fn handle_request(
     state: &Mutex<ConnState>,
 ) -> Result<(), CloseReason> {
     let at = Instant::now();
-    let req = codec::decode_request(frame).map_err(CloseReason::Frame)?;
+    let obs = &shared.observer;
+    let req = match codec::decode_request(frame).map_err(CloseReason::Frame)? {
+        Request::Decoded(r) => r,
+        Request::Opaque(o) => {
+            return relay_opaque(shared, conn, frame, &o, client_id, state, at);
+        }
+    };
     let h = &req.header;
     // Clients send the same id on every request: reuse the Arc instead of allocating.
     let id = h.client_id.as_deref();
     if client_id.as_deref() != id {
         *client_id = id.map(Arc::from);
     }
-    let obs = &shared.observer;
     obs.request(&RequestEvent {
         conn,
         api_key: h.request_api_key,
@@ -509,21 +519,11 @@ fn handle_request(
         correlation_id: h.correlation_id,
         client_id: id,
         bytes: frame.len(),
-        body: req.body.as_ref(),
+        body: Some(&req.body),
         at,
     });
-    if req.body.is_none() {
-        obs.decode_failed(&DecodeFailure {
-            conn,
-            direction: Direction::ToBroker,
-            api_name: api_name(h.request_api_key),
-            api_version: h.request_api_version,
-            label: "unsupported_version",
-            reason: "the codec does not know this version; relayed undecoded",
-        });
-    }
     let work = match &req.body {
-        Some(RequestKind::Produce(p)) => {
+        RequestKind::Produce(p) => {
             let mut sent = HashMap::new();
             for t in &p.topic_data {
                 let topic = shared.topic_name(t.name.as_str(), t.topic_id);
@@ -573,7 +573,7 @@ fn handle_request(
             }
             PendingWork::Produce(sent)
         }
-        Some(RequestKind::OffsetCommit(c)) => {
+        RequestKind::OffsetCommit(c) => {
             let mut offsets = HashMap::new();
             for t in &c.topics {
                 let topic = shared.topic_name(t.name.as_str(), t.topic_id);
@@ -587,7 +587,7 @@ fn handle_request(
                 offsets,
             }
         }
-        Some(RequestKind::TxnOffsetCommit(c)) => {
+        RequestKind::TxnOffsetCommit(c) => {
             let mut offsets = HashMap::new();
             for t in &c.topics {
                 let topic: Arc<str> = Arc::from(t.name.as_str());
@@ -601,7 +601,7 @@ fn handle_request(
                 offsets,
             }
         }
-        Some(RequestKind::ListOffsets(l)) => {
+        RequestKind::ListOffsets(l) => {
             let mut latest = HashSet::new();
             for t in &l.topics {
                 for p in t.partitions.iter().filter(|p| p.timestamp == -1) {
@@ -610,7 +610,7 @@ fn handle_request(
             }
             PendingWork::ListLatest(latest)
         }
-        Some(RequestKind::Fetch(f)) => {
+        RequestKind::Fetch(f) => {
             let mut from = HashMap::new();
             for t in &f.topics {
                 let topic = shared.topic_name(t.topic.as_str(), t.topic_id);
@@ -622,23 +622,94 @@ fn handle_request(
         }
         _ => PendingWork::None,
     };
-    if codec::expects_response(req.body.as_ref()) {
-        let mut st = lock(state);
-        if st.pending.len() >= shared.config.max_in_flight {
-            return Err(CloseReason::Frame(FrameError::TooManyInFlight(
-                shared.config.max_in_flight,
-            )));
-        }
-        st.pending.push_back(Pending {
-            correlation_id: h.correlation_id,
-            api_key: req.api_key,
-            api_version: h.request_api_version,
-            client_id: client_id.clone(),
-            at,
-            work,
-        });
+    if codec::expects_response(Some(&req.body)) {
+        await_response(
+            shared,
+            state,
+            Pending {
+                correlation_id: h.correlation_id,
+                api_key: h.request_api_key,
+                decode_as: Some(req.api_key),
+                api_version: h.request_api_version,
+                client_id: client_id.clone(),
+                at,
+                work,
+            },
+        )?;
     }
     Ok(())
+}
+
+/// Queues a request's [`Pending`] entry for its response, within `max_in_flight`.
+fn await_response(
+    shared: &Shared,
+    state: &Mutex<ConnState>,
+    pending: Pending,
+) -> Result<(), CloseReason> {
+    let mut st = lock(state);
+    if st.pending.len() >= shared.config.max_in_flight {
+        return Err(CloseReason::Frame(FrameError::TooManyInFlight(
+            shared.config.max_in_flight,
+        )));
+    }
+    st.pending.push_back(pending);
+    Ok(())
+}
+
+/// Reports a request the codec cannot decode and queues it for its response, which is relayed
+/// undecoded: the proxy stays transparent to APIs and versions newer than its codec.
+fn relay_opaque(
+    shared: &Shared,
+    conn: &ConnInfo,
+    frame: &Bytes,
+    o: &OpaqueRequest,
+    client_id: &mut Option<Arc<str>>,
+    state: &Mutex<ConnState>,
+    at: Instant,
+) -> Result<(), CloseReason> {
+    // The client id comes from the bytes after the correlation id (headers v1 and v2); keep
+    // the connection's last known one when they do not read as one.
+    if let Some(id) = o.client_id.as_deref() {
+        if client_id.as_deref() != Some(id) {
+            *client_id = Some(Arc::from(id));
+        }
+    }
+    let obs = &shared.observer;
+    obs.request(&RequestEvent {
+        conn,
+        api_key: o.api_key,
+        api_name: api_name(o.api_key),
+        api_version: o.api_version,
+        correlation_id: o.correlation_id,
+        client_id: client_id.as_deref(),
+        bytes: frame.len(),
+        body: None,
+        at,
+    });
+    obs.relayed_opaque(&OpaqueRelay {
+        conn,
+        api_key: o.api_key,
+        api_name: api_name(o.api_key),
+        api_version: o.api_version,
+        correlation_id: o.correlation_id,
+        reason: o.reason,
+        detail: &o.detail,
+    });
+    tracing::debug!(conn = conn.id, api_key = o.api_key, api_version = o.api_version,
+        reason = o.reason.label(), detail = %o.detail, "relaying a request undecoded");
+    await_response(
+        shared,
+        state,
+        Pending {
+            correlation_id: o.correlation_id,
+            api_key: o.api_key,
+            decode_as: None,
+            api_version: o.api_version,
+            client_id: client_id.clone(),
+            at,
+            work: PendingWork::None,
+        },
+    )
 }
 
 fn record_failure(
@@ -725,7 +796,7 @@ fn handle_response(
         });
         return frame;
     };
-    let key = p.api_key as i16;
+    let key = p.api_key;
     let client_id = p.client_id.as_deref();
     let fail = |label: &'static str, reason: &str| {
         obs.decode_failed(&DecodeFailure {
@@ -740,9 +811,14 @@ fn handle_response(
     let mut out = frame.clone();
     let mut errors = Vec::new();
     let mut rewritten = false;
-    let decoded = codec::decode_response(&frame, p.api_key, p.api_version);
+    let decoded = p
+        .decode_as
+        .map(|api| (api, codec::decode_response(&frame, api, p.api_version)));
     let body = match decoded {
-        Ok(Some((header, mut body))) => {
+        // The request was relayed undecoded, and so is its response: it may be of an API or
+        // version the codec does not know, and decoding it as anything else would be a guess.
+        None => None,
+        Some((api, Ok(Some((header, mut body))))) => {
             codec::error_codes(&body, &mut errors);
             if let ResponseKind::Metadata(m) = &body {
                 let mut topics = shared.topics.write().unwrap_or_else(|e| e.into_inner());
@@ -762,7 +838,7 @@ fn handle_response(
                         .map(|a| (host.clone(), i32::from(a.port())))
                 };
                 if rewrite::rewrite_addresses(&mut body, &mut map) {
-                    match codec::encode_response(&header, &body, p.api_key, p.api_version) {
+                    match codec::encode_response(&header, &body, api, p.api_version) {
                         Ok(b) => {
                             out = b;
                             rewritten = true;
@@ -774,14 +850,14 @@ fn handle_response(
             observe_response_body(shared, conn, &p, &body, at);
             Some(body)
         }
-        Ok(None) => {
+        Some((_, Ok(None))) => {
             fail(
                 "unsupported_version",
                 "the codec does not know this version; relayed undecoded",
             );
             None
         }
-        Err(e) => {
+        Some((_, Err(e))) => {
             fail("malformed_response", &e);
             None
         }
@@ -892,7 +968,7 @@ fn observe_response_body(
                             shared,
                             conn,
                             Direction::ToClient,
-                            p.api_key as i16,
+                            p.api_key,
                             p.api_version,
                             &e,
                         ),
@@ -968,24 +1044,33 @@ fn observe_response_body(
 mod tests {
     use super::*;
     use crate::wire::codec::{decode_request, decode_response, encode_request, encode_response};
+    use bytes::{BufMut, BytesMut};
     use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
     use kafka_protocol::messages::{
         BrokerId, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
     };
     use kafka_protocol::protocol::StrBytes;
 
-    /// Records connection closes.
+    /// Records connection closes and requests relayed undecoded.
     #[derive(Default)]
-    struct Closes(Mutex<Vec<&'static str>>);
+    struct Closes(Mutex<Vec<&'static str>>, Mutex<Vec<(i16, &'static str)>>);
 
     impl Observer for Closes {
         fn connection_closed(&self, _conn: &ConnInfo, reason: &CloseReason) {
             lock(&self.0).push(reason.label());
         }
+        fn relayed_opaque(&self, e: &OpaqueRelay<'_>) {
+            lock(&self.1).push((e.api_key, e.reason.label()));
+        }
     }
 
-    /// A fake broker answering every Metadata request with two brokers: itself (as
-    /// `127.0.0.1:<its port>`) and `other:9092`.
+    /// What the fake broker answers to an API the codec does not know: its correlation id
+    /// and these bytes, which decode as no response the codec knows.
+    const NEWER_API_ANSWER: &[u8] = b"\xff\xfe an API newer than the proxy";
+
+    /// A fake broker newer than the codec: it answers every Metadata request with two
+    /// brokers, itself (as `127.0.0.1:<its port>`) and `other:9092`, and any request the
+    /// codec cannot decode with [`NEWER_API_ANSWER`].
     async fn fake_broker() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -998,7 +1083,19 @@ mod tests {
                     let mut r = FrameReader::new(1 << 20, MIN_REQUEST_BYTES);
                     loop {
                         while let Ok(Some(f)) = r.next_frame() {
-                            let req = decode_request(&f).unwrap();
+                            let req = match decode_request(&f).unwrap() {
+                                Request::Decoded(req) => req,
+                                Request::Opaque(o) => {
+                                    let mut out = BytesMut::new();
+                                    out.put_i32(4 + NEWER_API_ANSWER.len() as i32);
+                                    out.put_i32(o.correlation_id);
+                                    out.put_slice(NEWER_API_ANSWER);
+                                    if s.write_all(&out).await.is_err() {
+                                        return;
+                                    }
+                                    continue;
+                                }
+                            };
                             let mut body = MetadataResponse::default();
                             for (id, host, port) in
                                 [(1, "127.0.0.1", i32::from(addr.port())), (2, "other", 9092)]
@@ -1094,13 +1191,37 @@ mod tests {
             ]
         );
 
-        // Each bad client is closed; the good one keeps working.
+        // A request of an API key the codec does not know (999), pipelined with a Metadata
+        // request: both are answered, in order, on the same connection; the unknown API's
+        // answer byte for byte, the Metadata one decoded and rewritten.
         let mut unknown_key = 8i32.to_be_bytes().to_vec();
-        unknown_key.extend_from_slice(&[0x03, 0xe7, 0, 0, 0, 0, 0, 1]);
+        unknown_key.extend_from_slice(&[0x03, 0xe7, 0, 0, 0, 0, 0, 3]);
+        let mut pipelined = unknown_key.clone();
+        pipelined.extend_from_slice(&metadata_request(4));
+        good.write_all(&pipelined).await.unwrap();
+        let answer = read_frame(&mut good)
+            .await
+            .expect("the unknown API is answered");
+        let mut want = (4 + NEWER_API_ANSWER.len() as i32).to_be_bytes().to_vec();
+        want.extend_from_slice(&3i32.to_be_bytes());
+        want.extend_from_slice(NEWER_API_ANSWER);
+        assert_eq!(&answer[..], &want[..]);
+        let resp = read_frame(&mut good).await.unwrap();
+        let (h, body) = decode_response(&resp, ApiKey::Metadata, 12)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.correlation_id, 4);
+        let ResponseKind::Metadata(m) = body else {
+            panic!("not metadata")
+        };
+        assert_eq!(m.brokers[0].port, i32::from(boot.port()), "still rewritten");
+        assert_eq!(lock(&closes.1).clone(), vec![(999, "unknown_api_key")]);
+
+        // Each bad client is closed; the good one keeps working.
         let mut too_big = 0x7fff_ffffi32.to_be_bytes().to_vec();
         too_big.extend_from_slice(&[0, 0, 0, 9, 0, 0, 0, 1]);
         let truncated = metadata_request(5)[..15].to_vec();
-        for (i, bad) in [unknown_key, too_big, truncated].into_iter().enumerate() {
+        for (i, bad) in [too_big, truncated].into_iter().enumerate() {
             let mut s = TcpStream::connect(boot).await.unwrap();
             s.write_all(&bad).await.unwrap();
             s.shutdown().await.unwrap();
@@ -1113,8 +1234,9 @@ mod tests {
         drop(good);
         proxy.shutdown().await;
         let labels = lock(&closes.0).clone();
-        for want in ["unknown_api_key", "frame_too_large", "truncated"] {
+        for want in ["frame_too_large", "truncated"] {
             assert!(labels.contains(&want), "{want} not in {labels:?}");
         }
+        assert!(!labels.contains(&"unknown_api_key"), "{labels:?}");
     }
 }

@@ -37,6 +37,23 @@ pub struct Stats {
     pub label_overflow: Vec<LabelOverflow>,
     /// Parts of relayed frames that did not decode (the frames were relayed regardless).
     pub decode_failures: Vec<DecodeFailureCount>,
+    /// Requests the codec could not decode, relayed as they were (and their responses too).
+    #[serde(default)]
+    pub opaque_requests: Vec<OpaqueRequestCount>,
+}
+
+/// Requests of one API key relayed undecoded for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpaqueRequestCount {
+    /// The API key as sent (a number, since the codec may have no name for it), or
+    /// `__overflow__` for keys outside 0–1023.
+    pub api_key: String,
+    /// The API's name, `Unknown` when the codec does not know the key.
+    pub api: String,
+    /// `unknown_api_key`, `unsupported_version`, `malformed_header` or `malformed_body`.
+    pub reason: String,
+    /// Requests.
+    pub count: u64,
 }
 
 /// Frames or record batches of one API that did not decode, for one reason.

@@ -1,6 +1,5 @@
-//! Hostile input closes only its own connection: garbage bytes, a truncated frame, a frame
-//! claiming 2 GiB and an unknown API key each get their connection closed (with a reason the
-//! metrics count), while a healthy Kafka connection opened before them keeps answering on the
+//! Hostile input closes only its own connection: garbage bytes, a truncated frame and a frame
+//! claiming 2 GiB each get their connection closed (with a reason the metrics count), while a healthy Kafka connection opened before them keeps answering on the
 //! same socket and an rdkafka producer keeps delivering. Non-Kafka bytes, when pass-through is
 //! on, reach the upstream untouched and are counted.
 
@@ -141,17 +140,6 @@ fn hostile_frames_close_only_their_own_connection() {
         (closed(&setup.metrics, "frame_too_large") == 1).then_some(())
     });
 
-    // 4. An unknown API key after a valid request.
-    let mut s = connect(&addr);
-    round_trip(&mut s, 1);
-    let mut unknown = api_versions(2);
-    unknown[4..6].copy_from_slice(&999i16.to_be_bytes());
-    s.write_all(&unknown).unwrap();
-    assert_closed(s, "unknown API key");
-    wait_for("the unknown API key to be counted", || {
-        (closed(&setup.metrics, "unknown_api_key") == 1).then_some(())
-    });
-
     // The healthy connection is the same socket as before all of this, and still answers.
     round_trip(&mut healthy, 2);
     produce();
@@ -165,15 +153,16 @@ fn hostile_frames_close_only_their_own_connection() {
         .map(|c| (c.name.as_str(), c.count))
         .collect();
     // Clients may close idle connections of their own (librdkafka's bootstrap connection);
-    // every other close is one of the four hostile connections.
+    // every other close is one of the three hostile connections. (An API key the codec does
+    // not know is not hostile: it is relayed, see tests/newer_than_codec.rs.)
     let refused: u64 = reasons
         .iter()
         .filter(|r| r.0 != "client_closed")
         .map(|r| r.1)
         .sum();
     assert_eq!(
-        refused, 4,
-        "exactly the four hostile connections: {reasons:?}"
+        refused, 3,
+        "exactly the three hostile connections: {reasons:?}"
     );
     let produced: u64 = stats
         .partitions

@@ -684,3 +684,189 @@ fn deploy_manifests_are_valid_and_agree_with_the_binary() {
     assert_eq!(labels["group"], arg(&args, "--group").unwrap());
     assert_eq!(hpa.spec.unwrap().scale_target_ref.name, target);
 }
+
+/// A Kubernetes quantity as the manifests write them (`"1"`, `"0"`, `"0.05"`, `"50m"`), in
+/// milli-units, the unit the HPA controller computes in.
+fn milli(q: &str) -> i64 {
+    let (number, scale) = match q.strip_suffix('m') {
+        Some(n) => (n, 1.0),
+        None => (q, 1000.0),
+    };
+    let v: f64 = number
+        .parse()
+        .unwrap_or_else(|e| panic!("quantity {q:?}: {e}"));
+    (v * scale).round() as i64
+}
+
+/// The settings of one HPA that act on keyshift's decision: an External metric with an
+/// `AverageValue` target, replica bounds, and `behavior`.
+struct Hpa {
+    target_milli: i64,
+    min: i32,
+    max: i32,
+    behavior: k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior,
+}
+
+/// The kube-controller-manager's `--horizontal-pod-autoscaler-tolerance` default, used where
+/// an HPA sets none (or the cluster drops the field: HPAConfigurableTolerance off).
+const CLUSTER_TOLERANCE: f64 = 0.1;
+
+impl Hpa {
+    /// One evaluation of the HPA controller (pkg/controller/podautoscaler, Kubernetes 1.33+)
+    /// with keyshift's desired count `metric` as the External metric and `current` replicas:
+    ///
+    /// 1. `GetExternalPerPodMetricReplicas`: values in milli-units;
+    ///    `ratio = metric / (target × current)`; no change while `Tolerances.isWithin(ratio)`,
+    ///    i.e. `1 − scaleDown.tolerance ≤ ratio ≤ 1 + scaleUp.tolerance`; otherwise
+    ///    `ceil(metric / target)`.
+    /// 2. `normalizeDesiredReplicasWithBehaviors`: stabilization windows (0 s in the
+    ///    manifests: the recommendation itself), then the rate limits of the first change
+    ///    in a period (`calculateScaleUpLimitWithScalingRules`: Percent `ceil(current × (1 +
+    ///    v/100))`, Pods `current + v`, largest by default; scale-down: Percent
+    ///    `trunc(current × (1 − v/100))`, Pods `current − v`, smallest by default), then
+    ///    min/max replicas.
+    fn step(&self, current: i32, metric: i32, cluster_tolerance: Option<f64>) -> i32 {
+        use k8s_openapi::api::autoscaling::v2::HPAScalingRules;
+        let tolerance = |rules: &Option<HPAScalingRules>| {
+            cluster_tolerance.unwrap_or_else(|| {
+                rules
+                    .as_ref()
+                    .and_then(|r| r.tolerance.as_ref())
+                    .map_or(CLUSTER_TOLERANCE, |q| milli(&q.0) as f64 / 1000.0)
+            })
+        };
+        let (up, down) = (&self.behavior.scale_up, &self.behavior.scale_down);
+        let usage = i64::from(metric) * 1000;
+        let ratio = usage as f64 / (self.target_milli as f64 * f64::from(current));
+        let within = (1.0 - tolerance(down)) <= ratio && ratio <= (1.0 + tolerance(up));
+        let desired = if within {
+            current
+        } else {
+            (usage as f64 / self.target_milli as f64).ceil() as i32
+        };
+        let limit = |rules: &Option<HPAScalingRules>, scale_up: bool| -> i32 {
+            let rules = rules.as_ref().expect("the manifests set both directions");
+            assert_eq!(rules.stabilization_window_seconds, Some(0));
+            let proposals = rules.policies.iter().flatten().map(|p| {
+                let c = f64::from(current);
+                let v = f64::from(p.value);
+                match (p.type_.as_str(), scale_up) {
+                    ("Pods", true) => current + p.value,
+                    ("Pods", false) => current - p.value,
+                    ("Percent", true) => (c * (1.0 + v / 100.0)).ceil() as i32,
+                    ("Percent", false) => (c * (1.0 - v / 100.0)) as i32,
+                    (other, _) => panic!("policy type {other}"),
+                }
+            });
+            match (rules.select_policy.as_deref().unwrap_or("Max"), scale_up) {
+                ("Disabled", _) => current,
+                ("Max", true) | ("Min", false) => proposals.max().unwrap_or(current),
+                ("Max", false) | ("Min", true) => proposals.min().unwrap_or(current),
+                (other, _) => panic!("selectPolicy {other}"),
+            }
+        };
+        if desired > current {
+            desired.min(self.max.min(limit(up, true).max(current)))
+        } else if desired < current {
+            desired.max(self.min.max(limit(down, false).min(current)))
+        } else {
+            desired
+        }
+    }
+
+    /// The one-evaluation steps `current → keyshift's count` (both within the replica bounds,
+    /// the HPA never below 1) that the HPA does not apply as they are.
+    fn skipped(&self, cluster_tolerance: Option<f64>) -> Vec<(i32, i32)> {
+        let range = self.min.max(1)..=self.max;
+        let mut out = Vec::new();
+        for current in range.clone() {
+            for want in range.clone() {
+                if self.step(current, want, cluster_tolerance) != want {
+                    out.push((current, want));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The HPA of `deploy/hpa-external.yaml` and the one KEDA creates from
+/// `deploy/keda-scaledobject.yaml`.
+fn shipped_hpas() -> Vec<(&'static str, Hpa)> {
+    use k8s_openapi::api::autoscaling::v2::{
+        HorizontalPodAutoscaler, HorizontalPodAutoscalerBehavior,
+    };
+    let hpa: HorizontalPodAutoscaler =
+        typed(&manifests("hpa-external.yaml"), "HorizontalPodAutoscaler");
+    let spec = hpa.spec.unwrap();
+    let target = spec.metrics.unwrap()[0]
+        .external
+        .as_ref()
+        .unwrap()
+        .target
+        .clone();
+    assert_eq!(target.type_, "AverageValue");
+    let plain = Hpa {
+        target_milli: milli(&target.average_value.unwrap().0),
+        min: spec.min_replicas.unwrap_or(1),
+        max: spec.max_replicas,
+        behavior: spec.behavior.expect("behavior"),
+    };
+    let keda = manifests("keda-scaledobject.yaml");
+    let scaled = keda
+        .iter()
+        .find(|d| d["kind"] == "ScaledObject")
+        .expect("ScaledObject")["spec"]
+        .clone();
+    let trigger = &scaled["triggers"][0];
+    assert_eq!(trigger["metricType"], "AverageValue");
+    let behavior: HorizontalPodAutoscalerBehavior = serde_json::from_value(
+        scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"].clone(),
+    )
+    .expect("KEDA's behavior is an HPA behavior");
+    let keda = Hpa {
+        target_milli: milli(trigger["metadata"]["targetValue"].as_str().unwrap()),
+        min: scaled["minReplicaCount"].as_i64().unwrap() as i32,
+        max: scaled["maxReplicaCount"].as_i64().unwrap() as i32,
+        behavior,
+    };
+    vec![
+        ("hpa-external.yaml", plain),
+        ("keda-scaledobject.yaml", keda),
+    ]
+}
+
+/// docs/autoscale.md says the HPA applies keyshift's count as it is where the per-HPA
+/// tolerance is honoured, and lists the steps skipped where it is not. Both are computed here
+/// with the HPA controller's arithmetic on the shipped manifests' settings.
+#[test]
+fn shipped_hpa_settings_apply_every_step_and_the_docs_list_the_exceptions() {
+    let docs = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/autoscale.md"),
+    )
+    .unwrap();
+    for (file, hpa) in shipped_hpas() {
+        // The arithmetic itself, on numbers the HPA documentation gives: ratio 1.1 is within
+        // a 0.1 tolerance, 1.2 is not.
+        assert_eq!(hpa.step(10, 11, Some(0.1)), 10, "{file}");
+        assert_eq!(hpa.step(10, 12, Some(0.1)), 12, "{file}");
+        assert_eq!(hpa.step(5, 6, Some(0.1)), 6, "{file}");
+
+        // With the manifest's own tolerance every step lands in one evaluation.
+        let skipped = hpa.skipped(None);
+        assert!(skipped.is_empty(), "{file}: the HPA skips {skipped:?}");
+
+        // Where the cluster ignores the field, its 0.1 applies: the docs name the steps.
+        let skipped = hpa.skipped(Some(CLUSTER_TOLERANCE));
+        let listed = skipped
+            .iter()
+            .map(|(c, d)| format!("{c}→{d}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert_eq!(listed, "10→9, 10→11, 11→10, 11→12, 12→11", "{file}");
+        assert!(
+            docs.contains(&listed),
+            "docs/autoscale.md does not list the skipped steps {listed}"
+        );
+    }
+}

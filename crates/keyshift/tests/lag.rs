@@ -405,3 +405,81 @@ fn serve_exports_kafka_exporter_names_and_survives_an_outage() {
     broker.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// kafka_exporter's conventions for a partition the group never committed (its
+/// `kafka_exporter.go`): `kafka_consumergroup_lag` is −1 and left out of `_lag_sum`, the
+/// current offset is OffsetFetch's −1 (added to `_current_offset_sum` as it is), while
+/// keyshift's own series count such a partition's lag from the log start.
+#[test]
+fn serve_follows_kafka_exporter_for_partitions_without_a_commit() {
+    let broker = EmbeddedBroker::start().expect("broker");
+    let topic = "views";
+    broker.create_topic(topic, 3).unwrap();
+    // Partition 0: 5 records, committed at 2. Partition 1: 4 records, no commit.
+    // Partition 2: empty, no commit.
+    produce(&broker, topic, &[5, 4, 0], now_ms());
+    commit(&broker, "reports", topic, &[(0, 2)]);
+
+    let child = Command::new(env!("CARGO_BIN_EXE_keyshift"))
+        .args([
+            "lag",
+            "--bootstrap-servers",
+            broker.bootstrap_servers(),
+            "--group",
+            "reports",
+            "--serve",
+            "127.0.0.1:0",
+            "--interval",
+            "0.2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stop = Stop(child);
+    let mut first = String::new();
+    BufReader::new(stop.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr: SocketAddr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.strip_suffix("/metrics\n"))
+        .unwrap_or_else(|| panic!("no metrics address in {first:?}"))
+        .parse()
+        .unwrap();
+
+    let series = |name: &str, p: i32| {
+        format!(r#"{name}{{consumergroup="reports",topic="views",partition="{p}"}}"#)
+    };
+    let ours = |p: i32| {
+        format!(
+            r#"keyshift_lag_partition_records{{group="reports",topic="views",partition="{p}"}}"#
+        )
+    };
+    let s = scrape_until(addr, "all three partitions", |s| {
+        (0..3).all(|p| s.contains_key(&series("kafka_consumergroup_lag", p)))
+    });
+    let lag: Vec<f64> = (0..3)
+        .map(|p| s[&series("kafka_consumergroup_lag", p)])
+        .collect();
+    assert_eq!(lag, [3.0, -1.0, -1.0]);
+    let current: Vec<f64> = (0..3)
+        .map(|p| s[&series("kafka_consumergroup_current_offset", p)])
+        .collect();
+    assert_eq!(current, [2.0, -1.0, -1.0]);
+    assert_eq!(
+        s[r#"kafka_consumergroup_lag_sum{consumergroup="reports",topic="views"}"#],
+        3.0
+    );
+    assert_eq!(
+        s[r#"kafka_consumergroup_current_offset_sum{consumergroup="reports",topic="views"}"#],
+        0.0
+    );
+    // keyshift's own: a partition without a commit lags from the log start.
+    let own: Vec<f64> = (0..3).map(|p| s[&ours(p)]).collect();
+    assert_eq!(own, [3.0, 4.0, 0.0]);
+    assert_eq!(s[r#"keyshift_lag_group_records{group="reports"}"#], 7.0);
+    drop(stop);
+    broker.shutdown();
+}

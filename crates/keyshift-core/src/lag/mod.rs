@@ -14,9 +14,13 @@
 //! `intervals`), and tells a stopped consumer from a stalled one by group membership instead
 //! of commit timestamps. Rules, in the order they are applied to a partition:
 //!
-//! 1. **OK** if the latest lag is 0: a partition with nothing to consume is never in trouble
-//!    (Burrow's first check). Also OK while the window holds fewer than 2 samples: nothing can
-//!    be judged from one point.
+//! 1. **OK** if the lag was 0 at any sample of the window, the latest included: a consumer
+//!    that caught up within the window is keeping up, and a partition with nothing to consume
+//!    is never in trouble. This is Burrow's first rule, checked before all others
+//!    (`calculatePartitionStatus`: "if the lag was zero at any point, skip the rest of the
+//!    checks"; `isLagAlwaysNotZero`), so a window that caught up also masks a rewind or a
+//!    frozen commit that followed. Also OK while the window holds fewer than 2 samples:
+//!    nothing can be judged from one point.
 //! 2. **REWIND** if the committed offset went *down* between any two consecutive samples of
 //!    the window (Burrow: "offsets moving backwards"): someone reset the group or a consumer
 //!    committed an old position; records will be processed again.
@@ -312,10 +316,8 @@ impl PartitionWindow {
     }
 
     fn status(&self, membership: Membership) -> Status {
-        let Some(last) = self.samples.back() else {
-            return Status::Ok;
-        };
-        if last.lag() == 0 || self.samples.len() < 2 {
+        // Burrow's rule 1: lag zero anywhere in the window (the latest sample included).
+        if self.samples.len() < 2 || self.samples.iter().any(|s| s.lag() == 0) {
             return Status::Ok;
         }
         let pairs = || self.samples.iter().zip(self.samples.iter().skip(1));
@@ -486,6 +488,59 @@ mod tests {
         let a = w.assess(Membership::Unassigned).unwrap();
         assert_eq!((a.lag, a.status), (0, Status::Ok));
         assert_eq!(a.time_to_drain_secs, Some(0.0));
+    }
+
+    #[test]
+    fn lag_zero_anywhere_in_the_window_is_ok_as_in_burrow() {
+        // Caught up at t=1, then the commit froze while records arrived: without Burrow's
+        // rule 1 this is STALL (or STOP); with it, OK until the zero leaves the window.
+        let mut w = PartitionWindow::new(3).unwrap();
+        for x in [s(0.0, 3, 5), s(1.0, 5, 5), s(2.0, 5, 9)] {
+            w.push(x).unwrap();
+        }
+        assert_eq!(w.assess(Membership::Assigned).unwrap().status, Status::Ok);
+        assert_eq!(w.assess(Membership::Unassigned).unwrap().status, Status::Ok);
+        w.push(s(3.0, 5, 12)).unwrap();
+        assert_eq!(w.assess(Membership::Assigned).unwrap().status, Status::Ok);
+        w.push(s(4.0, 5, 15)).unwrap();
+        assert_eq!(
+            w.assess(Membership::Assigned).unwrap().status,
+            Status::Stall,
+            "the zero left the window"
+        );
+
+        // Checked before the rewind rule, as Burrow does: a window that reached lag 0 and was
+        // then reset to an older offset is OK while the zero is in it.
+        let rewound = window(&[s(0.0, 9, 9), s(1.0, 4, 10), s(2.0, 5, 11)]);
+        assert_eq!(
+            rewound.assess(Membership::Assigned).unwrap().status,
+            Status::Ok
+        );
+        // And before the WARN rule: lag growing from zero is not "falling behind" yet.
+        let growing = window(&[s(0.0, 5, 5), s(1.0, 6, 8), s(2.0, 7, 11)]);
+        assert_eq!(
+            growing.assess(Membership::Assigned).unwrap().status,
+            Status::Ok
+        );
+        // No commit yet: the lag counts from the log start, zero on an empty log.
+        let mut empty_then_filled = PartitionWindow::new(10).unwrap();
+        for (t, end) in [(0.0, 0), (1.0, 4), (2.0, 8)] {
+            empty_then_filled
+                .push(Sample {
+                    time_secs: t,
+                    committed: None,
+                    start: 0,
+                    end,
+                })
+                .unwrap();
+        }
+        assert_eq!(
+            empty_then_filled
+                .assess(Membership::Unassigned)
+                .unwrap()
+                .status,
+            Status::Ok
+        );
     }
 
     #[test]

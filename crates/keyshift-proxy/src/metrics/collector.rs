@@ -326,6 +326,22 @@ impl Collector for StatsCollector {
         )?;
         family(
             &mut e,
+            "keyshift_proxy_opaque_requests",
+            "Requests the codec could not decode, relayed as sent (their responses too), by API key and reason",
+            None,
+            MetricType::Counter,
+            &s.opaque_requests,
+            |r, e| ctr(r.count, e),
+            |r| {
+                vec![
+                    ("api_key", r.api_key.clone()),
+                    ("api", r.api.clone()),
+                    ("reason", r.reason.clone()),
+                ]
+            },
+        )?;
+        family(
+            &mut e,
             "keyshift_proxy_label_overflow",
             "Events whose label value was folded into __overflow__ by a cardinality cap",
             None,

@@ -28,8 +28,8 @@ use keyshift_core::ParamError;
 
 use crate::stats::{
     ApiBytes, ApiLatency, ConnectionStats, DecodeFailureCount, ErrorCount, GroupCommits,
-    GroupPartition, HotKeyStats, LabelOverflow, NamedCount, PartitionStats, RequestCount, Stats,
-    TopicHotKeys, TopicLatency,
+    GroupPartition, HotKeyStats, LabelOverflow, NamedCount, OpaqueRequestCount, PartitionStats,
+    RequestCount, Stats, TopicHotKeys, TopicLatency,
 };
 use histogram::Histogram;
 
@@ -246,8 +246,16 @@ struct State {
     produce_to_fetch: HashMap<String, Histogram>,
     /// (direction, api, label) → frames or batches that did not decode (relayed anyway).
     decode_failures: BTreeMap<(&'static str, &'static str, &'static str), u64>,
+    /// (API key, reason) → requests relayed undecoded; keys outside
+    /// [`OPAQUE_API_KEYS`] are counted under `None`.
+    opaque_requests: BTreeMap<(Option<i16>, &'static str), u64>,
     overflow: [u64; Capped::ALL.len()],
 }
+
+/// API keys counted under their own label value in `keyshift_proxy_opaque_requests_total`
+/// (Kafka defines fewer than 100; the bound keeps a client spraying keys from growing the
+/// label set). Others are counted as [`OVERFLOW_LABEL`].
+const OPAQUE_API_KEYS: std::ops::Range<i16> = 0..1024;
 
 impl State {
     fn fold(&mut self, what: Capped) {
@@ -331,6 +339,7 @@ impl ProxyMetrics {
                     commits: HashMap::new(),
                     produce_to_fetch: HashMap::new(),
                     decode_failures: BTreeMap::new(),
+                    opaque_requests: BTreeMap::new(),
                     overflow: [0; Capped::ALL.len()],
                 }),
             }),
@@ -612,6 +621,16 @@ impl ProxyMetrics {
             .or_default() += 1;
     }
 
+    /// A request of `api_key` relayed undecoded, for `reason` (a short fixed set).
+    fn opaque_request(&self, api_key: i16, reason: &'static str) {
+        let key = OPAQUE_API_KEYS.contains(&api_key).then_some(api_key);
+        *self
+            .state()
+            .opaque_requests
+            .entry((key, reason))
+            .or_default() += 1;
+    }
+
     /// Everything measured so far; see [`Stats`].
     pub fn snapshot(&self) -> Stats {
         let now = Instant::now();
@@ -778,9 +797,23 @@ impl ProxyMetrics {
             })
             .collect();
 
+        let opaque_requests = s
+            .opaque_requests
+            .iter()
+            .map(|(&(key, reason), &count)| OpaqueRequestCount {
+                api_key: key.map_or_else(|| OVERFLOW_LABEL.to_owned(), |k| k.to_string()),
+                api: key
+                    .map_or("Unknown", crate::wire::codec::api_name)
+                    .to_owned(),
+                reason: reason.to_owned(),
+                count,
+            })
+            .collect();
+
         Stats {
             uptime_secs: now_secs,
             decode_failures,
+            opaque_requests,
             connections: ConnectionStats {
                 accepted: s.accepted,
                 open: s.conns.len() as u64,

@@ -2,7 +2,7 @@
 
 use crate::observe::{
     CloseReason, ConnInfo, DecodeFailure, Direction, FetchedBatch, Observer, OffsetCommitEvent,
-    ProduceAck, ProducedBatch, RequestEvent, ResponseEvent, Watermark,
+    OpaqueRelay, ProduceAck, ProducedBatch, RequestEvent, ResponseEvent, Watermark,
 };
 use crate::wire::records::RecordBatch;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
@@ -137,6 +137,10 @@ impl Observer for ProxyMetrics {
             e.api_name,
             e.label,
         );
+    }
+
+    fn relayed_opaque(&self, e: &OpaqueRelay<'_>) {
+        ProxyMetrics::opaque_request(self, e.api_key, e.reason.label());
     }
 
     fn passthrough(&self, conn: &ConnInfo, direction: Direction, bytes: usize) {

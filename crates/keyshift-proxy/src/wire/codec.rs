@@ -47,47 +47,126 @@ pub struct RequestFrame {
     pub api_key: ApiKey,
     /// The request header (API key, version, correlation id, client id).
     pub header: RequestHeader,
-    /// The body; `None` when the version is outside what the codec knows.
-    pub body: Option<RequestKind>,
+    /// The body.
+    pub body: RequestKind,
+}
+
+/// Why a request is relayed without being decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpaqueReason {
+    /// The API key is not one the codec knows (an API newer than the codec, or none at all).
+    UnknownApiKey,
+    /// The codec knows the API but not this version (negative versions included).
+    UnsupportedVersion,
+    /// The request header does not decode at the version the API version implies.
+    MalformedHeader,
+    /// The header decodes, the body does not.
+    MalformedBody,
+}
+
+impl OpaqueReason {
+    /// A short fixed label, fit for a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            OpaqueReason::UnknownApiKey => "unknown_api_key",
+            OpaqueReason::UnsupportedVersion => "unsupported_version",
+            OpaqueReason::MalformedHeader => "malformed_header",
+            OpaqueReason::MalformedBody => "malformed_body",
+        }
+    }
+}
+
+/// A request frame the codec cannot decode, with what every request header version shares:
+/// API key, version and correlation id at fixed places, and (headers v1 and v2) the client id
+/// right after them, read when it is a well-formed string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpaqueRequest {
+    /// The API key as sent.
+    pub api_key: i16,
+    /// The API version as sent.
+    pub api_version: i16,
+    /// The correlation id, which the broker's response repeats.
+    pub correlation_id: i32,
+    /// The client id, if the bytes after the correlation id read as one.
+    pub client_id: Option<String>,
+    /// Why it was not decoded.
+    pub reason: OpaqueReason,
+    /// What the decoder said (for logs).
+    pub detail: String,
+}
+
+/// A request frame: decoded, or to be relayed as it is.
+#[derive(Debug)]
+pub enum Request {
+    /// Header and body decoded (boxed: a decoded body is far larger than an opaque one).
+    Decoded(Box<RequestFrame>),
+    /// Not decodable by this codec; relay the frame untouched and its response undecoded.
+    Opaque(OpaqueRequest),
 }
 
 /// Decodes a request frame (length prefix included).
 ///
-/// An unknown API key, a negative version, or a header/body that does not decode is an error;
-/// a version the codec does not know gives a header with no body (the frame can still be
-/// relayed).
-pub fn decode_request(frame: &Bytes) -> Result<RequestFrame, FrameError> {
+/// Only a frame too short for the fixed header fields (API key, version, correlation id) is an
+/// error. Anything else the codec cannot read (an API key or version newer than the codec, a
+/// header or body that does not decode) is [`Request::Opaque`]: the proxy stays transparent to
+/// clients and brokers newer than itself and lets the broker judge the bytes.
+pub fn decode_request(frame: &Bytes) -> Result<Request, FrameError> {
     let mut b = super::frame::body(frame);
     if b.len() < 8 {
         return Err(FrameError::BadLength(b.len() as u32));
     }
     let key = i16::from_be_bytes([b[0], b[1]]);
     let version = i16::from_be_bytes([b[2], b[3]]);
-    let api_key = api_key(key).ok_or(FrameError::UnknownApiKey(key))?;
-    let malformed = |reason: String| FrameError::Malformed {
-        api: api_name(key),
-        version,
-        reason,
+    let fixed = b.clone();
+    let opaque = |reason: OpaqueReason, detail: String| {
+        let b = &fixed;
+        Ok(Request::Opaque(OpaqueRequest {
+            api_key: key,
+            api_version: version,
+            correlation_id: i32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+            client_id: raw_client_id(&b[8..]),
+            reason,
+            detail,
+        }))
     };
-    if version < 0 {
-        return Err(malformed("negative API version".to_string()));
-    }
-    let header = RequestHeader::decode(&mut b, api_key.request_header_version(version))
-        .map_err(|e| malformed(format!("header: {e:#}")))?;
+    let Some(api_key) = api_key(key) else {
+        return opaque(
+            OpaqueReason::UnknownApiKey,
+            format!("API key {key} is not one the codec knows"),
+        );
+    };
     if !version_supported(api_key, version) {
-        return Ok(RequestFrame {
+        let range = api_key.valid_versions();
+        return opaque(
+            OpaqueReason::UnsupportedVersion,
+            format!(
+                "{} v{version}: the codec knows v{}-{}",
+                api_name(key),
+                range.min,
+                range.max
+            ),
+        );
+    }
+    let header = match RequestHeader::decode(&mut b, api_key.request_header_version(version)) {
+        Ok(h) => h,
+        Err(e) => return opaque(OpaqueReason::MalformedHeader, format!("header: {e:#}")),
+    };
+    match RequestKind::decode(api_key, &mut b, version) {
+        Ok(body) => Ok(Request::Decoded(Box::new(RequestFrame {
             api_key,
             header,
-            body: None,
-        });
+            body,
+        }))),
+        Err(e) => opaque(OpaqueReason::MalformedBody, format!("body: {e:#}")),
     }
-    let body = RequestKind::decode(api_key, &mut b, version)
-        .map_err(|e| malformed(format!("body: {e:#}")))?;
-    Ok(RequestFrame {
-        api_key,
-        header,
-        body: Some(body),
-    })
+}
+
+/// The client id of request header v1/v2 (a nullable `i16`-length string after the
+/// correlation id), if `rest` starts with a well-formed one.
+fn raw_client_id(rest: &[u8]) -> Option<String> {
+    let len = i16::from_be_bytes([*rest.first()?, *rest.get(1)?]);
+    let bytes = rest.get(2..2 + usize::try_from(len).ok()?)?;
+    std::str::from_utf8(bytes).ok().map(str::to_owned)
 }
 
 /// The correlation id of a response frame (length prefix included), the only header field
@@ -166,7 +245,9 @@ pub fn encode_request(header: &RequestHeader, body: &RequestKind) -> Result<Byte
     Ok(out.freeze())
 }
 
-/// Whether a request gets a response: everything except Produce with `acks = 0`.
+/// Whether a request gets a response: everything except Produce with `acks = 0`. An
+/// undecoded request (`None`) is assumed to get one; if it does not, the next response drops
+/// it from the queue of requests awaiting answers.
 pub fn expects_response(body: Option<&RequestKind>) -> bool {
     !matches!(body, Some(RequestKind::Produce(p)) if p.acks == 0)
 }
@@ -312,45 +393,87 @@ mod tests {
         assert_eq!(api_name(999), "Unknown");
     }
 
+    /// The decoded frame, or a panic naming why it was left opaque.
+    fn decoded(frame: &Bytes) -> RequestFrame {
+        match decode_request(frame).unwrap() {
+            Request::Decoded(r) => *r,
+            Request::Opaque(o) => panic!("opaque: {o:?}"),
+        }
+    }
+
+    fn opaque(frame: &[u8]) -> OpaqueRequest {
+        match decode_request(&Bytes::copy_from_slice(frame)).unwrap() {
+            Request::Opaque(o) => o,
+            Request::Decoded(r) => panic!("decoded: {r:?}"),
+        }
+    }
+
     #[test]
     fn request_round_trip_every_metadata_version() {
         let range = ApiKey::Metadata.valid_versions();
         for v in range.min..=range.max {
             let body = RequestKind::Metadata(MetadataRequest::default());
             let frame = encode_request(&header(ApiKey::Metadata, v, v as i32), &body).unwrap();
-            let d = decode_request(&frame).unwrap();
+            let d = decoded(&frame);
             assert_eq!(d.header.correlation_id, v as i32);
             assert_eq!(d.header.client_id.as_deref(), Some("test-client"));
-            assert!(matches!(d.body, Some(RequestKind::Metadata(_))), "v{v}");
+            assert!(matches!(d.body, RequestKind::Metadata(_)), "v{v}");
         }
     }
 
     #[test]
-    fn unknown_key_and_unknown_version() {
+    fn what_the_codec_cannot_read_is_opaque_with_its_header_fields() {
+        // An API key Kafka has not defined (yet): header v1 fields are still read.
         let mut raw = BytesMut::new();
-        raw.put_i32(10);
+        raw.put_i32(14);
         raw.put_i16(999);
         raw.put_i16(0);
         raw.put_i32(1);
-        raw.put_i16(-1);
+        raw.put_i16(4);
+        raw.put_slice(b"newc");
+        let o = opaque(&raw);
         assert_eq!(
-            decode_request(&raw.freeze()).unwrap_err(),
-            FrameError::UnknownApiKey(999)
+            (o.api_key, o.api_version, o.correlation_id, o.reason),
+            (999, 0, 1, OpaqueReason::UnknownApiKey)
         );
-        // ApiVersions v99: header decodes (v2 header), the body is left alone.
+        assert_eq!(o.client_id.as_deref(), Some("newc"));
+        // A null client id, and one whose length runs past the frame.
+        raw[12..14].copy_from_slice(&(-1i16).to_be_bytes());
+        assert_eq!(opaque(&raw).client_id, None);
+        raw[12..14].copy_from_slice(&100i16.to_be_bytes());
+        assert_eq!(opaque(&raw).client_id, None);
+
+        // ApiVersions v99 and v-1: known API, unknown versions.
         let body = RequestKind::ApiVersions(ApiVersionsRequest::default());
-        let mut h = header(ApiKey::ApiVersions, 3, 5);
-        let frame = encode_request(&h, &body).unwrap();
-        let mut patched = frame.to_vec();
-        patched[6..8].copy_from_slice(&99i16.to_be_bytes());
-        let d = decode_request(&Bytes::from(patched)).unwrap();
-        assert!(d.body.is_none());
-        assert_eq!(d.header.correlation_id, 5);
-        h.request_api_version = 3;
-        assert!(decode_request(&encode_request(&h, &body).unwrap())
-            .unwrap()
-            .body
-            .is_some());
+        let frame = encode_request(&header(ApiKey::ApiVersions, 3, 5), &body).unwrap();
+        for v in [99i16, -1] {
+            let mut patched = frame.to_vec();
+            patched[6..8].copy_from_slice(&v.to_be_bytes());
+            let o = opaque(&patched);
+            assert_eq!(o.reason, OpaqueReason::UnsupportedVersion, "v{v}");
+            assert_eq!((o.correlation_id, o.api_version), (5, v));
+            assert_eq!(o.client_id.as_deref(), Some("test-client"));
+        }
+        assert!(matches!(decoded(&frame).body, RequestKind::ApiVersions(_)));
+
+        // Metadata v12 whose topic array claims more entries than the body holds.
+        let mut cut = encode_request(
+            &header(ApiKey::Metadata, 12, 8),
+            &RequestKind::Metadata(MetadataRequest::default()),
+        )
+        .unwrap()
+        .to_vec();
+        let at = cut.len() - 4; // topics (compact nullable array), then 3 one-byte fields
+        cut[at] = 0x7f;
+        let o = opaque(&cut);
+        assert_eq!(o.reason, OpaqueReason::MalformedBody, "{o:?}");
+        assert_eq!(o.correlation_id, 8);
+
+        // Too short for the fixed fields: the only error left.
+        assert_eq!(
+            decode_request(&Bytes::from_static(&[0, 0, 0, 4, 0, 18, 0, 0])).unwrap_err(),
+            FrameError::BadLength(4)
+        );
     }
 
     #[test]
@@ -451,9 +574,11 @@ mod tests {
                     let mut r = super::super::frame::FrameReader::new(1 << 20, 8);
                     r.buffer().extend_from_slice(&rest);
                     while let Some(f) = r.next_frame().unwrap() {
-                        let req = decode_request(&f).unwrap_or_else(|e| panic!("{name}: {e}"));
-                        assert!(req.body.is_some(), "{name}");
-                        if let Some(RequestKind::Produce(p)) = &req.body {
+                        let req = match decode_request(&f) {
+                            Ok(Request::Decoded(r)) => r,
+                            other => panic!("{name}: {other:?}"),
+                        };
+                        if let RequestKind::Produce(p) = &req.body {
                             let recs = p.topic_data[0].partition_data[0].records.as_ref().unwrap();
                             let b = decode_batches(recs, Detail::Records, &Limits::default())
                                 .unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -21,9 +21,9 @@ const MAX_PLAUSIBLE_API_KEY: i16 = 1024;
 
 /// Decides from the first 8 bytes of a client's stream whether it speaks Kafka: a small
 /// non-negative API key and a plausible version after the length prefix. The length itself is
-/// deliberately not checked, nor whether the key is one Kafka defines: an oversized frame or an
-/// unknown API key on a Kafka-shaped stream is bad Kafka, refused as such (closing the
-/// connection with a reason) rather than relayed as opaque bytes. Text protocols fail the check
+/// deliberately not checked, nor whether the key is one the codec knows: an oversized frame on
+/// a Kafka-shaped stream is bad Kafka, refused as such (closing the connection with a reason),
+/// and an API key newer than the codec is Kafka, relayed frame by frame without decoding. Text protocols fail the check
 /// (`GET /` gives key 0x2f..); TLS is recognised by its record header (handshake type 0x16,
 /// major version 3), because a ClientHello's length bytes can pass for a key and version.
 pub fn looks_like_kafka(first: &[u8]) -> bool {
@@ -237,7 +237,7 @@ mod tests {
         assert!(!looks_like_kafka(&[
             0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01
         ]));
-        // An unknown API key (999) on a Kafka-shaped stream is Kafka, refused later.
+        // An unknown API key (999) on a Kafka-shaped stream is Kafka (relayed undecoded).
         let mut unknown = 12i32.to_be_bytes().to_vec();
         unknown.extend_from_slice(&999i16.to_be_bytes());
         unknown.extend_from_slice(&[0, 1, 0, 0]);

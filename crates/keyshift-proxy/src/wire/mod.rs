@@ -6,7 +6,8 @@
 //!
 //! A frame is a big-endian `i32` length followed by that many bytes. [`frame::FrameReader`]
 //! cuts frames out of a byte stream under a size limit; [`codec::decode_request`] and
-//! [`codec::decode_response`] turn one into a header and a typed body; [`rewrite`] swaps broker
+//! [`codec::decode_response`] turn one into a header and a typed body (a request the codec
+//! cannot read is classified as opaque, to be relayed as it is); [`rewrite`] swaps broker
 //! addresses in the responses that carry them; [`records::decode_batches`] reads the record
 //! batches inside Produce requests and Fetch responses.
 
@@ -15,7 +16,9 @@ pub mod frame;
 pub mod records;
 pub mod rewrite;
 
-/// Why a frame was refused. Each one closes only the connection it arrived on.
+/// Why a frame was refused. Each one closes only the connection it arrived on. A well-framed
+/// request the codec cannot decode is not refused: it is relayed opaquely
+/// ([`codec::Request::Opaque`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The length prefix exceeds the configured limit (e.g. a frame claiming 2 GiB).
@@ -37,19 +40,6 @@ pub enum FrameError {
         /// Bytes the frame needed (prefix included).
         want: usize,
     },
-    /// The request names an API key Kafka does not define.
-    #[error("unknown API key {0}")]
-    UnknownApiKey(i16),
-    /// A request header or body that does not decode.
-    #[error("malformed {api} v{version} request: {reason}")]
-    Malformed {
-        /// API name.
-        api: &'static str,
-        /// API version.
-        version: i16,
-        /// What the decoder said.
-        reason: String,
-    },
     /// More requests awaiting responses than the configured limit.
     #[error("more than {0} requests in flight")]
     TooManyInFlight(usize),
@@ -68,8 +58,6 @@ impl FrameError {
             FrameError::TooLarge { .. } => "frame_too_large",
             FrameError::BadLength(_) => "bad_length",
             FrameError::Truncated { .. } => "truncated",
-            FrameError::UnknownApiKey(_) => "unknown_api_key",
-            FrameError::Malformed { .. } => "malformed",
             FrameError::TooManyInFlight(_) => "too_many_in_flight",
             FrameError::BadResponse(_) => "bad_response",
             FrameError::NotKafka => "not_kafka",

@@ -5,6 +5,12 @@
 //! `kafka_consumergroup_lag`, `kafka_consumergroup_lag_sum`, `kafka_consumergroup_members`,
 //! `kafka_topic_partitions`, `kafka_topic_partition_current_offset`,
 //! `kafka_topic_partition_oldest_offset` (topics: those some reported group consumes).
+//! Their values follow kafka_exporter's conventions too (its `kafka_exporter.go`, consumer
+//! group loop), not keyshift's: a partition without a commit has current offset −1 and lag −1
+//! and is left out of `lag_sum` (but its −1 is added to `current_offset_sum`, as there); a
+//! group's topic with no commit in any partition gets no `kafka_consumergroup_*` series; a
+//! partition whose end offset could not be read gets a current offset but no lag; lag is
+//! end − committed, unclamped.
 //!
 //! keyshift's own, `keyshift_lag_*`: lag in records and seconds (with how the seconds were
 //! obtained), rates, time to drain and Burrow status codes per partition and group, and the
@@ -12,7 +18,7 @@
 //! (the per-group series are then absent rather than stale), with failures counted and the
 //! time of the last success, so an outage is visible and its end needs no restart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -151,19 +157,40 @@ fn encode_groups(e: &mut DescriptorEncoder, groups: &[GroupLag]) -> std::fmt::Re
             members.push((vec![("consumergroup", g.group.clone())], n as f64));
         }
         topic_partitions.extend(g.topics.iter().map(|(t, n)| (t.clone(), *n)));
+        // kafka_exporter skips a topic in which the group committed nothing.
+        let consumed: BTreeSet<&str> = g
+            .partitions
+            .iter()
+            .filter(|p| p.committed_offset.is_some())
+            .map(|p| p.topic.as_str())
+            .collect();
         for p in &g.partitions {
-            let committed = p.committed_offset.unwrap_or(-1) as f64;
-            current.push((part(&g.group, &p.topic, p.partition), committed));
-            lag.push((part(&g.group, &p.topic, p.partition), p.lag as f64));
-            let sum = sums.entry((g.group.clone(), p.topic.clone())).or_default();
-            sum.0 += committed.max(0.0);
-            sum.1 += p.lag as f64;
             if p.error.is_none() {
                 topic_offsets.insert(
                     (p.topic.clone(), p.partition),
                     (p.end_offset as f64, p.start_offset as f64),
                 );
             }
+            if !consumed.contains(p.topic.as_str()) {
+                continue;
+            }
+            // OffsetFetch's −1 for "no commit", exported and summed as it comes.
+            let committed = p.committed_offset.unwrap_or(-1);
+            current.push((part(&g.group, &p.topic, p.partition), committed as f64));
+            let sum = sums.entry((g.group.clone(), p.topic.clone())).or_default();
+            sum.0 += committed as f64;
+            if p.error.is_some() {
+                // The end offset is unknown: kafka_exporter logs it and exports no lag.
+                continue;
+            }
+            let partition_lag = match p.committed_offset {
+                None => -1,
+                Some(c) => {
+                    sum.1 += (p.end_offset - c) as f64;
+                    p.end_offset - c
+                }
+            };
+            lag.push((part(&g.group, &p.topic, p.partition), partition_lag as f64));
         }
     }
     let group_topic = |(g, t): &(String, String)| -> Labels {
@@ -348,7 +375,111 @@ fn encode_groups(e: &mut DescriptorEncoder, groups: &[GroupLag]) -> std::fmt::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyshift_core::lag::Status;
+    use keyshift_kafka::lag::PartitionLag;
     use prometheus_client::registry::Registry;
+
+    fn partition(topic: &str, index: i32, committed: Option<i64>, end: i64) -> PartitionLag {
+        PartitionLag {
+            topic: topic.to_owned(),
+            partition: index,
+            committed_offset: committed,
+            start_offset: 0,
+            end_offset: end,
+            lag: end - committed.unwrap_or(0),
+            lag_seconds: None,
+            lag_seconds_source: None,
+            production_rate: None,
+            consumption_rate: None,
+            time_to_drain_secs: None,
+            status: Status::Ok,
+            samples: 1,
+            member: None,
+            error: None,
+        }
+    }
+
+    /// The exposition's samples, parsed back: `name{labels}` → value.
+    fn parse(text: &str) -> BTreeMap<String, f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let (name, value) = l.rsplit_once(' ').expect("name value");
+                (name.to_owned(), value.parse().expect("a number"))
+            })
+            .collect()
+    }
+
+    /// The series kafka_exporter would not export, or exports differently: a topic the group
+    /// has no commit in (assigned to a member only), and a partition whose end offset could
+    /// not be read.
+    #[test]
+    fn kafka_exporter_skips_uncommitted_topics_and_unreadable_ends() {
+        let mut unreadable = partition("orders", 1, Some(5), 0);
+        unreadable.error = Some("ListOffsets timed out".to_owned());
+        unreadable.status = Status::Err;
+        let group = GroupLag {
+            group: "g".to_owned(),
+            state: "Stable".to_owned(),
+            members: Some(1),
+            status: Status::Err,
+            lag: 19,
+            max_lag_seconds: None,
+            production_rate: None,
+            consumption_rate: None,
+            time_to_drain_secs: None,
+            partition_count: 3,
+            topics: BTreeMap::from([("orders".to_owned(), 2), ("assigned".to_owned(), 1)]),
+            partitions: vec![
+                partition("assigned", 0, None, 9),
+                partition("orders", 0, Some(2), 12),
+                unreadable,
+            ],
+        };
+        let state = Arc::new(Mutex::new(Snapshot::default()));
+        state
+            .lock()
+            .unwrap()
+            .record(Ok(vec![group]), SystemTime::now());
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(LagMetrics::new(state)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let s = parse(&text);
+
+        let exporter: Vec<&String> = s
+            .keys()
+            .filter(|k| k.starts_with("kafka_consumergroup_") && k.contains("assigned"))
+            .collect();
+        assert!(exporter.is_empty(), "{exporter:?}");
+        let cur = |p: i32| {
+            s.get(&format!(
+                r#"kafka_consumergroup_current_offset{{consumergroup="g",topic="orders",partition="{p}"}}"#
+            ))
+            .copied()
+        };
+        let lag = |p: i32| {
+            s.get(&format!(
+                r#"kafka_consumergroup_lag{{consumergroup="g",topic="orders",partition="{p}"}}"#
+            ))
+            .copied()
+        };
+        assert_eq!((cur(0), lag(0)), (Some(2.0), Some(10.0)));
+        assert_eq!((cur(1), lag(1)), (Some(5.0), None), "{text}");
+        assert_eq!(
+            s[r#"kafka_consumergroup_lag_sum{consumergroup="g",topic="orders"}"#],
+            10.0
+        );
+        assert_eq!(
+            s[r#"kafka_consumergroup_current_offset_sum{consumergroup="g",topic="orders"}"#],
+            7.0
+        );
+        // keyshift's own series keep every partition the group is responsible for.
+        assert_eq!(
+            s[r#"keyshift_lag_partition_records{group="g",topic="assigned",partition="0"}"#],
+            9.0
+        );
+    }
 
     #[test]
     fn outage_clears_series_and_reports_down() {
