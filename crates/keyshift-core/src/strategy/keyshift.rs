@@ -293,6 +293,9 @@ const COST_MARGIN: f64 = 1.0;
 /// Seconds of delay every move adds to a parked record beyond the old partition's backlog:
 /// the fence round trip plus a commit interval and a barrier poll (typical client settings).
 const MOVE_LATENCY_SECS: f64 = 0.2;
+/// Longest backlog a partition is credited with (a day): a stopped consumer's lag over a
+/// throughput of 0 would otherwise be infinite.
+const MAX_BACKLOG_SECS: f64 = 86_400.0;
 /// Largest back-off factor.
 const MAX_BACKOFF: f64 = 64.0;
 
@@ -683,7 +686,7 @@ impl KeyshiftStrategy {
 
     /// Migration-storm back-off. A storm is moves that do not cut what they were meant to:
     /// over the last two half-lives at least a round's budget of keys moved, yet the longest
-    /// consumer backlog (from feedback) more than doubled and grew by over a second — moves
+    /// consumer backlog (from feedback) grew by over a second and 10 % — moves
     /// park records behind backlogs, the parked records and the backlogs they wait on grow,
     /// the imbalance seen grows, and more moves follow. Then rounds are spaced out and the
     /// budget cut (×2 each time, up to ×64); a window whose backlog did not grow halves the
@@ -707,7 +710,7 @@ impl KeyshiftStrategy {
             return;
         }
         let moved: usize = self.recent.iter().map(|r| r.1).sum();
-        let grew = backlog > 2.0 * backlog_then && backlog > backlog_then + 1.0;
+        let grew = backlog > 1.1 * backlog_then + 1.0;
         if grew && moved >= self.config.max_moves_per_round {
             self.backoff = (self.backoff * 2.0).min(MAX_BACKOFF);
             self.storms += 1;
@@ -1161,7 +1164,7 @@ impl Strategy for KeyshiftStrategy {
             self.backlog_secs[p] = if f.lag == 0 {
                 0.0
             } else {
-                (f.lag as f64 / t.max(1e-3)).min(3600.0)
+                (f.lag as f64 / t.max(1e-3)).min(MAX_BACKLOG_SECS)
             };
             if !self.config.use_feedback || t == 0.0 {
                 continue;
