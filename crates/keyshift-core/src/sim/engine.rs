@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 
 use super::config::{assign, ArrivalProcess, ServiceDist, SimConfig};
-use super::report::{InfeasibleKey, SimReport, MAX_LISTED_KEYS};
+use super::report::{infeasible_keys, InfeasibleKey, SimReport};
 use crate::protocol::{GateRecord, Migrator, OrderGate, RouteHeader, Step};
 use crate::stats::{imbalance, LatencyHistogram};
 use crate::strategy::{self, PartitionFeedback, Strategy, StrategyConfig};
@@ -616,34 +616,14 @@ impl<'c> Sim<'c> {
         }
     }
 
-    /// Keys whose measured rate needs more than one consumer, hottest first.
-    fn infeasible_keys(&self) -> Vec<InfeasibleKey> {
-        let span = self.measured_span();
-        if span <= 0.0 {
-            return Vec::new();
-        }
-        let mut keys: Vec<InfeasibleKey> = self
-            .keys
-            .iter()
-            .filter_map(|k| {
-                let rate = k.measured as f64 / span;
-                let needed = rate * self.service_mean;
-                (needed > 1.0).then(|| InfeasibleKey {
-                    key: String::from_utf8_lossy(&k.name).into_owned(),
-                    rate_rps: rate,
-                    consumers_needed: needed,
-                })
-            })
-            .collect();
-        keys.sort_by(|a, b| b.rate_rps.total_cmp(&a.rate_rps));
-        keys.truncate(MAX_LISTED_KEYS);
-        keys
-    }
-
     fn report(&self) -> SimReport {
         let hottest = self.keys.iter().map(|k| k.measured).max().unwrap_or(0);
         let span = self.measured_span();
-        let infeasible_keys = self.infeasible_keys();
+        let infeasible_keys = infeasible_keys(
+            self.keys.iter().map(|k| (&k.name[..], k.measured)),
+            span,
+            self.service_mean,
+        );
         let imb = imbalance(&self.partition_load, hottest);
         let first_arrival = self.records.first().map_or(0.0, |r| r.arrival);
         let duration = (self.last_completion - first_arrival).max(0.0);

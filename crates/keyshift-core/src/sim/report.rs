@@ -90,6 +90,33 @@ pub struct InfeasibleKey {
     pub consumers_needed: f64,
 }
 
+/// The keys among `counts` (key, records over `span_secs` seconds) that need more than one
+/// consumer at `service_secs` per record, hottest first, at most [`MAX_LISTED_KEYS`].
+pub fn infeasible_keys<'a>(
+    counts: impl IntoIterator<Item = (&'a [u8], u64)>,
+    span_secs: f64,
+    service_secs: f64,
+) -> Vec<InfeasibleKey> {
+    if span_secs <= 0.0 {
+        return Vec::new();
+    }
+    let mut keys: Vec<InfeasibleKey> = counts
+        .into_iter()
+        .filter_map(|(key, n)| {
+            let rate = n as f64 / span_secs;
+            let needed = rate * service_secs;
+            (needed > 1.0).then(|| InfeasibleKey {
+                key: String::from_utf8_lossy(key).into_owned(),
+                rate_rps: rate,
+                consumers_needed: needed,
+            })
+        })
+        .collect();
+    keys.sort_by(|a, b| b.rate_rps.total_cmp(&a.rate_rps));
+    keys.truncate(MAX_LISTED_KEYS);
+    keys
+}
+
 impl InfeasibleKey {
     /// The warning a report prints for this key.
     pub fn warning(&self) -> String {

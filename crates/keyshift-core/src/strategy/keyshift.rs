@@ -33,8 +33,38 @@
 //! 3. **Go home.** Routed keys that dropped out of the hot set return to their hash partition
 //!    (freeing the route table) when that keeps the home partition under the target.
 //!
-//! Hysteresis and cooldown make moves settle on a stationary workload; the decay makes the
-//! model follow a shifting one within a few half-lives.
+//! That is the *classic* variant (strategy `keyshift-classic`, kept for comparison). It moves
+//! whenever a point estimate exceeds the target, so on a stationary load it keeps moving keys
+//! on estimation noise (every move parks the key's records behind the old partition's
+//! backlog), and it read a consumer held up by parked records as a slow one, which moved more
+//! keys off it: a migration storm under a shifting load. The default *cost-aware* variant
+//! (`keyshift`) changes the round:
+//!
+//! - **Settling.** Each partition also has a slow load estimate (`SLOW`× the half-life). A
+//!   round uses it while the fast one agrees with it within `confidence` standard errors (the
+//!   load has not changed), else the fast one; and a partition counts as over the target only
+//!   when it exceeds it by `confidence` standard errors of the estimate used (one for the fast
+//!   one). The error of a decayed Poisson rate is known (`rate_std_error`), so low-rate noise
+//!   moves nothing and moves stop once the load is balanced within what can be measured. No
+//!   move happens before `WARMUP_RECORDS` records.
+//! - **Cost of a move.** A move parks the key's records for the old partition's backlog
+//!   (consumer feedback: lag ÷ throughput) plus the fence round trip, a commit and a poll; it
+//!   is made only when the records it keeps off the most loaded partition outnumber the
+//!   records it parks (`Plan::worth_it`).
+//! - **Giant keys.** A key above a partition's fair share is pinned where it is and never
+//!   moves while it stays a giant (of two giants on one partition the smaller leaves once).
+//!   Its partition's other keys are moved off, then the partition is isolated: no further
+//!   moves off it. [`KeyshiftStrategy::giants`] lists them.
+//! - **Feedback that parking cannot fool.** A consumer counts as saturated (its pace is its
+//!   capacity) only when it lags, processes less than is routed to it and works at its best
+//!   pace so far; one held up by parked records idles below it. Consumers of unknown capacity
+//!   are assumed as fast as the typical saturated one, never as slow as their load.
+//! - **Storm back-off.** When a round's budget of moves in two half-lives comes with a
+//!   growing backlog, rounds are spaced out and the budget cut, ×2 per storm up to ×64
+//!   ([`KeyshiftStrategy::backoff`]); a calm window halves the back-off.
+//!
+//! Hysteresis and cooldown add to this; the decay makes the model follow a shifting workload
+//! within a few half-lives. The per-record path is the same for both variants.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
