@@ -579,24 +579,24 @@ mod tests {
     #[test]
     fn a_key_that_needs_more_than_one_worker_is_flagged() {
         // 8 s after warm-up at 32.5 ms a record: a worker does 246 records; location_0 has
-        // 400 (1.63 workers), location_1 200 (0.81).
+        // 420 (1.71 workers), location_1 200 (0.81).
         let config = SimConfig::default();
         let mut m = measured("keyshift", &[1.0]);
-        m.key_records = vec![("location_0".into(), 400), ("location_1".into(), 200)];
+        m.key_records = vec![("location_0".into(), 420), ("location_1".into(), 200)];
         let r = StrategyReport::new(m, &config);
         assert_eq!(r.infeasible_keys.len(), 1);
         assert_eq!(r.infeasible_keys[0].key, "location_0");
-        assert!((r.infeasible_keys[0].consumers_needed - 400.0 / 8.0 * 0.0325).abs() < 1e-9);
+        assert!((r.infeasible_keys[0].consumers_needed - 420.0 / 8.0 * 0.0325).abs() < 1e-9);
         assert_eq!(
             r.warnings,
             vec![
-                "key location_0 needs 1.63 consumers; per-key order makes this load unsustainable"
+                "key location_0 needs 1.71 consumers; per-key order makes this load unsustainable"
             ]
         );
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["infeasible_keys"][0]["key"], "location_0");
         let report = ExperimentReport::new(Setup::new(&config, "embedded".into()), vec![r]);
-        assert!(verdict(&report)[0].starts_with("WARNING: key location_0 needs 1.63"));
+        assert!(verdict(&report)[0].starts_with("WARNING: key location_0 needs 1.71"));
         // Without a hot key: nothing to warn about.
         let calm = StrategyReport::new(measured("hash", &[1.0]), &config);
         assert!(calm.infeasible_keys.is_empty() && calm.warnings.is_empty());
