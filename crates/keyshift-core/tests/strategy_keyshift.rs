@@ -160,7 +160,7 @@ fn unsaturated_feedback_leaves_capacities_equal() {
         })
         .collect();
     for config in [KeyshiftConfig::default(), KeyshiftConfig::classic()] {
-        let cap = capacities_after(&config, &[keeping_up.clone()]);
+        let cap = capacities_after(&config, std::slice::from_ref(&keeping_up));
         assert_eq!(cap, vec![1.0; 4], "{:?}", config.variant);
     }
     // Partition 3 falls behind at 30 records/s while 40/s are routed to it.

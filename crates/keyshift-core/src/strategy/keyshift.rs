@@ -601,9 +601,9 @@ impl KeyshiftStrategy {
         // `confidence` standard errors of the estimate used.
         let mut util = Vec::with_capacity(n);
         let mut noise = Vec::with_capacity(n);
-        for p in 0..n {
-            let fast = self.mass[p] * scale;
-            let slow = self.slow_mass[p] * slow_scale;
+        for ((&m, &sm), &c) in self.mass.iter().zip(&self.slow_mass).zip(&cap) {
+            let fast = m * scale;
+            let slow = sm * slow_scale;
             let sd_fast = rate_std_error(fast, h, elapsed);
             let (rate, margin) = if (fast - slow).abs() <= z * sd_fast {
                 (slow, z * rate_std_error(slow, h * SLOW, elapsed))
@@ -611,8 +611,8 @@ impl KeyshiftStrategy {
                 // The load changed: react on the fast estimate, one standard error sure.
                 (fast, sd_fast)
             };
-            util.push(rate / cap[p]);
-            noise.push(margin / cap[p]);
+            util.push(rate / c);
+            noise.push(margin / c);
         }
         let cap_sum: f64 = cap.iter().sum();
         let cap_max = cap.iter().cloned().fold(0.0, f64::max);

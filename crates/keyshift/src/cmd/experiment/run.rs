@@ -767,6 +767,17 @@ impl Sampler {
     }
 }
 
+/// The hottest keys after the warm-up with their record counts, hottest first (at most
+/// [`keyshift_core::sim::MAX_LISTED_KEYS`]).
+fn top_keys(per_key: &std::collections::HashMap<u64, u64>) -> Vec<(String, u64)> {
+    let mut top: Vec<(u64, u64)> = per_key.iter().map(|(&k, &n)| (k, n)).collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.truncate(keyshift_core::sim::MAX_LISTED_KEYS);
+    top.into_iter()
+        .map(|(k, n)| (keyshift_core::workload::key_name(k), n))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -800,15 +811,4 @@ mod tests {
         assert_eq!(radix36(35), "z");
         assert_eq!(radix36(36), "10");
     }
-}
-
-/// The hottest keys after the warm-up with their record counts, hottest first (at most
-/// [`keyshift_core::sim::MAX_LISTED_KEYS`]).
-fn top_keys(per_key: &std::collections::HashMap<u64, u64>) -> Vec<(String, u64)> {
-    let mut top: Vec<(u64, u64)> = per_key.iter().map(|(&k, &n)| (k, n)).collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    top.truncate(keyshift_core::sim::MAX_LISTED_KEYS);
-    top.into_iter()
-        .map(|(k, n)| (keyshift_core::workload::key_name(k), n))
-        .collect()
 }
