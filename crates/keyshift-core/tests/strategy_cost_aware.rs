@@ -80,9 +80,11 @@ fn an_infeasible_key_is_reported_and_moves_stay_bounded() {
             )
         );
     }
-    // Pinned giant, its partition evacuated once: a bounded number of moves; the classic
-    // variant chases the giant from partition to partition.
-    assert!(new.migrations <= 40, "{new:?}");
+    // Pinned giants (four keys above a 32nd of the load), their partitions evacuated once: a
+    // bounded number of moves, a handful at most once warmed up; the classic variant chases
+    // the giant from partition to partition.
+    assert!(new.migrations <= 60, "{new:?}");
+    assert!(new.migrations_after_warmup <= 4, "{new:?}");
     assert!(classic.migrations > 10 * new.migrations, "{classic:?}");
     // The seed workload itself is feasible.
     let seed = run(

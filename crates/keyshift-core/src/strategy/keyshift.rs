@@ -311,7 +311,7 @@ pub struct KeyshiftStrategy {
 
 /// Records the cost-aware variant sees before its first move: below that, even a 1.4× hash
 /// imbalance is not told apart from noise on ten partitions.
-const WARMUP_RECORDS: u64 = 2000;
+const WARMUP_RECORDS: u64 = 1000;
 
 /// The slow load estimate's half-life, in half-lives of the fast one.
 const SLOW: f64 = 8.0;
@@ -594,7 +594,12 @@ impl KeyshiftStrategy {
             return;
         }
         let elapsed = self.start.map_or(0.0, |s| now - s);
-        let z = self.config.confidence;
+        // While the slow estimate fills, the confidence asked for grows from one standard error
+        // to `confidence`: the first imbalance (hash placement) is large and worth fixing on
+        // young estimates, the fine balance of a settled load is not worth noise-driven moves.
+        let ramp = (elapsed / (SLOW * h)).min(1.0);
+        let z = 1.0 + (self.config.confidence - 1.0).max(0.0) * ramp;
+        let z = z.min(self.config.confidence.max(1.0));
         let cap = self.capacity.clone();
         // Each partition's load: the slow estimate while the fast one agrees with it (the load
         // has not changed: more records, less noise), else the fast one; with the margin of
