@@ -44,7 +44,8 @@
 //!   round uses it while the fast one agrees with it within `confidence` standard errors (the
 //!   load has not changed), else the fast one; and a partition counts as over the target only
 //!   when it exceeds it by `confidence` standard errors of the estimate used (one for the fast
-//!   one). The error of a decayed Poisson rate is known (`rate_std_error`), so low-rate noise
+//!   one; the confidence asked for grows from one while the slow estimate fills, so the hash
+//!   placement's imbalance is fixed at once). The error of a decayed Poisson rate is known (`rate_std_error`), so low-rate noise
 //!   moves nothing and moves stop once the load is balanced within what can be measured. No
 //!   move happens before `WARMUP_RECORDS` records.
 //! - **Cost of a move.** A move parks the key's records for the old partition's backlog
