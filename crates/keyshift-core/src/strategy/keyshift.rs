@@ -570,7 +570,7 @@ impl KeyshiftStrategy {
         let util = plan.util;
         let target = plan.target;
         let cands = plan.cands;
-        for (i, from, to) in plan.moves {
+        for (i, from, to) in route_order(plan.moves, &cands) {
             let c = &cands[i];
             self.apply_move(&c.key, c.home, from, to, now);
             self.shift_mass(from as usize, to as usize, c.rate, now);
@@ -696,7 +696,7 @@ impl KeyshiftStrategy {
         let target = plan.target;
         let cands = plan.cands;
         let planned = plan.moves.len();
-        for (i, from, to) in plan.moves {
+        for (i, from, to) in route_order(plan.moves, &cands) {
             let c = &cands[i];
             self.apply_move(&c.key, c.home, from, to, now);
             self.shift_mass(from as usize, to as usize, c.rate, now);
@@ -1112,6 +1112,15 @@ impl Plan<'_> {
         }
         false
     }
+}
+
+/// A round's planned moves in the order they are applied: moves home first, since they free
+/// the route-table slots that the plan counted on for the others (a relocation puts its
+/// evacuations before the move that may free a slot), otherwise in decision order. All moves
+/// of a round happen at the same instant and concern distinct keys.
+fn route_order(mut moves: Vec<(usize, u32, u32)>, cands: &[Candidate]) -> Vec<(usize, u32, u32)> {
+    moves.sort_by_key(|&(i, _, to)| to != cands[i].home);
+    moves
 }
 
 /// Standard error (records/s) of a decayed rate estimate of `rate` records/s with half-life
