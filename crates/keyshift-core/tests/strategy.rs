@@ -170,13 +170,15 @@ fn build_names_every_strategy_and_rejects_bad_input() {
         assert_eq!(s.name(), name);
         assert_eq!(
             s.preserves_order(),
-            matches!(name, "hash" | "slops" | "keyshift")
+            matches!(name, "hash" | "slops" | "keyshift" | "keyshift-classic")
         );
     }
     let err = build("round-robin", 4, 0).err().unwrap();
     assert_eq!(err.name, "strategy");
     assert!(err.reason.contains("round-robin"), "{}", err.reason);
-    assert!(err.reason.contains("hash, slops, keyshift, pkg, unordered"));
+    assert!(err
+        .reason
+        .contains("hash, slops, keyshift, keyshift-classic, pkg, unordered"));
     assert_eq!(build("hash", 0, 0).err().unwrap().name, "partitions");
 
     let mut bad = StrategyConfig::default();

@@ -218,3 +218,44 @@ fn bad_input_names_the_flag_and_exits_2() {
     );
     rejects(&["simulate", "--json", "--csv"], "--csv");
 }
+
+#[test]
+fn an_infeasible_key_is_flagged_in_text_and_json() {
+    // On 32 consumers at 65 % the seed's hottest key needs about 1.5 of them.
+    let args = [
+        "simulate",
+        "--strategies",
+        "hash,keyshift,keyshift-classic",
+        "--partitions",
+        "32",
+        "--consumers",
+        "32",
+        "--records",
+        "20000",
+    ];
+    let text = stdout(&keyshift(&args));
+    let warnings: Vec<&str> = text.lines().filter(|l| l.starts_with("WARNING")).collect();
+    assert!(
+        warnings[0].starts_with("WARNING: key location_0 needs 1.")
+            && warnings[0].ends_with("consumers; per-key order makes this load unsustainable"),
+        "{text}"
+    );
+    assert!(text.contains("migrations after warm-up"), "{text}");
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let v: Value = serde_json::from_str(&stdout(&keyshift(&json_args))).unwrap();
+    for r in v.as_array().unwrap() {
+        assert_eq!(r["infeasible_keys"][0]["key"], "location_0");
+        assert!(
+            r["infeasible_keys"][0]["consumers_needed"]
+                .as_f64()
+                .unwrap()
+                > 1.3
+        );
+        assert!(r["warnings"][0].as_str().unwrap().contains("unsustainable"));
+        assert!(r["migrations_after_warmup"].is_u64());
+    }
+    // The seed workload (10 consumers) is feasible: no warning.
+    let calm = stdout(&keyshift(SEED_ARGS));
+    assert!(!calm.contains("WARNING"), "{calm}");
+}

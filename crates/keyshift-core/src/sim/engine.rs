@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 
 use super::config::{assign, ArrivalProcess, ServiceDist, SimConfig};
-use super::report::SimReport;
+use super::report::{infeasible_keys, InfeasibleKey, SimReport};
 use crate::protocol::{GateRecord, Migrator, OrderGate, RouteHeader, Step};
 use crate::stats::{imbalance, LatencyHistogram};
 use crate::strategy::{self, PartitionFeedback, Strategy, StrategyConfig};
@@ -183,6 +183,8 @@ struct Sim<'c> {
     held_secs: f64,
     partition_load: Vec<u64>,
     migrations: u64,
+    /// Moves decided while routing measured records (after warm-up).
+    migrations_after_warmup: u64,
     fences: u64,
     violations: u64,
     /// Completions per partition since the last feedback.
@@ -247,6 +249,7 @@ impl<'c> Sim<'c> {
             held_secs: 0.0,
             partition_load: vec![0; config.partitions as usize],
             migrations: 0,
+            migrations_after_warmup: 0,
             fences: 0,
             violations: 0,
             completed_since: vec![0; config.partitions as usize],
@@ -388,7 +391,11 @@ impl<'c> Sim<'c> {
             self.keys[key as usize].measured += 1;
         }
         let partition = self.strategy.route(&self.keys[key as usize].name, self.now);
-        self.migrations += self.strategy.drain_moves().len() as u64;
+        let moves = self.strategy.drain_moves().len() as u64;
+        self.migrations += moves;
+        if u64::from(rec) >= self.warmup_records {
+            self.migrations_after_warmup += moves;
+        }
         if self.migrator.is_none() {
             self.append(partition, rec, None);
         } else if !self.keys[key as usize].held.is_empty() {
@@ -607,8 +614,23 @@ impl<'c> Sim<'c> {
 
     // ---- report ----
 
+    /// Seconds between the first and the last arrival of the measured records.
+    fn measured_span(&self) -> f64 {
+        let first = self.records.get(self.warmup_records as usize);
+        match (first, self.records.last()) {
+            (Some(a), Some(b)) => (b.arrival - a.arrival).max(0.0),
+            _ => 0.0,
+        }
+    }
+
     fn report(&self) -> SimReport {
         let hottest = self.keys.iter().map(|k| k.measured).max().unwrap_or(0);
+        let span = self.measured_span();
+        let infeasible_keys = infeasible_keys(
+            self.keys.iter().map(|k| (&k.name[..], k.measured)),
+            span,
+            self.service_mean,
+        );
         let imb = imbalance(&self.partition_load, hottest);
         let first_arrival = self.records.first().map_or(0.0, |r| r.arrival);
         let duration = (self.last_completion - first_arrival).max(0.0);
@@ -636,6 +658,12 @@ impl<'c> Sim<'c> {
             imbalance_max_over_mean: imb.max_over_mean,
             imbalance_max_over_bound: imb.max_over_bound,
             migrations: self.migrations,
+            migrations_after_warmup: self.migrations_after_warmup,
+            migrations_per_minute_after_warmup: if span > 0.0 {
+                self.migrations_after_warmup as f64 * 60.0 / span
+            } else {
+                0.0
+            },
             fences: self.fences,
             order_violations: self.violations,
             producer_held: self.held_count,
@@ -644,6 +672,8 @@ impl<'c> Sim<'c> {
             parked_ms: self.parked.total_ms(),
             parked_p99_ms: self.parked.quantile_ms(0.99),
             parked_max_ms: self.parked.max_ms(),
+            warnings: infeasible_keys.iter().map(InfeasibleKey::warning).collect(),
+            infeasible_keys,
         }
     }
 }

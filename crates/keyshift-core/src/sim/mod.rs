@@ -33,5 +33,5 @@ mod sweep;
 pub use config::MAX_UTILIZATION;
 pub use config::{assign, ArrivalProcess, Assignor, ServiceDist, SimConfig, WorkloadKind};
 pub use engine::run;
-pub use report::SimReport;
+pub use report::{infeasible_keys, InfeasibleKey, SimReport, MAX_LISTED_KEYS};
 pub use sweep::{summarize, SweepPoint, SweepReport, SweepSpec, SweepSummary};

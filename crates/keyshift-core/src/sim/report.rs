@@ -48,6 +48,10 @@ pub struct SimReport {
     pub imbalance_max_over_bound: f64,
     /// Key moves the strategy decided.
     pub migrations: u64,
+    /// Key moves decided after warm-up (while routing the measured records).
+    pub migrations_after_warmup: u64,
+    /// `migrations_after_warmup` per minute of the measured records' arrivals.
+    pub migrations_per_minute_after_warmup: f64,
     /// Fence records written (one per move the producer carried out).
     pub fences: u64,
     /// Records of a key processed after a record of the same key that arrived later.
@@ -64,4 +68,61 @@ pub struct SimReport {
     pub parked_p99_ms: f64,
     /// Longest parked time of a record (milliseconds).
     pub parked_max_ms: f64,
+    /// Keys whose rate after warm-up exceeds what one consumer can process, hottest first
+    /// (at most [`MAX_LISTED_KEYS`]). Per-key order lets only one consumer at a time work on a
+    /// key, so no ordered strategy can keep up with such a key: the load is unsustainable.
+    pub infeasible_keys: Vec<InfeasibleKey>,
+    /// Human-readable warnings about the workload, e.g. one per infeasible key.
+    pub warnings: Vec<String>,
+}
+
+/// Most infeasible keys a report lists.
+pub const MAX_LISTED_KEYS: usize = 10;
+
+/// A key that needs more than one consumer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InfeasibleKey {
+    /// The key (lossy UTF-8).
+    pub key: String,
+    /// Its records per second after warm-up.
+    pub rate_rps: f64,
+    /// Consumers it would keep busy: `rate × mean service time` (above 1: infeasible).
+    pub consumers_needed: f64,
+}
+
+/// The keys among `counts` (key, records over `span_secs` seconds) that need more than one
+/// consumer at `service_secs` per record, hottest first, at most [`MAX_LISTED_KEYS`].
+pub fn infeasible_keys<'a>(
+    counts: impl IntoIterator<Item = (&'a [u8], u64)>,
+    span_secs: f64,
+    service_secs: f64,
+) -> Vec<InfeasibleKey> {
+    if span_secs <= 0.0 {
+        return Vec::new();
+    }
+    let mut keys: Vec<InfeasibleKey> = counts
+        .into_iter()
+        .filter_map(|(key, n)| {
+            let rate = n as f64 / span_secs;
+            let needed = rate * service_secs;
+            (needed > 1.0).then(|| InfeasibleKey {
+                key: String::from_utf8_lossy(key).into_owned(),
+                rate_rps: rate,
+                consumers_needed: needed,
+            })
+        })
+        .collect();
+    keys.sort_by(|a, b| b.rate_rps.total_cmp(&a.rate_rps));
+    keys.truncate(MAX_LISTED_KEYS);
+    keys
+}
+
+impl InfeasibleKey {
+    /// The warning a report prints for this key.
+    pub fn warning(&self) -> String {
+        format!(
+            "key {} needs {:.2} consumers; per-key order makes this load unsustainable",
+            self.key, self.consumers_needed
+        )
+    }
 }

@@ -209,6 +209,8 @@ mod tests {
             imbalance_max_over_mean: 1.0,
             imbalance_max_over_bound: 1.0,
             migrations: 0,
+            migrations_after_warmup: 0,
+            migrations_per_minute_after_warmup: 0.0,
             fences: 0,
             order_violations: 0,
             producer_held: 0,
@@ -217,6 +219,8 @@ mod tests {
             parked_ms: 0.0,
             parked_p99_ms: 0.0,
             parked_max_ms: 0.0,
+            infeasible_keys: vec![],
+            warnings: vec![],
         }
     }
 

@@ -33,8 +33,39 @@
 //! 3. **Go home.** Routed keys that dropped out of the hot set return to their hash partition
 //!    (freeing the route table) when that keeps the home partition under the target.
 //!
-//! Hysteresis and cooldown make moves settle on a stationary workload; the decay makes the
-//! model follow a shifting one within a few half-lives.
+//! That is the *classic* variant (strategy `keyshift-classic`, kept for comparison). It moves
+//! whenever a point estimate exceeds the target, so on a stationary load it keeps moving keys
+//! on estimation noise (every move parks the key's records behind the old partition's
+//! backlog), and it read a consumer held up by parked records as a slow one, which moved more
+//! keys off it: a migration storm under a shifting load. The default *cost-aware* variant
+//! (`keyshift`) changes the round:
+//!
+//! - **Settling.** Each partition also has a slow load estimate (`SLOW`× the half-life). A
+//!   round uses it while the fast one agrees with it within `confidence` standard errors (the
+//!   load has not changed), else the fast one; and a partition counts as over the target only
+//!   when it exceeds it by `confidence` standard errors of the estimate used (one for the fast
+//!   one; the confidence asked for grows from one while the slow estimate fills, so the hash
+//!   placement's imbalance is fixed at once). The error of a decayed Poisson rate is known (`rate_std_error`), so low-rate noise
+//!   moves nothing and moves stop once the load is balanced within what can be measured. No
+//!   move happens before `WARMUP_RECORDS` records.
+//! - **Cost of a move.** A move parks the key's records for the old partition's backlog
+//!   (consumer feedback: lag ÷ throughput) plus the fence round trip, a commit and a poll; it
+//!   is made only when the records it keeps off the most loaded partition outnumber the
+//!   records it parks (`Plan::worth_it`).
+//! - **Giant keys.** A key above a partition's fair share is pinned where it is and never
+//!   moves while it stays a giant (of two giants on one partition the smaller leaves once).
+//!   Its partition's other keys are moved off, then the partition is isolated: no further
+//!   moves off it. [`KeyshiftStrategy::giants`] lists them.
+//! - **Feedback that parking cannot fool.** A consumer counts as saturated (its pace is its
+//!   capacity) only when it lags, processes less than is routed to it and works at its best
+//!   pace so far; one held up by parked records idles below it. Consumers of unknown capacity
+//!   are assumed as fast as the typical saturated one, never as slow as their load.
+//! - **Storm back-off.** When a round's budget of moves in two half-lives comes with a
+//!   growing backlog, rounds are spaced out and the budget cut, ×2 per storm up to ×64
+//!   ([`KeyshiftStrategy::backoff`]); a calm window halves the back-off.
+//!
+//! Hysteresis and cooldown add to this; the decay makes the model follow a shifting workload
+//! within a few half-lives. The per-record path is the same for both variants.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -79,6 +110,25 @@ pub struct KeyshiftConfig {
     /// A partition counts as saturated (its throughput is its capacity) when its lag exceeds
     /// this many seconds of its throughput (`saturation-lag`, > 0).
     pub saturation_lag_secs: f64,
+    /// Which algorithm decides the moves (`variant`): the migration-cost-aware one, or the
+    /// classic one it replaced, kept for comparison (selected as the strategy `keyshift-classic`).
+    pub variant: KeyshiftVariant,
+    /// How sure a round must be that a partition is over the target before it moves a key
+    /// off it, in standard errors of the partition's load estimate (`confidence`, ≥ 0;
+    /// cost-aware variant only). The estimate of a partition that receives λ records/s has a
+    /// standard error of about √(λ·ln 2 / (2·half-life)), so low-rate noise does not move keys.
+    pub confidence: f64,
+}
+
+/// The two `keyshift` algorithms; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyshiftVariant {
+    /// Moves only what the load estimates show with confidence, weighs each move's parking
+    /// against its benefit, pins giant keys, and backs off from migration storms.
+    #[default]
+    CostAware,
+    /// The first keyshift: moves whenever the point estimates exceed the target.
+    Classic,
 }
 
 impl Default for KeyshiftConfig {
@@ -90,12 +140,14 @@ impl Default for KeyshiftConfig {
             route_capacity: 4096,
             half_life_secs: 20.0,
             rebalance_interval_secs: 1.0,
-            hysteresis: 0.03,
+            hysteresis: 0.01,
             max_moves_per_round: 16,
             cooldown_secs: 30.0,
-            warmup_secs: 5.0,
+            warmup_secs: 1.0,
             use_feedback: true,
             saturation_lag_secs: 1.0,
+            variant: KeyshiftVariant::CostAware,
+            confidence: 2.5,
         }
     }
 }
@@ -123,6 +175,37 @@ fn non_negative(name: &'static str, v: f64) -> Result<(), ParamError> {
 }
 
 impl KeyshiftConfig {
+    /// The options `keyshift-classic` shipped with: the classic variant, which relies on a
+    /// wider hysteresis (3 %) and a longer warm-up (5 s) to keep noise from moving keys.
+    pub fn classic() -> Self {
+        Self {
+            variant: KeyshiftVariant::Classic,
+            hysteresis: 0.03,
+            warmup_secs: 5.0,
+            ..Self::default()
+        }
+    }
+
+    /// `self` for the classic variant: options left at their [`Default`] take the classic
+    /// defaults ([`KeyshiftConfig::classic`]); options set to anything else are kept.
+    pub fn as_classic(&self) -> Self {
+        let (default, classic) = (Self::default(), Self::classic());
+        Self {
+            variant: KeyshiftVariant::Classic,
+            hysteresis: if self.hysteresis == default.hysteresis {
+                classic.hysteresis
+            } else {
+                self.hysteresis
+            },
+            warmup_secs: if self.warmup_secs == default.warmup_secs {
+                classic.warmup_secs
+            } else {
+                self.warmup_secs
+            },
+            ..*self
+        }
+    }
+
     /// Checks every option; the error names the offending one.
     pub fn validate(&self) -> Result<(), ParamError> {
         if self.sketch_capacity == 0 {
@@ -161,6 +244,7 @@ impl KeyshiftConfig {
         non_negative("cooldown", self.cooldown_secs)?;
         non_negative("warmup", self.warmup_secs)?;
         positive("saturation-lag", self.saturation_lag_secs)?;
+        non_negative("confidence", self.confidence)?;
         Ok(())
     }
 }
@@ -204,7 +288,47 @@ pub struct KeyshiftStrategy {
     next_round: f64,
     moves: Vec<Move>,
     rounds: u64,
+    /// Cost-aware variant: decayed record mass per partition with a [`SLOW`]× longer
+    /// half-life, the precise estimate of a load that has not changed.
+    slow_mass: Vec<f64>,
+    /// Giant keys (rate above a partition's fair share): their pinned partition, and whether
+    /// the other keys were already moved off it (done once, in the round that pinned it).
+    giants: FxHashMap<Box<[u8]>, (u32, bool)>,
+    /// Until when each partition may hold parked records of a key moved into it: the old
+    /// partition's backlog at the move, plus the move's own latency, twice over.
+    parking_until: Vec<f64>,
+    /// Expected wait behind each partition's backlog (seconds), from consumer feedback.
+    backlog_secs: Vec<f64>,
+    /// Storm detection: per round (time, moves, longest backlog in seconds).
+    recent: std::collections::VecDeque<(f64, usize, f64)>,
+    /// Current back-off factor (1: none): rounds are this much further apart and the
+    /// migration budget this much smaller.
+    backoff: f64,
+    /// Migration storms detected so far.
+    storms: u64,
+    /// Records routed until the last fold.
+    seen: u64,
 }
+
+/// Records the cost-aware variant sees before its first move: below that, even a 1.4× hash
+/// imbalance is not told apart from noise on ten partitions.
+const WARMUP_RECORDS: u64 = 1000;
+
+/// The slow load estimate's half-life, in half-lives of the fast one.
+const SLOW: f64 = 8.0;
+/// A giant stays a giant until its rate falls below this share of a partition's fair share,
+/// so a key hovering at the threshold is not pinned and unpinned on noise.
+const GIANT_EXIT: f64 = 0.8;
+/// A move must relieve at least this many times the records it parks.
+const COST_MARGIN: f64 = 1.0;
+/// Seconds of delay every move adds to a parked record beyond the old partition's backlog:
+/// the fence round trip plus a commit interval and a barrier poll (typical client settings).
+const MOVE_LATENCY_SECS: f64 = 0.2;
+/// Longest backlog a partition is credited with (a day): a stopped consumer's lag over a
+/// throughput of 0 would otherwise be infinite.
+const MAX_BACKLOG_SECS: f64 = 86_400.0;
+/// Largest back-off factor.
+const MAX_BACKOFF: f64 = 64.0;
 
 impl KeyshiftStrategy {
     /// Validates `config` and builds the strategy for `partitions` (> 0) partitions; cold keys
@@ -250,6 +374,14 @@ impl KeyshiftStrategy {
             next_round: f64::NEG_INFINITY,
             moves: Vec::new(),
             rounds: 0,
+            slow_mass: vec![0.0; n],
+            giants: FxHashMap::default(),
+            parking_until: vec![f64::NEG_INFINITY; n],
+            backlog_secs: vec![0.0; n],
+            recent: std::collections::VecDeque::new(),
+            backoff: 1.0,
+            storms: 0,
+            seen: 0,
         })
     }
 
@@ -310,7 +442,7 @@ impl KeyshiftStrategy {
             let dt = now - self.last_fold;
             self.round(now);
             self.resample(records, dt);
-            self.next_round = now + self.config.rebalance_interval_secs;
+            self.next_round = now + self.config.rebalance_interval_secs * self.backoff;
         }
     }
 
@@ -354,7 +486,11 @@ impl KeyshiftStrategy {
     /// few half-lives have passed, the decayed mass of a steady stream is below its steady
     /// value by the factor `1 − 2^(−elapsed/half_life)`.
     fn rate_scale(&self, now: f64) -> f64 {
-        let h = self.config.half_life_secs;
+        self.rate_scale_for(now, self.config.half_life_secs)
+    }
+
+    /// [`Self::rate_scale`] for a mass decaying with half-life `h`.
+    fn rate_scale_for(&self, now: f64, h: f64) -> f64 {
         let elapsed = self.start.map_or(0.0, |s| now - s);
         let filled = 1.0 - (-elapsed / h).exp2();
         if filled <= 1e-9 {
@@ -368,10 +504,20 @@ impl KeyshiftStrategy {
         if dt <= 0.0 {
             return;
         }
-        let decay = (-dt / self.config.half_life_secs).exp2();
-        for (m, c) in self.mass.iter_mut().zip(self.counts.iter_mut()) {
+        let h = self.config.half_life_secs;
+        let decay = (-dt / h).exp2();
+        let slow_decay = (-dt / (h * SLOW)).exp2();
+        for ((m, s), c) in self
+            .mass
+            .iter_mut()
+            .zip(self.slow_mass.iter_mut())
+            .zip(self.counts.iter_mut())
+        {
             // The window's records are treated as arriving at its midpoint.
-            *m = *m * decay + (*c as f64) * (-0.5 * dt / self.config.half_life_secs).exp2();
+            self.seen += *c;
+            let n = *c as f64;
+            *m = *m * decay + n * (-0.5 * dt / h).exp2();
+            *s = *s * slow_decay + n * (-0.5 * dt / (h * SLOW)).exp2();
             *c = 0;
         }
         self.last_fold = now;
@@ -380,6 +526,14 @@ impl KeyshiftStrategy {
     fn round(&mut self, now: f64) {
         self.rounds += 1;
         self.fold(now);
+        match self.config.variant {
+            KeyshiftVariant::Classic => self.round_classic(now),
+            KeyshiftVariant::CostAware => self.round_cost_aware(now),
+        }
+    }
+
+    /// The classic round: the point estimates against the target, no cost model.
+    fn round_classic(&mut self, now: f64) {
         let scale = self.rate_scale(now);
         if scale == 0.0 {
             return;
@@ -396,18 +550,233 @@ impl KeyshiftStrategy {
 
         // Key rates get the same warm-up correction as partition loads.
         let key_scale = scale / (std::f64::consts::LN_2 / self.config.half_life_secs);
+        let mut plan = self.plan(util, &cap, now, key_scale);
+        let hottest = plan.cands.first().map_or(0.0, |c| c.rate);
+        plan.bound = (total_rate / cap_sum).max(hottest / cap_max);
+        plan.target = plan.bound * (1.0 + self.config.hysteresis);
+
+        let budget = self.config.max_moves_per_round;
+        while plan.moves.len() < budget {
+            let (pmax, pmin) = extremes(&plan.util);
+            if plan.util[pmax] <= plan.target || pmax == pmin {
+                break;
+            }
+            if let Some(i) = plan.pick(pmax, pmin) {
+                plan.shift(i, pmin);
+            } else if !plan.relocate(pmax, budget) {
+                break;
+            }
+        }
+        let util = plan.util;
+        let target = plan.target;
+        let cands = plan.cands;
+        for (i, from, to) in route_order(plan.moves, &cands) {
+            let c = &cands[i];
+            self.apply_move(&c.key, c.home, from, to, now);
+            self.shift_mass(from as usize, to as usize, c.rate, now);
+        }
+        let remaining = budget.saturating_sub(self.moves_this_round(now));
+        if remaining > 0 {
+            self.send_home(&cands, util, &cap, target, remaining, key_scale, now);
+        }
+    }
+
+    /// The cost-aware round (see the module documentation).
+    fn round_cost_aware(&mut self, now: f64) {
+        let h = self.config.half_life_secs;
+        let scale = self.rate_scale(now);
+        let slow_scale = self.rate_scale_for(now, h * SLOW);
+        if scale == 0.0 || slow_scale == 0.0 || self.seen < WARMUP_RECORDS {
+            return;
+        }
+        let n = self.partitions as usize;
+        let total_rate: f64 = self.mass.iter().map(|m| m * scale).sum();
+        if total_rate <= 0.0 {
+            return;
+        }
+        let elapsed = self.start.map_or(0.0, |s| now - s);
+        // While the slow estimate fills, the confidence asked for grows from one standard error
+        // to `confidence`: the first imbalance (hash placement) is large and worth fixing on
+        // young estimates, the fine balance of a settled load is not worth noise-driven moves.
+        let ramp = (elapsed / (SLOW * h)).min(1.0);
+        let z = 1.0 + (self.config.confidence - 1.0).max(0.0) * ramp;
+        let z = z.min(self.config.confidence.max(1.0));
+        let cap = self.capacity.clone();
+        // Each partition's load: the slow estimate while the fast one agrees with it (the load
+        // has not changed: more records, less noise), else the fast one; with the margin of
+        // `confidence` standard errors of the estimate used.
+        let mut util = Vec::with_capacity(n);
+        let mut noise = Vec::with_capacity(n);
+        for ((&m, &sm), &c) in self.mass.iter().zip(&self.slow_mass).zip(&cap) {
+            let fast = m * scale;
+            let slow = sm * slow_scale;
+            let sd_fast = rate_std_error(fast, h, elapsed);
+            let (rate, margin) = if (fast - slow).abs() <= z * sd_fast {
+                (slow, z * rate_std_error(slow, h * SLOW, elapsed))
+            } else {
+                // The load changed: react on the fast estimate, one standard error sure.
+                (fast, sd_fast)
+            };
+            util.push(rate / c);
+            noise.push(margin / c);
+        }
+        let cap_sum: f64 = cap.iter().sum();
+        let cap_max = cap.iter().cloned().fold(0.0, f64::max);
+        let fair = total_rate / cap_sum;
+
+        let key_scale = scale / (std::f64::consts::LN_2 / h);
+        let mut plan = self.plan(util, &cap, now, key_scale);
+        plan.noise = noise;
+        plan.backlog = self.backlog_secs.clone();
+        plan.lifetime = h / std::f64::consts::LN_2;
+        plan.costed = true;
+
+        // Giants: pinned where they are, except the smaller of two giants sharing a partition,
+        // which may leave it once (to a partition without a giant: the least loaded).
+        self.giants.retain(|key, _| {
+            plan.cands
+                .iter()
+                .any(|c| &c.key == key && c.rate > GIANT_EXIT * fair)
+        });
+        let mut giant_on: Vec<Option<usize>> = vec![None; n];
+        // A giant's partition whose other keys already left is never a source again: keys
+        // that turn up there later are the cold traffic any placement has to put somewhere.
+        let mut stuck = vec![false; n];
+        for i in 0..plan.cands.len() {
+            let c = &mut plan.cands[i];
+            if c.rate <= fair && !self.giants.contains_key(&c.key) {
+                continue;
+            }
+            let at = c.at as usize;
+            // Candidates come hottest first, so a partition's first giant is its biggest.
+            if giant_on[at].is_none() {
+                giant_on[at] = Some(i);
+                c.movable = false;
+                let g = self.giants.entry(c.key.clone()).or_insert((c.at, false));
+                if g.0 != c.at {
+                    *g = (c.at, false);
+                }
+                stuck[at] = g.1;
+                if !g.1 {
+                    // Everything else on it queues behind a key that fills a partition:
+                    // evacuate it without waiting for confidence.
+                    plan.noise[at] = 0.0;
+                }
+            } else {
+                self.giants.remove(&c.key);
+            }
+        }
+        let hottest = plan.cands.first().map_or(0.0, |c| c.rate);
+        plan.bound = fair.max(hottest / cap_max);
+        plan.target = plan.bound * (1.0 + self.config.hysteresis);
+
+        let budget =
+            ((self.config.max_moves_per_round as f64 / self.backoff).floor() as usize).max(1);
+        while plan.moves.len() < budget {
+            let Some(src) = (0..n)
+                .filter(|&p| !stuck[p])
+                .max_by(|&a, &b| plan.util[a].total_cmp(&plan.util[b]))
+            else {
+                break;
+            };
+            if plan.util[src] - plan.noise[src] <= plan.target {
+                break;
+            }
+            let (_, dst) = extremes(&plan.util);
+            if dst == src {
+                break;
+            }
+            if let Some(i) = plan.pick(src, dst) {
+                plan.shift(i, dst);
+            } else if !plan.relocate(src, budget) {
+                stuck[src] = true;
+            }
+        }
+        let util = plan.util;
+        let target = plan.target;
+        let cands = plan.cands;
+        let planned = plan.moves.len();
+        for (i, from, to) in route_order(plan.moves, &cands) {
+            let c = &cands[i];
+            self.apply_move(&c.key, c.home, from, to, now);
+            self.shift_mass(from as usize, to as usize, c.rate, now);
+            if let Some(g) = self.giants.get_mut(&c.key) {
+                *g = (to, false);
+            }
+        }
+        // A pinned giant's partition is isolated once a round with settled rate estimates
+        // (a half-life in) moves nothing more off it.
+        if elapsed >= h {
+            for g in self.giants.values_mut() {
+                if !self.moves.iter().any(|m| m.at == now && m.from == g.0) {
+                    g.1 = true;
+                }
+            }
+        }
+        let remaining = budget.saturating_sub(planned);
+        if remaining > 0 {
+            self.send_home(&cands, util, &cap, target, remaining, key_scale, now);
+        }
+        self.watch_for_storms(now);
+    }
+
+    /// Migration-storm back-off. A storm is moves that do not cut what they were meant to:
+    /// over the last two half-lives at least a round's budget of keys moved, yet the longest
+    /// consumer backlog (from feedback) grew by over a second and 10 % — moves
+    /// park records behind backlogs, the parked records and the backlogs they wait on grow,
+    /// the imbalance seen grows, and more moves follow. Then rounds are spaced out and the
+    /// budget cut (×2 each time, up to ×64); a window whose backlog did not grow halves the
+    /// back-off again. Without feedback there are no backlogs to watch and no back-off.
+    fn watch_for_storms(&mut self, now: f64) {
+        let window = 2.0 * self.config.half_life_secs;
+        let moves = self.moves_this_round(now);
+        let backlog = self.backlog_secs.iter().cloned().fold(0.0, f64::max);
+        self.recent.push_back((now, moves, backlog));
+        while self
+            .recent
+            .front()
+            .is_some_and(|&(at, _, _)| now - at > window)
+        {
+            self.recent.pop_front();
+        }
+        let Some(&(start, _, backlog_then)) = self.recent.front() else {
+            return;
+        };
+        if now - start < 0.9 * window {
+            return;
+        }
+        let moved: usize = self.recent.iter().map(|r| r.1).sum();
+        let grew = backlog > 1.1 * backlog_then + 1.0;
+        if grew && moved >= self.config.max_moves_per_round {
+            self.backoff = (self.backoff * 2.0).min(MAX_BACKOFF);
+            self.storms += 1;
+            self.recent.clear();
+        } else if !grew && backlog <= backlog_then && self.backoff > 1.0 {
+            self.backoff = (self.backoff / 2.0).max(1.0);
+            self.recent.clear();
+        }
+    }
+
+    /// The candidates of a round (the sketch's hottest keys, rates in records/s) and the plan
+    /// that starts from `util`.
+    fn plan<'a>(&mut self, util: Vec<f64>, cap: &'a [f64], now: f64, key_scale: f64) -> Plan<'a> {
+        let n = self.partitions as usize;
         let cooldown = self.config.cooldown_secs;
         self.went_home.retain(|_, &mut at| now - at < cooldown);
         let top = self.sketch.top(self.config.candidates, now);
         let mut plan = Plan {
             util,
-            cap: &cap,
+            cap,
             on: vec![Vec::new(); n],
             cands: Vec::with_capacity(top.len()),
             free_routes: self.routes.capacity() - self.routes.len(),
             bound: 0.0,
             target: 0.0,
             moves: Vec::new(),
+            noise: vec![0.0; n],
+            backlog: vec![0.0; n],
+            lifetime: 0.0,
+            costed: false,
         };
         for hk in top {
             let home = self.hasher.partition(&hk.key, self.partitions);
@@ -429,33 +798,54 @@ impl KeyshiftStrategy {
                 movable: cooled,
             });
         }
-        let hottest = plan.cands.first().map_or(0.0, |c| c.rate);
-        plan.bound = (total_rate / cap_sum).max(hottest / cap_max);
-        plan.target = plan.bound * (1.0 + self.config.hysteresis);
+        plan
+    }
 
-        let budget = self.config.max_moves_per_round;
-        while plan.moves.len() < budget {
-            let (pmax, pmin) = extremes(&plan.util);
-            if plan.util[pmax] <= plan.target || pmax == pmin {
-                break;
-            }
-            if let Some(i) = plan.pick(pmax, pmin) {
-                plan.shift(i, pmin);
-            } else if !plan.relocate(pmax, budget) {
-                break;
-            }
+    /// Giant keys (rate above a partition's fair share) as of the last round, with the
+    /// partition each is pinned to; always empty for the classic variant.
+    pub fn giants(&self) -> impl Iterator<Item = (&[u8], u32)> {
+        self.giants.iter().map(|(k, &(p, _))| (&k[..], p))
+    }
+
+    /// Migration storms detected so far (cost-aware variant).
+    pub fn storms(&self) -> u64 {
+        self.storms
+    }
+
+    /// The current back-off factor: 1 normally, up to 64 after repeated migration storms.
+    pub fn backoff(&self) -> f64 {
+        self.backoff
+    }
+
+    /// The classic variant's capacities: a saturated consumer processes exactly its capacity;
+    /// an unsaturated one at least what it processes now, which is taken as its capacity.
+    fn observe_classic(&mut self, feedback: &[PartitionFeedback]) {
+        if !self.config.use_feedback {
+            return;
         }
-        let util = plan.util;
-        let target = plan.target;
-        let cands = plan.cands;
-        for (i, from, to) in plan.moves {
-            let c = &cands[i];
-            self.apply_move(&c.key, c.home, from, to, now);
-            self.shift_mass(from as usize, to as usize, c.rate, scale);
+        for f in feedback {
+            let Some(slot) = self.measured.get_mut(f.partition as usize) else {
+                continue;
+            };
+            if !(f.throughput_rps.is_finite() && f.throughput_rps > 0.0) {
+                continue;
+            }
+            let saturated = f.lag as f64 > f.throughput_rps * self.config.saturation_lag_secs;
+            *slot = Some(match *slot {
+                // Unsaturated: capacity is at least the best throughput seen.
+                Some((prev, false)) if !saturated => (prev.max(f.throughput_rps), false),
+                _ => (f.throughput_rps, saturated),
+            });
         }
-        let remaining = budget.saturating_sub(self.moves_this_round(now));
-        if remaining > 0 {
-            self.send_home(&cands, util, &cap, target, remaining, key_scale, now, scale);
+        if !self.measured.iter().any(|m| matches!(m, Some((_, true)))) {
+            // Nobody is saturated, so nobody's capacity is known: treat them as equal.
+            self.capacity.iter_mut().for_each(|c| *c = 1.0);
+            return;
+        }
+        let known: Vec<f64> = self.measured.iter().flatten().map(|m| m.0).collect();
+        let mean = known.iter().sum::<f64>() / known.len() as f64;
+        for (c, m) in self.capacity.iter_mut().zip(&self.measured) {
+            *c = m.map_or(1.0, |(t, _)| (t / mean).max(1e-3));
         }
     }
 
@@ -476,7 +866,6 @@ impl KeyshiftStrategy {
         budget: usize,
         key_scale: f64,
         now: f64,
-        scale: f64,
     ) {
         let mut hot: FxHashMap<&[u8], ()> = FxHashMap::default();
         hot.reserve(cands.len());
@@ -512,7 +901,7 @@ impl KeyshiftStrategy {
         }
         for (key, from, home, rate) in going_home {
             self.apply_move(&key, home, from, home, now);
-            self.shift_mass(from as usize, home as usize, rate, scale);
+            self.shift_mass(from as usize, home as usize, rate, now);
         }
     }
 
@@ -526,6 +915,9 @@ impl KeyshiftStrategy {
             let inserted = self.routes.insert(key, to, now);
             debug_assert!(inserted.is_ok(), "the plan overfilled the route table");
         }
+        let park = 2.0 * (self.backlog_secs[from as usize] + MOVE_LATENCY_SECS);
+        let until = &mut self.parking_until[to as usize];
+        *until = until.max(now + park.max(self.config.rebalance_interval_secs));
         self.moves.push(Move {
             key: key.into(),
             from,
@@ -536,10 +928,19 @@ impl KeyshiftStrategy {
 
     /// Moves `rate` records/s of modelled load from partition `from` to `to`, so that the model
     /// reflects a move at once instead of after the decay catches up.
-    fn shift_mass(&mut self, from: usize, to: usize, rate: f64, scale: f64) {
-        let m = (rate / scale).min(self.mass[from]);
-        self.mass[from] -= m;
-        self.mass[to] += m;
+    fn shift_mass(&mut self, from: usize, to: usize, rate: f64, now: f64) {
+        let h = self.config.half_life_secs;
+        let (fast, slow) = (
+            self.rate_scale_for(now, h),
+            self.rate_scale_for(now, h * SLOW),
+        );
+        for (mass, scale) in [(&mut self.mass, fast), (&mut self.slow_mass, slow)] {
+            if scale > 0.0 {
+                let m = (rate / scale).min(mass[from]);
+                mass[from] -= m;
+                mass[to] += m;
+            }
+        }
     }
 }
 
@@ -556,6 +957,14 @@ struct Plan<'a> {
     target: f64,
     /// (candidate, from, to) in decision order.
     moves: Vec<(usize, u32, u32)>,
+    /// Margin of error of each partition's load (cost-aware variant; 0 for the classic one).
+    noise: Vec<f64>,
+    /// Expected wait behind each partition's backlog, seconds (cost-aware variant).
+    backlog: Vec<f64>,
+    /// Expected lifetime of a key's rate, seconds (cost-aware variant).
+    lifetime: f64,
+    /// Whether moves must pay for their parking (cost-aware variant).
+    costed: bool,
 }
 
 impl Plan<'_> {
@@ -582,6 +991,9 @@ impl Plan<'_> {
             if dst_after >= u[src] {
                 continue;
             }
+            if self.costed && !self.worth_it(r, src, dst_after.max(u[src] - r / cap[src])) {
+                continue;
+            }
             if r <= excess && fit.is_none_or(|(_, best)| r > best) {
                 fit = Some((i, r));
             }
@@ -591,6 +1003,21 @@ impl Plan<'_> {
             }
         }
         fit.or(fallback).map(|(i, _)| i)
+    }
+
+    /// The cost model of a move of a key with rate `r` off `src` that leaves the pair's maximum
+    /// at `pair_max`. The move parks the key's records that arrive while `src` works off its
+    /// backlog ahead of the fence, plus the fence round trip, a commit and a barrier poll
+    /// (`r · (backlog + latency)` records). It keeps `u[src] − pair_max` records/s off the
+    /// most loaded partition for as long as the key's rate lasts (the rate estimate's mean
+    /// lifetime) and, on a backlogged partition, at least until that backlog is worked off.
+    /// Worth it when the records relieved outnumber the records parked by [`COST_MARGIN`]:
+    /// so a big key is not moved to shave a small excess off a partition with a backlog.
+    fn worth_it(&self, r: f64, src: usize, pair_max: f64) -> bool {
+        let backlog = self.backlog[src];
+        let relieved = (self.util[src] - pair_max) * self.cap[src] * (self.lifetime + backlog);
+        let parked = r * (backlog + MOVE_LATENCY_SECS);
+        relieved >= COST_MARGIN * parked
     }
 
     /// Moves candidate `i` to `dst` in the model.
@@ -627,7 +1054,7 @@ impl Plan<'_> {
             return false;
         };
         let old_max = self.util[src];
-        let margin = 0.5 * (self.target - self.bound);
+        let margin = (0.5 * (self.target - self.bound)).max(self.noise[src]);
         let n = self.util.len();
         // Immovable load of every other partition, lowest first.
         let mut hosts: Vec<(usize, f64)> = (0..n)
@@ -687,6 +1114,29 @@ impl Plan<'_> {
     }
 }
 
+/// A round's planned moves in the order they are applied: moves home first, since they free
+/// the route-table slots that the plan counted on for the others (a relocation puts its
+/// evacuations before the move that may free a slot), otherwise in decision order. All moves
+/// of a round happen at the same instant and concern distinct keys.
+fn route_order(mut moves: Vec<(usize, u32, u32)>, cands: &[Candidate]) -> Vec<(usize, u32, u32)> {
+    moves.sort_by_key(|&(i, _, to)| to != cands[i].home);
+    moves
+}
+
+/// Standard error (records/s) of a decayed rate estimate of `rate` records/s with half-life
+/// `h`, `elapsed` seconds after counting began (bias-corrected as [`KeyshiftStrategy`] does).
+/// Poisson arrivals: the decayed mass has variance `λ(1 − e^(−2kT)) / 2k` with `k = ln 2 / h`,
+/// and the estimate is the mass times `k / (1 − e^(−kT))`.
+fn rate_std_error(rate: f64, h: f64, elapsed: f64) -> f64 {
+    let k = std::f64::consts::LN_2 / h;
+    let filled = 1.0 - (-k * elapsed).exp();
+    if filled <= 1e-9 {
+        return f64::INFINITY;
+    }
+    let spread = 1.0 - (-2.0 * k * elapsed).exp();
+    (rate.max(0.0) * k * spread / 2.0).sqrt() / filled
+}
+
 /// Indices of the highest and lowest value (first of equals, so ties are deterministic).
 fn extremes(values: &[f64]) -> (usize, usize) {
     let (mut hi, mut lo) = (0, 0);
@@ -703,7 +1153,10 @@ fn extremes(values: &[f64]) -> (usize, usize) {
 
 impl Strategy for KeyshiftStrategy {
     fn name(&self) -> &'static str {
-        "keyshift"
+        match self.config.variant {
+            KeyshiftVariant::CostAware => "keyshift",
+            KeyshiftVariant::Classic => "keyshift-classic",
+        }
     }
 
     fn preserves_order(&self) -> bool {
@@ -734,34 +1187,82 @@ impl Strategy for KeyshiftStrategy {
 
     /// Derives each partition's relative capacity from its consumer's throughput: a saturated
     /// consumer (lag above `saturation_lag` seconds of work) processes exactly its capacity; an
-    /// unsaturated one at least what it processes now.
-    fn observe(&mut self, feedback: &[PartitionFeedback], _now: f64) {
-        if !self.config.use_feedback {
+    /// unsaturated one at least what it processes now. The cost-aware variant also keeps each
+    /// partition's backlog in seconds (the wait a moved key's records park for), assumes an
+    /// unsaturated consumer is as fast as the typical saturated one (its throughput is only
+    /// its load), and does not read a partition that just received a moved key as slow: its
+    /// lag is parked records, which it reports as evidence of a migration storm instead.
+    fn observe(&mut self, feedback: &[PartitionFeedback], now: f64) {
+        if self.config.variant == KeyshiftVariant::Classic {
+            self.observe_classic(feedback);
             return;
         }
         for f in feedback {
-            let Some(slot) = self.measured.get_mut(f.partition as usize) else {
-                continue;
-            };
-            if !(f.throughput_rps.is_finite() && f.throughput_rps > 0.0) {
+            let p = f.partition as usize;
+            if p >= self.measured.len() {
                 continue;
             }
-            let saturated = f.lag as f64 > f.throughput_rps * self.config.saturation_lag_secs;
+            let t = f.throughput_rps;
+            if !(t.is_finite() && t >= 0.0) {
+                continue;
+            }
+            self.backlog_secs[p] = if f.lag == 0 {
+                0.0
+            } else {
+                (f.lag as f64 / t.max(1e-3)).min(MAX_BACKLOG_SECS)
+            };
+            if !self.config.use_feedback || t == 0.0 {
+                continue;
+            }
+            // Saturated: a backlog of over `saturation_lag` seconds of work, processing slower
+            // than records are routed here, and at the consumer's best pace so far. Lag alone
+            // misleads: a parked record holds the partition's commit back, so every record
+            // processed after it counts as lag while the consumer idles; and a consumer
+            // that keeps up with its partition only shows its load.
+            let routed = self.mass[p] * self.rate_scale(self.last_fold);
+            let best = self.measured[p].map_or(0.0, |m| m.0);
+            let saturated = f.lag as f64 > t * self.config.saturation_lag_secs
+                && t < 0.95 * routed
+                && t >= 0.9 * best;
+            if saturated && now < self.parking_until[p] {
+                continue;
+            }
+            // A saturated consumer's pace is its capacity; the best pace seen is a lower
+            // bound of it in any case.
+            let slot = &mut self.measured[p];
             *slot = Some(match *slot {
-                // Unsaturated: capacity is at least the best throughput seen.
-                Some((prev, false)) if !saturated => (prev.max(f.throughput_rps), false),
-                _ => (f.throughput_rps, saturated),
+                Some((c, known)) => (c.max(t), known || saturated),
+                None => (t, saturated),
             });
         }
-        if !self.measured.iter().any(|m| matches!(m, Some((_, true)))) {
-            // Nobody is saturated, so nobody's capacity is known: treat them as equal.
+        if !self.config.use_feedback {
+            return;
+        }
+        let mut saturated: Vec<f64> = self
+            .measured
+            .iter()
+            .flatten()
+            .filter(|m| m.1)
+            .map(|m| m.0)
+            .collect();
+        if saturated.is_empty() {
             self.capacity.iter_mut().for_each(|c| *c = 1.0);
             return;
         }
-        let known: Vec<f64> = self.measured.iter().flatten().map(|m| m.0).collect();
+        saturated.sort_by(f64::total_cmp);
+        let typical = saturated[saturated.len() / 2];
+        let known: Vec<f64> = self
+            .measured
+            .iter()
+            .map(|m| match *m {
+                Some((t, true)) => t,
+                Some((t, false)) => t.max(typical),
+                None => typical,
+            })
+            .collect();
         let mean = known.iter().sum::<f64>() / known.len() as f64;
-        for (c, m) in self.capacity.iter_mut().zip(&self.measured) {
-            *c = m.map_or(1.0, |(t, _)| (t / mean).max(1e-3));
+        for (c, k) in self.capacity.iter_mut().zip(known) {
+            *c = (k / mean).max(1e-3);
         }
     }
 }

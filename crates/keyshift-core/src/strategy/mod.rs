@@ -21,7 +21,7 @@ mod slops;
 mod unordered;
 
 pub use self::hash::HashStrategy;
-pub use keyshift::{KeyshiftConfig, KeyshiftStrategy};
+pub use keyshift::{KeyshiftConfig, KeyshiftStrategy, KeyshiftVariant};
 pub use pkg::{PkgConfig, PkgStrategy};
 pub use route_table::{key_hash, Route, RouteTable, RouteTableFull};
 pub use slops::{SlopsConfig, SlopsStrategy};
@@ -56,7 +56,7 @@ pub struct PartitionFeedback {
 
 /// Chooses a partition for each record.
 pub trait Strategy: Send {
-    /// The name it is selected by (`hash`, `slops`, `keyshift`, `pkg`, `unordered`).
+    /// The name it is selected by (one of [`NAMES`]).
     fn name(&self) -> &'static str;
     /// Whether all records of a key go to one partition at a time (moves are fenced).
     fn preserves_order(&self) -> bool;
@@ -69,7 +69,14 @@ pub trait Strategy: Send {
 }
 
 /// Names accepted by [`build`], in the order `--help` lists them.
-pub const NAMES: &[&str] = &["hash", "slops", "keyshift", "pkg", "unordered"];
+pub const NAMES: &[&str] = &[
+    "hash",
+    "slops",
+    "keyshift",
+    "keyshift-classic",
+    "pkg",
+    "unordered",
+];
 
 /// Options of every strategy, resolved once (by the CLI) and handed to [`build_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -134,6 +141,14 @@ pub fn build_with(
             partitions,
             config.hasher,
             &config.keyshift,
+            config.seed,
+        )?),
+        // The first keyshift algorithm, kept for comparison: the same options, with its own
+        // defaults for the two whose defaults changed.
+        "keyshift-classic" => Box::new(KeyshiftStrategy::with_seed(
+            partitions,
+            config.hasher,
+            &config.keyshift.as_classic(),
             config.seed,
         )?),
         "pkg" => Box::new(PkgStrategy::new(partitions, &config.pkg, config.seed)?),

@@ -11,7 +11,7 @@
 
 use std::io::{self, Write};
 
-use keyshift_core::sim::{SimConfig, WorkloadKind};
+use keyshift_core::sim::{infeasible_keys, InfeasibleKey, SimConfig, WorkloadKind};
 
 use super::trace::LatencyBreakdown;
 use crate::cmd::table::{self, Columns};
@@ -45,6 +45,8 @@ pub struct Measured {
     pub partition_load: Vec<u64>,
     /// Records of the most frequent key after the warm-up.
     pub hottest_key_records: u64,
+    /// The hottest keys after the warm-up and their records, hottest first.
+    pub key_records: Vec<(String, u64)>,
     /// Distinct records the workers processed.
     pub consumed: u64,
     /// Records processed more than once (redeliveries).
@@ -161,6 +163,11 @@ pub struct StrategyReport {
     pub parked_records: u64,
     /// Total parked time, milliseconds summed over parked records.
     pub parked_ms: f64,
+    /// Keys whose rate after the warm-up needs more than one worker (rate × mean service
+    /// time above 1), hottest first: per-key order makes such a load unsustainable.
+    pub infeasible_keys: Vec<InfeasibleKey>,
+    /// One warning per infeasible key.
+    pub warnings: Vec<String>,
     /// Latency CDF: `[latency_ms, fraction of records at or below it]` pairs.
     pub latency_cdf: Vec<[f64; 2]>,
     /// Consumer-group lag over time.
@@ -183,6 +190,11 @@ impl StrategyReport {
         } else {
             0.0
         };
+        let infeasible_keys = infeasible_keys(
+            m.key_records.iter().map(|(k, n)| (k.as_bytes(), *n)),
+            window,
+            config.mean_service_secs(),
+        );
         let latency_cdf = if m.latency.is_empty() {
             Vec::new()
         } else {
@@ -229,6 +241,8 @@ impl StrategyReport {
             fences: m.fences,
             parked_records: m.parked_records,
             parked_ms: m.parked_ms,
+            warnings: infeasible_keys.iter().map(InfeasibleKey::warning).collect(),
+            infeasible_keys,
             lag: m.lag,
             latency_breakdown: m.latency_breakdown,
         }
@@ -490,6 +504,10 @@ fn breakdown_text(out: &mut impl Write, rs: &[StrategyReport]) -> io::Result<()>
 /// Plain-language conclusions: the p99 ratio against hash and the correctness checks.
 pub fn verdict(report: &ExperimentReport) -> Vec<String> {
     let mut lines = Vec::new();
+    // The workload is the same for every strategy: warn once, from the first that saw it.
+    if let Some(s) = report.strategies.iter().find(|s| !s.warnings.is_empty()) {
+        lines.extend(s.warnings.iter().map(|w| format!("WARNING: {w}")));
+    }
     let hash = report.strategies.iter().find(|s| s.strategy == "hash");
     for s in &report.strategies {
         if let (Some(h), Some(ratio)) = (hash, s.p99_ratio_vs_hash) {
@@ -556,6 +574,32 @@ mod tests {
             drained: true,
             ..Measured::default()
         }
+    }
+
+    #[test]
+    fn a_key_that_needs_more_than_one_worker_is_flagged() {
+        // 8 s after warm-up at 32.5 ms a record: a worker does 246 records; location_0 has
+        // 420 (1.71 workers), location_1 200 (0.81).
+        let config = SimConfig::default();
+        let mut m = measured("keyshift", &[1.0]);
+        m.key_records = vec![("location_0".into(), 420), ("location_1".into(), 200)];
+        let r = StrategyReport::new(m, &config);
+        assert_eq!(r.infeasible_keys.len(), 1);
+        assert_eq!(r.infeasible_keys[0].key, "location_0");
+        assert!((r.infeasible_keys[0].consumers_needed - 420.0 / 8.0 * 0.0325).abs() < 1e-9);
+        assert_eq!(
+            r.warnings,
+            vec![
+                "key location_0 needs 1.71 consumers; per-key order makes this load unsustainable"
+            ]
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["infeasible_keys"][0]["key"], "location_0");
+        let report = ExperimentReport::new(Setup::new(&config, "embedded".into()), vec![r]);
+        assert!(verdict(&report)[0].starts_with("WARNING: key location_0 needs 1.71"));
+        // Without a hot key: nothing to warn about.
+        let calm = StrategyReport::new(measured("hash", &[1.0]), &config);
+        assert!(calm.infeasible_keys.is_empty() && calm.warnings.is_empty());
     }
 
     #[test]

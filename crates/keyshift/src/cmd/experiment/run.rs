@@ -442,6 +442,7 @@ fn run_strategy(
 
     // The hottest key after the warm-up: the bound any order-preserving strategy faces.
     let mut per_key: std::collections::HashMap<u64, u64> = Default::default();
+    // (The hottest keys also tell whether one of them needs more than a consumer.)
     for p in &load[warm.min(load.len())..] {
         *per_key.entry(p.key).or_insert(0) += 1;
     }
@@ -454,6 +455,7 @@ fn run_strategy(
         send_errors: sent.errors,
         partition_load: sent.partition_load,
         hottest_key_records: per_key.values().copied().max().unwrap_or(0),
+        key_records: top_keys(&per_key),
         consumed: collector.consumed,
         duplicates: check.duplicates(),
         order_violations: check.violations(),
@@ -763,6 +765,17 @@ impl Sampler {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap_or_default()
     }
+}
+
+/// The hottest keys after the warm-up with their record counts, hottest first (at most
+/// [`keyshift_core::sim::MAX_LISTED_KEYS`]).
+fn top_keys(per_key: &std::collections::HashMap<u64, u64>) -> Vec<(String, u64)> {
+    let mut top: Vec<(u64, u64)> = per_key.iter().map(|(&k, &n)| (k, n)).collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.truncate(keyshift_core::sim::MAX_LISTED_KEYS);
+    top.into_iter()
+        .map(|(k, n)| (keyshift_core::workload::key_name(k), n))
+        .collect()
 }
 
 #[cfg(test)]

@@ -42,6 +42,9 @@ pub const CSV_COLUMNS: &[&str] = &[
     "parked_ms",
     "parked_p99_ms",
     "parked_max_ms",
+    "migrations_after_warmup",
+    "migrations_per_minute_after_warmup",
+    "warnings",
 ];
 
 /// Prints `value` as one JSON document followed by a newline.
@@ -103,6 +106,12 @@ const ROWS: &[(&str, Cell)] = &[
         format!("{:.3}", r.imbalance_max_over_bound)
     }),
     ("migrations", |r| r.migrations.to_string()),
+    ("migrations after warm-up", |r| {
+        r.migrations_after_warmup.to_string()
+    }),
+    ("  per minute", |r| {
+        format!("{:.2}", r.migrations_per_minute_after_warmup)
+    }),
     ("fences", |r| r.fences.to_string()),
     ("order violations", |r| r.order_violations.to_string()),
     ("held in producer (records)", |r| {
@@ -140,7 +149,15 @@ pub fn text_runs(
         .iter()
         .map(|r| (r.partition_load.as_slice(), r.hottest_key_records))
         .collect();
-    cols.partition_loads(out, &loads, |p| p)
+    cols.partition_loads(out, &loads, |p| p)?;
+    // The workload is the same for every strategy: warn once.
+    if let Some(r) = reports.iter().find(|r| !r.warnings.is_empty()) {
+        writeln!(out)?;
+        for w in &r.warnings {
+            writeln!(out, "WARNING: {w}")?;
+        }
+    }
+    Ok(())
 }
 
 /// A JSON value as one CSV field (strings quoted only when they need it).
@@ -150,11 +167,13 @@ fn csv_field(v: &Value) -> String {
             format!("\"{}\"", s.replace('"', "\"\""))
         }
         Value::String(s) => s.clone(),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(";"),
+        Value::Array(items) => csv_field(&Value::String(
+            items
+                .iter()
+                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                .collect::<Vec<_>>()
+                .join(";"),
+        )),
         Value::Null => String::new(),
         other => other.to_string(),
     }
@@ -246,6 +265,14 @@ pub fn text_sweep(out: &mut impl Write, config: &SimConfig, sweep: &SweepReport)
             .map_or(String::new(), |r| format!("  ({r:.2}× hash)"));
         writeln!(out, "  {:w$}{max:>14}{ratio}", s.strategy)?;
     }
+    // Infeasibility depends on the service time, so on the level: warn for the first level
+    // where it shows (higher ones have it too).
+    if let Some(p) = sweep.points.iter().find(|p| !p.report.warnings.is_empty()) {
+        writeln!(out)?;
+        for w in &p.report.warnings {
+            writeln!(out, "WARNING from utilisation {:.2} on: {w}", p.utilization)?;
+        }
+    }
     Ok(())
 }
 
@@ -258,6 +285,10 @@ mod tests {
         assert_eq!(csv_field(&Value::from("hash")), "hash");
         assert_eq!(csv_field(&Value::from("a,b")), "\"a,b\"");
         assert_eq!(csv_field(&serde_json::json!([1, 2, 3])), "1;2;3");
+        assert_eq!(
+            csv_field(&serde_json::json!(["key a needs 1.5 consumers, so", "b"])),
+            "\"key a needs 1.5 consumers, so;b\""
+        );
         assert_eq!(csv_field(&Value::Null), "");
     }
 }
