@@ -65,6 +65,9 @@ pub struct KafkaOptions {
     pub timeout: Duration,
     /// Whether to tail the topic for fence records.
     pub tail_fences: bool,
+    /// How far back the fence tail starts (the history window), so that moves made shortly
+    /// before the dashboard started are on the timeline and none is missed at start-up.
+    pub fence_lookback: Duration,
 }
 
 /// Handles to the background threads and what they produce. Dropping it stops them.
@@ -247,10 +250,30 @@ fn fence_loop(
                     if n == 0 {
                         *lock(&error) = Some(format!("topic '{}' not found", options.topic));
                     } else if n != assigned {
-                        let mut tpl = TopicPartitionList::new();
+                        let since = SystemTime::now()
+                            .checked_sub(options.fence_lookback)
+                            .unwrap_or(UNIX_EPOCH);
+                        let since_ms = since
+                            .duration_since(UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_millis() as i64;
+                        let mut by_time = TopicPartitionList::new();
                         for p in assigned..n {
-                            let _ = tpl.add_partition_offset(&options.topic, p as i32, Offset::End);
+                            let _ = by_time.add_partition_offset(
+                                &options.topic,
+                                p as i32,
+                                Offset::Offset(since_ms),
+                            );
                         }
+                        // The first offset at or after `since` (the end where there is none).
+                        let tpl = match consumer.offsets_for_times(by_time, options.timeout) {
+                            Ok(tpl) => tpl,
+                            Err(e) => {
+                                *lock(&error) = Some(format!("looking up fence offsets: {e}"));
+                                sleep_until(Instant::now() + options.interval, &stop);
+                                continue;
+                            }
+                        };
                         // Partitions already tailed keep their position.
                         let result = if assigned == 0 {
                             consumer.assign(&tpl)

@@ -93,6 +93,7 @@ struct Shared {
     updates: broadcast::Sender<Arc<str>>,
     stopping: watch::Receiver<bool>,
     interval: Duration,
+    history: Duration,
     pages: AtomicU64,
     last_update_bytes: AtomicU64,
 }
@@ -150,6 +151,7 @@ impl Dashboard {
             updates,
             stopping,
             interval: config.interval,
+            history: config.history,
             pages: AtomicU64::new(0),
             last_update_bytes: AtomicU64::new(0),
         });
@@ -239,6 +241,7 @@ struct Initial<'a> {
     history: Vec<&'a Point>,
     events: Vec<&'a Event>,
     interval: f64,
+    history_secs: f64,
 }
 
 fn initial_json(shared: &Shared) -> String {
@@ -248,6 +251,7 @@ fn initial_json(shared: &Shared) -> String {
         history: board.history().iter().collect(),
         events: board.events().iter().collect(),
         interval: shared.interval.as_secs_f64(),
+        history_secs: shared.history.as_secs_f64(),
     };
     serde_json::to_string(&initial).unwrap_or_else(|_| "{}".into())
 }

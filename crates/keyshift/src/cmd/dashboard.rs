@@ -134,6 +134,7 @@ fn resolve(args: &DashboardArgs) -> Result<DashboardConfig, FlagError> {
             interval,
             timeout,
             tail_fences: !args.no_fences,
+            fence_lookback: history,
         },
         scrape: args.scrape.clone(),
         interval,
