@@ -591,7 +591,9 @@ impl Board {
                 Kind::Gateway => {
                     snap.producers.push(self.producer(now, &s.url, m));
                     for sample in m.series("keyshift_producer_partition_records_total") {
-                        let p = sample.label("partition").and_then(|p| p.parse::<usize>().ok());
+                        let p = sample
+                            .label("partition")
+                            .and_then(|p| p.parse::<usize>().ok());
                         if let Some(view) = p.and_then(|p| snap.partitions.get_mut(p)) {
                             *view.produced.get_or_insert(0) += sample.value as u64;
                         }
@@ -601,7 +603,14 @@ impl Board {
                 Kind::Proxy => {
                     snap.proxies.push(self.proxy(now, &s.url, m));
                     let topic = self.config.topic.clone();
-                    self.hot_keys(m, "keyshift_proxy", Some(&topic), &s.url, partitions, &mut hot);
+                    self.hot_keys(
+                        m,
+                        "keyshift_proxy",
+                        Some(&topic),
+                        &s.url,
+                        partitions,
+                        &mut hot,
+                    );
                 }
                 Kind::Worker => snap.consumers.push(self.consumer(now, &s.url, m)),
                 Kind::Autoscaler => {
@@ -686,7 +695,11 @@ impl Board {
             hottest: round2(hottest_partition),
             bound: snap.bound.bound,
             lag: snap.groups.iter().map(|g| g.lag).sum(),
-            lag_s: snap.groups.iter().filter_map(|g| g.lag_s).fold(0.0, f64::max),
+            lag_s: snap
+                .groups
+                .iter()
+                .filter_map(|g| g.lag_s)
+                .fold(0.0, f64::max),
             moves: self.moves,
             parked: snap.consumers.iter().map(|c| c.parked).sum(),
             processed: round2(snap.consumers.iter().map(|c| c.rate).sum()),
@@ -905,7 +918,9 @@ fn autoscaler(url: &str, m: &Samples) -> AutoscalerView {
         lag: m.value("keyshift_autoscale_lag_records"),
         lag_s: m.value("keyshift_autoscale_lag_seconds").map(round2),
         ups: m.value("keyshift_autoscale_scale_ups_total").unwrap_or(0.0),
-        downs: m.value("keyshift_autoscale_scale_downs_total").unwrap_or(0.0),
+        downs: m
+            .value("keyshift_autoscale_scale_downs_total")
+            .unwrap_or(0.0),
     }
 }
 
@@ -959,7 +974,13 @@ mod tests {
                   keyshift_gateway_hot_key_rate{key=\"b\"} 30\n\
                   keyshift_gateway_hot_key_rate{key=\"c\"} 10\n";
         let scrapes = [scrape("http://g/metrics", gw)];
-        b.update(100.0, Some(&reading(100.0, vec![0, 0])), None, &scrapes, vec![]);
+        b.update(
+            100.0,
+            Some(&reading(100.0, vec![0, 0])),
+            None,
+            &scrapes,
+            vec![],
+        );
         let u = b.update(
             101.0,
             Some(&reading(102.0, vec![100, 20])),
@@ -983,10 +1004,20 @@ mod tests {
         assert_eq!(s.bound.bound, 90.0);
         assert_eq!(s.hot_keys.len(), 2, "top 2 only");
         let a = &s.hot_keys[0];
-        assert_eq!((a.key.as_str(), a.records, a.moves, a.current), ("a", 900.0, 1, Some(1)));
+        assert_eq!(
+            (a.key.as_str(), a.records, a.moves, a.current),
+            ("a", 900.0, 1, Some(1))
+        );
         assert_eq!(a.home, Some(Hasher::Murmur2.partition(b"a", 2)));
         match &u.events[0] {
-            Event::Move { key, from, to, from_load, key_rate, .. } => {
+            Event::Move {
+                key,
+                from,
+                to,
+                from_load,
+                key_rate,
+                ..
+            } => {
                 assert_eq!((key.as_str(), *from, *to), ("a", 0, Some(1)));
                 assert_eq!(*from_load, Some(round2(50.0 / 90.0)));
                 assert_eq!(*key_rate, Some(90.0));
@@ -1031,7 +1062,9 @@ mod tests {
         let u = b.update(3.0, Some(&reading(3.0, vec![1])), None, &[worker], vec![]);
         assert_eq!(u.snapshot.consumers[0].rate, 10.0);
         assert!(u.snapshot.kafka.up);
-        assert!(matches!(&u.events[0], Event::Health { up: true, source, .. } if source == "kafka"));
+        assert!(
+            matches!(&u.events[0], Event::Health { up: true, source, .. } if source == "kafka")
+        );
     }
 
     #[test]
@@ -1039,14 +1072,20 @@ mod tests {
         let mut b = board();
         for i in 0..30 {
             let t = f64::from(i);
-            b.update(t, Some(&reading(t, vec![i64::from(i)])), None, &[], vec![FenceEvent {
-                at: t,
-                key: format!("k{i}"),
-                from: 0,
-                to: Some(0),
-                set_index: None,
-                offset: 0,
-            }]);
+            b.update(
+                t,
+                Some(&reading(t, vec![i64::from(i)])),
+                None,
+                &[],
+                vec![FenceEvent {
+                    at: t,
+                    key: format!("k{i}"),
+                    from: 0,
+                    to: Some(0),
+                    set_index: None,
+                    offset: 0,
+                }],
+            );
         }
         assert_eq!(b.history().len(), 11, "10 s window at 1 s");
         assert_eq!(b.events().len(), 11);
@@ -1068,7 +1107,11 @@ mod tests {
         };
         b.update(1.0, None, None, &[a(1)], vec![]);
         let u = b.update(2.0, None, None, &[a(3)], vec![]);
-        let scale: Vec<_> = u.events.iter().filter(|e| matches!(e, Event::Scale { .. })).collect();
+        let scale: Vec<_> = u
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Scale { .. }))
+            .collect();
         assert_eq!(
             scale,
             vec![&Event::Scale {

@@ -81,7 +81,9 @@ pub struct KafkaSide {
 }
 
 fn unix(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -221,7 +223,9 @@ fn fence_loop(
     error: Arc<Mutex<Option<String>>>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut config = options.settings.consumer_config("keyshift-dashboard-fences");
+    let mut config = options
+        .settings
+        .consumer_config("keyshift-dashboard-fences");
     config
         .set("enable.partition.eof", "false")
         .set("allow.auto.create.topics", "false");

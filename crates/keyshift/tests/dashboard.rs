@@ -42,9 +42,16 @@ fn spawn(args: &[&str]) -> (Proc, String) {
         .spawn()
         .expect("keyshift starts");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("first line");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).expect("first line");
+    assert!(
+        !line.is_empty(),
+        "keyshift {args:?} exited: {:?}",
+        child.wait()
+    );
+    // Keep reading: a process whose stdout is closed stops at its next line (autoscale
+    // prints every decision).
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let addr = http_addr(&line);
     (Proc(child), addr)
 }
@@ -110,7 +117,10 @@ impl Browser {
             stdout,
         };
         let first = b.read();
-        assert!(first.get("loaded_ms").is_some(), "page did not load: {first}");
+        assert!(
+            first.get("loaded_ms").is_some(),
+            "page did not load: {first}"
+        );
         println!("page loaded in {} ms (load event)", first["loaded_ms"]);
         b
     }
@@ -270,7 +280,10 @@ fn page_shows_what_the_processes_report_and_the_moves() {
         .unwrap();
     assert_eq!(dead_source["up"], false);
     assert!(
-        dead_source["error"].as_str().unwrap().contains("unreachable"),
+        dead_source["error"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
         "{dead_source}"
     );
 
@@ -324,6 +337,7 @@ fn page_shows_what_the_processes_report_and_the_moves() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     screenshot(&mut b, "dashboard-1280x800.png", 1280, 800);
+    screenshot(&mut b, "dashboard-390x844.png", 390, 844);
 
     // After the load: equal, exactly.
     let status = loadgen.0.wait().expect("loadgen exits");
@@ -384,11 +398,26 @@ fn page_shows_what_the_processes_report_and_the_moves() {
          .map(p => [p.dataset.source, p.dataset.up]))",
     ))
     .unwrap();
-    assert_eq!(pills.get(&format!("unknown {}", scrape(&dead))).map(String::as_str), Some("0"), "{pills:?}");
-    assert_eq!(pills.get(&format!("worker {}", scrape(&w1))).map(String::as_str), Some("1"), "{pills:?}");
-    assert_eq!(pills.get("kafka").map(String::as_str), Some("1"), "{pills:?}");
+    assert_eq!(
+        pills
+            .get(&format!("unknown {}", scrape(&dead)))
+            .map(String::as_str),
+        Some("0"),
+        "{pills:?}"
+    );
+    assert_eq!(
+        pills
+            .get(&format!("worker {}", scrape(&w1)))
+            .map(String::as_str),
+        Some("1"),
+        "{pills:?}"
+    );
+    assert_eq!(
+        pills.get("kafka").map(String::as_str),
+        Some("1"),
+        "{pills:?}"
+    );
 
-    screenshot(&mut b, "dashboard-390x844.png", 390, 844);
     screenshot(&mut b, "dashboard-1280x800-after.png", 1280, 800);
     assert_eq!(b.errors(), Vec::<Value>::new(), "console errors");
     assert_eq!(b.eval("window.__errors.length"), json!(0));
@@ -398,7 +427,9 @@ fn page_shows_what_the_processes_report_and_the_moves() {
     b.two_updates();
     let errors = b.errors();
     assert!(
-        errors.iter().any(|e| e.as_str().unwrap().contains("negative control")),
+        errors
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("negative control")),
         "{errors:?}"
     );
     // The update stream's size, as the dashboard measured it.

@@ -324,6 +324,8 @@
   }
 
   render();
+  // Charts are drawn at the container's width (so text keeps its size): redraw on resize.
+  window.addEventListener("resize", render);
   var live = $("live");
   var source = new EventSource("events");
   source.addEventListener("update", function (e) {
