@@ -198,7 +198,7 @@ mod tests {
             (&["--hot-keys", "0"][..], "--hot-keys"),
             (&["--timeout-ms", "0"][..], "--timeout-ms"),
         ] {
-            let err = resolve(&parse(flags)).err().expect("rejected");
+            let err = resolve(&parse(flags)).expect_err("rejected");
             assert_eq!(err.flag, name, "{flags:?}");
         }
         let ok = resolve(&parse(&[
