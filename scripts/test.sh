@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # kafka-python is the independent second client of the interop tests.
 python3 -c "import kafka" 2>/dev/null || python3 -m pip install --quiet kafka-python
+# Headless Chromium opens the dashboard in crates/keyshift/tests/dashboard.rs.
+command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -43,6 +43,8 @@ enum Command {
     Autoscale(cmd::autoscale::AutoscaleArgs),
     /// Record tracing tools: aggregate `_tracing` events, export traces from Jaeger.
     Trace(cmd::trace::TraceArgs),
+    /// Live web dashboard: partitions, hot keys, moves, lag, consumers, autoscaler, proxy.
+    Dashboard(cmd::dashboard::DashboardArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Lag(args) => cmd::lag::run(args),
         Command::Autoscale(args) => cmd::autoscale::run(args),
         Command::Trace(args) => cmd::trace::run(args),
+        Command::Dashboard(args) => cmd::dashboard::run(args),
     };
     exit::code(result)
 }

@@ -3,6 +3,7 @@
 
 pub mod autoscale;
 pub mod broker;
+pub mod dashboard;
 pub mod experiment;
 pub mod gateway;
 pub mod lag;
