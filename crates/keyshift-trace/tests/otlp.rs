@@ -252,7 +252,7 @@ fn ratio_zero_exports_nothing_of_new_traces() {
     // The unsampled record still carried its (unsampled) context, so consumers agree.
     let first = delivered
         .iter()
-        .find(|r| r.key == b"location_1")
+        .find(|r| r.key.as_deref() == Some(b"location_1".as_slice()))
         .expect("first record");
     let tp = first
         .headers
