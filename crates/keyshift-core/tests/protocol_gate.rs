@@ -133,6 +133,52 @@ fn release_waits_for_committed_progress_not_local_progress() {
     assert_eq!(drain(&mut g), [(B, 0)]);
 }
 
+/// The stall CI saw (issue 11's restart test): a fence on owned A passes while an earlier
+/// record of another key still holds A's commit offset below it, so the prompt commit after the
+/// fence does not carry A past it; the progress that does comes with no fence. The gate lists A
+/// as an unconfirmed barrier until a commit past the fence is reported — a runtime whose
+/// interval commits are never reported would otherwise park K on B forever.
+#[test]
+fn progress_past_a_passed_fence_is_listed_until_its_commit_is_reported() {
+    let mut g = OrderGate::new();
+    g.assign(A, 0);
+    g.assign(B, 0);
+    // "y" at A/0 waits for C (not owned); K's fence at A/1 moves K to B.
+    assert_eq!(g.offer(routed(A, 0, "y", C, 0)), Offered::Accepted);
+    assert_eq!(g.offer(fence(A, 1, "K")), Offered::Accepted);
+    assert_eq!(
+        g.poll_fence().map(|f| f.offset),
+        Some(1),
+        "the fence passed"
+    );
+    assert_eq!(
+        g.commit_offset(A),
+        Some(0),
+        "y still holds A's commit offset"
+    );
+    assert_eq!(g.offer(routed(B, 0, "K", A, 1)), Offered::Accepted);
+    assert!(drain(&mut g).is_empty(), "K parked on B");
+    assert!(
+        g.unconfirmed_barriers().is_empty(),
+        "A's own progress is not past the fence yet"
+    );
+
+    g.observe_committed(C, 1);
+    assert_eq!(drain(&mut g), [(A, 0)]);
+    assert!(g.processed(A, 0));
+    assert_eq!(g.commit_offset(A), Some(2));
+    assert!(g.poll_fence().is_none(), "no fence announces this progress");
+    assert_eq!(g.unconfirmed_barriers(), [A], "commit A synchronously");
+    assert!(
+        drain(&mut g).is_empty(),
+        "K waits for the commit, not for local progress"
+    );
+
+    g.observe_committed(A, 2);
+    assert!(g.unconfirmed_barriers().is_empty());
+    assert_eq!(drain(&mut g), [(B, 0)]);
+}
+
 #[test]
 fn chain_a_b_c_holds_transitively_through_a_routed_fence() {
     // k moved A -> B -> C before any record of it reached B: B holds only the fence, which

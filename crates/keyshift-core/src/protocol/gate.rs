@@ -15,7 +15,9 @@
 //!
 //! It answers with [`OrderGate::poll`] (records the application may process now),
 //! [`OrderGate::poll_fence`] (fences just passed — commit their partition promptly, and hand
-//! over per-key state there) and [`OrderGate::commit_offset`].
+//! over per-key state there), [`OrderGate::unconfirmed_barriers`] (owned partitions whose
+//! progress would release a parked key once its commit is known — commit them synchronously)
+//! and [`OrderGate::commit_offset`].
 //!
 //! # Release rule
 //!
@@ -436,12 +438,34 @@ impl OrderGate {
         self.parts.get(&partition).and_then(Part::commit_offset)
     }
 
+    /// The partitions this gate owns whose own progress would release a parked key, but whose
+    /// commit of that progress is not known to have succeeded: the commit offset is past the
+    /// lowest fence a key waits for there, the observed committed offset is not (sorted).
+    /// Commit them now and report a success with [`OrderGate::observe_committed`]; until then
+    /// the keys stay parked. [`OrderGate::poll_fence`] alone does not cover this: when a fence
+    /// passes, an earlier record of another key may still hold the commit offset below it, and
+    /// the progress past the fence comes later with no fence to announce it.
+    pub fn unconfirmed_barriers(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = self
+            .waiting
+            .iter()
+            .filter_map(|(a, fences)| {
+                let lowest = *fences.keys().next()?;
+                let commit = self.parts.get(a)?.commit_offset()?;
+                let known = self.known.get(a).copied().unwrap_or(i64::MIN);
+                (commit > lowest && known <= lowest).then_some(*a)
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// The partitions this gate does not own whose committed offset parked records wait on,
     /// each with the lowest fence offset waited for (sorted by partition). Poll their
     /// committed offsets and report them with [`OrderGate::observe_committed`]; a parked
     /// record is released once the committed offset is greater than its fence offset.
     /// Partitions this gate owns are never listed: their committed offset is what the caller
-    /// itself commits and reports.
+    /// itself commits and reports (see [`OrderGate::unconfirmed_barriers`]).
     pub fn barriers(&self) -> Vec<(u32, i64)> {
         let mut out: Vec<(u32, i64)> = self
             .waiting

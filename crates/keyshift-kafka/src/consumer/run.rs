@@ -205,6 +205,10 @@ impl ConsumerContext for GateContext {
         tracing::info!(group = %self.group, topic = %self.topic, partitions = ?assigned, "partitions assigned (partition, committed start offset)");
     }
 
+    /// librdkafka calls this for automatic commits and only when an `offset_commit_cb` is set
+    /// for explicit asynchronous ones, which rust-rdkafka does not set: the interval commits are
+    /// not reported here in practice, and nothing waits for them (see `confirm_barriers`). A
+    /// report that does arrive is still used.
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if result.is_ok() {
             // A commit that succeeded is a barrier other keys may wait on, here too.
@@ -420,6 +424,7 @@ impl Loop {
                 None => {}
             }
             self.commit_fences(&consumer);
+            self.confirm_barriers(&consumer);
             let now = Instant::now();
             if now >= next_commit {
                 self.commit_all(&consumer, CommitMode::Async);
@@ -686,6 +691,29 @@ impl Loop {
         }
     }
 
+    /// Commits synchronously the owned partitions whose progress would release a parked key
+    /// but is not known committed ([`OrderGate::unconfirmed_barriers`]). Needed because the
+    /// interval commits are asynchronous and librdkafka reports the outcome of an explicit
+    /// asynchronous commit only to an `offset_commit_cb`, which rust-rdkafka's event API does
+    /// not install: the gate never hears of them, and a key waiting for progress that only an
+    /// interval commit carried (a fence passed while an earlier record of another key still
+    /// held the commit offset) would wait forever.
+    fn confirm_barriers(&mut self, consumer: &BaseConsumer<GateContext>) {
+        let mut state = lock(&self.state);
+        let unconfirmed = state.gate.unconfirmed_barriers();
+        if unconfirmed.is_empty() {
+            return;
+        }
+        let partitions: BTreeSet<u32> = unconfirmed.into_iter().collect();
+        // The same offset may have gone out asynchronously already: send it again, and wait.
+        for p in &partitions {
+            if let Some(last) = state.owned.get_mut(p) {
+                *last = None;
+            }
+        }
+        self.commit(consumer, &mut state, Some(&partitions), CommitMode::Sync);
+    }
+
     /// Commits every owned partition whose processed prefix moved.
     fn commit_all(&mut self, consumer: &BaseConsumer<GateContext>, mode: CommitMode) {
         let mut state = lock(&self.state);
@@ -719,8 +747,8 @@ impl Loop {
         ConsumerStats::add(&self.stats.commits, 1);
         match consumer.commit(&tpl, mode) {
             Ok(()) => {
-                // An async commit is only sent here; its outcome reaches the gate through the
-                // commit callback.
+                // An async commit is only sent here; its outcome is not reported (see
+                // `commit_callback`), so only a synchronous success tells the gate.
                 if matches!(mode, CommitMode::Sync) {
                     observe_commit(&mut state.gate, &self.topic, &tpl);
                 }
