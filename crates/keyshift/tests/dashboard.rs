@@ -20,40 +20,12 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use gateway_support::*;
-use process_support::{http_addr, http_get};
+use process_support::{http_get, spawn_listening, Proc};
 use serde_json::{json, Value};
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Starts `keyshift <args>` and returns it with the http address of its first stdout line.
 fn spawn(args: &[&str]) -> (Proc, String) {
-    let mut child = keyshift()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("keyshift starts");
-    let mut line = String::new();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    out.read_line(&mut line).expect("first line");
-    assert!(
-        !line.is_empty(),
-        "keyshift {args:?} exited: {:?}",
-        child.wait()
-    );
-    // Keep reading: a process whose stdout is closed stops at its next line (autoscale
-    // prints every decision).
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let addr = http_addr(&line);
-    (Proc(child), addr)
+    spawn_listening(keyshift().args(args))
 }
 
 fn metrics(addr: &str) -> String {

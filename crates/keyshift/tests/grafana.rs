@@ -14,11 +14,11 @@ mod process_support;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use gateway_support::*;
-use process_support::{http_addr, http_get};
+use process_support::{http_addr, http_get, spawn_listening, Proc};
 use serde_json::Value;
 
 /// Every (panel title, expression) of a Grafana dashboard, rows' nested panels included.
@@ -165,36 +165,9 @@ fn the_tokeniser_finds_metric_names_only() {
     );
 }
 
-/// A child killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `keyshift <args>` and returns it with the http address its first line names.
+/// Starts `keyshift <args>` and returns it with the http address of its first stdout line.
 fn spawn(args: &[&str]) -> (Proc, String) {
-    let mut child = keyshift()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("keyshift starts");
-    let mut line = String::new();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    out.read_line(&mut line).expect("first line");
-    assert!(
-        !line.is_empty(),
-        "keyshift {args:?} exited: {:?}",
-        child.wait()
-    );
-    // Keep reading: a process whose stdout is closed stops at its next line (autoscale
-    // prints every decision).
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    (Proc(child), http_addr(&line))
+    spawn_listening(keyshift().args(args))
 }
 
 #[test]

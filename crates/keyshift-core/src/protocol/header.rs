@@ -162,10 +162,7 @@ impl RouteHeader {
         let mut r = Reader::new(ROUTE_HEADER, bytes)?;
         let set_index = r.u32("set_index")?;
         let from_partition = r.u32("from_partition")?;
-        let raw = r.u64("fence_offset")?;
-        r.finish()?;
-        let fence_offset =
-            i64::try_from(raw).map_err(|_| HeaderError::NegativeOffset(raw as i64))?;
+        let fence_offset = r.last_offset("fence_offset")?;
         Ok(Self {
             set_index,
             from_partition,
@@ -259,8 +256,16 @@ impl<'a> Reader<'a> {
         self.varint(field, 5, u64::from(u32::MAX)).map(|v| v as u32)
     }
 
-    pub(super) fn u64(&mut self, field: &'static str) -> Result<u64, HeaderError> {
+    fn u64(&mut self, field: &'static str) -> Result<u64, HeaderError> {
         self.varint(field, 10, u64::MAX)
+    }
+
+    /// The last field of the route header and of a route-state value: a fence offset (a
+    /// `u64` varint that must fit `i64`), then nothing.
+    pub(super) fn last_offset(mut self, field: &'static str) -> Result<i64, HeaderError> {
+        let raw = self.u64(field)?;
+        self.finish()?;
+        i64::try_from(raw).map_err(|_| HeaderError::NegativeOffset(raw as i64))
     }
 
     pub(super) fn finish(self) -> Result<(), HeaderError> {

@@ -77,10 +77,7 @@ impl RouteEntry {
         let set_index = r.u32("set_index")?;
         let partition = r.u32("partition")?;
         let from_partition = r.u32("from_partition")?;
-        let raw = r.u64("fence_offset")?;
-        r.finish()?;
-        let fence_offset =
-            i64::try_from(raw).map_err(|_| HeaderError::NegativeOffset(raw as i64))?;
+        let fence_offset = r.last_offset("fence_offset")?;
         Ok(Self {
             partition,
             route: RouteHeader {

@@ -3,9 +3,9 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Upper bound for a child to stop after a signal; generous because the CPU is shared.
@@ -56,4 +56,32 @@ pub fn http_get(addr: &str, path: &str) -> (String, String) {
         .unwrap_or_default()
         .to_owned();
     (status, body)
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` (a `keyshift` subcommand) with stdout piped and returns it with the http
+/// address its first stdout line names.
+pub fn spawn_listening(cmd: &mut Command) -> (Proc, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("keyshift starts");
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).expect("first line");
+    assert!(!line.is_empty(), "{cmd:?} exited: {:?}", child.wait());
+    // Keep reading: a process whose stdout is closed stops at its next line (autoscale
+    // prints every decision).
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (Proc(child), http_addr(&line))
 }
