@@ -17,7 +17,8 @@
 //!   records may be processed and how far each partition may commit).
 //! - [`sim`] runs all of the above as a deterministic discrete-event simulation and reports
 //!   latency, balance, migrations and order; [`stats`] holds the shared measures, and
-//!   [`probe`] the payload experiments use to measure latency and check per-key order.
+//!   [`probe`] the payload experiments use to measure latency and check per-key order;
+//!   [`serial`] checks that no key is processed by two workers at once.
 //! - [`scaling`] decides how many consumers a group should run from its lag and rates (HPA
 //!   rule or predictive, with the HPA's damping), and holds the closed-loop lag simulator
 //!   that tests it.
@@ -28,6 +29,7 @@ pub mod lag;
 pub mod probe;
 pub mod protocol;
 pub mod scaling;
+pub mod serial;
 pub mod sim;
 pub mod sketch;
 pub mod stats;

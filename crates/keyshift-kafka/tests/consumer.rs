@@ -1,6 +1,7 @@
 //! The ordered consumer against the embedded broker with real rdkafka clients: hostile
 //! keyshift headers, commits that never pass a parked record, a clean stop, a migration
-//! barrier between two members of one group read through OffsetFetch, and the guards of
+//! barrier between two members of one group read through OffsetFetch (with the serial check
+//! that sees the moved key in one member at a time, and its negative control), and the guards of
 //! issue 10: refused passthrough properties, a partition whose log lost its committed offset,
 //! committed offsets that cannot be read, keys parked too long, and null keys.
 //!
@@ -10,12 +11,13 @@
 mod consumer_util;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use consumer_util::{start_consumer, wait_until, FencedProducer, SeenLog};
 use keyshift_core::probe::Probe;
 use keyshift_core::protocol::{FenceHeader, RouteHeader, FENCE_HEADER, ROUTE_HEADER};
+use keyshift_core::serial::SerialCheck;
 use keyshift_kafka::{
     ClientSettings, ConsumerError, DeliveredRecord, EmbeddedBroker, OrderedConsumerBuilder,
     ParkPolicy,
@@ -290,6 +292,8 @@ fn two_members_wait_for_each_others_commits_through_offset_fetch() {
     let group = "two-members-group";
     broker.create_topic(topic, 2).unwrap();
     let log = SeenLog::default();
+    // Witnesses that K is never inside both members' handlers at once (issue 11 item 5).
+    let serial = Arc::new(Mutex::new(SerialCheck::new()));
     // The member that owns the key's old partition holds the key's records until the test
     // has seen the other member park the key's new records.
     let hold = Arc::new(AtomicBool::new(true));
@@ -299,6 +303,7 @@ fn two_members_wait_for_each_others_commits_through_offset_fetch() {
         let id = name.to_owned();
         OrderedConsumerBuilder::new(&broker.client_settings().client_id(name), group, topic)
             .session_timeout(Duration::from_secs(10))
+            .shared_serial_check(Arc::clone(&serial))
             .spawn(move |r: &DeliveredRecord| {
                 if r.key.as_deref() == Some(b"K") && r.route.is_none() {
                     let since = std::time::Instant::now();
@@ -399,8 +404,74 @@ fn two_members_wait_for_each_others_commits_through_offset_fetch() {
     );
     let stats = waiting.stats().snapshot();
     assert_eq!(stats.parked_total, 5);
+    assert_eq!(
+        serial.lock().unwrap().overlaps(),
+        0,
+        "K processed by one member at a time"
+    );
+    assert!(members
+        .iter()
+        .all(|m| m.stats().snapshot().concurrent_key_processing == 0));
     for m in members {
         m.stop().unwrap();
+    }
+}
+
+/// The negative control of the serial check above: two consumers in *different* groups both
+/// process every record, so with a handler that waits (bounded) until the other one is inside
+/// the same key too, the shared check must count the overlap — the check can fail.
+#[test]
+fn the_serial_check_sees_one_key_in_two_consumers_at_once() {
+    let broker = EmbeddedBroker::start().expect("broker");
+    let topic = "serial-control";
+    broker.create_topic(topic, 1).unwrap();
+    let serial = Arc::new(Mutex::new(SerialCheck::new()));
+    let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = |name: &str| {
+        let (inside, done) = (Arc::clone(&inside), Arc::clone(&done));
+        OrderedConsumerBuilder::new(
+            &broker.client_settings().client_id(name),
+            format!("serial-{name}"),
+            topic,
+        )
+        .session_timeout(Duration::from_secs(10))
+        .shared_serial_check(Arc::clone(&serial))
+        .spawn(move |r: &DeliveredRecord| {
+            if r.probe.as_ref().map(|p| p.seq) == Some(0) {
+                inside.fetch_add(1, Ordering::SeqCst);
+                let since = std::time::Instant::now();
+                while inside.load(Ordering::SeqCst) < 2 && since.elapsed() < consumer_util::PATIENCE
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .unwrap()
+    };
+    let consumers = [start("a"), start("b")];
+    let mut producer = FencedProducer::new(&broker, topic, 1);
+    for _ in 0..3 {
+        producer.send_to("K", 0);
+    }
+    producer.flush();
+    wait_until("both consumers processed the 3 records", || {
+        done.load(Ordering::SeqCst) == 6
+    });
+    let overlaps = serial.lock().unwrap().overlaps();
+    assert!(overlaps >= 1, "the check saw no overlap: {overlaps}");
+    let reported: u64 = consumers
+        .iter()
+        .map(|c| c.stats().snapshot().concurrent_key_processing)
+        .sum();
+    assert_eq!(
+        reported, overlaps,
+        "each overlap is reported by the consumer that saw it"
+    );
+    for c in consumers {
+        c.stop().unwrap();
     }
 }
 

@@ -96,6 +96,9 @@ fn small_run_of_hash_and_keyshift_loses_nothing_and_keeps_order() {
         assert_eq!(r["consumed"].as_u64().unwrap(), produced, "{r}");
         assert_eq!(r["lost"].as_u64().unwrap(), 0, "{r}");
         assert_eq!(r["order_violations"].as_u64().unwrap(), 0, "{r}");
+        if r["preserves_order"].as_bool().unwrap() {
+            assert_eq!(r["concurrent_key_processing"].as_u64().unwrap(), 0, "{r}");
+        }
         assert!(r["p99_ms"].as_f64().unwrap() > 0.0, "{r}");
         let load: u64 = r["partition_load"]
             .as_array()

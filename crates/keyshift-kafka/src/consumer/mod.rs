@@ -80,6 +80,7 @@ use std::time::{Duration, Instant};
 
 use keyshift_core::probe::{Probe, SeqVerdict, SequenceCheck};
 use keyshift_core::protocol::RouteHeader;
+use keyshift_core::serial::SerialCheck;
 use rdkafka::error::KafkaError;
 
 use crate::config::ClientSettings;
@@ -266,6 +267,7 @@ pub struct OrderedConsumerBuilder {
     pub(crate) park_timeout: Duration,
     pub(crate) park_policy: ParkPolicy,
     pub(crate) shared_check: Option<(Arc<Mutex<SequenceCheck>>, bool)>,
+    pub(crate) serial_check: Option<Arc<Mutex<SerialCheck>>>,
     pub(crate) thread_name: Option<String>,
     pub(crate) tracing: Option<Tracing>,
     pub(crate) events: Option<TraceEventSink>,
@@ -284,6 +286,7 @@ impl fmt::Debug for OrderedConsumerBuilder {
             .field("park_timeout", &self.park_timeout)
             .field("park_policy", &self.park_policy)
             .field("shared_check", &self.shared_check.is_some())
+            .field("serial_check", &self.serial_check.is_some())
             .field("tracing", &self.tracing.is_some())
             .field("trace_events", &self.events.is_some())
             .finish_non_exhaustive()
@@ -310,6 +313,7 @@ impl OrderedConsumerBuilder {
             park_timeout: DEFAULT_PARK_TIMEOUT,
             park_policy: ParkPolicy::Wait,
             shared_check: None,
+            serial_check: None,
             thread_name: None,
             tracing: None,
             events: None,
@@ -392,6 +396,16 @@ impl OrderedConsumerBuilder {
         expect_from_zero: bool,
     ) -> Self {
         self.shared_check = Some((check, expect_from_zero));
+        self
+    }
+
+    /// Reports every record of a key it processes (from the handler's start to its end) to
+    /// `check`, shared with the other consumers of the group, which counts a key processed by
+    /// two consumers at the same time ([`StatsSnapshot::concurrent_key_processing`]): per-key
+    /// serial processing, checked across the group (an in-process experiment). Null-key
+    /// records are not reported (they have no order to keep).
+    pub fn shared_serial_check(mut self, check: Arc<Mutex<SerialCheck>>) -> Self {
+        self.serial_check = Some(check);
         self
     }
 

@@ -8,7 +8,7 @@
 //! contended, and the loop never holds it across `poll` or a handler call.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,6 +16,7 @@ use keyshift_core::probe::{Probe, SeqVerdict, SequenceCheck};
 use keyshift_core::protocol::{
     FenceHeader, GateRecord, Offered, OrderGate, RouteHeader, FENCE_HEADER, ROUTE_HEADER,
 };
+use keyshift_core::serial::SerialCheck;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers};
@@ -99,11 +100,14 @@ struct GateContext {
     stats: Arc<ConsumerStats>,
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock ends the consumer thread anyway; the state is only read
     // again by the rdkafka close path, where any consistent-enough view will do.
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Names consumers in a shared serial check (unique within the process).
+static NEXT_WORKER_ID: AtomicU64 = AtomicU64::new(0);
 
 impl ClientContext for GateContext {}
 
@@ -341,6 +345,8 @@ pub(super) fn spawn(
     let run = Loop {
         local_check: SequenceCheck::default(),
         shared_check: builder.shared_check.clone(),
+        serial_check: builder.serial_check.clone(),
+        worker_id: NEXT_WORKER_ID.fetch_add(1, Ordering::Relaxed),
         group: builder.group.clone(),
         topic: builder.topic.clone(),
         barrier_poll_interval: builder.barrier_poll_interval,
@@ -377,6 +383,9 @@ pub(super) fn spawn(
 struct Loop {
     local_check: SequenceCheck,
     shared_check: Option<(Arc<Mutex<SequenceCheck>>, bool)>,
+    serial_check: Option<Arc<Mutex<SerialCheck>>>,
+    /// This consumer's name in the serial check.
+    worker_id: u64,
     group: String,
     topic: String,
     barrier_poll_interval: Duration,
@@ -617,7 +626,19 @@ impl Loop {
                 migrated_from: record.route.map(|r| r.from_partition),
             })
         });
+        let serial = self.serial_check.as_ref().zip(record.key.as_deref());
+        if let Some((check, key)) = serial {
+            let alone = lock(check).begin(key, self.worker_id);
+            if !alone {
+                ConsumerStats::add(&self.stats.concurrent_key_processing, 1);
+                tracing::error!(group = %self.group, key = %String::from_utf8_lossy(key), partition = record.partition, offset = record.offset,
+                    "key processed by two consumers at the same time");
+            }
+        }
         let result = self.handler.handle(&record);
+        if let Some((check, key)) = serial {
+            lock(check).end(key, self.worker_id);
+        }
         if let Some(span) = span {
             span.end(result.as_ref().err().map(|e| e as &dyn std::fmt::Display));
         }

@@ -27,6 +27,7 @@ pub struct ConsumerStats {
     pub(crate) pending_now: AtomicU64,
     pub(crate) duplicates: AtomicU64,
     pub(crate) order_violations: AtomicU64,
+    pub(crate) concurrent_key_processing: AtomicU64,
     pub(crate) probes: AtomicU64,
     pub(crate) not_probes: AtomicU64,
     pub(crate) malformed_headers: AtomicU64,
@@ -82,6 +83,9 @@ pub struct StatsSnapshot {
     pub duplicates: u64,
     /// Probe records processed after a later record of their key.
     pub order_violations: u64,
+    /// Records whose key another consumer was processing when this one started it (only with
+    /// a shared serial check, see `OrderedConsumerBuilder::shared_serial_check`).
+    pub concurrent_key_processing: u64,
     /// Processed records whose value was a probe (sequence-checked, latency measured).
     pub probes: u64,
     /// Processed records whose value was not a probe (not sequence-checked).
@@ -147,6 +151,7 @@ impl ConsumerStats {
             pending_now: get(&self.pending_now),
             duplicates: get(&self.duplicates),
             order_violations: get(&self.order_violations),
+            concurrent_key_processing: get(&self.concurrent_key_processing),
             probes: get(&self.probes),
             not_probes: get(&self.not_probes),
             malformed_headers: get(&self.malformed_headers),
@@ -189,6 +194,12 @@ impl ConsumerStats {
     /// Order violations seen so far.
     pub fn order_violations(&self) -> u64 {
         self.order_violations.load(Ordering::Relaxed)
+    }
+
+    /// Records started while another consumer was processing their key, so far (shared serial
+    /// check only).
+    pub fn concurrent_key_processing(&self) -> u64 {
+        self.concurrent_key_processing.load(Ordering::Relaxed)
     }
 
     /// Records with an undecodable keyshift header seen so far.

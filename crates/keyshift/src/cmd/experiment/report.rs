@@ -53,6 +53,8 @@ pub struct Measured {
     pub duplicates: u64,
     /// Records processed after a later record of their key.
     pub order_violations: u64,
+    /// Records a worker started while another worker was processing their key.
+    pub concurrent_key_processing: u64,
     /// Records of the experiment that were never processed, as the order checker sees it
     /// (sequence numbers skipped and not filled in).
     pub missing: u64,
@@ -114,6 +116,10 @@ pub struct StrategyReport {
     pub duplicates: u64,
     /// Records processed after a later record of their key.
     pub order_violations: u64,
+    /// Records a worker started while another worker was inside a record of the same key (a
+    /// shared check sees every worker): per-key serial processing. Must be 0 when
+    /// `preserves_order`.
+    pub concurrent_key_processing: u64,
     /// Records the producer failed to deliver.
     pub send_errors: u64,
     /// Sequence numbers skipped and never processed, as the order checker saw them: where
@@ -232,6 +238,7 @@ impl StrategyReport {
             consumed: m.consumed,
             duplicates: m.duplicates,
             order_violations: m.order_violations,
+            concurrent_key_processing: m.concurrent_key_processing,
             send_errors: m.send_errors,
             drained: m.drained,
             duration_s: m.duration_s,
@@ -379,6 +386,13 @@ impl ExperimentReport {
                     s.strategy, s.order_violations
                 ));
             }
+            if s.preserves_order && s.concurrent_key_processing > 0 {
+                problems.push(format!(
+                    "{}: {} records started while another worker was processing their key, in \
+                     an order-preserving strategy",
+                    s.strategy, s.concurrent_key_processing
+                ));
+            }
         }
         problems
     }
@@ -414,6 +428,9 @@ pub const ROWS: &[(&str, Cell)] = &[
     ("parked (records)", |r| r.parked_records.to_string()),
     ("parked (ms total)", |r| format!("{:.1}", r.parked_ms)),
     ("order violations", |r| r.order_violations.to_string()),
+    ("concurrent key processing", |r| {
+        r.concurrent_key_processing.to_string()
+    }),
     ("duplicates", |r| r.duplicates.to_string()),
     ("produced", |r| r.produced.to_string()),
     ("consumed", |r| r.consumed.to_string()),
@@ -537,7 +554,10 @@ pub fn verdict(report: &ExperimentReport) -> Vec<String> {
             if ordered.is_empty() {
                 String::new()
             } else {
-                format!(", 0 order violations for {}", ordered.join(", "))
+                format!(
+                    ", 0 order violations and 0 concurrent key processing for {}",
+                    ordered.join(", ")
+                )
             }
         ));
     } else {
@@ -632,11 +652,16 @@ mod tests {
         let mut m = measured("keyshift", &[1.0]);
         m.consumed = 97;
         m.order_violations = 2;
+        m.concurrent_key_processing = 1;
         let r = StrategyReport::new(m, &config);
         assert_eq!(r.lost, 3);
         let report = ExperimentReport::new(Setup::new(&config, "embedded".into()), vec![r]);
         let problems = report.problems();
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[2].contains("another worker was processing"),
+            "{problems:?}"
+        );
         // An unordered strategy's violations are expected, not a problem.
         let mut m = measured("unordered", &[1.0]);
         m.preserves_order = false;
@@ -661,6 +686,7 @@ mod tests {
             "lost",
             "duplicates",
             "order_violations",
+            "concurrent_key_processing",
             "migrations",
             "throughput_rps",
             "p50_ms",

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use keyshift_core::probe::{Probe, SeqVerdict, SequenceCheck};
+use keyshift_core::serial::SerialCheck;
 use keyshift_core::sim::{ArrivalProcess, Assignor, ServiceDist, SimConfig};
 use keyshift_core::stats::LatencyHistogram;
 use keyshift_core::strategy::{self, PartitionFeedback};
@@ -175,12 +176,13 @@ pub fn run(plan: &Plan) -> anyhow::Result<ExperimentReport> {
         let report = StrategyReport::new(measured, &plan.config);
         eprintln!(
             "      {name}: produced {}, consumed {}, p99 {:.1} ms, {} migrations, {} order \
-             violations, {:.1} s",
+             violations, {} concurrent key processing, {:.1} s",
             report.produced,
             report.consumed,
             report.p99_ms,
             report.migrations,
             report.order_violations,
+            report.concurrent_key_processing,
             report.duration_s
         );
         reports.push(report);
@@ -270,6 +272,8 @@ fn run_strategy(
     let warm_at = load.get(warm).map_or(f64::INFINITY, |p| p.at);
 
     let check = Arc::new(Mutex::new(SequenceCheck::default()));
+    // Sees every worker: a key inside two workers' handlers at once is counted.
+    let serial = Arc::new(Mutex::new(SerialCheck::new()));
     let collector = Arc::new(Mutex::new(Collector::default()));
     let live = Arc::new(Live {
         sent: AtomicU64::new(0),
@@ -334,6 +338,7 @@ fn run_strategy(
             .barrier_poll_interval(Duration::from_secs_f64(config.barrier_poll_ms / 1e3))
             .session_timeout(WORKER_SESSION_TIMEOUT)
             .shared_sequence_check(Arc::clone(&check), true)
+            .shared_serial_check(Arc::clone(&serial))
             .thread_name(format!("worker-{name}-{w}"))
             .spawn(handler)
             .with_context(|| format!("starting worker {w}"))?;
@@ -429,6 +434,7 @@ fn run_strategy(
             }
         });
     let check = check.lock().unwrap_or_else(|p| p.into_inner());
+    let overlaps = serial.lock().unwrap_or_else(|p| p.into_inner()).overlaps();
     let mut park = LatencyHistogram::new();
     for s in &snapshots {
         park.merge(&s.park_time);
@@ -459,6 +465,7 @@ fn run_strategy(
         consumed: collector.consumed,
         duplicates: check.duplicates(),
         order_violations: check.violations(),
+        concurrent_key_processing: overlaps,
         missing: check.missing(),
         latency: collector.latency,
         ack_latency: sent.ack_latency,
