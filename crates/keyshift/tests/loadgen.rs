@@ -5,14 +5,17 @@
 //! no gap or duplicate and in log order within the partition; the send times follow the
 //! schedule exactly (uniform: record i at i/rate; token bucket: a burst at 0, then 1/rate
 //! apart) — they are planned, not taken from responses, which is what open loop means; and
-//! the printed report agrees with what is in Kafka.
+//! the printed report agrees with what is in Kafka. A repeated `--url` spreads requests over
+//! several gateways.
 
 mod gateway_support;
+mod process_support;
 
 use std::collections::HashMap;
 
 use gateway_support::*;
 use keyshift_core::probe::Probe;
+use process_support::http_get;
 use serde_json::Value;
 
 /// Decodes every record as a probe and checks per-key sequences; returns the probes.
@@ -133,6 +136,54 @@ fn through_the_gateway_keeps_per_key_order_and_the_token_bucket() {
     let probes = check_probes(&records);
     // The seed's limiter: 50 at once, then one per 2500 µs.
     check_schedule(&probes, |i| if i < 50 { 0 } else { (i - 49) * 2500 });
+}
+
+/// `--url` repeated: requests are spread over both gateways at random, none is lost, and with
+/// hash routing every key stays on its one partition.
+#[test]
+fn repeated_urls_spread_requests_over_the_gateways() {
+    let topic = "lg-two-gateways";
+    let broker = broker_with_topic(topic, 3);
+    let gateways = [
+        GatewayProcess::start(broker.bootstrap_servers(), topic, &["--strategy", "hash"]),
+        GatewayProcess::start(broker.bootstrap_servers(), topic, &["--strategy", "hash"]),
+    ];
+    let urls: Vec<String> = gateways.iter().map(|g| format!("{}/new", g.base)).collect();
+    let report = run_loadgen(&[
+        "--url", &urls[0], "--url", &urls[1], "--rate", "1000", "--iter", "200", "--keys", "10",
+        "--seed", "5",
+    ]);
+    assert_eq!(
+        (report["sent"].as_u64(), report["ok"].as_u64()),
+        (Some(200), Some(200)),
+        "{report}"
+    );
+    let per_gateway: Vec<f64> = gateways
+        .iter()
+        .map(|g| {
+            let (_, body) = http_get(g.base.trim_start_matches("http://"), "/metrics");
+            parse_metrics(&body)
+                .get("keyshift_gateway_records_total")
+                .copied()
+                .unwrap_or(0.0)
+        })
+        .collect();
+    assert_eq!(per_gateway.iter().sum::<f64>(), 200.0, "{per_gateway:?}");
+    assert!(
+        per_gateway.iter().all(|&n| n > 0.0),
+        "both gateways got requests: {per_gateway:?}"
+    );
+    let records = read_all(&broker, topic);
+    assert_eq!(records.len(), 200);
+    let mut home = HashMap::new();
+    for r in &records {
+        assert_eq!(
+            *home.entry(r.key.clone()).or_insert(r.partition),
+            r.partition,
+            "key {} on two partitions",
+            r.key
+        );
+    }
 }
 
 #[test]

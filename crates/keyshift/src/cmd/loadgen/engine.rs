@@ -30,6 +30,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use keyshift_core::probe::Probe;
 use keyshift_core::stats::LatencyHistogram;
 use keyshift_core::workload::{key_name, Workload};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::time::Instant;
@@ -363,22 +365,45 @@ impl Sink for ProducerSink {
 }
 
 /// Sends to a gateway's `POST /new` over HTTP (`--url`), the seed client's way:
-/// `{"key": <key>, "body": <probe JSON>}`.
-#[derive(Debug, Clone)]
+/// `{"key": <key>, "body": <probe JSON>}`. With several gateways each request goes to one drawn
+/// at random from a generator seeded with `seed` (several replicas behind no load balancer).
+#[derive(Debug)]
 pub struct HttpSink {
     client: reqwest::Client,
-    url: reqwest::Url,
+    urls: Vec<reqwest::Url>,
+    pick: Mutex<ChaCha8Rng>,
 }
 
 impl HttpSink {
-    /// A sink posting to `url`, each request limited to `timeout`.
-    pub fn new(url: reqwest::Url, timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// A sink posting to `urls` (at least one), each request limited to `timeout`.
+    pub fn new(
+        urls: Vec<reqwest::Url>,
+        seed: u64,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        assert!(!urls.is_empty(), "HttpSink needs a URL");
         let client = reqwest::Client::builder()
             .timeout(timeout)
             // Enough idle connections for the concurrency the generator allows.
             .pool_max_idle_per_host(usize::MAX)
             .build()?;
-        Ok(HttpSink { client, url })
+        Ok(HttpSink {
+            client,
+            urls,
+            pick: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+        })
+    }
+
+    fn next_url(&self) -> &reqwest::Url {
+        if self.urls.len() == 1 {
+            return &self.urls[0];
+        }
+        let i = self
+            .pick
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .gen_range(0..self.urls.len());
+        &self.urls[i]
     }
 }
 
@@ -393,11 +418,11 @@ impl Sink for HttpSink {
     fn start(&self, key: &str, value: Vec<u8>) -> Result<SendFuture, SinkError> {
         // The probe is JSON text, so it travels as the string "body".
         let body = String::from_utf8(value).map_err(|e| SinkError::Failed(e.to_string()))?;
+        let url = self.next_url().clone();
         let request = self
             .client
-            .post(self.url.clone())
+            .post(url.clone())
             .json(&serde_json::json!({ "key": key, "body": body }));
-        let url = self.url.clone();
         Ok(Box::pin(async move {
             let response = request
                 .send()

@@ -36,20 +36,22 @@ use crate::exit::FlagError;
     long_about = "Open-loop load generator, like the seed's client: keys location_<n> drawn from \
                   Zipf(s, v) (or the targeted hot spot, or uniform), sent at --rate on a fixed \
                   schedule that never waits for answers.\n\nWith --url, POSTs {\"key\",\"body\"} \
-                  to a gateway; with --bootstrap-servers, sends through the keyshift producer \
+                  to a gateway (--url repeated: each request to one of them at random); with --bootstrap-servers, sends through the keyshift producer \
                   with --strategy. Each record's value is a probe {\"seq\",\"sent_us\",\"body\"}: \
                   a per-key sequence number from 0 and the scheduled send time, for measuring \
                   latency and order downstream. Prints sent, ok, errors, achieved rate and \
                   response latency."
 )]
 pub struct LoadgenArgs {
-    /// Gateway endpoint to POST records to (e.g. http://127.0.0.1:8080/new).
+    /// Gateway endpoint to POST records to (e.g. http://127.0.0.1:8080/new). Repeat it to
+    /// spread the load over several gateways: each request goes to one of them at random
+    /// (drawn from --seed, so a run is reproducible).
     #[arg(
         long,
         conflicts_with = "bootstrap_servers",
         required_unless_present = "bootstrap_servers"
     )]
-    url: Option<reqwest::Url>,
+    url: Vec<reqwest::Url>,
 
     /// Send straight to Kafka through the keyshift producer on these bootstrap servers.
     #[arg(long)]
@@ -201,15 +203,13 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
             if !args.properties.is_empty() {
                 return Err(FlagError::new("-X", "only applies with --bootstrap-servers").into());
             }
-            let url = args
-                .url
-                .clone()
-                .expect("clap requires --url without --bootstrap-servers");
+            // clap requires at least one --url without --bootstrap-servers.
             let partitions = args.partitions.unwrap_or(10);
             let config = args
                 .strategy_flags
                 .resolve(std::slice::from_ref(&args.strategy), partitions)?;
-            let sink = HttpSink::new(url, timeout).context("cannot create the HTTP client")?;
+            let sink = HttpSink::new(args.url.clone(), args.seed, timeout)
+                .context("cannot create the HTTP client")?;
             (Arc::new(sink), partitions, config)
         }
     };
