@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use keyshift_core::protocol::{RouteHeader, FENCE_HEADER, ROUTE_HEADER};
 use keyshift_kafka::EmbeddedBroker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -28,6 +29,10 @@ pub struct Rec {
     pub key: String,
     pub value: Vec<u8>,
     pub headers: usize,
+    /// Its decoded `keyshift-route` header, if it has a readable one.
+    pub route: Option<RouteHeader>,
+    /// Whether it has a `keyshift-fence` header.
+    pub fence: bool,
 }
 
 /// A fresh embedded broker with `topic` of `partitions` partitions.
@@ -84,10 +89,21 @@ pub fn read_all(broker: &EmbeddedBroker, topic: &str) -> Vec<Rec> {
             key: String::from_utf8(message.key().unwrap_or_default().to_vec()).expect("utf-8 key"),
             value: message.payload().unwrap_or_default().to_vec(),
             headers: message.headers().map_or(0, |h| h.count()),
+            route: header(&message, ROUTE_HEADER).and_then(|v| RouteHeader::decode(v).ok()),
+            fence: header(&message, FENCE_HEADER).is_some(),
         };
         logs[rec.partition as usize].push(rec);
     }
     logs.into_iter().flatten().collect()
+}
+
+/// The value of `message`'s header `name`, if present.
+fn header<'a>(message: &'a rdkafka::message::BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
 }
 
 /// The `keyshift` binary under test.
