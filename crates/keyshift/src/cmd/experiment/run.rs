@@ -356,7 +356,12 @@ fn run_strategy(
         return Err(err);
     }
 
+    // The schedule's origin on both clocks, read together: sends are timed by the monotonic
+    // one, probes carry the wall-clock one. Taking the wall-clock origin later (after the
+    // producer is built, which reads the route topic) put every scheduled time that much after
+    // the real send, shortening every measured latency by it.
     let origin = Instant::now() + START_LEAD;
+    let origin_unix_us = unix_us() + START_LEAD.as_micros() as u64;
     let producer = {
         let _guard = runtime.enter();
         KeyshiftProducer::builder(settings.clone(), topic)
@@ -387,8 +392,8 @@ fn run_strategy(
         origin,
     );
 
-    start_us.store(unix_us() + START_LEAD.as_micros() as u64, Ordering::Relaxed);
-    let start_unix_us = start_us.load(Ordering::Relaxed);
+    start_us.store(origin_unix_us, Ordering::Relaxed);
+    let start_unix_us = origin_unix_us;
     let sent = runtime.block_on(send_all(
         &producer,
         load,
