@@ -21,6 +21,9 @@
 //!    producer's strategy every `feedback_interval_ms` (keyshift's capacity feedback);
 //! 7. stop the workers (final commits, leave the group) and gather the figures.
 //!
+//! With `--dashboard` the live page ([`Background`]) is bound before the broker starts and
+//! shown each run's topic and group as soon as the topic exists; it stops before the broker.
+//!
 //! End-to-end latency is measured by the workers' handler: processing done minus the
 //! record's scheduled send time, for records scheduled after the warm-up.
 
@@ -36,14 +39,13 @@ use keyshift_core::sim::{ArrivalProcess, Assignor, ServiceDist, SimConfig};
 use keyshift_core::stats::LatencyHistogram;
 use keyshift_core::strategy::{self, PartitionFeedback};
 use keyshift_core::workload::{key_name, Schedule, Workload};
+use keyshift_dashboard::{Background, Dashboard, DashboardConfig, KafkaOptions, Source};
 use keyshift_kafka::{
     Admin, AdminConfig, ClientSettings, DeliveredRecord, EmbeddedBroker, KeyshiftProducer,
     OrderedConsumer, OrderedConsumerBuilder,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-use keyshift_dashboard::{Background, Dashboard, DashboardConfig, KafkaOptions, Source};
 
 use super::args::Plan;
 use super::report::{ExperimentReport, LagSample, Measured, Setup, StrategyReport};
