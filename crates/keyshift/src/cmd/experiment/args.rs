@@ -305,6 +305,37 @@ fn default_html_path(json: Option<&Path>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ExperimentArgs,
+    }
+
+    fn plan(argv: &[&str]) -> Plan {
+        let mut all = vec!["experiment"];
+        all.extend_from_slice(argv);
+        Cli::try_parse_from(all).unwrap().args.resolve().unwrap()
+    }
+
+    #[test]
+    fn dashboard_address_is_optional() {
+        assert_eq!(plan(&[]).dashboard, None);
+        let default: SocketAddr = DEFAULT_DASHBOARD_LISTEN.parse().unwrap();
+        assert_eq!(plan(&["--dashboard"]).dashboard, Some(default));
+        // A flag after it is not taken for the address.
+        let p = plan(&["--dashboard", "--records", "5"]);
+        assert_eq!((p.dashboard, p.config.records), (Some(default), 5));
+        assert_eq!(
+            plan(&["--dashboard", "127.0.0.1:0"]).dashboard,
+            Some("127.0.0.1:0".parse().unwrap())
+        );
+        let err = Cli::try_parse_from(["experiment", "--dashboard", "nope"])
+            .err()
+            .expect("an unparsable address is refused");
+        assert!(err.to_string().contains("--dashboard"), "{err}");
+    }
 
     #[test]
     fn html_lands_next_to_the_json() {
