@@ -14,6 +14,11 @@
 //!   going down or up; kept for the history window, newest last, capped in number;
 //! - a [`Point`] of aggregates per round for the charts over time, kept for the history
 //!   window.
+//!
+//! A board can be [`retarget`](Board::retarget)ed to another topic (`keyshift experiment
+//! --dashboard` moves it to each run's fresh topic): what belongs to the old topic (the rate
+//! window, keys' moves) is dropped, while the history and the timeline run on, so the runs
+//! can be compared on the same charts; a `run` event marks where each began.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -281,6 +286,10 @@ pub struct Snapshot {
     pub t: f64,
     /// The topic.
     pub topic: String,
+    /// What the topic is, when the dashboard follows a workload through several topics
+    /// (`keyshift experiment --dashboard`: the strategy and the run number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     /// The cluster.
     pub kafka: Health,
     /// The fence tail.
@@ -378,6 +387,15 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         lag_s: Option<f64>,
     },
+    /// The board moved to another topic ([`Board::retarget`]).
+    Run {
+        /// When.
+        t: f64,
+        /// What the new topic is (e.g. "run 2/2: keyshift").
+        label: String,
+        /// The new topic.
+        topic: String,
+    },
     /// A source went down or came back.
     Health {
         /// When.
@@ -438,6 +456,10 @@ pub struct Board {
     health: BTreeMap<String, bool>,
     history: VecDeque<Point>,
     events: VecDeque<Event>,
+    /// Events that happened between rounds (a retarget), sent with the next update.
+    pending: Vec<Event>,
+    /// The label of the current topic, if the board was retargeted.
+    run: Option<String>,
     last: Snapshot,
 }
 
@@ -460,8 +482,34 @@ impl Board {
             health: BTreeMap::new(),
             history: VecDeque::new(),
             events: VecDeque::new(),
+            pending: Vec::new(),
+            run: None,
             last,
         }
+    }
+
+    /// Shows `topic` from now on, labelled `label`. The rate window and the keys' moves
+    /// belong to the old topic and are dropped (end offsets of two topics do not subtract);
+    /// history, events and the scraped counters carry on. The current snapshot says the new
+    /// topic at once, with no partitions until the next reading.
+    pub fn retarget(&mut self, now: f64, label: String, topic: String) {
+        self.config.topic = topic.clone();
+        self.ends.clear();
+        self.keys.clear();
+        self.key_order.clear();
+        self.last.topic = topic.clone();
+        self.last.run = Some(label.clone());
+        self.last.partitions.clear();
+        self.last.groups.clear();
+        self.last.bound = Bound::default();
+        self.run = Some(label.clone());
+        let event = Event::Run {
+            t: now,
+            label,
+            topic,
+        };
+        self.events.push_back(event.clone());
+        self.pending.push(event);
     }
 
     /// The latest snapshot.
@@ -490,11 +538,14 @@ impl Board {
         fences: Vec<FenceEvent>,
     ) -> Update {
         self.seq += 1;
+        // Already in `self.events`; sent to the pages with this update.
+        let pending = std::mem::take(&mut self.pending);
         let mut new_events = Vec::new();
         let mut snap = Snapshot {
             seq: self.seq,
             t: now,
             topic: self.config.topic.clone(),
+            run: self.run.clone(),
             fences: Health {
                 up: fence_error.is_none(),
                 error: fence_error,
@@ -519,7 +570,10 @@ impl Board {
                 },
             },
         };
-        self.track_health(now, "kafka", &snap.kafka, &mut new_events);
+        // No reading yet (start-up, or just retargeted) is not a change of health.
+        if kafka.is_some() {
+            self.track_health(now, "kafka", &snap.kafka, &mut new_events);
+        }
         let rates = match kafka {
             Some(KafkaReading {
                 at,
@@ -721,10 +775,12 @@ impl Board {
             self.events.pop_front();
         }
         self.last = snap.clone();
+        let mut events = pending;
+        events.extend(new_events);
         Update {
             snapshot: snap,
             point,
-            events: new_events,
+            events,
         }
     }
 
@@ -926,7 +982,10 @@ fn autoscaler(url: &str, m: &Samples) -> AutoscalerView {
 
 fn event_time(e: &Event) -> f64 {
     match e {
-        Event::Move { t, .. } | Event::Scale { t, .. } | Event::Health { t, .. } => *t,
+        Event::Move { t, .. }
+        | Event::Scale { t, .. }
+        | Event::Health { t, .. }
+        | Event::Run { t, .. } => *t,
     }
 }
 
@@ -1090,6 +1149,42 @@ mod tests {
         assert_eq!(b.history().len(), 11, "10 s window at 1 s");
         assert_eq!(b.events().len(), 11);
         assert_eq!(b.history().back().unwrap().moves, 30);
+    }
+
+    #[test]
+    fn retarget_starts_the_rates_afresh_and_keeps_the_history() {
+        let mut b = board();
+        b.update(1.0, Some(&reading(1.0, vec![0, 0])), None, &[], vec![]);
+        let u = b.update(2.0, Some(&reading(2.0, vec![100, 50])), None, &[], vec![]);
+        assert_eq!(u.snapshot.partitions[0].rate, Some(100.0));
+        assert_eq!(u.snapshot.run, None);
+
+        b.retarget(2.5, "run 2/2: keyshift".into(), "t2".into());
+        assert_eq!(
+            b.snapshot().topic,
+            "t2",
+            "the snapshot names the new topic at once"
+        );
+        assert_eq!(b.snapshot().run.as_deref(), Some("run 2/2: keyshift"));
+        // The new topic's offsets are lower than the old one's: no rate from subtracting them.
+        let u = b.update(3.0, Some(&reading(3.0, vec![10, 0])), None, &[], vec![]);
+        assert_eq!(u.snapshot.topic, "t2");
+        assert_eq!(u.snapshot.run.as_deref(), Some("run 2/2: keyshift"));
+        assert_eq!(
+            u.snapshot.partitions[0].rate, None,
+            "one reading of t2 only"
+        );
+        assert!(
+            matches!(&u.events[0], Event::Run { label, topic, .. }
+                if label == "run 2/2: keyshift" && topic == "t2"),
+            "{:?}",
+            u.events
+        );
+        let u = b.update(4.0, Some(&reading(4.0, vec![30, 5])), None, &[], vec![]);
+        assert_eq!(u.snapshot.partitions[0].rate, Some(20.0));
+        assert!(u.events.is_empty(), "the run event is sent once");
+        assert_eq!(b.history().len(), 4, "history runs on across topics");
+        assert!(b.events().iter().any(|e| matches!(e, Event::Run { .. })));
     }
 
     #[test]

@@ -8,17 +8,21 @@
 //! - [`scrape`]: the `/metrics` endpoints of gateways, workers, proxies and autoscalers,
 //!   recognised by the metric names they export;
 //! - [`prom`]: the Prometheus text parser those scrapes go through;
+//! - [`background`]: the dashboard served inside another command (`keyshift experiment
+//!   --dashboard`), following its runs' topics;
 //! - [`board`]: the state — readings in, a snapshot, a bounded history and events out — with
 //!   no I/O, so every derivation is unit-tested.
 //!
 //! The page (`src/page/`) is embedded in the binary: plain HTML, CSS and JavaScript whose
 //! charts are hand-written SVG, so nothing is fetched from the network at run time.
 
+pub mod background;
 pub mod board;
 pub mod kafka;
 pub mod prom;
 pub mod scrape;
 pub mod server;
 
+pub use background::Background;
 pub use kafka::KafkaOptions;
-pub use server::{Dashboard, DashboardConfig, DashboardError};
+pub use server::{Dashboard, DashboardConfig, DashboardError, Source};

@@ -12,6 +12,11 @@
 //!
 //! Each round's update is serialised once and fanned out to every open page through a
 //! broadcast channel; a page that falls behind skips updates rather than buffering them.
+//!
+//! [`Dashboard::serve_following`] serves a workload that moves from topic to topic (the runs
+//! of `keyshift experiment`): whenever the [`Source`] it watches changes, the next round
+//! starts a Kafka side for the new topic and groups, drops the old one and
+//! [retargets](Board::retarget) the board, so the page always shows the run that is live.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,7 +41,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
 use crate::board::{Board, BoardConfig, Event, Point, Snapshot};
-use crate::kafka::{KafkaOptions, KafkaSide};
+use crate::kafka::{KafkaOptions, KafkaReading, KafkaSide};
 use crate::scrape::Scraper;
 
 /// The content type of the OpenMetrics text `/metrics` serves.
@@ -87,6 +92,17 @@ pub struct DashboardConfig {
     pub scrape_timeout: Duration,
 }
 
+/// What a following dashboard shows now ([`Dashboard::serve_following`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// What the topic is, shown next to it on the page (e.g. "run 1/2: hash").
+    pub label: String,
+    /// The topic.
+    pub topic: String,
+    /// Consumer groups whose lag is shown.
+    pub groups: Vec<String>,
+}
+
 /// The state every request handler and the round loop share.
 struct Shared {
     board: Mutex<Board>,
@@ -132,14 +148,39 @@ impl Dashboard {
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        let kafka = start_kafka(config.kafka.clone())
+            .await
+            .map_err(DashboardError::Setup)?;
+        self.serve_with(config, Some(kafka), None, shutdown).await
+    }
+
+    /// Like [`serve`](Self::serve), but shows the topic and groups `source` names, following
+    /// it when it changes (`config.kafka`'s own topic and groups are not used). Until the
+    /// first source is set the page shows no Kafka reading yet. A Kafka side that cannot be
+    /// started for a source (bad client configuration) shows as Kafka down, with the reason.
+    pub async fn serve_following<F>(
+        self,
+        config: DashboardConfig,
+        source: watch::Receiver<Option<Source>>,
+        shutdown: F,
+    ) -> Result<(), DashboardError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.serve_with(config, None, Some(source), shutdown).await
+    }
+
+    async fn serve_with<F>(
+        self,
+        config: DashboardConfig,
+        kafka: Option<KafkaSide>,
+        source: Option<watch::Receiver<Option<Source>>>,
+        shutdown: F,
+    ) -> Result<(), DashboardError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         let scraper = Scraper::new(config.scrape_timeout).map_err(DashboardError::Setup)?;
-        let kafka = {
-            let options = config.kafka.clone();
-            tokio::task::spawn_blocking(move || KafkaSide::start(options))
-                .await
-                .map_err(|e| DashboardError::Setup(e.to_string()))?
-                .map_err(DashboardError::Setup)?
-        };
         let (updates, _) = broadcast::channel(16);
         let (stop_tx, stopping) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -157,7 +198,11 @@ impl Dashboard {
         });
         let rounds = tokio::spawn(round_loop(
             Arc::clone(&shared),
-            kafka,
+            Following {
+                kafka: kafka.map(Ok),
+                options: config.kafka.clone(),
+                source,
+            },
             scraper,
             config.scrape.clone(),
             config.interval,
@@ -200,9 +245,55 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
+/// Creates the Kafka side's clients and threads, off the async threads (both block).
+async fn start_kafka(options: KafkaOptions) -> Result<KafkaSide, String> {
+    tokio::task::spawn_blocking(move || KafkaSide::start(options))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// The Kafka side of the round loop and, when following, the source it follows.
+struct Following {
+    /// The side reading the current topic, or why there is none; `None` until a followed
+    /// source is first set.
+    kafka: Option<Result<KafkaSide, String>>,
+    /// Client settings and timings; topic and groups come from the source when following.
+    options: KafkaOptions,
+    source: Option<watch::Receiver<Option<Source>>>,
+}
+
+impl Following {
+    /// Moves to the source's new topic, if it changed since the last round.
+    async fn follow(&mut self, shared: &Shared) {
+        let Some(rx) = &mut self.source else { return };
+        if !rx.has_changed().unwrap_or(false) {
+            return;
+        }
+        let Some(next) = rx.borrow_and_update().clone() else {
+            return;
+        };
+        // Dropping the old side joins its threads (up to one request timeout): off the
+        // async threads too.
+        if let Some(Ok(old)) = self.kafka.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+        }
+        let options = KafkaOptions {
+            topic: next.topic.clone(),
+            groups: next.groups.clone(),
+            ..self.options.clone()
+        };
+        let started = start_kafka(options).await;
+        if let Err(e) = &started {
+            tracing::error!(topic = %next.topic, error = %e, "cannot read the followed topic");
+        }
+        self.kafka = Some(started);
+        lock(&shared.board).retarget(unix_now(), next.label, next.topic);
+    }
+}
+
 async fn round_loop(
     shared: Arc<Shared>,
-    kafka: KafkaSide,
+    mut following: Following,
     scraper: Scraper,
     urls: Vec<String>,
     interval: Duration,
@@ -211,16 +302,23 @@ async fn round_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        following.follow(&shared).await;
         let scrapes = scraper.scrape_all(&urls).await;
-        let reading = kafka.latest();
-        let fences = kafka.take_fences();
-        let update = lock(&shared.board).update(
-            unix_now(),
-            reading.as_ref(),
-            kafka.fence_error(),
-            &scrapes,
-            fences,
-        );
+        let (reading, fences, fence_error) = match &following.kafka {
+            None => (None, Vec::new(), None),
+            Some(Ok(kafka)) => (kafka.latest(), kafka.take_fences(), kafka.fence_error()),
+            Some(Err(e)) => (
+                Some(KafkaReading {
+                    at: unix_now(),
+                    end_offsets: Err(e.clone()),
+                    groups: Ok(Vec::new()),
+                }),
+                Vec::new(),
+                Some(e.clone()),
+            ),
+        };
+        let update =
+            lock(&shared.board).update(unix_now(), reading.as_ref(), fence_error, &scrapes, fences);
         match serde_json::to_string(&update) {
             Ok(json) => {
                 shared

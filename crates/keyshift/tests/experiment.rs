@@ -1,10 +1,19 @@
 //! `keyshift experiment` through the real binary on the embedded broker: a small run of hash
 //! and keyshift writes the required JSON and an HTML page with plots, loses nothing and keeps
-//! per-key order across keyshift's fenced migrations; bad flags exit 2 naming the flag.
+//! per-key order across keyshift's fenced migrations, and serves the live dashboard while it
+//! runs (`--dashboard`: the page and `/api/state` follow each run's topic over real HTTP);
+//! bad flags exit 2 naming the flag.
 
+mod process_support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
 
+use process_support::{http_addr, try_http_get, Proc};
 use serde_json::Value;
 
 fn keyshift(args: &[&str]) -> Output {
@@ -41,11 +50,107 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).expect("the --json file is one JSON value")
 }
 
+/// What the live dashboard showed of one run, seen through `/api/state` and `/`.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The topic the snapshot named while the run's label was shown.
+    topics: Vec<String>,
+    /// The highest partition rate among those snapshots, records/s.
+    max_rate: f64,
+    /// Whether the page itself (`GET /`) named the run and its topic while a rate was shown.
+    page: bool,
+}
+
+/// Runs `keyshift <args>` with `--dashboard` on a free port and, until it exits, reads the
+/// dashboard's state and page over HTTP, keyed by the run label the page shows.
+fn experiment_watched(args: &[&str]) -> (Output, BTreeMap<String, Seen>) {
+    let mut child = Proc(
+        Command::new(env!("CARGO_BIN_EXE_keyshift"))
+            .args(args)
+            .args(["--dashboard", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the keyshift binary runs"),
+    );
+    let mut stdout = child.0.stdout.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        stdout.read_to_end(&mut text).unwrap();
+        text
+    });
+    let stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let err_thread = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        for line in stderr.lines() {
+            let line = line.unwrap();
+            if line.starts_with("live dashboard: http://") {
+                let _ = addr_tx.send(http_addr(&line));
+            }
+            text.extend_from_slice(line.as_bytes());
+            text.push(b'\n');
+        }
+        text
+    });
+    // Ends with an error if stderr closes without the banner (the process failed).
+    let addr = addr_rx.recv().ok();
+    let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+    while let Some(addr) = &addr {
+        if child.0.try_wait().unwrap().is_some() {
+            break;
+        }
+        // The dashboard stops before the process exits (after the last run): a refused or
+        // cut connection ends the watch.
+        let Ok((status, body)) = try_http_get(addr, "/api/state") else {
+            break;
+        };
+        if !status.contains("200") {
+            break;
+        }
+        let v: Value = serde_json::from_str(&body).expect("/api/state is JSON");
+        let snap = &v["snapshot"];
+        let (Some(run), Some(topic)) = (snap["run"].as_str(), snap["topic"].as_str()) else {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            continue;
+        };
+        let rate = snap["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["rate"].as_f64())
+            .fold(0.0, f64::max);
+        let entry = seen.entry(run.to_owned()).or_default();
+        if !entry.topics.iter().any(|t| t == topic) {
+            entry.topics.push(topic.to_owned());
+        }
+        entry.max_rate = entry.max_rate.max(rate);
+        if rate > 0.0 && !entry.page {
+            if let Ok((status, html)) = try_http_get(addr, "/") {
+                entry.page = status.contains("200") && html.contains(run) && html.contains(topic);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let status = child.0.wait().unwrap();
+    let output = Output {
+        status,
+        stdout: out_thread.join().unwrap(),
+        stderr: err_thread.join().unwrap(),
+    };
+    assert!(
+        addr.is_some(),
+        "no 'live dashboard: http://...' line on stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output, seen)
+}
+
 #[test]
 fn small_run_of_hash_and_keyshift_loses_nothing_and_keeps_order() {
     let dir = temp_dir("experiment");
     let json = dir.join("report.json");
-    let out = keyshift(&[
+    let (out, seen) = experiment_watched(&[
         "experiment",
         "--strategies",
         "hash,keyshift",
@@ -124,7 +229,46 @@ fn small_run_of_hash_and_keyshift_loses_nothing_and_keeps_order() {
     let html = std::fs::read_to_string(dir.join("report.html")).expect("HTML next to the JSON");
     assert!(html.matches("<svg").count() >= 3, "three plots");
     assert!(html.contains("hash") && html.contains("keyshift"));
+
+    // The live dashboard followed each run: while the run's label was shown, the snapshot
+    // named that run's topic (and no other), its partitions were being appended to, and the
+    // page itself showed the run and the topic.
+    for (i, r) in runs.iter().enumerate() {
+        let label = format!("run {}/2: {}", i + 1, r["strategy"].as_str().unwrap());
+        let s = seen
+            .get(&label)
+            .unwrap_or_else(|| panic!("the dashboard never showed '{label}': {seen:?}"));
+        assert_eq!(
+            s.topics,
+            [r["topic"].as_str().unwrap()],
+            "{label}: {seen:?}"
+        );
+        assert!(
+            s.max_rate > 0.0,
+            "{label}: no partition rate above 0 while the load ran: {seen:?}"
+        );
+        assert!(
+            s.page,
+            "{label}: GET / did not name the run and its topic: {seen:?}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dashboard_address_in_use_exits_2_naming_the_flag_before_running() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for (value, why) in [(addr.as_str(), "in use"), ("localhost:nope", "unparsable")] {
+        let out = keyshift(&["experiment", "--no-html", "--dashboard", value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{why}: {stderr}");
+        assert!(stderr.contains("--dashboard"), "{why}: {stderr}");
+        assert!(
+            !stderr.contains("starting the embedded broker"),
+            "{why}: the experiment must not start: {stderr}"
+        );
+    }
 }
 
 #[test]

@@ -145,6 +145,18 @@
     return { svg: svg, x: x, t0: t0, t1: t1, H: H, B: B, T: T };
   }
 
+  // A dashed vertical line where each run of a followed workload began (experiment --dashboard).
+  function runMarks(c) {
+    events.forEach(function (e) {
+      if (e.type !== "run" || e.t < c.t0) return;
+      var line = el("line", { x1: c.x(e.t), x2: c.x(e.t), y1: c.T, y2: c.H - c.B, stroke: "var(--fg)",
+        "stroke-dasharray": "2 3", opacity: 0.6, "class": "runmark" });
+      line.appendChild(el("title", {}, clock(e.t) + " " + e.label + " (" + e.topic + ")"));
+      c.svg.appendChild(line);
+    });
+    return c;
+  }
+
   function statusCell(s) { return '<td class="st-' + esc(s) + '">' + esc(s) + "</td>"; }
 
   function renderHealth() {
@@ -214,17 +226,22 @@
 
   function renderMoves() {
     var moves = events.filter(function (e) { return e.type === "move"; });
-    var c = lineChart($("c-moves"), history, [
+    var c = runMarks(lineChart($("c-moves"), history, [
       { key: "parked", label: "records parked in workers", color: "var(--b)" },
       { key: "moves", label: "moves since start", color: "var(--a)", right: true }
-    ], ["records parked", "moves"]);
+    ], ["records parked", "moves"]));
     moves.forEach(function (m) {
       if (m.t < c.t0) return;
       var dot = el("circle", { cx: c.x(m.t), cy: c.H - c.B - 4, r: 4, fill: "var(--d)", opacity: 0.8 });
       dot.appendChild(el("title", {}, clock(m.t) + " " + m.key + ": " + m.from + " → " + (m.to === undefined ? "?" : m.to)));
       c.svg.appendChild(dot);
     });
-    var rows = moves.slice(-200).reverse().map(function (m) {
+    var rows = events.filter(function (e) { return e.type === "move" || e.type === "run"; })
+      .slice(-200).reverse().map(function (m) {
+      if (m.type === "run") {
+        return '<tr class="runstart" data-topic="' + esc(m.topic) + '"><td>' + clock(m.t) +
+          '</td><td class="l" colspan="5">now showing ' + esc(m.label) + " · topic " + esc(m.topic) + "</td></tr>";
+      }
       var why = [];
       if (m.from_load !== undefined) why.push("p" + m.from + " at " + m.from_load.toFixed(2) + "× bound");
       if (m.key_rate !== undefined) why.push("key " + num(m.key_rate, 1) + " rec/s");
@@ -291,19 +308,20 @@
 
   function render() {
     $("topic").textContent = "· " + snap.topic;
+    $("run").textContent = snap.run ? "· " + snap.run : "";
     $("interval").textContent = String(interval);
     document.documentElement.setAttribute("data-seq", String(snap.seq));
     renderHealth();
     renderPartitions();
-    lineChart($("c-rate"), history, [
+    runMarks(lineChart($("c-rate"), history, [
       { key: "rate", label: "total records/s", color: "var(--a)" },
       { key: "hottest", label: "hottest partition", color: "var(--b)" },
       { key: "bound", label: "bound", color: "var(--fg)", dash: true }
-    ], ["records/s"]);
-    lineChart($("c-lag"), history, [
+    ], ["records/s"]));
+    runMarks(lineChart($("c-lag"), history, [
       { key: "lag", label: "lag, records", color: "var(--a)" },
       { key: "lag_s", label: "max lag, seconds", color: "var(--b)", right: true }
-    ], ["records", "seconds"]);
+    ], ["records", "seconds"]));
     renderGroups();
     renderHot();
     renderMoves();

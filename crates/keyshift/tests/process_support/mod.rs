@@ -41,21 +41,26 @@ pub fn signal_and_wait(child: &mut Child, sig: &str, what: &str) -> ExitStatus {
 
 /// A plain HTTP/1.1 GET to the child's HTTP port; returns (status line, body).
 pub fn http_get(addr: &str, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the child's HTTP port");
+    try_http_get(addr, path)
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path} (the child's HTTP port): {e}"))
+}
+
+/// [`http_get`] for a child that may have exited (or stopped serving) already.
+pub fn try_http_get(addr: &str, path: &str) -> std::io::Result<(String, String)> {
+    let mut s = TcpStream::connect(addr)?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    )?;
     let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    s.read_to_string(&mut text)?;
     let status = text.lines().next().unwrap_or_default().to_owned();
     let body = text
         .split_once("\r\n\r\n")
         .map(|x| x.1)
         .unwrap_or_default()
         .to_owned();
-    (status, body)
+    Ok((status, body))
 }
 
 /// A child process killed on drop.

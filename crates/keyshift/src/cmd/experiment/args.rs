@@ -7,6 +7,7 @@
 //! records (it runs in real time) and a utilisation at which hash's hottest partition is
 //! saturated and keyshift's are not.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub const DEFAULT_RATE: f64 = 200.0;
 /// offered ~1.5× its capacity, while the bound for any order-preserving strategy
 /// (max(mean, hottest key) = the mean here) leaves keyshift's consumers at ~75 %.
 pub const DEFAULT_UTILIZATION: f64 = 0.75;
+/// Where `--dashboard` without an address serves (`keyshift dashboard`'s default).
+pub const DEFAULT_DASHBOARD_LISTEN: &str = "127.0.0.1:8088";
 /// Records per strategy of the default run: about a minute at 200 rec/s, so two strategies
 /// finish within ~3 minutes including group joins and hash's backlog drain.
 pub const DEFAULT_RECORDS: u64 = 10_000;
@@ -141,6 +144,15 @@ pub struct ExperimentArgs {
     #[arg(long)]
     no_html: bool,
 
+    /// Serve the live dashboard (the page of `keyshift dashboard`) on ADDR while the
+    /// experiment runs [ADDR default: 127.0.0.1:8088]. It follows the run that is live — its
+    /// topic and its workers' group, named with the strategy and run number on the page — so
+    /// the strategies can be watched one after the other on the same charts. The URL is
+    /// printed first; the static HTML report is written as usual.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1,
+          default_missing_value = DEFAULT_DASHBOARD_LISTEN)]
+    dashboard: Option<SocketAddr>,
+
     /// Also show where latency went per strategy: producer wait (fence), broker, queueing,
     /// parked and service, from per-record timestamps of the producer and the workers.
     #[arg(long)]
@@ -176,6 +188,8 @@ pub struct Plan {
     pub html: Option<PathBuf>,
     /// Whether to break latency down per record (`--trace`).
     pub trace: bool,
+    /// Where to serve the live dashboard, if anywhere (`--dashboard`).
+    pub dashboard: Option<SocketAddr>,
 }
 
 impl Plan {
@@ -266,6 +280,7 @@ impl ExperimentArgs {
             json: self.json,
             html,
             trace: self.trace,
+            dashboard: self.dashboard,
         })
     }
 }
@@ -290,6 +305,37 @@ fn default_html_path(json: Option<&Path>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ExperimentArgs,
+    }
+
+    fn plan(argv: &[&str]) -> Plan {
+        let mut all = vec!["experiment"];
+        all.extend_from_slice(argv);
+        Cli::try_parse_from(all).unwrap().args.resolve().unwrap()
+    }
+
+    #[test]
+    fn dashboard_address_is_optional() {
+        assert_eq!(plan(&[]).dashboard, None);
+        let default: SocketAddr = DEFAULT_DASHBOARD_LISTEN.parse().unwrap();
+        assert_eq!(plan(&["--dashboard"]).dashboard, Some(default));
+        // A flag after it is not taken for the address.
+        let p = plan(&["--dashboard", "--records", "5"]);
+        assert_eq!((p.dashboard, p.config.records), (Some(default), 5));
+        assert_eq!(
+            plan(&["--dashboard", "127.0.0.1:0"]).dashboard,
+            Some("127.0.0.1:0".parse().unwrap())
+        );
+        let err = Cli::try_parse_from(["experiment", "--dashboard", "nope"])
+            .err()
+            .expect("an unparsable address is refused");
+        assert!(err.to_string().contains("--dashboard"), "{err}");
+    }
 
     #[test]
     fn html_lands_next_to_the_json() {

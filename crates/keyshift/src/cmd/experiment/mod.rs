@@ -9,7 +9,9 @@
 //! - [`report`]: the figures as data, the text table and the JSON;
 //! - [`html`]: the self-contained page with inline SVG plots;
 //! - [`trace`]: with `--trace`, where each record's latency went (producer wait, broker,
-//!   queueing, parked, service).
+//!   queueing, parked, service);
+//! - with `--dashboard`, `keyshift dashboard`'s page served during the runs, following the
+//!   live run's topic (the `keyshift-dashboard` crate's `Background`).
 //!
 //! The command fails (exit 1) after printing the report when a record was lost or an
 //! order-preserving strategy broke per-key order: those are correctness failures, not

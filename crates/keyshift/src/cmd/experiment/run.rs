@@ -21,6 +21,9 @@
 //!    producer's strategy every `feedback_interval_ms` (keyshift's capacity feedback);
 //! 7. stop the workers (final commits, leave the group) and gather the figures.
 //!
+//! With `--dashboard` the live page ([`Background`]) is bound before the broker starts and
+//! shown each run's topic and group as soon as the topic exists; it stops before the broker.
+//!
 //! End-to-end latency is measured by the workers' handler: processing done minus the
 //! record's scheduled send time, for records scheduled after the warm-up.
 
@@ -37,6 +40,7 @@ use keyshift_core::sim::{ArrivalProcess, Assignor, ServiceDist, SimConfig};
 use keyshift_core::stats::LatencyHistogram;
 use keyshift_core::strategy::{self, PartitionFeedback};
 use keyshift_core::workload::{key_name, Schedule, Workload};
+use keyshift_dashboard::{Background, Dashboard, DashboardConfig, KafkaOptions, Source};
 use keyshift_kafka::{
     Admin, AdminConfig, ClientSettings, DeliveredRecord, EmbeddedBroker, KeyshiftProducer,
     OrderedConsumer, OrderedConsumerBuilder,
@@ -47,6 +51,7 @@ use rand_chacha::ChaCha8Rng;
 use super::args::Plan;
 use super::report::{ExperimentReport, LagSample, Measured, Setup, StrategyReport};
 use super::trace::{Processed, TraceLog};
+use crate::exit::FlagError;
 
 /// How long the group must look settled before the load starts: a member that joins late
 /// triggers one more rebalance, which this outlasts.
@@ -110,6 +115,25 @@ fn unix_us() -> u64 {
 /// Runs every strategy of `plan` and returns the report.
 pub fn run(plan: &Plan) -> anyhow::Result<ExperimentReport> {
     let load = plan_load(&plan.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("keyshift-experiment")
+        .enable_all()
+        .build()?;
+    // Bound before anything starts: an address in use fails at once, naming the flag.
+    let dashboard = match plan.dashboard {
+        None => None,
+        Some(addr) => {
+            let bound = runtime
+                .block_on(Dashboard::bind(addr))
+                .map_err(|e| FlagError::new("--dashboard", e.to_string()))?;
+            eprintln!(
+                "live dashboard: http://{}/ (follows each run's topic and group)",
+                bound.local_addr()
+            );
+            Some(bound)
+        }
+    };
     let (broker, bootstrap) = match &plan.bootstrap_servers {
         Some(b) => (None, b.clone()),
         None => {
@@ -144,11 +168,8 @@ pub fn run(plan: &Plan) -> anyhow::Result<ExperimentReport> {
             None => bootstrap.clone(),
         },
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("keyshift-experiment")
-        .enable_all()
-        .build()?;
+    let dashboard = dashboard
+        .map(|d| Background::spawn(d, dashboard_config(settings.clone()), runtime.handle()));
     // Base 36 of the start time: short, sortable, unique per run on one cluster.
     let run_id = radix36(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64);
     let mut reports = Vec::new();
@@ -163,6 +184,16 @@ pub fn run(plan: &Plan) -> anyhow::Result<ExperimentReport> {
             plan.config.consumers
         );
         let topic = format!("{}-{name}-{run_id}", plan.topic_prefix);
+        admin
+            .create_topic(&topic, plan.config.partitions)
+            .with_context(|| format!("strategy {name}: creating topic {topic}"))?;
+        if let Some(d) = &dashboard {
+            d.show(Source {
+                label: format!("run {}/{}: {name}", i + 1, plan.strategies.len()),
+                topic: topic.clone(),
+                groups: vec![group_of(&topic)],
+            });
+        }
         let measured = run_strategy(
             plan,
             &runtime,
@@ -187,11 +218,49 @@ pub fn run(plan: &Plan) -> anyhow::Result<ExperimentReport> {
         );
         reports.push(report);
     }
+    if let Some(d) = dashboard {
+        if let Err(err) = runtime.block_on(d.stop()) {
+            tracing::warn!(%err, "the live dashboard ended with an error");
+        }
+    }
     drop(admin);
     if let Some(b) = broker {
         b.shutdown();
     }
     Ok(ExperimentReport::new(setup, reports))
+}
+
+/// The workers' consumer group of a run's topic.
+fn group_of(topic: &str) -> String {
+    format!("{topic}-workers")
+}
+
+/// The live dashboard of `--dashboard`: `keyshift dashboard`'s defaults (1 s updates, 15
+/// minutes of history, fences tailed), reading the experiment's cluster. The experiment's
+/// producer and workers run in this process and export no `/metrics`, so there is nothing
+/// to scrape: the page shows what Kafka says (partition rates against their bound, the
+/// group's lag and owners, moves from the fence records).
+fn dashboard_config(settings: ClientSettings) -> DashboardConfig {
+    let interval = Duration::from_secs(1);
+    let history = Duration::from_secs(900);
+    let timeout = Duration::from_secs(2);
+    DashboardConfig {
+        kafka: KafkaOptions {
+            settings,
+            // Set per run by `Background::show`.
+            topic: String::new(),
+            groups: Vec::new(),
+            interval,
+            timeout,
+            tail_fences: true,
+            fence_lookback: history,
+        },
+        scrape: Vec::new(),
+        interval,
+        history,
+        hot_keys: 20,
+        scrape_timeout: timeout,
+    }
 }
 
 fn radix36(mut n: u64) -> String {
@@ -262,10 +331,7 @@ fn run_strategy(
 ) -> anyhow::Result<Measured> {
     let config = &plan.config;
     let partitions = config.partitions;
-    let group = format!("{topic}-workers");
-    admin
-        .create_topic(topic, partitions)
-        .with_context(|| format!("creating topic {topic}"))?;
+    let group = group_of(topic);
 
     // Warm-up cut-off by scheduled time: records scheduled before it are left out.
     let warm = warmup_index(config);
