@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keyshift_core::hash::Hasher;
 use keyshift_core::probe::{Probe, SequenceCheck};
-use keyshift_core::protocol::{Migrator, Step, FENCE_HEADER, ROUTE_HEADER};
+use keyshift_core::protocol::{Migrator, Step, FENCE_HEADER, FENCE_VALUE, ROUTE_HEADER};
 use keyshift_kafka::{DeliveredRecord, EmbeddedBroker, OrderedConsumer, OrderedConsumerBuilder};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -253,7 +253,7 @@ impl FencedProducer {
                     let record = FutureRecord::<[u8], [u8]>::to(&self.topic)
                         .partition(fence_partition as i32)
                         .key(&k[..])
-                        .payload(&[][..])
+                        .payload(FENCE_VALUE.as_slice())
                         .headers(headers);
                     let f = self
                         .producer
