@@ -10,11 +10,9 @@
 
 mod consumer_util;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use consumer_util::{start_consumer, wait_until, FencedProducer, SeenLog};
+use consumer_util::{start_consumer, wait_until, FencedProducer, Hold, SeenLog};
 use keyshift_core::probe::Probe;
 use keyshift_core::protocol::{FenceHeader, RouteHeader, FENCE_HEADER, FENCE_VALUE, ROUTE_HEADER};
 use keyshift_kafka::{
@@ -293,20 +291,16 @@ fn two_members_wait_for_each_others_commits_through_offset_fetch() {
     let log = SeenLog::default();
     // The member that owns the key's old partition holds the key's records until the test
     // has seen the other member park the key's new records.
-    let hold = Arc::new(AtomicBool::new(true));
+    let hold = Hold::held();
     let start = |name: &str| {
         let log = log.clone();
-        let hold = Arc::clone(&hold);
+        let hold = hold.clone();
         let id = name.to_owned();
         OrderedConsumerBuilder::new(&broker.client_settings().client_id(name), group, topic)
             .session_timeout(Duration::from_secs(10))
             .spawn(move |r: &DeliveredRecord| {
                 if r.key.as_deref() == Some(b"K") && r.route.is_none() {
-                    let since = std::time::Instant::now();
-                    // Bounded, so that a failing test cannot hang in the handler.
-                    while hold.load(Ordering::SeqCst) && since.elapsed() < consumer_util::PATIENCE {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
+                    hold.wait();
                 }
                 log.push(&id, r);
                 Ok::<(), std::convert::Infallible>(())
@@ -326,13 +320,7 @@ fn two_members_wait_for_each_others_commits_through_offset_fetch() {
     });
 
     // Releases the held handler even when an assertion fails, so the test cannot hang.
-    struct Release(Arc<AtomicBool>);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            self.0.store(false, Ordering::SeqCst);
-        }
-    }
-    let _release = Release(Arc::clone(&hold));
+    let _release = hold.release_on_drop();
 
     let mut producer = FencedProducer::new(&broker, topic, 2);
     let home = producer.migrator.home(b"K");
@@ -370,7 +358,7 @@ fn two_members_wait_for_each_others_commits_through_offset_fetch() {
     });
     assert!(log.snapshot().iter().all(|s| s.key != "K"));
 
-    hold.store(false, Ordering::SeqCst);
+    hold.release();
     wait_until("all 20 records processed", || log.len() == 20);
     let seen = log.snapshot();
     if std::env::var_os("KEYSHIFT_TEST_TRACE").is_some() {
