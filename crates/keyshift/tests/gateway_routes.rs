@@ -190,10 +190,10 @@ fn restart_scenario(routes: &str) -> u64 {
         }
     }
 
-    // The backlog: every probe record in the topic (fences have an empty value).
+    // The backlog: every probe record in the topic, fences aside.
     let records = read_all(&broker, &topic)
         .into_iter()
-        .filter(|r| !r.value.is_empty())
+        .filter(|r| !r.fence)
         .count() as f64;
     assert!(records > 0.0);
     let mut worker = keyshift()

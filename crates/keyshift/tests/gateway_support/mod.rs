@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use keyshift_core::protocol::{is_fence, FENCE_HEADER};
 use keyshift_kafka::EmbeddedBroker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -28,6 +29,8 @@ pub struct Rec {
     pub key: String,
     pub value: Vec<u8>,
     pub headers: usize,
+    /// A keyshift fence (its header or the reserved value), which is no application record.
+    pub fence: bool,
 }
 
 /// A fresh embedded broker with `topic` of `partitions` partitions.
@@ -78,7 +81,11 @@ pub fn read_all(broker: &EmbeddedBroker, topic: &str) -> Vec<Rec> {
             continue;
         };
         let message = message.expect("consume");
+        let fence_header = message
+            .headers()
+            .is_some_and(|h| h.iter().any(|h| h.key == FENCE_HEADER));
         let rec = Rec {
+            fence: is_fence(fence_header, message.payload()),
             partition: message.partition() as u32,
             offset: message.offset(),
             key: String::from_utf8(message.key().unwrap_or_default().to_vec()).expect("utf-8 key"),
