@@ -3,20 +3,21 @@
 //! barrier between two members of one group read through OffsetFetch (with the serial check
 //! that sees the moved key in one member at a time, and its negative control), and the guards of
 //! issue 10: refused passthrough properties, a partition whose log lost its committed offset,
-//! committed offsets that cannot be read, keys parked too long, and null keys.
+//! committed offsets that cannot be read, keys parked too long, null keys, and fences whose
+//! headers were stripped.
 //!
 //! Every test starts its own broker. Waits are bounded and name what they wait for; nothing
 //! asserts on durations.
 
 mod consumer_util;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use consumer_util::{start_consumer, wait_until, FencedProducer, SeenLog};
+use consumer_util::{start_consumer, wait_until, FencedProducer, Hold, SeenLog};
 use keyshift_core::probe::Probe;
-use keyshift_core::protocol::{FenceHeader, RouteHeader, FENCE_HEADER, ROUTE_HEADER};
+use keyshift_core::protocol::{FenceHeader, RouteHeader, FENCE_HEADER, FENCE_VALUE, ROUTE_HEADER};
 use keyshift_core::serial::SerialCheck;
 use keyshift_kafka::{
     ClientSettings, ConsumerError, DeliveredRecord, EmbeddedBroker, OrderedConsumerBuilder,
@@ -296,21 +297,17 @@ fn two_members_wait_for_each_others_commits_through_offset_fetch() {
     let serial = Arc::new(Mutex::new(SerialCheck::new()));
     // The member that owns the key's old partition holds the key's records until the test
     // has seen the other member park the key's new records.
-    let hold = Arc::new(AtomicBool::new(true));
+    let hold = Hold::held();
     let start = |name: &str| {
         let log = log.clone();
-        let hold = Arc::clone(&hold);
+        let hold = hold.clone();
         let id = name.to_owned();
         OrderedConsumerBuilder::new(&broker.client_settings().client_id(name), group, topic)
             .session_timeout(Duration::from_secs(10))
             .shared_serial_check(Arc::clone(&serial))
             .spawn(move |r: &DeliveredRecord| {
                 if r.key.as_deref() == Some(b"K") && r.route.is_none() {
-                    let since = std::time::Instant::now();
-                    // Bounded, so that a failing test cannot hang in the handler.
-                    while hold.load(Ordering::SeqCst) && since.elapsed() < consumer_util::PATIENCE {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
+                    hold.wait();
                 }
                 log.push(&id, r);
                 Ok::<(), std::convert::Infallible>(())
@@ -330,13 +327,7 @@ fn two_members_wait_for_each_others_commits_through_offset_fetch() {
     });
 
     // Releases the held handler even when an assertion fails, so the test cannot hang.
-    struct Release(Arc<AtomicBool>);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            self.0.store(false, Ordering::SeqCst);
-        }
-    }
-    let _release = Release(Arc::clone(&hold));
+    let _release = hold.release_on_drop();
 
     let mut producer = FencedProducer::new(&broker, topic, 2);
     let home = producer.migrator.home(b"K");
@@ -374,7 +365,7 @@ fn two_members_wait_for_each_others_commits_through_offset_fetch() {
     });
     assert!(log.snapshot().iter().all(|s| s.key != "K"));
 
-    hold.store(false, Ordering::SeqCst);
+    hold.release();
     wait_until("all 20 records processed", || log.len() == 20);
     let seen = log.snapshot();
     if std::env::var_os("KEYSHIFT_TEST_TRACE").is_some() {
@@ -779,4 +770,81 @@ fn null_key_records_are_not_the_empty_key_and_never_park() {
     let stats = consumer.stats().snapshot();
     assert_eq!((stats.order_violations, stats.duplicates), (0, 0));
     consumer.stop().unwrap();
+}
+
+/// Issue 10 item 11: a tool that drops headers (a mirror, say) leaves a fence recognisable by its
+/// reserved value alone. The ordered consumer counts such a record as a fence and never hands
+/// it to the application; an application's empty value, the marker under a broken fence header
+/// (the header decides, not the value) and keyless records are still delivered, and the
+/// partition's commit passes them all.
+#[test]
+fn a_headerless_record_with_the_fence_value_is_a_fence_not_data() {
+    let broker = EmbeddedBroker::start().expect("broker");
+    let topic = "stripped-fence";
+    let group = "stripped-fence-group";
+    broker.create_topic(topic, 1).unwrap();
+    let producer = plain_producer(&broker);
+    let fence = FenceHeader {
+        set_index: 1,
+        to_partition: 0,
+    }
+    .encode();
+    let broken = {
+        let mut v = fence.clone();
+        v[0] = 9;
+        v
+    };
+    produce(&producer, topic, 0, "a", &probe(0), &[]);
+    // The fence the producer writes, with its headers stripped.
+    produce(&producer, topic, 0, "K", FENCE_VALUE, &[]);
+    produce(&producer, topic, 0, "empty", b"", &[]);
+    produce(
+        &producer,
+        topic,
+        0,
+        "broken",
+        FENCE_VALUE,
+        &[(FENCE_HEADER, &broken)],
+    );
+    produce_opt(&producer, topic, 0, None, FENCE_VALUE, &[]);
+    produce_opt(&producer, topic, 0, None, b"", &[(FENCE_HEADER, &fence)]);
+    let last = produce(&producer, topic, 0, "a", &probe(1), &[]);
+
+    let log = SeenLog::default();
+    let consumer = start_consumer(&broker, group, topic, "c1", &log, Duration::ZERO, |b| b);
+    wait_until("the last record delivered", || {
+        log.snapshot().iter().any(|s| s.offset == last)
+    });
+    let seen: Vec<(i64, String, bool)> = log
+        .snapshot()
+        .into_iter()
+        .map(|s| (s.offset, s.key, s.null_key))
+        .collect();
+    let want: Vec<(i64, String, bool)> = [
+        (0, "a", false),
+        (2, "empty", false),
+        (3, "broken", false),
+        (4, "", true),
+        (5, "", true),
+        (6, "a", false),
+    ]
+    .into_iter()
+    .map(|(o, k, n)| (o, k.to_owned(), n))
+    .collect();
+    assert_eq!(seen, want, "the stripped fence (offset 1) is not data");
+    wait_until("the stripped fence counted", || {
+        consumer.stats().snapshot().fences == 1
+    });
+    let stats = consumer.stats().snapshot();
+    assert_eq!(
+        (stats.processed, stats.malformed_headers),
+        (6, 1),
+        "{stats:?}"
+    );
+    consumer.stop().expect("clean stop");
+    assert_eq!(
+        broker.admin().committed_offsets(group, topic, 1).unwrap(),
+        vec![Some(last + 1)],
+        "the commit passes the fence and every delivered record"
+    );
 }

@@ -1,6 +1,8 @@
 //! Fenced migrations end to end: a hot key forced A → B → C while records of many keys flow,
-//! consumed by a group of ordered consumers; and the same with a member killed mid-run
-//! (destroyed without a final commit or LeaveGroup).
+//! consumed by a group of ordered consumers, one per partition, with the hot key's old
+//! partition held until its new records are seen parked (so parking is asserted, not hoped
+//! for); and the same with a member killed mid-run (destroyed without a final commit or
+//! LeaveGroup).
 //!
 //! The producer is a plain rdkafka producer driven by the core's `Migrator` (see
 //! `consumer_util`), so these tests check the consumer independently of keyshift's own
@@ -12,9 +14,11 @@ mod consumer_util;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use consumer_util::{start_consumer, wait_until, FencedProducer, SeenLog};
+use consumer_util::{
+    start_consumer, start_consumer_with, wait_until, FencedProducer, Hold, SeenLog,
+};
 use keyshift_core::probe::SequenceCheck;
-use keyshift_kafka::EmbeddedBroker;
+use keyshift_kafka::{DeliveredRecord, EmbeddedBroker};
 
 const KEYS: usize = 12;
 
@@ -55,32 +59,59 @@ fn forced_migrations_under_load_deliver_every_record_in_key_order() {
     // Every member also checks one shared, global per-key order (as the experiment does).
     let shared = Arc::new(Mutex::new(SequenceCheck::default()));
     let service = Duration::from_millis(1);
-    let first = start_consumer(&broker, group, topic, "w1", &log, service, |b| {
-        b.shared_sequence_check(Arc::clone(&shared), true)
-    });
-    wait_until("the first member to own all partitions", || {
-        first.stats().snapshot().owned_partitions == 3
-    });
-    let second = start_consumer(&broker, group, topic, "w2", &log, service, |b| {
-        b.shared_sequence_check(Arc::clone(&shared), true)
-    });
-    let members = [first, second];
-    wait_until("the partitions to be spread over both members", || {
-        members
-            .iter()
-            .map(|m| m.stats().snapshot().owned_partitions)
-            .sum::<u64>()
-            == 3
-            && members
-                .iter()
-                .all(|m| m.stats().snapshot().owned_partitions > 0)
-    });
-
     let mut producer = FencedProducer::new(&broker, topic, 3);
-    let [_, b, c] = chain(&producer);
+    let [a, b, c] = chain(&producer);
+    // The hot key's records on A are held in their member's handler until the member that owns
+    // B has parked the hot key's records there: A cannot be committed past its fence before,
+    // so parking must happen, and the test sees it instead of hoping for it.
+    let hold = Hold::held();
+    let _release = hold.release_on_drop();
+    let start = |name: &str| {
+        let hold = hold.clone();
+        let serve = move |r: &DeliveredRecord| {
+            if r.partition == a && r.key.as_deref() == Some(b"hot") {
+                hold.wait();
+            }
+            std::thread::sleep(service);
+        };
+        start_consumer_with(&broker, group, topic, name, &log, serve, |b| {
+            b.shared_sequence_check(Arc::clone(&shared), true)
+        })
+    };
+    // One member per partition (joining one after the other settles the group faster), so
+    // that the member held on A is not the one that must park on B.
+    let mut members = vec![start("w1")];
+    wait_until("the first member to own all partitions", || {
+        members[0].stats().snapshot().owned_partitions == 3
+    });
+    for (n, name) in ["w2", "w3"].into_iter().enumerate() {
+        members.push(start(name));
+        wait_until(
+            &format!("{} members to share the partitions", n + 2),
+            || {
+                let owned: Vec<u64> = members
+                    .iter()
+                    .map(|m| m.stats().snapshot().owned_partitions)
+                    .collect();
+                owned.iter().sum::<u64>() == 3 && owned.iter().all(|&o| o > 0)
+            },
+        );
+    }
+
     let records = 600;
     produce_with_moves(&mut producer, records, &[(150, b), (300, c)]);
     assert_eq!(producer.fences.len(), 2, "A → B and B → C each fenced once");
+    wait_until(
+        "the hot key's records to park on B while its records on A are held",
+        || members.iter().any(|m| m.stats().parked_now() > 0),
+    );
+    assert!(
+        log.snapshot()
+            .iter()
+            .all(|s| s.key != "hot" || s.partition == a),
+        "no record of the hot key after its move was processed before A's"
+    );
+    hold.release();
 
     wait_until("every record processed", || log.distinct() == records);
     let check = log.check();
@@ -98,19 +129,26 @@ fn forced_migrations_under_load_deliver_every_record_in_key_order() {
     assert_eq!(shared.keys(), keys.len());
     drop(shared);
 
-    // The hot key's records sit on A, then B, then C, and went through in sequence.
-    let hot: Vec<(u64, u32)> = log
+    // The hot key's records sit on A, then B, then C, and went through in sequence; the first
+    // of them on B was delivered as parked.
+    let hot: Vec<(u64, u32, bool)> = log
         .snapshot()
         .iter()
         .filter(|s| s.key == "hot")
-        .map(|s| (s.seq.unwrap(), s.partition))
+        .map(|s| (s.seq.unwrap(), s.partition, s.parked))
         .collect();
     assert_eq!(hot.len(), records / 3);
     assert!(hot.windows(2).all(|w| w[0].0 + 1 == w[1].0));
+    let first_on_b = hot.iter().find(|h| h.1 == b).expect("hot records on B");
+    assert!(
+        first_on_b.2,
+        "the first hot record on B was parked: {first_on_b:?}"
+    );
     let stats: Vec<_> = members.iter().map(|m| m.stats().snapshot()).collect();
     assert_eq!(stats.iter().map(|s| s.fences).sum::<u64>(), 2);
     assert_eq!(stats.iter().map(|s| s.order_violations).sum::<u64>(), 0);
     let parked: u64 = stats.iter().map(|s| s.parked_total).sum();
+    assert!(parked > 0, "{stats:?}");
     eprintln!(
         "forced migrations: {records} records, {} parked, park p50 {:.1} ms",
         parked,

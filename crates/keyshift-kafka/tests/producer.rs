@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use keyshift_core::hash::kafka_partition;
-use keyshift_core::protocol::{FenceHeader, RouteEntry, RouteHeader, FENCE_HEADER, ROUTE_HEADER};
+use keyshift_core::protocol::{
+    is_fence, FenceHeader, RouteEntry, RouteHeader, FENCE_HEADER, FENCE_VALUE, ROUTE_HEADER,
+};
 use keyshift_core::strategy::{KeyshiftConfig, StrategyConfig};
 use keyshift_core::workload::{key_name, Zipf};
 use keyshift_kafka::{
@@ -255,10 +257,12 @@ async fn forced_moves_a_to_b_to_c_are_fenced_and_lose_nothing() {
             to_partition: b
         })
     );
+    // Its value is the reserved marker, so a reader without headers recognises it too.
     assert!(
-        fence_a.value.is_empty() && fence_a.route.is_none(),
+        fence_a.value == FENCE_VALUE && fence_a.route.is_none(),
         "{fence_a:?}"
     );
+    assert!(is_fence(false, Some(&fence_a.value)));
     assert!(data_a
         .iter()
         .all(|r| r.fence.is_none() && r.route.is_none()));
@@ -286,6 +290,7 @@ async fn forced_moves_a_to_b_to_c_are_fenced_and_lose_nothing() {
         })
     );
     assert_eq!(fence_b.route, Some(route_1));
+    assert_eq!(fence_b.value, FENCE_VALUE, "{fence_b:?}");
     // C: data records routed from B's fence.
     let on_c = of_key(&logs, &moved, c);
     let route_2 = RouteHeader {

@@ -7,7 +7,7 @@ mod python;
 use std::collections::HashMap;
 use std::process::Command;
 
-use keyshift_core::protocol::{FenceHeader, RouteHeader, FENCE_HEADER, ROUTE_HEADER};
+use keyshift_core::protocol::{FenceHeader, RouteHeader, FENCE_HEADER, FENCE_VALUE, ROUTE_HEADER};
 use keyshift_kafka::{EmbeddedBroker, KeyshiftProducer};
 
 /// Reads every partition from the beginning and prints one JSON line per record, bytes as hex.
@@ -166,7 +166,8 @@ async fn keyshift_records_are_read_back_by_kafka_python() {
         .find(|r| r.headers.iter().any(|(n, _)| n == FENCE_HEADER))
         .expect("kafka-python sees the fence record");
     assert_eq!(fence.key, hot);
-    assert!(fence.value.is_empty());
+    // What a plain consumer sees as the fence's value: the reserved marker.
+    assert_eq!(fence.value, FENCE_VALUE, "{fence:?}");
     let (_, bytes) = fence
         .headers
         .iter()

@@ -11,8 +11,11 @@
 //! and the receiver run in a *child process*, so the CPU time measured here (getrusage of
 //! this process: librdkafka, routing, span creation, header injection, batching, protobuf
 //! encoding, HTTP export) is the producer's alone; wall-clock throughput is bounded by the
-//! broker, so CPU per record is the figure that isolates the overhead. Medians over the
-//! rounds and ratios to `off` are printed.
+//! broker, so CPU per record is the figure that isolates the overhead. Per variant it prints
+//! the median over the rounds with the run-to-run spread `[min–max]`, and the ratio to `off`
+//! of the same round (the variants alternate inside a round) as median `[min–max]` over the
+//! rounds; the tracer's own CPU per record (`on, ratio 0.01` minus `off + header`, which carry
+//! the same header) likewise; then every round's raw values.
 
 #[path = "../tests/otlp_receiver/mod.rs"]
 mod otlp_receiver;
@@ -101,20 +104,39 @@ fn main() {
         }
     }
     println!(
-        "{:<16} {:>12} {:>9} {:>12} {:>9}",
-        "tracing", "records/s", "ratio", "cpu µs/rec", "ratio"
+        "{:<16} {:>20} {:>20} {:>20} {:>20}",
+        "tracing", "records/s", "vs off", "cpu µs/rec", "vs off"
     );
-    let base_rate = median(results[0].iter().map(|s| s.rate));
-    let base_cpu = median(results[0].iter().map(|s| s.cpu_us_per_record));
     for (v, (name, _)) in variants.iter().enumerate() {
-        let rate = median(results[v].iter().map(|s| s.rate));
-        let cpu = median(results[v].iter().map(|s| s.cpu_us_per_record));
+        let paired = |f: fn(&Sample) -> f64| -> Vec<f64> {
+            results[v]
+                .iter()
+                .zip(&results[0])
+                .map(|(s, off)| f(s) / f(off))
+                .collect()
+        };
+        let rate = |s: &Sample| s.rate;
+        let cpu = |s: &Sample| s.cpu_us_per_record;
         println!(
-            "{name:<16} {rate:>12.0} {:>9.3} {cpu:>12.2} {:>9.3}",
-            rate / base_rate,
-            cpu / base_cpu
+            "{name:<16} {:>20} {:>20} {:>20} {:>20}",
+            spread(results[v].iter().map(rate), 0),
+            spread(paired(rate), 3),
+            spread(results[v].iter().map(cpu), 2),
+            spread(paired(cpu), 3),
         );
     }
+    // The tracer apart from carrying the header: both variants send the same 55-byte header.
+    let (header, sampled) = (1, 2);
+    let tracer_alone = results[sampled]
+        .iter()
+        .zip(&results[header])
+        .map(|(on, off)| on.cpu_us_per_record - off.cpu_us_per_record);
+    println!(
+        "tracer alone ({} − {}, same round): cpu µs/rec {}",
+        variants[sampled].0,
+        variants[header].0,
+        spread(tracer_alone, 2)
+    );
     for (v, (name, _)) in variants.iter().enumerate() {
         let rates: Vec<String> = results[v]
             .iter()
@@ -134,6 +156,15 @@ fn main() {
     // Closing its stdin tells the child to stop.
     drop(child.stdin.take());
     let _ = child.wait();
+}
+
+/// `median [min–max]` of `values`, with `decimals` decimals.
+fn spread(values: impl IntoIterator<Item = f64>, decimals: usize) -> String {
+    let values: Vec<f64> = values.into_iter().collect();
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let median = median(values);
+    format!("{median:.decimals$} [{min:.decimals$}–{max:.decimals$}]")
 }
 
 #[derive(Debug, Clone, Copy)]

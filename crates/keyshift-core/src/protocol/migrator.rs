@@ -72,7 +72,8 @@ pub enum Step {
         /// Route header the record must carry.
         header: Option<RouteHeader>,
     },
-    /// Write a fence first: a record of `key` with an empty value on `fence_partition`, with
+    /// Write a fence first: a record of `key` with value [`super::FENCE_VALUE`] on
+    /// `fence_partition`, with
     /// header [`super::FENCE_HEADER`] = `header` and, if `route` is set, header
     /// [`super::ROUTE_HEADER`] = `route`. Then report its offset with [`Migrator::fence_acked`]
     /// (or [`Migrator::fence_failed`]). The triggering record and every later record of the key

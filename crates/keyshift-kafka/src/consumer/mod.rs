@@ -6,9 +6,11 @@
 //! ([`RecordHandler`]):
 //!
 //! - each consumed record is offered to the gate with its decoded `keyshift-route` header and
-//!   `keyshift-fence` flag; the gate releases it once every earlier record of its key is
-//!   processed, including, for a migrated key, everything on its old partition up to the
-//!   fence. Only the waiting key parks; other keys keep flowing;
+//!   fence flag (a `keyshift-fence` header, or — without any keyshift header, e.g. stripped by a
+//!   mirror tool — the reserved value [`FENCE_VALUE`](keyshift_core::protocol::FENCE_VALUE);
+//!   see [`is_fence`](keyshift_core::protocol::is_fence)); the gate releases it once every
+//!   earlier record of its key is processed, including, for a migrated key, everything on its
+//!   old partition up to the fence. Only the waiting key parks; other keys keep flowing;
 //! - while records are parked on a partition this member does not own, the group's committed
 //!   offset of that partition is read (OffsetFetch) every
 //!   [`barrier_poll_interval`](OrderedConsumerBuilder::barrier_poll_interval);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keyshift_core::probe::{Probe, SeqVerdict, SequenceCheck};
 use keyshift_core::protocol::{
-    FenceHeader, GateRecord, Offered, OrderGate, RouteHeader, FENCE_HEADER, ROUTE_HEADER,
+    is_fence, FenceHeader, GateRecord, Offered, OrderGate, RouteHeader, FENCE_HEADER, ROUTE_HEADER,
 };
 use keyshift_core::serial::SerialCheck;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -470,11 +470,13 @@ impl Loop {
             return;
         }
         let mut route = None;
-        let mut fence = false;
+        let mut fence_header = false;
+        let mut keyshift_header = false;
         let mut unordered = false;
         let mut headers = Vec::new();
         if let Some(hs) = message.headers() {
             for h in hs.iter() {
+                keyshift_header |= h.key == ROUTE_HEADER || h.key == FENCE_HEADER;
                 if h.key == ROUTE_HEADER {
                     match RouteHeader::decode(h.value.unwrap_or_default()) {
                         Ok(r) => route = Some(r),
@@ -487,7 +489,7 @@ impl Loop {
                     }
                 } else if h.key == FENCE_HEADER {
                     match FenceHeader::decode(h.value.unwrap_or_default()) {
-                        Ok(_) => fence = true,
+                        Ok(_) => fence_header = true,
                         Err(err) => {
                             unordered = true;
                             ConsumerStats::add(&self.stats.malformed_headers, 1);
@@ -501,8 +503,22 @@ impl Loop {
         }
         // A record whose route could not be read must not be gated on a barrier it does not
         // name; a broken fence is not trusted as a fence (the application sees it instead).
+        // Without any keyshift header (stripped by a mirror tool, say) the reserved fence value
+        // alone marks a fence; with one, the headers decide, so a broken header is not
+        // overruled by the value.
+        let value = if keyshift_header {
+            None
+        } else {
+            message.payload()
+        };
+        let mut fence = is_fence(fence_header, value);
         if unordered {
             route = None;
+            fence = false;
+        }
+        // Fences always have a key; the gate releases a keyless record as data whatever it is
+        // flagged, so it must be stored (and delivered) as data too.
+        if message.key().is_none() {
             fence = false;
         }
         let mut state = lock(&self.state);

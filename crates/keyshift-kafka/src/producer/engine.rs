@@ -40,7 +40,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use keyshift_core::protocol::{
-    FenceHeader, Migrator, RouteChange, RouteHeader, Step, FENCE_HEADER, ROUTE_HEADER,
+    FenceHeader, Migrator, RouteChange, RouteHeader, Step, FENCE_HEADER, FENCE_VALUE, ROUTE_HEADER,
 };
 use keyshift_core::stats::LatencyHistogram;
 use keyshift_core::strategy::Strategy;
@@ -553,10 +553,12 @@ impl Inner {
             set = header.set_index,
             "writing fence"
         );
+        // The reserved marker value makes the fence recognisable where its headers are not read
+        // or were stripped (a plain consumer, a mirror tool); the header stays authoritative.
         let rec = Outgoing {
             key,
             partition: fence_partition,
-            value: &[],
+            value: FENCE_VALUE.as_slice(),
             headers: &[],
             route,
             fence: Some(header),

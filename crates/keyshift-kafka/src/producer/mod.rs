@@ -6,8 +6,9 @@
 //! `keyshift`) the core's [`Migrator`] then decides:
 //! - *send*: the record goes to that partition now, with the `keyshift-route` header when its
 //!   key's current message set needs one;
-//! - *fence*: the key moves from A to B. A fence record (the key, an empty value, header
-//!   `keyshift-fence`, plus `keyshift-route` of the set it closes, if any) is written to A;
+//! - *fence*: the key moves from A to B. A fence record (the key, the reserved value
+//!   [`FENCE_VALUE`](keyshift_core::protocol::FENCE_VALUE), header `keyshift-fence`, plus
+//!   `keyshift-route` of the set it closes, if any) is written to A;
 //!   this record and every later record of the key wait in a per-key FIFO until the fence's
 //!   delivery report gives its offset, then are offered again in order (they go to B with
 //!   the route header naming A and the fence offset). Only that key waits, about one produce

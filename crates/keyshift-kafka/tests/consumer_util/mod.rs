@@ -5,12 +5,13 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keyshift_core::hash::Hasher;
 use keyshift_core::probe::{Probe, SequenceCheck};
-use keyshift_core::protocol::{Migrator, Step, FENCE_HEADER, ROUTE_HEADER};
+use keyshift_core::protocol::{Migrator, Step, FENCE_HEADER, FENCE_VALUE, ROUTE_HEADER};
 use keyshift_kafka::{DeliveredRecord, EmbeddedBroker, OrderedConsumer, OrderedConsumerBuilder};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -141,6 +142,25 @@ pub fn start_consumer(
     service: Duration,
     configure: impl FnOnce(OrderedConsumerBuilder) -> OrderedConsumerBuilder,
 ) -> OrderedConsumer {
+    let serve = move |_: &DeliveredRecord| {
+        if !service.is_zero() {
+            std::thread::sleep(service);
+        }
+    };
+    start_consumer_with(broker, group, topic, name, log, serve, configure)
+}
+
+/// Starts an ordered consumer whose handler runs `serve` on each record, then logs it into
+/// `log`.
+pub fn start_consumer_with(
+    broker: &EmbeddedBroker,
+    group: &str,
+    topic: &str,
+    name: &str,
+    log: &SeenLog,
+    mut serve: impl FnMut(&DeliveredRecord) + Send + 'static,
+    configure: impl FnOnce(OrderedConsumerBuilder) -> OrderedConsumerBuilder,
+) -> OrderedConsumer {
     let log = log.clone();
     let id = name.to_owned();
     // A rebalance waits at most this long for members to rejoin (it is the rebalance
@@ -157,13 +177,47 @@ pub fn start_consumer(
         .thread_name(name);
     configure(builder)
         .spawn(move |r: &DeliveredRecord| {
-            if !service.is_zero() {
-                std::thread::sleep(service);
-            }
+            serve(r);
             log.push(&id, r);
             Ok::<(), std::convert::Infallible>(())
         })
         .expect("ordered consumer starts")
+}
+
+/// A latch test handlers wait at: [`Hold::wait`] blocks while it is held, [`Hold::release`]
+/// lets every waiter through. Waits are bounded by [`PATIENCE`] and the guard of
+/// [`Hold::release_on_drop`] releases it, so a failing test cannot hang in a handler.
+#[derive(Clone)]
+pub struct Hold(Arc<AtomicBool>);
+
+impl Hold {
+    /// A latch that starts held.
+    pub fn held() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+
+    /// Blocks while the latch is held (at most [`PATIENCE`]).
+    pub fn wait(&self) {
+        let since = Instant::now();
+        while self.0.load(Ordering::SeqCst) && since.elapsed() < PATIENCE {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn release(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    /// A guard that releases the latch when dropped (also when the test panics).
+    pub fn release_on_drop(&self) -> impl Drop {
+        struct Release(Hold);
+        impl Drop for Release {
+            fn drop(&mut self) {
+                self.0.release();
+            }
+        }
+        Release(self.clone())
+    }
 }
 
 /// A fenced producer for tests: plain rdkafka plus the core's `Migrator`. Records carry probe
@@ -253,7 +307,7 @@ impl FencedProducer {
                     let record = FutureRecord::<[u8], [u8]>::to(&self.topic)
                         .partition(fence_partition as i32)
                         .key(&k[..])
-                        .payload(&[][..])
+                        .payload(FENCE_VALUE.as_slice())
                         .headers(headers);
                     let f = self
                         .producer

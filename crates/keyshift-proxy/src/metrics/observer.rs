@@ -71,13 +71,18 @@ impl Observer for ProxyMetrics {
     }
 
     fn produced(&self, e: &ProducedBatch<'_>) {
-        // Control batches carry transaction markers, not application keys.
+        // Control batches carry transaction markers, not application keys; a keyshift fence
+        // is protocol too, so it does not count towards its key's heat.
         if e.batch.control {
             return;
         }
         self.produced_keys(
             e.topic,
-            e.batch.records.iter().map(|r| r.key.as_deref()),
+            e.batch
+                .records
+                .iter()
+                .filter(|r| !r.is_fence())
+                .map(|r| r.key.as_deref()),
             e.at,
         );
     }

@@ -12,6 +12,7 @@
 use std::io::Read;
 
 use bytes::{Buf, Bytes};
+use keyshift_core::protocol::{is_fence, FENCE_HEADER};
 
 /// Bytes before the records in a v2 batch (base offset through record count).
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -73,6 +74,18 @@ pub struct Record {
     pub value: Option<Bytes>,
     /// Headers in wire order.
     pub headers: Vec<Header>,
+}
+
+impl Record {
+    /// Whether this is a keyshift fence (its `keyshift-fence` header or the reserved value,
+    /// [`keyshift_core::protocol::is_fence`]): protocol, not one of the application's records.
+    pub fn is_fence(&self) -> bool {
+        let header = self
+            .headers
+            .iter()
+            .any(|h| h.key.as_ref() == FENCE_HEADER.as_bytes());
+        is_fence(header, self.value.as_deref())
+    }
 }
 
 /// A decoded v2 record batch.
@@ -503,6 +516,29 @@ mod tests {
         b.put_i32(count);
         b.extend_from_slice(section);
         b.freeze()
+    }
+
+    #[test]
+    fn fences_are_recognised_by_header_or_reserved_value() {
+        use keyshift_core::protocol::FENCE_VALUE;
+        let record = |value: &'static [u8], headers: &[&'static [u8]]| Record {
+            offset: 0,
+            timestamp: 0,
+            key: Some(Bytes::from_static(b"K")),
+            value: Some(Bytes::from_static(value)),
+            headers: headers
+                .iter()
+                .map(|k| Header {
+                    key: Bytes::from_static(k),
+                    value: Some(Bytes::from_static(b"\x01\x01\x00")),
+                })
+                .collect(),
+        };
+        assert!(record(FENCE_VALUE, &[]).is_fence(), "headers stripped");
+        assert!(record(FENCE_VALUE, &[b"keyshift-fence"]).is_fence());
+        assert!(record(b"", &[b"keyshift-fence"]).is_fence(), "older fences");
+        assert!(!record(b"", &[]).is_fence());
+        assert!(!record(b"v", &[b"other"]).is_fence());
     }
 
     fn sample() -> Vec<TestRecord<'static>> {

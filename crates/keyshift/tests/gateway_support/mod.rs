@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use keyshift_core::protocol::{RouteHeader, FENCE_HEADER, ROUTE_HEADER};
+use keyshift_core::protocol::{is_fence, RouteHeader, FENCE_HEADER, ROUTE_HEADER};
 use keyshift_kafka::EmbeddedBroker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -31,7 +31,7 @@ pub struct Rec {
     pub headers: usize,
     /// Its decoded `keyshift-route` header, if it has a readable one.
     pub route: Option<RouteHeader>,
-    /// Whether it has a `keyshift-fence` header.
+    /// A keyshift fence (its header or the reserved value), which is no application record.
     pub fence: bool,
 }
 
@@ -84,13 +84,13 @@ pub fn read_all(broker: &EmbeddedBroker, topic: &str) -> Vec<Rec> {
         };
         let message = message.expect("consume");
         let rec = Rec {
+            fence: is_fence(header(&message, FENCE_HEADER).is_some(), message.payload()),
             partition: message.partition() as u32,
             offset: message.offset(),
             key: String::from_utf8(message.key().unwrap_or_default().to_vec()).expect("utf-8 key"),
             value: message.payload().unwrap_or_default().to_vec(),
             headers: message.headers().map_or(0, |h| h.count()),
             route: header(&message, ROUTE_HEADER).and_then(|v| RouteHeader::decode(v).ok()),
-            fence: header(&message, FENCE_HEADER).is_some(),
         };
         logs[rec.partition as usize].push(rec);
     }
