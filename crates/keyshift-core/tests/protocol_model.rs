@@ -312,14 +312,12 @@ impl World {
             if self.mode != Mode::NoConfirm {
                 sync.extend(self.consumers[c].gate.unconfirmed_barriers());
             }
-            if sync.is_empty() {
+            // One commit at a time: reporting it may pass more fences, which are checked (and
+            // counted processed) before anything else is committed.
+            let Some(&p) = sync.iter().min() else {
                 break;
-            }
-            sync.sort_unstable();
-            sync.dedup();
-            for p in sync {
-                self.commit_one(c, p, true);
-            }
+            };
+            self.commit_one(c, p, true);
         }
         while let Some(r) = self.consumers[c].gate.poll() {
             let i = self.index_of(r.partition, r.offset);
