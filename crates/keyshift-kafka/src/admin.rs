@@ -25,6 +25,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::watermarks::{self, TopicPartition};
+
+/// The `group.id` of the never-joining client that reads end offsets (ListOffsets needs no
+/// group; the client is cached with the per-group ones).
+const OFFSETS_CLIENT_GROUP: &str = "keyshift-admin-offsets";
+
 use crate::config::ClientSettings;
 
 /// How long one admin call may take unless configured otherwise.
@@ -330,19 +336,20 @@ impl Admin {
     /// deleted.
     pub fn end_offsets(&self, topic: &str) -> Result<Vec<i64>, AdminError> {
         let partitions = self.partitions(topic)?;
-        (0..partitions as i32)
-            .map(|partition| {
-                self.inner
-                    .client
-                    .inner()
-                    .fetch_watermarks(topic, partition, self.timeout())
-                    .map(|(_low, high)| high)
-                    .map_err(|source| AdminError::Request {
-                        operation: "reading end offsets (ListOffsets)",
-                        topic: topic.to_owned(),
-                        source: Box::new(source),
-                    })
-            })
+        let err = |source: KafkaError| AdminError::Request {
+            operation: "reading end offsets (ListOffsets)",
+            topic: topic.to_owned(),
+            source: Box::new(source),
+        };
+        let keys: Vec<TopicPartition> = (0..partitions as i32)
+            .map(|p| (topic.to_owned(), p))
+            .collect();
+        // One ListOffsets request per broker for all partitions (see `watermarks`).
+        let consumer = self.group_consumer(OFFSETS_CLIENT_GROUP).map_err(err)?;
+        let mut ends = watermarks::end_offsets(&consumer, &keys, self.timeout()).map_err(err)?;
+        keys.iter()
+            .map(|k| ends.remove(k).unwrap_or(Err(KafkaError::NoMessageReceived)))
+            .map(|r| r.map_err(err))
             .collect()
     }
 

@@ -381,34 +381,31 @@ impl LagCollector {
             per_group.push((name, view, committed));
         }
 
-        // Watermarks once per partition, whatever number of groups read it.
-        let mut watermarks: BTreeMap<(String, i32), Result<(i64, i64), String>> = BTreeMap::new();
-        for (_, _, committed) in &per_group {
-            for key in committed.keys() {
-                if !watermarks.contains_key(key) {
-                    let result = self
-                        .probe
-                        .client()
-                        .fetch_watermarks(&key.0, key.1, timeout)
-                        .map_err(|e| e.to_string());
-                    watermarks.insert(key.clone(), result);
-                }
-            }
-        }
+        // Watermarks once per partition, whatever number of groups read it, in two
+        // ListOffsets requests per broker for all partitions (see `crate::watermarks`).
+        let keys: Vec<(String, i32)> = per_group
+            .iter()
+            .flat_map(|(_, _, committed)| committed.keys().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let outage = |cause: KafkaError| LagError::Request {
+            operation: "reading log end offsets (ListOffsets)".to_owned(),
+            cause: Box::new(cause),
+        };
+        let raw = crate::watermarks::watermarks(&self.probe, &keys, timeout).map_err(outage)?;
         // A cluster that answers nothing is an outage, not a partition-level problem.
-        if !watermarks.is_empty() && watermarks.values().all(Result::is_err) {
-            let key = watermarks.keys().next().cloned().unwrap_or_default();
-            let source = self
-                .probe
-                .client()
-                .fetch_watermarks(&key.0, key.1, timeout)
-                .err()
+        if !raw.is_empty() && raw.values().all(Result::is_err) {
+            let cause = raw
+                .into_values()
+                .find_map(Result::err)
                 .unwrap_or(KafkaError::NoMessageReceived);
-            return Err(LagError::Request {
-                operation: "reading log end offsets (ListOffsets)".to_owned(),
-                cause: Box::new(source),
-            });
+            return Err(outage(cause));
         }
+        let watermarks: BTreeMap<(String, i32), Result<(i64, i64), String>> = raw
+            .into_iter()
+            .map(|(k, w)| (k, w.map_err(|e| e.to_string())))
+            .collect();
         for (key, result) in &watermarks {
             if let Ok((_, high)) = result {
                 let table = self.tables.entry(key.clone()).or_insert_with(|| {

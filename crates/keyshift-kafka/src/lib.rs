@@ -26,6 +26,7 @@ pub mod consumer;
 pub mod lag;
 pub mod producer;
 pub mod trace_events;
+pub mod watermarks;
 
 pub use admin::{Admin, AdminConfig, AdminError, TopicStatus};
 pub use broker::{
