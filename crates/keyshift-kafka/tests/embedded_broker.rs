@@ -141,6 +141,22 @@ fn records_round_trip_through_a_two_member_group_and_offsets_are_exact() {
 
     // End offsets equal the counts produced: this is what tansu's memory:// engine gets wrong.
     assert_eq!(broker.admin().end_offsets(topic).unwrap(), counts);
+    // The batched watermarks (one ListOffsets per broker for all partitions) say the same, and
+    // a partition the topic does not have is a per-partition error, not a failed call.
+    let probe: BaseConsumer = broker
+        .client_settings()
+        .consumer_config("watermarks-probe")
+        .create()
+        .unwrap();
+    let mut asked: Vec<(String, i32)> = (0..4).map(|p| (topic.to_owned(), p)).collect();
+    asked.push((topic.to_owned(), 9));
+    let marks = keyshift_kafka::watermarks::watermarks(&probe, &asked, Duration::from_secs(10))
+        .expect("the broker answers");
+    for p in 0..4 {
+        let w = marks[&(topic.to_owned(), p)].as_ref().unwrap();
+        assert_eq!(*w, (0, counts[p as usize]), "partition {p}");
+    }
+    assert!(marks[&(topic.to_owned(), 9)].is_err(), "{marks:?}");
 
     // Two members; every record is committed synchronously once seen, so a rebalance while
     // consuming hands partitions over at exactly the next unseen record.
