@@ -348,7 +348,7 @@ impl Admin {
         let consumer = self.group_consumer(OFFSETS_CLIENT_GROUP).map_err(err)?;
         let mut ends = watermarks::end_offsets(&consumer, &keys, self.timeout()).map_err(err)?;
         keys.iter()
-            .map(|k| ends.remove(k).unwrap_or(Err(KafkaError::NoMessageReceived)))
+            .map(|k| ends.remove(k).unwrap_or_else(|| Err(watermarks::missing())))
             .map(|r| r.map_err(err))
             .collect()
     }

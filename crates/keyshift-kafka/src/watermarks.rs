@@ -21,8 +21,8 @@ pub type TopicPartition = (String, i32);
 /// Per partition: its offset, or why the broker gave none.
 pub type PerPartition<T> = BTreeMap<TopicPartition, Result<T, KafkaError>>;
 
-/// A partition the broker's answer left out.
-fn missing() -> KafkaError {
+/// A partition the broker's answer left out (every partition asked gets an entry: this one).
+pub(crate) fn missing() -> KafkaError {
     KafkaError::OffsetFetch(RDKafkaErrorCode::UnknownPartition)
 }
 
@@ -34,6 +34,9 @@ fn list_offsets<C: ConsumerContext>(
     at: Offset,
     timeout: Duration,
 ) -> Result<PerPartition<i64>, KafkaError> {
+    if partitions.is_empty() {
+        return Ok(BTreeMap::new());
+    }
     let mut tpl = TopicPartitionList::new();
     for (topic, p) in partitions {
         tpl.add_partition_offset(topic, *p, at)?;
@@ -61,9 +64,6 @@ pub fn watermarks<C: ConsumerContext>(
     partitions: &[TopicPartition],
     timeout: Duration,
 ) -> Result<PerPartition<(i64, i64)>, KafkaError> {
-    if partitions.is_empty() {
-        return Ok(BTreeMap::new());
-    }
     let low = list_offsets(consumer, partitions, Offset::Beginning, timeout)?;
     let mut high = list_offsets(consumer, partitions, Offset::End, timeout)?;
     Ok(low
@@ -82,8 +82,5 @@ pub fn end_offsets<C: ConsumerContext>(
     partitions: &[TopicPartition],
     timeout: Duration,
 ) -> Result<PerPartition<i64>, KafkaError> {
-    if partitions.is_empty() {
-        return Ok(BTreeMap::new());
-    }
     list_offsets(consumer, partitions, Offset::End, timeout)
 }

@@ -616,12 +616,15 @@ impl Pipeline {
             next.insert(tp, start);
         }
         let checkpoint = saved.map(|c| c.output);
+        let output: Vec<_> = (0..output_partitions as i32)
+            .map(|p| (settings.output.clone(), p))
+            .collect();
         let mut output_ends = BTreeMap::new();
-        for p in 0..output_partitions as i32 {
-            let (_, high) = consumer
-                .fetch_watermarks(&settings.output, p, KAFKA_TIMEOUT)
-                .context("reading the output's end offsets")?;
-            output_ends.insert(p, high);
+        for ((_, p), high) in
+            keyshift_kafka::watermarks::end_offsets(&consumer, &output, KAFKA_TIMEOUT)
+                .context("reading the output's end offsets")?
+        {
+            output_ends.insert(p, high.context("reading the output's end offsets")?);
         }
         let mut pipeline = Pipeline {
             settings_group: settings.group.clone(),
