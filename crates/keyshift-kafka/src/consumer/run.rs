@@ -211,7 +211,7 @@ impl ConsumerContext for GateContext {
 
     /// librdkafka calls this for automatic commits and only when an `offset_commit_cb` is set
     /// for explicit asynchronous ones, which rust-rdkafka does not set: the interval commits are
-    /// not reported here in practice, and nothing waits for them (see `confirm_barriers`). A
+    /// not reported here in practice, and nothing waits for them (see `commit_barriers`). A
     /// report that does arrive is still used.
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if result.is_ok() {
@@ -432,8 +432,7 @@ impl Loop {
                 }
                 None => {}
             }
-            self.commit_fences(&consumer);
-            self.confirm_barriers(&consumer);
+            self.commit_barriers(&consumer);
             let now = Instant::now();
             if now >= next_commit {
                 self.commit_all(&consumer, CommitMode::Async);
@@ -712,43 +711,35 @@ impl Loop {
         verdict
     }
 
-    /// Commits at once the partitions of fences just passed: the key's parked records on its
-    /// new partition wait for exactly this commit.
-    fn commit_fences(&mut self, consumer: &BaseConsumer<GateContext>) {
+    /// Commits synchronously, in one request, the partitions someone waits on:
+    /// - of fences just passed: the key's parked records on its new partition wait for exactly
+    ///   this commit;
+    /// - owned partitions whose progress would release a parked key but is not known committed
+    ///   ([`OrderGate::unconfirmed_barriers`]). Needed because the interval commits are
+    ///   asynchronous and librdkafka reports the outcome of an explicit asynchronous commit only
+    ///   to an `offset_commit_cb`, which rust-rdkafka's event API does not install: the gate
+    ///   never hears of them, and a key waiting for progress that only an interval commit
+    ///   carried (a fence passed while an earlier record of another key still held the commit
+    ///   offset) would wait forever.
+    ///
+    /// Synchronously, because a synchronous success is reported to the gate at once.
+    fn commit_barriers(&mut self, consumer: &BaseConsumer<GateContext>) {
         let mut state = lock(&self.state);
         let mut partitions = BTreeSet::new();
         while let Some(f) = state.gate.poll_fence() {
             ConsumerStats::add(&self.stats.fences, 1);
             partitions.insert(f.partition);
         }
-        if !partitions.is_empty() {
-            // Synchronously: the key's parked records here wait for this commit to be known
-            // done, and a synchronous success is reported to the gate at once.
-            self.commit(consumer, &mut state, Some(&partitions), CommitMode::Sync);
-        }
-    }
-
-    /// Commits synchronously the owned partitions whose progress would release a parked key
-    /// but is not known committed ([`OrderGate::unconfirmed_barriers`]). Needed because the
-    /// interval commits are asynchronous and librdkafka reports the outcome of an explicit
-    /// asynchronous commit only to an `offset_commit_cb`, which rust-rdkafka's event API does
-    /// not install: the gate never hears of them, and a key waiting for progress that only an
-    /// interval commit carried (a fence passed while an earlier record of another key still
-    /// held the commit offset) would wait forever.
-    fn confirm_barriers(&mut self, consumer: &BaseConsumer<GateContext>) {
-        let mut state = lock(&self.state);
-        let unconfirmed = state.gate.unconfirmed_barriers();
-        if unconfirmed.is_empty() {
-            return;
-        }
-        let partitions: BTreeSet<u32> = unconfirmed.into_iter().collect();
-        // The same offset may have gone out asynchronously already: send it again, and wait.
-        for p in &partitions {
-            if let Some(last) = state.owned.get_mut(p) {
+        for p in state.gate.unconfirmed_barriers() {
+            // The same offset may have gone out asynchronously already: send it again.
+            if let Some(last) = state.owned.get_mut(&p) {
                 *last = None;
             }
+            partitions.insert(p);
         }
-        self.commit(consumer, &mut state, Some(&partitions), CommitMode::Sync);
+        if !partitions.is_empty() {
+            self.commit(consumer, &mut state, Some(&partitions), CommitMode::Sync);
+        }
     }
 
     /// Commits every owned partition whose processed prefix moved.
