@@ -25,6 +25,7 @@
 
 pub mod error;
 pub mod hash;
+pub mod key_demand;
 pub mod lag;
 pub mod probe;
 pub mod protocol;

@@ -23,6 +23,7 @@ pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod consumer;
+pub mod feedback;
 pub mod lag;
 pub mod producer;
 pub mod trace_events;
@@ -37,6 +38,7 @@ pub use consumer::{
     BlockedKey, ConsumerError, ConsumerStats, DeliveredRecord, HandlerError, OrderedConsumer,
     OrderedConsumerBuilder, ParkPolicy, RecordHandler, StatsSnapshot, StopHandle,
 };
+pub use feedback::{FeedbackError, FeedbackLoop};
 pub use producer::{
     Delivery, KeyshiftProducer, PendingDelivery, ProduceError, ProducerBuildError, ProducerBuilder,
     ProducerStats, Routes, ROUTE_TOPIC_SUFFIX,

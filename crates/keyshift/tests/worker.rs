@@ -123,6 +123,100 @@ fn worker_processes_exports_metrics_and_commits_on_sigterm() {
     assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>());
 }
 
+/// The value of sample `name` with label `key="…"`, if exported.
+fn keyed_sample(body: &str, name: &str, key: &str) -> Option<f64> {
+    let prefix = format!("{name}{{key=\"{key}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+/// A key produced faster than one consumer can serve it is named on `/metrics` with the
+/// consumers it needs (its rate from the records' timestamps times the measured handler
+/// time), while a calm key beside it is not.
+#[test]
+fn worker_names_a_key_that_needs_more_than_one_consumer() {
+    let broker = EmbeddedBroker::start().expect("broker");
+    let topic = "giant";
+    broker.create_topic(topic, 2).unwrap();
+    let producer: FutureProducer = broker.client_settings().producer_config().create().unwrap();
+    let t0 = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // "giant": 50 records/s (timestamps 20 ms apart); "calm": 5 records/s. Served at 30 ms
+    // each they need 1.5 and 0.15 consumers.
+    let mut pending = Vec::new();
+    for (key, n, gap_ms) in [("giant", 80i64, 20i64), ("calm", 30, 200)] {
+        for i in 0..n {
+            pending.push(
+                producer
+                    .send_result(
+                        FutureRecord::to(topic)
+                            .key(key)
+                            .payload("x")
+                            .timestamp(t0 + i * gap_ms),
+                    )
+                    .map_err(|(e, _)| e)
+                    .unwrap(),
+            );
+        }
+    }
+    for f in pending {
+        futures_executor_block_on(f);
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyshift"))
+        .args([
+            "worker",
+            "--bootstrap-servers",
+            broker.bootstrap_servers(),
+            "--topic",
+            topic,
+            "--group",
+            "workers",
+            "--service-time-ms",
+            "30",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("keyshift worker starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = http_addr(&line);
+    // The demand window is 10 s: the verdict appears when the first one closes.
+    let deadline = Instant::now() + PATIENCE;
+    let body = loop {
+        let (_, body) = http_get(&addr, "/metrics");
+        if sample(&body, "keyshift_worker_infeasible_keys").is_some_and(|n| n > 0.0) {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no infeasible key named:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    signal_and_wait(&mut child, "-TERM", "worker");
+    assert_eq!(
+        sample(&body, "keyshift_worker_infeasible_keys"),
+        Some(1.0),
+        "{body}"
+    );
+    let needed = keyed_sample(&body, "keyshift_worker_key_consumers_needed", "giant")
+        .unwrap_or_else(|| panic!("giant not named:\n{body}"));
+    // A sleep never undershoots: at least 50/s × 30 ms.
+    assert!(needed >= 1.5 - 1e-9, "giant needs {needed}");
+    assert_eq!(
+        keyed_sample(&body, "keyshift_worker_key_consumers_needed", "calm"),
+        None,
+        "{body}"
+    );
+}
+
 #[test]
 fn worker_rejects_bad_flags_naming_them() {
     let out = Command::new(env!("CARGO_BIN_EXE_keyshift"))

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use keyshift_core::key_demand::KeyDemand;
 use keyshift_core::probe::{Probe, SeqVerdict, SequenceCheck};
 use keyshift_core::protocol::{
     is_fence, FenceHeader, GateRecord, Offered, OrderGate, RouteHeader, FENCE_HEADER, ROUTE_HEADER,
@@ -39,6 +40,12 @@ const IDLE_POLL: Duration = Duration::from_millis(20);
 /// before the first retry (doubled each time).
 const COMMITTED_READ_ATTEMPTS: u32 = 3;
 const COMMITTED_READ_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Window over which a key's demand (consumers it needs) is judged: long enough for a hot key
+/// to have many records in it, short enough that the metric follows a shifting load.
+const DEMAND_WINDOW: Duration = Duration::from_secs(10);
+/// Keys followed per demand window (see [`KeyDemand`]): bounds the memory whatever the key count.
+const DEMAND_MAX_KEYS: usize = 4096;
 
 /// One parked key on one barrier: (partition, key, barrier partition, fence offset).
 type ParkId = (u32, Arc<[u8]>, u32, i64);
@@ -362,6 +369,8 @@ pub(super) fn spawn(
         tracing: builder.tracing.clone(),
         events: builder.events.clone(),
         client_id: builder.settings.get_client_id().to_owned(),
+        demand: KeyDemand::new(DEMAND_WINDOW.as_secs_f64(), DEMAND_MAX_KEYS),
+        started: Instant::now(),
     };
     let thread = std::thread::Builder::new()
         .name(name)
@@ -401,6 +410,10 @@ struct Loop {
     tracing: Option<Tracing>,
     events: Option<TraceEventSink>,
     client_id: String,
+    /// How many consumers each hot key needs, from handler times and record timestamps.
+    demand: KeyDemand,
+    /// Origin of the clock `demand` is fed.
+    started: Instant,
 }
 
 impl Loop {
@@ -441,6 +454,7 @@ impl Loop {
             if now >= next_barrier {
                 self.check_barriers(&consumer);
                 self.check_parked(now);
+                self.publish_demand(now);
                 next_barrier = now + self.barrier_poll_interval;
             }
             self.backpressure(&consumer);
@@ -456,6 +470,14 @@ impl Loop {
         drop(consumer);
         tracing::info!(group = %self.group, topic = %self.topic, "ordered consumer stopped");
         Ok(())
+    }
+
+    /// Closes the key-demand window if it is due and publishes its infeasible keys.
+    fn publish_demand(&mut self, now: Instant) {
+        self.demand
+            .tick(now.saturating_duration_since(self.started).as_secs_f64());
+        self.stats
+            .set_infeasible_keys(self.demand.infeasible(), self.demand.infeasible_count());
     }
 
     /// Reads one consumed record's headers and offers it to the gate.
@@ -650,9 +672,19 @@ impl Loop {
                     "key processed by two consumers at the same time");
             }
         }
+        let handling = Instant::now();
         let result = self.handler.handle(&record);
+        let done = Instant::now();
         if let Some((check, key)) = serial {
             lock(check).end(key, self.worker_id);
+        }
+        if let (Some(key), Some(ts)) = (record.key.as_deref(), record.timestamp_ms) {
+            self.demand.record(
+                key,
+                ts,
+                done.duration_since(handling).as_secs_f64(),
+                done.duration_since(self.started).as_secs_f64(),
+            );
         }
         if let Some(span) = span {
             span.end(result.as_ref().err().map(|e| e as &dyn std::fmt::Display));

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use keyshift_core::sim::InfeasibleKey;
 use keyshift_core::stats::LatencyHistogram;
 
 /// Live counters of one ordered consumer; see the [module docs](self).
@@ -47,6 +48,7 @@ pub struct ConsumerStats {
     pub(crate) stalled_partitions: AtomicU64,
     pub(crate) offset_read_failures: AtomicU64,
     pub(crate) blocked_keys: Mutex<Vec<BlockedKey>>,
+    pub(crate) infeasible_keys: Mutex<(Vec<InfeasibleKey>, usize)>,
     pub(crate) park_time: Mutex<LatencyHistogram>,
     pub(crate) e2e_latency: Mutex<LatencyHistogram>,
 }
@@ -129,6 +131,12 @@ pub struct StatsSnapshot {
     pub offset_read_failures: u64,
     /// Keys parked longer than the park timeout right now, oldest first.
     pub blocked_keys: Vec<BlockedKey>,
+    /// Keys that needed more than one consumer in the last demand window (10 s), neediest
+    /// first, at most ten ([`keyshift_core::key_demand`]): per-key order makes their load
+    /// unsustainable wherever they are placed.
+    pub infeasible_keys: Vec<InfeasibleKey>,
+    /// How many keys needed more than one consumer in that window (may exceed the listed ones).
+    pub infeasible_key_count: u64,
     /// Time parked records waited, from consumption to release.
     pub park_time: LatencyHistogram,
     /// Probe records' end-to-end latency: processing start minus the probe's `sent_us`.
@@ -144,6 +152,8 @@ impl ConsumerStats {
     /// Copies every value.
     pub fn snapshot(&self) -> StatsSnapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        // One lock, released before the literal below takes the others.
+        let (infeasible_keys, infeasible_count) = lock(&self.infeasible_keys).clone();
         StatsSnapshot {
             processed: get(&self.processed),
             parked_now: get(&self.parked_now),
@@ -171,6 +181,8 @@ impl ConsumerStats {
             stalled_partitions: get(&self.stalled_partitions),
             offset_read_failures: get(&self.offset_read_failures),
             blocked_keys: lock(&self.blocked_keys).clone(),
+            infeasible_keys,
+            infeasible_key_count: infeasible_count as u64,
             park_time: lock(&self.park_time).clone(),
             e2e_latency: lock(&self.e2e_latency).clone(),
         }
@@ -222,6 +234,13 @@ impl ConsumerStats {
 
     pub(crate) fn set_blocked_keys(&self, keys: Vec<BlockedKey>) {
         *lock(&self.blocked_keys) = keys;
+    }
+
+    pub(crate) fn set_infeasible_keys(&self, keys: &[InfeasibleKey], count: usize) {
+        let mut slot = lock(&self.infeasible_keys);
+        if slot.0 != keys || slot.1 != count {
+            *slot = (keys.to_vec(), count);
+        }
     }
 
     pub(crate) fn record_park(&self, waited: Duration) {

@@ -358,6 +358,22 @@ impl Collector for StatsCollector {
             "Assignments whose committed offsets could not be read after retries",
             s.offset_read_failures,
         )?;
+        gauge(
+            &mut e,
+            "keyshift_worker_infeasible_keys",
+            "Keys that needed more than one consumer in the last 10 s window (busy time / producer-time span of their records): per-key order makes their load unsustainable",
+            s.infeasible_key_count,
+        )?;
+        let mut family = e.encode_descriptor(
+            "keyshift_worker_key_consumers_needed",
+            "Consumers each infeasible key needs (its rate x its handler time), neediest ten, last 10 s window",
+            None,
+            MetricType::Gauge,
+        )?;
+        for k in &s.infeasible_keys {
+            let labels = [("key", k.key.clone())];
+            ConstGauge::new(k.consumers_needed).encode(family.encode_family(&labels)?)?;
+        }
         let mut family = e.encode_descriptor(
             "keyshift_worker_blocked_key_age",
             "Keys parked longer than --park-timeout-ms: how long each has waited",

@@ -16,8 +16,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use keyshift_core::key_demand::infeasible_from_feedback;
 use keyshift_core::sketch::{HeavyHitters, SpaceSaving};
-use keyshift_kafka::{KeyshiftProducer, ProducerStats};
+use keyshift_kafka::{FeedbackLoop, KeyshiftProducer, ProducerStats};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -144,11 +145,19 @@ impl HotKeys {
 
     /// The `top` hottest keys with their estimated rate (records/s) and count.
     pub fn top(&self) -> Vec<(String, f64, u64)> {
+        self.top_raw()
+            .into_iter()
+            .map(|(key, rate, count)| (label_value(&key), rate, count))
+            .collect()
+    }
+
+    /// [`HotKeys::top`] with the keys' bytes.
+    fn top_raw(&self) -> Vec<(Vec<u8>, f64, u64)> {
         let now = self.origin.elapsed().as_secs_f64();
         let s = self.sketch.lock().unwrap_or_else(|p| p.into_inner());
         s.top(self.top, now)
             .into_iter()
-            .map(|h| (label_value(&h.key), h.rate, h.count))
+            .map(|h| (h.key.to_vec(), h.rate, h.count))
             .collect()
     }
 }
@@ -205,6 +214,44 @@ impl prometheus_client::collector::Collector for HotKeysCollector {
         for (key, _, count) in &top {
             let labels = [("key", key.as_str())];
             ConstGauge::new(*count as i64).encode(e.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Exports, with consumer feedback (`--consumer-group`), the hot keys that need more than one
+/// consumer ([`infeasible_from_feedback`]: a key's rate at this gateway over the pace of the
+/// saturated consumer of the partition it is routed to) as `keyshift_gateway_infeasible_keys`
+/// and `keyshift_gateway_key_consumers_needed{key}`.
+#[derive(Debug)]
+pub struct InfeasibleCollector {
+    pub hot_keys: Arc<HotKeys>,
+    pub producer: KeyshiftProducer,
+    pub feedback: Arc<FeedbackLoop>,
+}
+
+impl prometheus_client::collector::Collector for InfeasibleCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let hot = self.hot_keys.top_raw();
+        let routed = hot
+            .iter()
+            .map(|(key, rate, _)| (key.as_slice(), *rate, self.producer.current_partition(key)));
+        let (keys, count) = infeasible_from_feedback(routed, &self.feedback.latest());
+        gauge(
+            &mut encoder,
+            "keyshift_gateway_infeasible_keys",
+            "Hot keys whose rate exceeds the pace of the saturated consumer of their partition: per-key order makes their load unsustainable",
+            saturating(count),
+        )?;
+        let mut e = encoder.encode_descriptor(
+            "keyshift_gateway_key_consumers_needed",
+            "Consumers each infeasible hot key needs (its rate here / its consumer's pace)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for k in &keys {
+            let labels = [("key", label_value(k.key.as_bytes()))];
+            ConstGauge::new(k.consumers_needed).encode(e.encode_family(&labels)?)?;
         }
         Ok(())
     }

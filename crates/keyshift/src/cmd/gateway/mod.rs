@@ -18,15 +18,21 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use keyshift_kafka::{ClientSettings, KeyshiftProducer, Property};
+use keyshift_kafka::{ClientSettings, FeedbackLoop, KeyshiftProducer, Property};
 use prometheus_client::registry::Registry;
 
 use self::api::{Gateway, Limits};
-use self::metrics::{GatewayMetrics, HotKeys, HotKeysCollector, ProducerCollector};
+use self::metrics::{
+    GatewayMetrics, HotKeys, HotKeysCollector, InfeasibleCollector, ProducerCollector,
+};
 use super::strategy_flags::{RouteFlags, StrategyFlags};
 use super::trace_flags::TraceFlags;
 use super::workload_flags::{at_least_one, at_least_one_usize, parse_strategy, positive_f64};
+use crate::exit::FlagError;
 use crate::http::{self, Health, HttpServer};
+
+/// How often `--consumer-group`'s offsets are read.
+const FEEDBACK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Flags of `keyshift gateway`.
 #[derive(Debug, Args)]
@@ -108,6 +114,15 @@ pub struct GatewayArgs {
     #[arg(long, value_parser = positive_f64, default_value_t = 30.0)]
     flush_timeout: f64,
 
+    /// Consumer group that processes the topic. Its pace and backlog per partition, read
+    /// from the committed and end offsets every 2 s, feed the strategy's cost model (moves
+    /// weigh the backlog a key would wait behind; partitions count by their consumer's
+    /// measured capacity) and name on /metrics the hot keys that need more than one consumer
+    /// (keyshift_gateway_infeasible_keys, keyshift_gateway_key_consumers_needed). Without it
+    /// the strategy balances records only.
+    #[arg(long, value_name = "GROUP")]
+    consumer_group: Option<String>,
+
     #[command(flatten)]
     strategy_flags: StrategyFlags,
 
@@ -129,9 +144,16 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .client_id(&args.client_id)
         .properties(args.properties.iter().cloned());
     let trace = args.trace_flags.open("keyshift-gateway", &settings)?;
+    if args
+        .consumer_group
+        .as_deref()
+        .is_some_and(|g| g.trim().is_empty())
+    {
+        return Err(FlagError::new("--consumer-group", "must not be empty").into());
+    }
     let (producer, partitions, _) = args.strategy_flags.open_producer_with(
         &runtime,
-        settings,
+        settings.clone(),
         &args.topic,
         args.partitions,
         &args.strategy,
@@ -152,7 +174,15 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         max_request_bytes: args.max_request_bytes,
         max_batch: args.max_batch,
     };
+    let feedback = match &args.consumer_group {
+        Some(group) => Some(Arc::new(
+            FeedbackLoop::spawn(&settings, group, producer.clone(), FEEDBACK_INTERVAL)
+                .with_context(|| format!("--consumer-group {group}"))?,
+        )),
+        None => None,
+    };
     let options = GatewayOptions {
+        feedback,
         limits,
         wait_for_ack: !args.no_wait,
         hot_keys: args.hot_keys,
@@ -187,6 +217,8 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
 /// What [`serve`] needs besides the producer.
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
+    /// Consumer feedback, if a consumer group was named.
+    pub feedback: Option<Arc<FeedbackLoop>>,
     /// Request limits.
     pub limits: Limits,
     /// Answer after the broker's acknowledgement (otherwise 202 once queued).
@@ -219,6 +251,13 @@ where
         options.hot_keys,
     )?);
     registry.register_collector(Box::new(HotKeysCollector(Arc::clone(&hot_keys))));
+    if let Some(feedback) = &options.feedback {
+        registry.register_collector(Box::new(InfeasibleCollector {
+            hot_keys: Arc::clone(&hot_keys),
+            producer: producer.clone(),
+            feedback: Arc::clone(feedback),
+        }));
+    }
     registry.register_collector(Box::new(ProducerCollector::new(producer.clone())));
     let gateway = Arc::new(Gateway {
         producer: producer.clone(),
