@@ -470,3 +470,261 @@ fn the_check_catches_a_home_header_dropped_before_its_record_is_safe() {
     let (caught, _) = broken_runs(Mode::AckOnDecide);
     assert!(caught > 0, "a header dropped on decision went unnoticed");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The control log of coordinated producers (`keyshift_core::protocol::control`).
+//
+// Three members write to one log while each reads it with its own lag: a member acts on the
+// state of the prefix it has read, so stale deciders (zombies) write proposes, commits and
+// aborts after the claim that replaced them, several members claim the same term, and deciders
+// tombstone move records that a later commit of the same key superseded. The property: the
+// log compacted as Kafka would (last record per log key, tombstoned keys gone) reads to the same
+// term, decider, pending moves and routes as the full log — so a member that starts after
+// compaction agrees with every member that read everything. Negative control: keying move
+// records by the user key instead of by the move lets a zombie's record replace a valid commit,
+// and the check catches it.
+
+mod control_model {
+    use std::collections::BTreeMap;
+
+    use keyshift_core::protocol::control::{Control, ControlLog, Effect, MoveId};
+    use keyshift_core::protocol::{RouteEntry, RouteHeader};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// (log key, record; `None` is a tombstone).
+    type Log = Vec<(String, Option<Control>)>;
+
+    const MEMBERS: u64 = 3;
+    const KEYS: [&[u8]; 3] = [b"a", b"b", b"c"];
+    /// Histories per test (each 300 writes by three members).
+    const SEEDS: u64 = 300;
+
+    /// Reads `log` in order; returns the state and the position of each key's valid commit.
+    fn read(log: &[(String, Option<Control>)]) -> (ControlLog, BTreeMap<Vec<u8>, usize>) {
+        let mut state = ControlLog::new();
+        let mut committed = BTreeMap::new();
+        for (pos, (_, record)) in log.iter().enumerate() {
+            if let Some(r) = record {
+                if let Effect::Moved { key, .. } = state.apply(r) {
+                    committed.insert(key.to_vec(), pos);
+                }
+            }
+        }
+        (state, committed)
+    }
+
+    /// What Kafka's compaction leaves: the last record of each log key, tombstoned keys removed.
+    fn compact(log: &Log, key_of: fn(&Control) -> String) -> Log {
+        let mut last: BTreeMap<String, usize> = BTreeMap::new();
+        for (pos, (key, record)) in log.iter().enumerate() {
+            let key = record.as_ref().map_or_else(|| key.clone(), key_of);
+            last.insert(key, pos);
+        }
+        let mut keep: Vec<usize> = last
+            .values()
+            .copied()
+            .filter(|&p| log[p].1.is_some())
+            .collect();
+        keep.sort_unstable();
+        keep.into_iter().map(|p| log[p].clone()).collect()
+    }
+
+    /// Everything a reader derives, comparable.
+    fn summary(
+        s: &ControlLog,
+    ) -> (
+        u64,
+        Option<u64>,
+        Vec<(Vec<u8>, MoveId)>,
+        Vec<(Vec<u8>, RouteEntry)>,
+    ) {
+        let mut pending: Vec<_> = s
+            .pending_keys()
+            .map(|k| (k.to_vec(), s.pending(k).unwrap().id))
+            .collect();
+        pending.sort();
+        let mut routes: Vec<_> = s.routes().map(|(k, e)| (k.to_vec(), *e)).collect();
+        routes.sort_by(|a, b| a.0.cmp(&b.0));
+        (s.term(), s.decider(), pending, routes)
+    }
+
+    fn random_entry(rng: &mut ChaCha8Rng) -> Option<RouteEntry> {
+        rng.gen_bool(0.8).then(|| RouteEntry {
+            partition: rng.gen_range(0..4),
+            route: RouteHeader {
+                set_index: rng.gen_range(1..100),
+                from_partition: rng.gen_range(0..4),
+                fence_offset: rng.gen_range(0..1000),
+            },
+        })
+    }
+
+    /// One random history of `steps` writes, with the log-key scheme `key_of` used by writers
+    /// (for tombstones) and by compaction.
+    fn history(seed: u64, steps: usize, key_of: fn(&Control) -> String) -> Log {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut log: Log = Vec::new();
+        // How much of the log each member has read.
+        let mut seen = [0usize; MEMBERS as usize];
+        let mut next_seq = 0u64;
+        // Terms each member claimed and moves finished: a member claims a term once and a
+        // decider finishes a move once (it remembers what it wrote, whatever it has read).
+        let mut claimed = std::collections::HashSet::new();
+        let mut finished = std::collections::HashSet::new();
+        // Each member's unfinished proposals: (member, user key) → move. A decider proposes a
+        // key only when it has no unfinished move of it in its term.
+        let mut open: std::collections::HashMap<(u64, &[u8]), MoveId> = Default::default();
+        // (log key, user key, position of its last record) of every move written.
+        let mut moves: Vec<(String, Vec<u8>, usize)> = Vec::new();
+        while log.len() < steps {
+            let m = rng.gen_range(0..MEMBERS);
+            let me = m as usize;
+            if rng.gen_bool(0.3) {
+                seen[me] = rng.gen_range(seen[me]..=log.len());
+                continue;
+            }
+            let (view, committed) = read(&log[..seen[me]]);
+            let record = match rng.gen_range(0..6) {
+                0 if claimed.insert((m, view.term() + 1)) => Some(Control::Claim {
+                    term: view.term() + 1,
+                    member: m,
+                }),
+                1 | 2 if view.decider() == Some(m) => {
+                    let key = KEYS[rng.gen_range(0..KEYS.len())];
+                    let mine = open.get(&(m, key)).filter(|id| id.term == view.term());
+                    if let Some(p) = view.pending(key) {
+                        let id = p.id;
+                        open.remove(&(m, key));
+                        if !finished.insert(id) {
+                            None
+                        } else if rng.gen_bool(0.75) {
+                            Some(Control::Commit {
+                                id,
+                                member: m,
+                                key: key.into(),
+                                entry: random_entry(&mut rng),
+                            })
+                        } else {
+                            Some(Control::Abort {
+                                id,
+                                member: m,
+                                key: key.into(),
+                            })
+                        }
+                    } else if mine.is_some() {
+                        None
+                    } else {
+                        next_seq += 1;
+                        let id = MoveId {
+                            term: view.term(),
+                            seq: next_seq,
+                        };
+                        open.insert((m, key), id);
+                        Some(Control::Propose {
+                            id,
+                            member: m,
+                            key: key.into(),
+                            to: rng.gen_range(0..4),
+                        })
+                    }
+                }
+                3 => {
+                    let pending: Vec<MoveId> = KEYS
+                        .iter()
+                        .filter_map(|k| view.pending(k).map(|p| p.id))
+                        .collect();
+                    (!pending.is_empty()).then(|| Control::Ready {
+                        id: pending[rng.gen_range(0..pending.len())],
+                        member: m,
+                    })
+                }
+                4 if view.decider() == Some(m) => {
+                    // Tombstone a move record superseded by a later commit of its key (as this
+                    // member has read the log).
+                    let stale: Vec<String> = moves
+                        .iter()
+                        .filter(|(_, key, last)| {
+                            *last < seen[me] && committed.get(key).is_some_and(|c| c > last)
+                        })
+                        .map(|(k, _, _)| k.clone())
+                        .collect();
+                    if let Some(k) = stale.get(rng.gen_range(0..stale.len().max(1))) {
+                        log.push((k.clone(), None));
+                    }
+                    None
+                }
+                _ => None,
+            };
+            if let Some(r) = record {
+                let key = key_of(&r);
+                if let Control::Propose { key: user, .. }
+                | Control::Commit { key: user, .. }
+                | Control::Abort { key: user, .. } = &r
+                {
+                    let pos = log.len();
+                    match moves.iter_mut().find(|(k, _, _)| *k == key) {
+                        Some(mv) => mv.2 = pos,
+                        None => moves.push((key.clone(), user.to_vec(), pos)),
+                    }
+                }
+                log.push((key, Some(r)));
+            }
+        }
+        log
+    }
+
+    fn agree(log: &Log, key_of: fn(&Control) -> String) -> Result<(), String> {
+        let full = summary(&read(log).0);
+        let compacted = summary(&read(&compact(log, key_of)).0);
+        if full == compacted {
+            Ok(())
+        } else {
+            Err(format!(
+                "full {full:?}\ncompacted {compacted:?}\nlog {log:?}"
+            ))
+        }
+    }
+
+    /// Move records keyed by the user key: one record per key survives compaction.
+    fn by_user_key(r: &Control) -> String {
+        match r {
+            Control::Propose { key, .. }
+            | Control::Commit { key, .. }
+            | Control::Abort { key, .. } => {
+                format!("move/{}", String::from_utf8_lossy(key))
+            }
+            other => other.log_key(),
+        }
+    }
+
+    #[test]
+    fn a_compacted_control_log_reads_like_the_full_one() {
+        let mut stats = [0usize; 4];
+        for seed in 0..SEEDS {
+            let log = history(seed, 300, Control::log_key);
+            agree(&log, Control::log_key).unwrap();
+            let mut state = ControlLog::new();
+            for r in log.iter().filter_map(|(_, r)| r.as_ref()) {
+                match state.apply(r) {
+                    Effect::Moved { .. } => stats[0] += 1,
+                    Effect::Ignored(_) => stats[1] += 1,
+                    Effect::Decider { aborted, .. } => stats[2] += aborted.len(),
+                    _ => {}
+                }
+            }
+            stats[3] += log.iter().filter(|(_, r)| r.is_none()).count();
+        }
+        // The histories exercise commits, ignored (stale or conflicting) records, moves aborted
+        // by a new term and tombstones.
+        assert!(stats.iter().all(|&n| n > 0), "{stats:?}");
+    }
+
+    #[test]
+    fn the_check_catches_move_records_keyed_by_user_key() {
+        let caught = (0..SEEDS)
+            .filter(|&s| agree(&history(s, 300, by_user_key), by_user_key).is_err())
+            .count();
+        assert!(caught > 0, "compaction by user key went unnoticed");
+    }
+}

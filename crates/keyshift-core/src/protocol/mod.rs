@@ -16,7 +16,11 @@
 //! Route state: with durable routes ([`Migrator::restore`]) every route change is a
 //! [`RouteChange`] the adapter writes to a compacted topic before the new set's records go
 //! ([`route_state`] has the value format), so a restarted producer continues each key's set.
+//!
+//! Many producers: [`control`] holds the records of the control log through which the
+//! producers of one topic agree on one decider and on every move, and the rules each applies.
 
+pub mod control;
 mod gate;
 mod header;
 mod migrator;

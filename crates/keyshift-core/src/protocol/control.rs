@@ -1,0 +1,341 @@
+//! The control log of coordinated producers: its records and the rules every member applies.
+//!
+//! Producers of one topic (members) coordinate moves through one single-partition, compacted
+//! Kafka topic (design: `docs/routing.md`, "Many producers"). Kafka orders every write to it;
+//! every member reads it from the beginning and then tails it, and applies each record with
+//! [`ControlLog::apply`] — a pure function of the state and the record — so all members reach
+//! the same state without any other agreement. What the rules guarantee:
+//!
+//! - **One decider per term.** A [`Control::Claim`] of term `n` is valid only as the first
+//!   claim of `n` after term `n − 1`; its member decides from there on. Claims are never
+//!   compacted away (one log key per term and member, and a member claims a term at most
+//!   once), so the term in force at any position can always be recomputed.
+//! - **A stale decider's writes are ignored by everyone.** A propose, commit or abort counts
+//!   only if its move's term is the term in force at its position and its author is that
+//!   term's decider. A decider that was replaced while it was stopped (a zombie) may still write;
+//!   the log orders those writes after the claim that replaced it, so every reader ignores them.
+//!   Timing decides only *when* someone claims, never whether a record counts.
+//! - **A new term aborts what the old one left open.** At a valid claim every pending move is
+//!   aborted (its key's held records go back to the old partition). A fence the old decider had
+//!   already written is harmless: no route ever names it.
+//! - **Compaction keeps the answer.** Each record has a log key ([`Control::log_key`]): a
+//!   propose and its commit or abort share `move/<term>/<seq>`, so compaction keeps the last
+//!   state of each move (its decider writes one commit or one abort, never both); a commit
+//!   carries the key's whole new route, so it needs nothing
+//!   before it. A decider may tombstone a move record once a later commit of the same key is in
+//!   the log. Reading the compacted log gives the same routes, term and decider as reading the
+//!   full log (checked by the model test `control_log_model.rs`).
+//!
+//! Liveness (heartbeats, the member timeout, who should claim) is the adapter's business and
+//! deliberately not part of validity.
+
+use rustc_hash::FxHashMap;
+
+use super::route_state::RouteEntry;
+
+/// A producer taking part in the coordination.
+pub type MemberId = u64;
+
+/// A move: the term of the decider that proposed it, and that decider's sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MoveId {
+    /// Term of the decider that proposed it.
+    pub term: u64,
+    /// Its number within the term.
+    pub seq: u64,
+}
+
+/// One record of the control log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// `member` decides from term `term` on (valid iff `term` is the current term + 1).
+    Claim {
+        /// The new term.
+        term: u64,
+        /// The claimant.
+        member: MemberId,
+    },
+    /// The decider moves `key` to partition `to`: members hold its records and answer ready.
+    Propose {
+        /// The move.
+        id: MoveId,
+        /// Its author.
+        member: MemberId,
+        /// The key that moves.
+        key: Box<[u8]>,
+        /// Where it goes.
+        to: u32,
+    },
+    /// `member` sends no more records of the move's key to the old partition, and every one it
+    /// sent there is acknowledged.
+    Ready {
+        /// The move.
+        id: MoveId,
+        /// The member that is ready.
+        member: MemberId,
+    },
+    /// The fence is written: the key's route is now `entry` (`None`: home, no header).
+    Commit {
+        /// The move.
+        id: MoveId,
+        /// Its author.
+        member: MemberId,
+        /// The key that moved.
+        key: Box<[u8]>,
+        /// The key's new route.
+        entry: Option<RouteEntry>,
+    },
+    /// The move is called off: the key stays where it was.
+    Abort {
+        /// The move.
+        id: MoveId,
+        /// Its author.
+        member: MemberId,
+        /// The key that stays.
+        key: Box<[u8]>,
+    },
+}
+
+impl Control {
+    /// The record's key in the control topic, which decides what compaction keeps.
+    pub fn log_key(&self) -> String {
+        match self {
+            Control::Claim { term, member } => format!("term/{term}/{member}"),
+            Control::Propose { id, .. }
+            | Control::Commit { id, .. }
+            | Control::Abort { id, .. } => move_key(*id),
+            Control::Ready { id, member } => format!("ready/{}/{}/{member}", id.term, id.seq),
+        }
+    }
+}
+
+/// The log key of a move's records (a tombstone of it removes the move after compaction).
+pub fn move_key(id: MoveId) -> String {
+    format!("move/{}/{}", id.term, id.seq)
+}
+
+/// Why a record did not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// A claim of a term other than the current + 1.
+    NotNextTerm,
+    /// A move record of another term than the one in force.
+    StaleTerm,
+    /// A move record by a member that is not the decider of its term.
+    NotDecider,
+    /// A propose for a key that already has a move pending, or a commit or abort of a move
+    /// other than the key's pending one.
+    Conflict,
+    /// A ready for a move that is not pending.
+    NotPending,
+}
+
+/// What a valid record changed, for the adapter to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// `member` decides from `term` on; `aborted` lists the keys of the moves it called off
+    /// (their held records go back to the old partition).
+    Decider {
+        /// The new term.
+        term: u64,
+        /// The new decider.
+        member: MemberId,
+        /// Keys whose pending moves were aborted.
+        aborted: Vec<Box<[u8]>>,
+    },
+    /// Hold the key's new records; answer ready once its records sent so far are acknowledged.
+    Hold {
+        /// The move.
+        id: MoveId,
+        /// The key.
+        key: Box<[u8]>,
+        /// Where it will go.
+        to: u32,
+    },
+    /// A member is ready for a pending move.
+    Ready {
+        /// The move.
+        id: MoveId,
+        /// The member.
+        member: MemberId,
+    },
+    /// The key's route changed: release its held records along `entry`.
+    Moved {
+        /// The key.
+        key: Box<[u8]>,
+        /// Its new route (`None`: home).
+        entry: Option<RouteEntry>,
+    },
+    /// The key's pending move was called off: release its held records where they went before.
+    Released {
+        /// The key.
+        key: Box<[u8]>,
+    },
+    /// The record did not count.
+    Ignored(Rejected),
+}
+
+/// A move between its propose and its commit or abort.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMove {
+    /// The move.
+    pub id: MoveId,
+    /// Where the key goes.
+    pub to: u32,
+    /// Members that answered ready, in answer order.
+    pub ready: Vec<MemberId>,
+}
+
+/// The state every member derives from the control log; see the module docs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControlLog {
+    term: u64,
+    decider: Option<MemberId>,
+    pending: FxHashMap<Box<[u8]>, PendingMove>,
+    routes: FxHashMap<Box<[u8]>, RouteEntry>,
+}
+
+impl ControlLog {
+    /// The state before the first record: term 0, no decider, every key at home.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies the next record of the log.
+    pub fn apply(&mut self, record: &Control) -> Effect {
+        match record {
+            Control::Claim { term, member } => {
+                if *term != self.term + 1 {
+                    return Effect::Ignored(Rejected::NotNextTerm);
+                }
+                self.term = *term;
+                self.decider = Some(*member);
+                let mut aborted: Vec<Box<[u8]>> = self.pending.drain().map(|(k, _)| k).collect();
+                aborted.sort();
+                Effect::Decider {
+                    term: *term,
+                    member: *member,
+                    aborted,
+                }
+            }
+            Control::Propose {
+                id,
+                member,
+                key,
+                to,
+            } => {
+                if let Some(reject) = self.authority(*id, *member) {
+                    return Effect::Ignored(reject);
+                }
+                if self.pending.contains_key(key) {
+                    return Effect::Ignored(Rejected::Conflict);
+                }
+                self.pending.insert(
+                    key.clone(),
+                    PendingMove {
+                        id: *id,
+                        to: *to,
+                        ready: Vec::new(),
+                    },
+                );
+                Effect::Hold {
+                    id: *id,
+                    key: key.clone(),
+                    to: *to,
+                }
+            }
+            Control::Ready { id, member } => {
+                let Some(p) = self.pending.values_mut().find(|p| p.id == *id) else {
+                    return Effect::Ignored(Rejected::NotPending);
+                };
+                if !p.ready.contains(member) {
+                    p.ready.push(*member);
+                }
+                Effect::Ready {
+                    id: *id,
+                    member: *member,
+                }
+            }
+            Control::Commit {
+                id,
+                member,
+                key,
+                entry,
+            } => {
+                if let Some(reject) = self.finish(*id, *member, key) {
+                    return Effect::Ignored(reject);
+                }
+                match entry {
+                    Some(e) => self.routes.insert(key.clone(), *e),
+                    None => self.routes.remove(key),
+                };
+                Effect::Moved {
+                    key: key.clone(),
+                    entry: *entry,
+                }
+            }
+            Control::Abort { id, member, key } => {
+                if let Some(reject) = self.finish(*id, *member, key) {
+                    return Effect::Ignored(reject);
+                }
+                Effect::Released { key: key.clone() }
+            }
+        }
+    }
+
+    /// Why `member` may not write records of move `id` now, if it may not.
+    fn authority(&self, id: MoveId, member: MemberId) -> Option<Rejected> {
+        if id.term != self.term {
+            Some(Rejected::StaleTerm)
+        } else if self.decider != Some(member) {
+            Some(Rejected::NotDecider)
+        } else {
+            None
+        }
+    }
+
+    /// Checks a commit or abort of move `id` of `key` and removes the key's pending move. A
+    /// commit whose propose compaction removed finds nothing pending, which is allowed.
+    fn finish(&mut self, id: MoveId, member: MemberId, key: &[u8]) -> Option<Rejected> {
+        if let Some(reject) = self.authority(id, member) {
+            return Some(reject);
+        }
+        match self.pending.get(key) {
+            Some(p) if p.id != id => Some(Rejected::Conflict),
+            _ => {
+                self.pending.remove(key);
+                None
+            }
+        }
+    }
+
+    /// The term in force.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// The decider of the term in force, if any term was claimed.
+    pub fn decider(&self) -> Option<MemberId> {
+        self.decider
+    }
+
+    /// The key's pending move, if it has one.
+    pub fn pending(&self, key: &[u8]) -> Option<&PendingMove> {
+        self.pending.get(key)
+    }
+
+    /// Keys with a pending move.
+    pub fn pending_keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.pending.keys().map(|k| &**k)
+    }
+
+    /// The key's route (`None`: home, no header).
+    pub fn route(&self, key: &[u8]) -> Option<&RouteEntry> {
+        self.routes.get(key)
+    }
+
+    /// Every key away from home (or in a headed set at home), with its route.
+    pub fn routes(&self) -> impl Iterator<Item = (&[u8], &RouteEntry)> {
+        self.routes.iter().map(|(k, e)| (&**k, e))
+    }
+}
