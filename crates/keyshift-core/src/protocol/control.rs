@@ -31,7 +31,11 @@
 
 use rustc_hash::FxHashMap;
 
+use super::header::{put_varint, HeaderError, Reader, RouteHeader, VERSION};
 use super::route_state::RouteEntry;
+
+/// Name used in decoding errors of control records.
+pub const CONTROL_RECORD: &str = "keyshift-control";
 
 /// A producer taking part in the coordination.
 pub type MemberId = u64;
@@ -106,6 +110,161 @@ impl Control {
             | Control::Abort { id, .. } => move_key(*id),
             Control::Ready { id, member } => format!("ready/{}/{}/{member}", id.term, id.seq),
         }
+    }
+}
+
+impl Control {
+    /// The record's value, version 1: `0x01 | tag | fields` with unsigned LEB128 varints and
+    /// byte strings as a varint length then the bytes. Tags and fields:
+    /// claim `0 | term | member`; propose `1 | term | seq | member | key | to`;
+    /// ready `2 | term | seq | member`; commit `3 | term | seq | member | key | 0` (home) or
+    /// `… | 1 | partition | set_index | from_partition | fence_offset`;
+    /// abort `4 | term | seq | member | key`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        let id = |out: &mut Vec<u8>, id: &MoveId, member: MemberId| {
+            put_varint(out, id.term);
+            put_varint(out, id.seq);
+            put_varint(out, member);
+        };
+        let key = |out: &mut Vec<u8>, key: &[u8]| {
+            put_varint(out, key.len() as u64);
+            out.extend_from_slice(key);
+        };
+        match self {
+            Control::Claim { term, member } => {
+                out.push(0);
+                put_varint(&mut out, *term);
+                put_varint(&mut out, *member);
+            }
+            Control::Propose {
+                id: i,
+                member,
+                key: k,
+                to,
+            } => {
+                out.push(1);
+                id(&mut out, i, *member);
+                key(&mut out, k);
+                put_varint(&mut out, u64::from(*to));
+            }
+            Control::Ready { id: i, member } => {
+                out.push(2);
+                id(&mut out, i, *member);
+            }
+            Control::Commit {
+                id: i,
+                member,
+                key: k,
+                entry,
+            } => {
+                out.push(3);
+                id(&mut out, i, *member);
+                key(&mut out, k);
+                match entry {
+                    None => out.push(0),
+                    Some(e) => {
+                        out.push(1);
+                        put_varint(&mut out, u64::from(e.partition));
+                        put_varint(&mut out, u64::from(e.route.set_index));
+                        put_varint(&mut out, u64::from(e.route.from_partition));
+                        debug_assert!(e.route.fence_offset >= 0, "negative fence offset");
+                        put_varint(&mut out, e.route.fence_offset as u64);
+                    }
+                }
+            }
+            Control::Abort {
+                id: i,
+                member,
+                key: k,
+            } => {
+                out.push(4);
+                id(&mut out, i, *member);
+                key(&mut out, k);
+            }
+        }
+        out
+    }
+
+    /// Decodes a value written by [`Control::encode`]; anything else is a named error.
+    pub fn decode(bytes: &[u8]) -> Result<Self, HeaderError> {
+        let mut r = Reader::new(CONTROL_RECORD, bytes)?;
+        let tag = r.u32("tag")?;
+        let id = |r: &mut Reader<'_>| -> Result<(MoveId, MemberId), HeaderError> {
+            let term = r.u64("term")?;
+            let seq = r.u64("seq")?;
+            Ok((MoveId { term, seq }, r.u64("member")?))
+        };
+        let record = match tag {
+            0 => Control::Claim {
+                term: r.u64("term")?,
+                member: r.u64("member")?,
+            },
+            1 => {
+                let (id, member) = id(&mut r)?;
+                Control::Propose {
+                    id,
+                    member,
+                    key: r.bytes("key")?.into(),
+                    to: r.u32("to")?,
+                }
+            }
+            2 => {
+                let (id, member) = id(&mut r)?;
+                Control::Ready { id, member }
+            }
+            3 => {
+                let (id, member) = id(&mut r)?;
+                let key = r.bytes("key")?.into();
+                let entry = match r.u32("entry")? {
+                    0 => None,
+                    1 => {
+                        let partition = r.u32("partition")?;
+                        let set_index = r.u32("set_index")?;
+                        let from_partition = r.u32("from_partition")?;
+                        let fence = r.u64("fence_offset")?;
+                        let fence_offset = i64::try_from(fence)
+                            .map_err(|_| HeaderError::NegativeOffset(fence as i64))?;
+                        Some(RouteEntry {
+                            partition,
+                            route: RouteHeader {
+                                set_index,
+                                from_partition,
+                                fence_offset,
+                            },
+                        })
+                    }
+                    _ => {
+                        return Err(HeaderError::Overflow {
+                            header: CONTROL_RECORD,
+                            field: "entry",
+                        })
+                    }
+                };
+                Control::Commit {
+                    id,
+                    member,
+                    key,
+                    entry,
+                }
+            }
+            4 => {
+                let (id, member) = id(&mut r)?;
+                Control::Abort {
+                    id,
+                    member,
+                    key: r.bytes("key")?.into(),
+                }
+            }
+            _ => {
+                return Err(HeaderError::Overflow {
+                    header: CONTROL_RECORD,
+                    field: "tag",
+                })
+            }
+        };
+        r.finish()?;
+        Ok(record)
     }
 }
 
@@ -337,5 +496,139 @@ impl ControlLog {
     /// Every key away from home (or in a headed set at home), with its route.
     pub fn routes(&self) -> impl Iterator<Item = (&[u8], &RouteEntry)> {
         self.routes.iter().map(|(k, e)| (&**k, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(term: u64, seq: u64) -> MoveId {
+        MoveId { term, seq }
+    }
+
+    #[test]
+    fn test_vectors_and_round_trips() {
+        let claim = Control::Claim { term: 2, member: 7 };
+        assert_eq!(claim.encode(), [0x01, 0x00, 0x02, 0x07]);
+        let commit = Control::Commit {
+            id: id(2, 5),
+            member: 7,
+            key: b"k".as_slice().into(),
+            entry: Some(RouteEntry {
+                partition: 3,
+                route: RouteHeader {
+                    set_index: 4,
+                    from_partition: 1,
+                    fence_offset: 300,
+                },
+            }),
+        };
+        assert_eq!(
+            commit.encode(),
+            [0x01, 0x03, 0x02, 0x05, 0x07, 0x01, b'k', 0x01, 0x03, 0x04, 0x01, 0xAC, 0x02]
+        );
+        let all = [
+            claim,
+            commit,
+            Control::Propose {
+                id: id(u64::MAX, 0),
+                member: u64::MAX,
+                key: vec![0xff; 300].into(),
+                to: u32::MAX,
+            },
+            Control::Ready {
+                id: id(1, 2),
+                member: 3,
+            },
+            Control::Commit {
+                id: id(1, 2),
+                member: 3,
+                key: b"".as_slice().into(),
+                entry: None,
+            },
+            Control::Abort {
+                id: id(1, 2),
+                member: 3,
+                key: b"x".as_slice().into(),
+            },
+        ];
+        for r in all {
+            assert_eq!(Control::decode(&r.encode()), Ok(r));
+        }
+    }
+
+    #[test]
+    fn bad_values_are_named_errors() {
+        let h = CONTROL_RECORD;
+        assert_eq!(Control::decode(&[]), Err(HeaderError::Empty { header: h }));
+        assert_eq!(
+            Control::decode(&[0x01, 0x09]),
+            Err(HeaderError::Overflow {
+                header: h,
+                field: "tag"
+            })
+        );
+        // A propose whose key claims 5 bytes and has 1.
+        assert_eq!(
+            Control::decode(&[0x01, 0x01, 0x01, 0x01, 0x01, 0x05, b'k']),
+            Err(HeaderError::Truncated {
+                header: h,
+                field: "key"
+            })
+        );
+        assert_eq!(
+            Control::decode(&[0x01, 0x00, 0x02, 0x07, 0x00]),
+            Err(HeaderError::TrailingBytes {
+                header: h,
+                extra: 1
+            })
+        );
+    }
+
+    #[test]
+    fn a_new_term_aborts_open_moves_and_silences_the_old_decider() {
+        let mut log = ControlLog::new();
+        let k: Box<[u8]> = b"k".as_slice().into();
+        assert!(matches!(
+            log.apply(&Control::Claim { term: 1, member: 1 }),
+            Effect::Decider { .. }
+        ));
+        let propose = Control::Propose {
+            id: id(1, 1),
+            member: 1,
+            key: k.clone(),
+            to: 2,
+        };
+        assert!(matches!(log.apply(&propose), Effect::Hold { .. }));
+        // Member 2 is not the decider; a second claim of term 1 does not count.
+        assert_eq!(
+            log.apply(&Control::Claim { term: 1, member: 2 }),
+            Effect::Ignored(Rejected::NotNextTerm)
+        );
+        assert_eq!(
+            log.apply(&Control::Claim { term: 2, member: 2 }),
+            Effect::Decider {
+                term: 2,
+                member: 2,
+                aborted: vec![k.clone()]
+            }
+        );
+        // The old decider's commit, written after the claim, counts for nobody.
+        let late = Control::Commit {
+            id: id(1, 1),
+            member: 1,
+            key: k.clone(),
+            entry: None,
+        };
+        assert_eq!(log.apply(&late), Effect::Ignored(Rejected::StaleTerm));
+        assert_eq!(log.pending(&k), None);
+        let forged = Control::Propose {
+            id: id(2, 1),
+            member: 1,
+            key: k,
+            to: 0,
+        };
+        assert_eq!(log.apply(&forged), Effect::Ignored(Rejected::NotDecider));
     }
 }

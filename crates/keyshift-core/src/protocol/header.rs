@@ -49,7 +49,7 @@ pub fn is_fence(has_fence_header: bool, value: Option<&[u8]>) -> bool {
 }
 
 /// The only layout version this build writes and reads.
-const VERSION: u8 = 1;
+pub(super) const VERSION: u8 = 1;
 
 /// Header of every record of a key's new message set: the fence its set waits for.
 ///
@@ -256,8 +256,22 @@ impl<'a> Reader<'a> {
         self.varint(field, 5, u64::from(u32::MAX)).map(|v| v as u32)
     }
 
-    fn u64(&mut self, field: &'static str) -> Result<u64, HeaderError> {
+    pub(super) fn u64(&mut self, field: &'static str) -> Result<u64, HeaderError> {
         self.varint(field, 10, u64::MAX)
+    }
+
+    /// A byte string: its length as a varint, then the bytes.
+    pub(super) fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], HeaderError> {
+        let len = self.varint(field, 5, u64::from(u32::MAX))? as usize;
+        if self.rest.len() < len {
+            return Err(HeaderError::Truncated {
+                header: self.header,
+                field,
+            });
+        }
+        let (bytes, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Ok(bytes)
     }
 
     /// The last field of the route header and of a route-state value: a fence offset (a
