@@ -351,7 +351,7 @@ impl<'c> Sim<'c> {
 
     fn schedule_next_arrival(&mut self) {
         if (self.records.len() as u64) < self.config.records {
-            if let Some(Arrival { at, key }) = self.workload.next() {
+            if let Some(Arrival { at, key, .. }) = self.workload.next() {
                 // Stash the key in a record now; `on_arrival` routes it.
                 let slot = self.slot(key);
                 let ks = &mut self.keys[slot as usize];
