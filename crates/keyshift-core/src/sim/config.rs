@@ -7,8 +7,9 @@
 
 use serde::Serialize;
 
+use super::recovery::window_records;
 use crate::strategy::StrategyConfig;
-use crate::workload::{KeyDist, Targeted, Zipf};
+use crate::workload::{HotKey, KeyDist, Targeted, Zipf};
 use crate::ParamError;
 
 /// How records arrive (open loop: arrivals never wait for the system).
@@ -99,6 +100,13 @@ pub struct SimConfig {
     /// Fraction of records (by arrival) treated as warm-up and left out of latency and load
     /// figures, so strategies that learn are measured in steady state.
     pub warmup: f64,
+    /// A sudden hot key: when this fraction of the records has been generated, a key never
+    /// seen before appears and carries [`SimConfig::hot_key_share`] of the arrivals from then
+    /// on (`None`: no such event). It must fall after the warm-up and leave at least one
+    /// measuring window ([`super::recovery`]) behind it.
+    pub hot_key_at: Option<f64>,
+    /// Share of all arrivals the sudden hot key carries, in (0, 1].
+    pub hot_key_share: f64,
     /// Run the fenced-migration protocol for ordered strategies. Off is an ablation: moves
     /// take effect at once, unfenced, which shows what the protocol protects against.
     pub fencing: bool,
@@ -129,6 +137,8 @@ impl Default for SimConfig {
             barrier_poll_ms: 50.0,
             feedback_interval_ms: 1000.0,
             warmup: 0.2,
+            hot_key_at: None,
+            hot_key_share: 0.1,
             fencing: true,
             strategy: StrategyConfig::default(),
         }
@@ -160,6 +170,30 @@ impl SimConfig {
                 self.keys,
             )?)),
             WorkloadKind::Uniform => KeyDist::uniform(self.keys),
+        }
+    }
+
+    /// Records (by arrival) left out as warm-up: the first `⌊warmup × records⌋`.
+    pub fn warmup_records(&self) -> u64 {
+        (self.warmup * self.records as f64).floor() as u64
+    }
+
+    /// The index of the arrival at which the sudden hot key appears, if any:
+    /// `⌊hot_key_at × records⌋`.
+    pub fn hot_key_record(&self) -> Option<u64> {
+        self.hot_key_at
+            .map(|at| (at * self.records as f64).floor() as u64)
+    }
+
+    /// The sudden hot key, if configured (checks its parameters).
+    pub fn hot_key(&self) -> Result<Option<HotKey>, ParamError> {
+        match self.hot_key_record() {
+            Some(from) => Ok(Some(HotKey::new(
+                from,
+                self.hot_key_share,
+                &self.key_dist()?,
+            )?)),
+            None => Ok(None),
         }
     }
 
@@ -222,6 +256,50 @@ impl SimConfig {
                 format!(
                     "{} is not a fraction in [0, 1) of the records to leave out",
                     self.warmup
+                ),
+            ));
+        }
+        self.validate_hot_key()
+    }
+
+    /// The sudden hot key must be measurable: after the warm-up, with a complete window of
+    /// measured records from it on.
+    fn validate_hot_key(&self) -> Result<(), ParamError> {
+        // Checked even without the event, so a script's typo is not silently ignored.
+        HotKey::check_share(self.hot_key_share)?;
+        let Some(at) = self.hot_key_at else {
+            return Ok(());
+        };
+        if !(at.is_finite() && (0.0..1.0).contains(&at)) {
+            return Err(ParamError::new(
+                "hot-key-at",
+                format!("{at} is not a fraction in [0, 1) of the records"),
+            ));
+        }
+        self.hot_key()?;
+        let from = self.hot_key_record().unwrap_or(0);
+        let warmup = self.warmup_records();
+        if from < warmup {
+            return Err(ParamError::new(
+                "hot-key-at",
+                format!(
+                    "{at} falls in the warm-up (the first {} % of the records are not                      measured); choose at least {} or a smaller --warmup",
+                    self.warmup * 100.0,
+                    self.warmup
+                ),
+            ));
+        }
+        let window = window_records(self.partitions);
+        // Windows start at the warm-up cut; the first one judging the event starts at or
+        // after it and must end within the run.
+        let first_window_start = warmup + (from - warmup).div_ceil(window) * window;
+        if first_window_start + window > self.records {
+            return Err(ParamError::new(
+                "hot-key-at",
+                format!(
+                    "{at} leaves no complete measuring window of {window} records ({} per                      partition) after the hot key appears at record {from} of {}; choose an                      earlier point or more --records",
+                    window / u64::from(self.partitions),
+                    self.records
                 ),
             ));
         }
@@ -312,6 +390,42 @@ mod tests {
         assert_eq!(bad(|c| c.records = u64::from(u32::MAX)), "records");
         assert_eq!(bad(|c| c.fence_rtt_ms = -1.0), "fence-rtt-ms");
         assert_eq!(bad(|c| c.warmup = 1.0), "warmup");
+        assert_eq!(bad(|c| c.hot_key_at = Some(1.0)), "hot-key-at");
+        assert_eq!(bad(|c| c.hot_key_at = Some(-0.5)), "hot-key-at");
+        assert_eq!(bad(|c| c.hot_key_at = Some(f64::NAN)), "hot-key-at");
+        assert_eq!(bad(|c| c.hot_key_share = 0.0), "hot-key-share");
+        assert_eq!(
+            bad(|c| {
+                c.hot_key_at = Some(0.5);
+                c.hot_key_share = 1.5;
+            }),
+            "hot-key-share"
+        );
+        assert_eq!(bad(|c| c.hot_key_share = f64::INFINITY), "hot-key-share");
+    }
+
+    #[test]
+    fn the_hot_key_must_fall_after_warm_up_and_before_the_last_window() {
+        let at = |x: f64| SimConfig {
+            hot_key_at: Some(x),
+            ..SimConfig::default()
+        };
+        at(0.5).validate().unwrap();
+        // Warm-up is the first 20 %.
+        at(0.2).validate().unwrap();
+        let e = at(0.1).validate().unwrap_err();
+        assert_eq!(e.name, "hot-key-at");
+        assert!(e.reason.contains("warm-up"), "{}", e.reason);
+        // 200 000 records, windows of 10 000 from record 40 000: the last complete one starts
+        // at 190 000, so an event up to there is judged and one after is not.
+        at(0.95).validate().unwrap();
+        let e = at(0.951).validate().unwrap_err();
+        assert_eq!(e.name, "hot-key-at");
+        assert!(
+            e.reason.contains("no complete measuring window"),
+            "{}",
+            e.reason
+        );
     }
 
     #[test]
