@@ -230,12 +230,14 @@ fn bad_input_names_the_flag_and_exits_2() {
         "--hot-key-share",
     );
     rejects(&["simulate", "--hot-key-share", "0.2"], "--hot-key-at");
+    rejects(&["simulate", "--recovery-window", "0"], "--recovery-window");
 }
 
 #[test]
 fn a_sudden_hot_key_is_reported_with_the_recovery_of_each_strategy() {
-    // 60 000 records: measuring windows of 10 000 from record 12 000 (warm-up 20 %); the key
-    // appears at record 30 000 and the window from 32 000 on judges it.
+    // 60 000 records: measuring windows of 10 000 records, aligned on record 0, from 20 000
+    // (the first boundary after the 20 % warm-up); the key appears at record 30 000 and the
+    // window it starts judges it.
     let args = [
         "simulate",
         "--strategies",

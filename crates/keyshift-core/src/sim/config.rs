@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::recovery::window_records;
+use super::recovery::{Windowing, DEFAULT_WINDOW_PER_PARTITION};
 use crate::strategy::StrategyConfig;
 use crate::workload::{HotKey, KeyDist, Targeted, Zipf};
 use crate::ParamError;
@@ -107,6 +107,9 @@ pub struct SimConfig {
     pub hot_key_at: Option<f64>,
     /// Share of all arrivals the sudden hot key carries, in (0, 1].
     pub hot_key_share: f64,
+    /// Records per partition (on average) in one window of the recovery measurement
+    /// ([`super::recovery`]; ≥ 1).
+    pub recovery_window: u64,
     /// Run the fenced-migration protocol for ordered strategies. Off is an ablation: moves
     /// take effect at once, unfenced, which shows what the protocol protects against.
     pub fencing: bool,
@@ -139,6 +142,7 @@ impl Default for SimConfig {
             warmup: 0.2,
             hot_key_at: None,
             hot_key_share: 0.1,
+            recovery_window: DEFAULT_WINDOW_PER_PARTITION,
             fencing: true,
             strategy: StrategyConfig::default(),
         }
@@ -176,6 +180,15 @@ impl SimConfig {
     /// Records (by arrival) left out as warm-up: the first `⌊warmup × records⌋`.
     pub fn warmup_records(&self) -> u64 {
         (self.warmup * self.records as f64).floor() as u64
+    }
+
+    /// How the recovery measurement cuts arrivals into windows.
+    pub fn windowing(&self) -> Windowing {
+        Windowing::new(
+            self.recovery_window
+                .saturating_mul(u64::from(self.partitions)),
+            self.warmup_records(),
+        )
     }
 
     /// The index of the arrival at which the sudden hot key appears, if any:
@@ -259,12 +272,18 @@ impl SimConfig {
                 ),
             ));
         }
-        self.validate_hot_key()
+        self.validate_recovery()
     }
 
-    /// The sudden hot key must be measurable: after the warm-up, with a complete window of
-    /// measured records from it on.
-    fn validate_hot_key(&self) -> Result<(), ParamError> {
+    /// The recovery windows hold at least a record each, and the sudden hot key must be
+    /// measurable: in a measured window, with a complete window from it on.
+    fn validate_recovery(&self) -> Result<(), ParamError> {
+        if self.recovery_window == 0 {
+            return Err(ParamError::new(
+                "recovery-window",
+                "must be at least 1 record per partition",
+            ));
+        }
         // Checked even without the event, so a script's typo is not silently ignored.
         HotKey::check_share(self.hot_key_share)?;
         let Some(at) = self.hot_key_at else {
@@ -278,28 +297,27 @@ impl SimConfig {
         }
         self.hot_key()?;
         let from = self.hot_key_record().unwrap_or(0);
-        let warmup = self.warmup_records();
-        if from < warmup {
+        let windows = self.windowing();
+        if windows.of(from).is_none() {
             return Err(ParamError::new(
                 "hot-key-at",
                 format!(
-                    "{at} falls in the warm-up (the first {} % of the records are not                      measured); choose at least {} or a smaller --warmup",
-                    self.warmup * 100.0,
-                    self.warmup
+                    "{at} (record {from}) falls before the first measuring window, which starts \
+                     at record {} after the warm-up ({} % of the records); choose a later \
+                     point or a smaller --warmup",
+                    windows.first_start,
+                    self.warmup * 100.0
                 ),
             ));
         }
-        let window = window_records(self.partitions);
-        // Windows start at the warm-up cut; the first one judging the event starts at or
-        // after it and must end within the run.
-        let first_window_start = warmup + (from - warmup).div_ceil(window) * window;
-        if first_window_start + window > self.records {
+        if windows.first_from(from) >= windows.complete(self.records) {
             return Err(ParamError::new(
                 "hot-key-at",
                 format!(
-                    "{at} leaves no complete measuring window of {window} records ({} per                      partition) after the hot key appears at record {from} of {}; choose an                      earlier point or more --records",
-                    window / u64::from(self.partitions),
-                    self.records
+                    "{at} leaves no complete measuring window of {} records ({} per \
+                     partition) after the hot key appears at record {from} of {}; choose an \
+                     earlier point, more --records or a shorter --recovery-window",
+                    windows.size, self.recovery_window, self.records
                 ),
             ));
         }
@@ -394,6 +412,7 @@ mod tests {
         assert_eq!(bad(|c| c.hot_key_at = Some(-0.5)), "hot-key-at");
         assert_eq!(bad(|c| c.hot_key_at = Some(f64::NAN)), "hot-key-at");
         assert_eq!(bad(|c| c.hot_key_share = 0.0), "hot-key-share");
+        assert_eq!(bad(|c| c.recovery_window = 0), "recovery-window");
         assert_eq!(
             bad(|c| {
                 c.hot_key_at = Some(0.5);

@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 
 use super::config::{assign, ArrivalProcess, ServiceDist, SimConfig};
-use super::recovery::{self, window_records};
+use super::recovery::{self, Windowing};
 use super::report::{infeasible_keys, InfeasibleKey, SimReport};
 use crate::protocol::{GateRecord, Migrator, OrderGate, RouteHeader, Step};
 use crate::stats::{imbalance, LatencyHistogram};
@@ -212,8 +212,8 @@ struct Sim<'c> {
     completed_since: Vec<u64>,
     /// Watchdog: (processed, sum of committed offsets) at the last round, and rounds unchanged.
     watch: (u64, i64, u32),
-    /// Measured records per recovery window.
-    window_records: u64,
+    /// How arrivals are cut into recovery windows.
+    windowing: Windowing,
     /// Recovery windows of the measured records, in arrival order.
     windows: Vec<WindowLoad>,
     /// Measured arrivals with which the workload changed shape.
@@ -283,7 +283,7 @@ impl<'c> Sim<'c> {
             violations: 0,
             completed_since: vec![0; config.partitions as usize],
             watch: (0, 0, 0),
-            window_records: window_records(config.partitions),
+            windowing: config.windowing(),
             windows: Vec::new(),
             shifts: Vec::new(),
             arrival_shift: false,
@@ -425,7 +425,9 @@ impl<'c> Sim<'c> {
         let key = self.records[rec as usize].key;
         if u64::from(rec) >= self.warmup_records {
             self.keys[key as usize].measured += 1;
-            self.count_in_window(rec, key);
+        }
+        if let Some(w) = self.windowing.of(rec.into()) {
+            self.count_in_window(w, rec, key);
         }
         let partition = self.strategy.route(&self.keys[key as usize].name, self.now);
         let moves = self.strategy.drain_moves().len() as u64;
@@ -445,12 +447,10 @@ impl<'c> Sim<'c> {
         self.schedule_next_arrival();
     }
 
-    /// Counts measured record `rec` of key slot `key` in its recovery window (opening the
-    /// window with its first record), and notes it as an event if the workload changed shape
-    /// with it. Called before the record is routed, so moves it triggers count after.
-    fn count_in_window(&mut self, rec: u32, key: u32) {
-        let i = u64::from(rec) - self.warmup_records;
-        let w = (i / self.window_records) as usize;
+    /// Counts record `rec` of key slot `key` in its recovery window `w` (opening the window
+    /// with its first record), and notes it as an event if the workload changed shape with
+    /// it. Called before the record is routed, so moves it triggers count after.
+    fn count_in_window(&mut self, w: usize, rec: u32, key: u32) {
         if w == self.windows.len() {
             self.windows.push(WindowLoad {
                 start_s: self.now,
@@ -471,7 +471,7 @@ impl<'c> Sim<'c> {
             self.shifts.push(recovery::Event {
                 at_s: self.now,
                 moves_before: self.migrations,
-                first_window: i.div_ceil(self.window_records) as usize,
+                first_window: self.windowing.first_from(rec.into()),
             });
         }
     }
@@ -530,8 +530,9 @@ impl<'c> Sim<'c> {
         r.appended = self.now;
         if u64::from(rec) >= self.warmup_records {
             self.partition_load[partition as usize] += 1;
-            let w = (u64::from(rec) - self.warmup_records) / self.window_records;
-            self.windows[w as usize].loads[partition as usize] += 1;
+        }
+        if let Some(w) = self.windowing.of(rec.into()) {
+            self.windows[w].loads[partition as usize] += 1;
         }
         let key = self.keys[r.key as usize].name.clone();
         self.deliver(partition, offset, key, route, false);
@@ -696,8 +697,7 @@ impl<'c> Sim<'c> {
     /// Disturbances and recoveries over the complete windows (a last, partial one would read
     /// noisier than the rest and is left out).
     fn recovery(&self) -> recovery::Recovery {
-        let measured = (self.records.len() as u64).saturating_sub(self.warmup_records);
-        let complete = (measured / self.window_records) as usize;
+        let complete = self.windowing.complete(self.records.len() as u64);
         let windows: Vec<recovery::Window> = self.windows[..complete]
             .iter()
             .map(|w| recovery::Window {
@@ -706,7 +706,7 @@ impl<'c> Sim<'c> {
                 max_over_bound: imbalance(&w.loads, w.hottest).max_over_bound,
             })
             .collect();
-        recovery::recovery(&windows, &self.shifts, self.window_records)
+        recovery::recovery(&windows, &self.shifts, self.windowing.size)
     }
 
     fn report(&self) -> SimReport {

@@ -1,8 +1,10 @@
 //! Time to recover: how long a strategy's placement stays unbalanced after the load changes
 //! shape, and how many moves it took to balance it again.
 //!
-//! The measured records (after warm-up) are cut into consecutive windows of
-//! [`window_records`] arrivals. Each window's imbalance is the report's own
+//! Arrivals are cut into consecutive windows of a fixed number of records ([`Windowing`]:
+//! `SimConfig::recovery_window` per partition, aligned on the first record so that a period
+//! that divides it, such as the targeted generator's, starts windows too); those from the
+//! first window that starts after the warm-up are measured. Each window's imbalance is the report's own
 //! `max_over_bound` ([`crate::stats::imbalance`]: the busiest partition's records over
 //! `max(mean, hottest key)`, here counted within the window). An *event* is an arrival with
 //! which the workload changed shape (the targeted hot spot moved, a sudden hot key appeared).
@@ -13,28 +15,63 @@
 //! window recovers before the run ends is counted as unrecovered and kept out of the time and
 //! move figures, never dropped. An event with no complete window after it is not judged.
 //!
-//! Why windows of records, not of seconds: a window's partition loads are sampling noise
-//! around the placement's shares, so a window must be large enough that a balanced placement
-//! reads at or below the limit. With `m` records per partition on average, a partition's load
-//! has a standard deviation of about `√m`; at `m` = 1000 the 1.1 limit lies 3.3 deviations
-//! above the mean (a balanced placement of 10 partitions reads above it in about 0.4 % of
-//! windows), whereas one second of the seed's workload (20 records a partition) reads about
-//! 1.4 however the keys are placed. Counting records per partition keeps that the same at
-//! any rate and partition count; the price is the resolution: one window is 50 s of the seed's
-//! 200 records/s on 10 partitions (several rotations of its targeted hot spot, which then
-//! counts as balanced only when the rotating sets are balanced together).
+//! Why windows of records, not of seconds, and why 1000 per partition by default
+//! ([`DEFAULT_WINDOW_PER_PARTITION`]): a window's partition loads are sampling noise around
+//! the placement's shares, so a window must be large enough that a balanced placement reads at
+//! or below the limit. With `m` records per partition on average, a partition's load has a
+//! standard deviation of about `√m`; at `m` = 1000 the 1.1 limit lies 3.3 deviations above the
+//! mean (a balanced placement of 10 partitions reads above it in about 0.4 % of windows), at
+//! `m` = 300 only 1.8 (about 30 % of windows), and one second of the seed's workload (20
+//! records a partition) reads about 1.4 however the keys are placed. Counting records per
+//! partition keeps that the same at any rate and partition count. The price is resolution:
+//! one window is 50 s of the seed's 200 records/s on 10 partitions, more than three rotations
+//! of its targeted hot spot (3000 records), whose windows then count as balanced when the
+//! rotating sets happen to even out together — `keyshift simulate --recovery-window 300`
+//! judges each rotation on its own, with that noise.
 
 use serde::Serialize;
 
 /// The imbalance (`max_over_bound`) at or below which a window counts as balanced.
 pub const RECOVERED_MAX_OVER_BOUND: f64 = 1.1;
 
-/// Average records per partition in one window (see the module doc for why 1000).
-pub const WINDOW_RECORDS_PER_PARTITION: u64 = 1000;
+/// Default average records per partition in one window (see the module doc for why 1000).
+pub const DEFAULT_WINDOW_PER_PARTITION: u64 = 1000;
 
-/// Records in one window for `partitions` partitions.
-pub fn window_records(partitions: u32) -> u64 {
-    WINDOW_RECORDS_PER_PARTITION * u64::from(partitions.max(1))
+/// How arrivals (numbered from 0) are cut into windows: `size` records each, aligned on
+/// record 0; measured windows start with the first that begins at or after the warm-up cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windowing {
+    /// Records per window (≥ 1).
+    pub size: u64,
+    /// The first record of the first measured window.
+    pub first_start: u64,
+}
+
+impl Windowing {
+    /// Windows of `size` (≥ 1) records, measured from the first boundary at or after record
+    /// `warmup_records`.
+    pub fn new(size: u64, warmup_records: u64) -> Windowing {
+        let size = size.max(1);
+        Windowing {
+            size,
+            first_start: warmup_records.div_ceil(size) * size,
+        }
+    }
+
+    /// The measured window holding record `rec`, if any.
+    pub fn of(&self, rec: u64) -> Option<usize> {
+        (rec >= self.first_start).then(|| ((rec - self.first_start) / self.size) as usize)
+    }
+
+    /// The first measured window that starts at or after record `rec`.
+    pub fn first_from(&self, rec: u64) -> usize {
+        (rec.max(self.first_start) - self.first_start).div_ceil(self.size) as usize
+    }
+
+    /// How many measured windows `records` records fill completely.
+    pub fn complete(&self, records: u64) -> usize {
+        (records.saturating_sub(self.first_start) / self.size) as usize
+    }
 }
 
 /// One complete window of measured arrivals.
@@ -219,8 +256,22 @@ mod tests {
     }
 
     #[test]
-    fn windows_scale_with_partitions() {
-        assert_eq!(window_records(10), 10_000);
-        assert_eq!(window_records(32), 32_000);
+    fn windows_align_on_record_zero_and_start_after_warm_up() {
+        // Warm-up 40 000 records, windows of 3000: the first measured one starts at 42 000.
+        let w = Windowing::new(3000, 40_000);
+        assert_eq!(w.first_start, 42_000);
+        assert_eq!(w.of(41_999), None);
+        assert_eq!(w.of(42_000), Some(0));
+        assert_eq!(w.of(44_999), Some(0));
+        assert_eq!(w.of(45_000), Some(1));
+        // An event on a boundary is judged by the window it starts; else by the next.
+        assert_eq!(w.first_from(45_000), 1);
+        assert_eq!(w.first_from(45_001), 2);
+        assert_eq!(w.first_from(10), 0);
+        // 50 000 records: windows 42 000–45 000 and 45 000–48 000 are complete.
+        assert_eq!(w.complete(50_000), 2);
+        assert_eq!(w.complete(40_000), 0);
+        // A warm-up on a boundary starts the first window.
+        assert_eq!(Windowing::new(10_000, 40_000).first_start, 40_000);
     }
 }

@@ -115,6 +115,14 @@ pub struct SimulateArgs {
           value_parser = finite_f64, default_value_t = SimConfig::default().hot_key_share)]
     hot_key_share: f64,
 
+    /// Records per partition in one window of the recovery measurement (max/bound per
+    /// window; 1000 keeps a balanced placement's sampling noise below the 1.1 limit; smaller
+    /// windows resolve faster changes, such as the targeted hot spot's 3000-record rotation,
+    /// at the price of that noise).
+    #[arg(long, value_name = "RECORDS", value_parser = at_least_one_u64,
+          default_value_t = SimConfig::default().recovery_window)]
+    recovery_window: u64,
+
     /// Ablation: move keys without the fenced-migration protocol (no fence, no barrier), to
     /// show the order violations it prevents.
     #[arg(long)]
@@ -169,6 +177,7 @@ impl SimulateArgs {
             warmup: self.warmup,
             hot_key_at: self.hot_key_at,
             hot_key_share: self.hot_key_share,
+            recovery_window: self.recovery_window,
             fencing: !self.no_fencing,
             strategy,
             ..SimConfig::default()
