@@ -108,8 +108,10 @@ pub struct SimConfig {
     /// Share of all arrivals the sudden hot key carries, in (0, 1].
     pub hot_key_share: f64,
     /// Records per partition (on average) in one window of the recovery measurement
-    /// ([`super::recovery`]; ≥ 1).
-    pub recovery_window: u64,
+    /// ([`super::recovery`]; ≥ 1). `None`: [`DEFAULT_WINDOW_PER_PARTITION`], but never more
+    /// than one period of a workload that changes shape periodically (the targeted hot spot's
+    /// rotation), so that each change is judged by a window of its own.
+    pub recovery_window: Option<u64>,
     /// Run the fenced-migration protocol for ordered strategies. Off is an ablation: moves
     /// take effect at once, unfenced, which shows what the protocol protects against.
     pub fencing: bool,
@@ -142,7 +144,7 @@ impl Default for SimConfig {
             warmup: 0.2,
             hot_key_at: None,
             hot_key_share: 0.1,
-            recovery_window: DEFAULT_WINDOW_PER_PARTITION,
+            recovery_window: None,
             fencing: true,
             strategy: StrategyConfig::default(),
         }
@@ -182,13 +184,19 @@ impl SimConfig {
         (self.warmup * self.records as f64).floor() as u64
     }
 
-    /// How the recovery measurement cuts arrivals into windows.
+    /// How the recovery measurement cuts arrivals into windows (see
+    /// [`SimConfig::recovery_window`]).
     pub fn windowing(&self) -> Windowing {
-        Windowing::new(
-            self.recovery_window
-                .saturating_mul(u64::from(self.partitions)),
-            self.warmup_records(),
-        )
+        let partitions = u64::from(self.partitions);
+        let size = match self.recovery_window {
+            Some(per_partition) => per_partition.saturating_mul(partitions),
+            None => {
+                let default = DEFAULT_WINDOW_PER_PARTITION.saturating_mul(partitions);
+                let period = self.key_dist().ok().and_then(|k| k.shift_period());
+                period.map_or(default, |p| default.min(p))
+            }
+        };
+        Windowing::new(size, self.warmup_records())
     }
 
     /// The index of the arrival at which the sudden hot key appears, if any:
@@ -278,7 +286,7 @@ impl SimConfig {
     /// The recovery windows hold at least a record each, and the sudden hot key must be
     /// measurable: in a measured window, with a complete window from it on.
     fn validate_recovery(&self) -> Result<(), ParamError> {
-        if self.recovery_window == 0 {
+        if self.recovery_window == Some(0) {
             return Err(ParamError::new(
                 "recovery-window",
                 "must be at least 1 record per partition",
@@ -317,7 +325,9 @@ impl SimConfig {
                     "{at} leaves no complete measuring window of {} records ({} per \
                      partition) after the hot key appears at record {from} of {}; choose an \
                      earlier point, more --records or a shorter --recovery-window",
-                    windows.size, self.recovery_window, self.records
+                    windows.size,
+                    windows.size / u64::from(self.partitions),
+                    self.records
                 ),
             ));
         }
@@ -412,7 +422,7 @@ mod tests {
         assert_eq!(bad(|c| c.hot_key_at = Some(-0.5)), "hot-key-at");
         assert_eq!(bad(|c| c.hot_key_at = Some(f64::NAN)), "hot-key-at");
         assert_eq!(bad(|c| c.hot_key_share = 0.0), "hot-key-share");
-        assert_eq!(bad(|c| c.recovery_window = 0), "recovery-window");
+        assert_eq!(bad(|c| c.recovery_window = Some(0)), "recovery-window");
         assert_eq!(
             bad(|c| {
                 c.hot_key_at = Some(0.5);
@@ -421,6 +431,28 @@ mod tests {
             "hot-key-share"
         );
         assert_eq!(bad(|c| c.hot_key_share = f64::INFINITY), "hot-key-share");
+    }
+
+    #[test]
+    fn recovery_windows_hold_one_targeted_rotation_at_most() {
+        let c = SimConfig::default();
+        assert_eq!(c.windowing().size, 10_000, "1000 per partition");
+        let targeted = SimConfig {
+            workload: WorkloadKind::Targeted,
+            ..c.clone()
+        };
+        assert_eq!(targeted.windowing().size, 3000, "one rotation");
+        let three = SimConfig {
+            partitions: 3,
+            consumers: 3,
+            ..targeted.clone()
+        };
+        assert_eq!(three.windowing().size, 3000);
+        let set = SimConfig {
+            recovery_window: Some(500),
+            ..targeted
+        };
+        assert_eq!(set.windowing().size, 5000, "an explicit window wins");
     }
 
     #[test]

@@ -71,6 +71,15 @@ impl KeyDist {
         }
     }
 
+    /// Records between two changes of the load's shape, for a distribution that changes
+    /// shape on a fixed count (the targeted generator's period); `None` for a stationary one.
+    pub fn shift_period(&self) -> Option<u64> {
+        match self {
+            KeyDist::Targeted(t) => Some(t.period()),
+            KeyDist::Zipf(_) | KeyDist::Uniform { .. } => None,
+        }
+    }
+
     /// An upper bound on distinct key indices (every sample is below it), saturating at
     /// `u64::MAX` for an unbounded Zipf.
     pub fn key_space(&self) -> u64 {
