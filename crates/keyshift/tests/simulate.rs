@@ -255,7 +255,7 @@ fn a_sudden_hot_key_is_reported_with_the_recovery_of_each_strategy() {
         "{text}"
     );
     for row in [
-        "disturbances (max/bound > 1.1)",
+        "disturbances",
         "never recovered",
         "time to recover p50 (s)",
         "moves to recover max",
