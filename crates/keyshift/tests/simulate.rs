@@ -286,7 +286,7 @@ fn a_sudden_hot_key_is_reported_with_the_recovery_of_each_strategy() {
     }
     // The seed workload has no change of shape: nothing to recover from.
     let calm: Value =
-        serde_json::from_str(&stdout(&keyshift(&[&SEED_ARGS[..], &["--json"]].concat()))).unwrap();
+        serde_json::from_str(&stdout(&keyshift(&[SEED_ARGS, &["--json"]].concat()))).unwrap();
     for r in calm.as_array().unwrap() {
         assert_eq!(r["recovery"]["disturbances"], 0, "{r}");
     }
