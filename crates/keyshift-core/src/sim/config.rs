@@ -102,8 +102,8 @@ pub struct SimConfig {
     pub warmup: f64,
     /// A sudden hot key: when this fraction of the records has been generated, a key never
     /// seen before appears and carries [`SimConfig::hot_key_share`] of the arrivals from then
-    /// on (`None`: no such event). It must fall after the warm-up and leave at least one
-    /// measuring window ([`super::recovery`]) behind it.
+    /// on (`None`: no such event). It must fall after the warm-up and leave at least two
+    /// measuring windows ([`super::recovery`]) behind it.
     pub hot_key_at: Option<f64>,
     /// Share of all arrivals the sudden hot key carries, in (0, 1].
     pub hot_key_share: f64,
@@ -284,7 +284,7 @@ impl SimConfig {
     }
 
     /// The recovery windows hold at least a record each, and the sudden hot key must be
-    /// measurable: in a measured window, with a complete window from it on.
+    /// measurable: in a measured window, with two complete windows from it on.
     fn validate_recovery(&self) -> Result<(), ParamError> {
         if self.recovery_window == Some(0) {
             return Err(ParamError::new(
@@ -318,13 +318,16 @@ impl SimConfig {
                 ),
             ));
         }
-        if windows.first_from(from) >= windows.complete(self.records) {
+        // One window to judge the disturbance and one to recover in: with fewer, every
+        // strategy would read as never recovered.
+        if windows.first_from(from) + 2 > windows.complete(self.records) {
             return Err(ParamError::new(
                 "hot-key-at",
                 format!(
-                    "{at} leaves no complete measuring window of {} records ({} per \
-                     partition) after the hot key appears at record {from} of {}; choose an \
-                     earlier point, more --records or a shorter --recovery-window",
+                    "{at} leaves fewer than two complete measuring windows of {} records ({} \
+                     per partition) after the hot key appears at record {from} of {} (one to \
+                     judge the disturbance, one to recover in); choose an earlier point, more \
+                     --records or a shorter --recovery-window",
                     windows.size,
                     windows.size / u64::from(self.partitions),
                     self.records
@@ -467,16 +470,12 @@ mod tests {
         let e = at(0.1).validate().unwrap_err();
         assert_eq!(e.name, "hot-key-at");
         assert!(e.reason.contains("warm-up"), "{}", e.reason);
-        // 200 000 records, windows of 10 000 from record 40 000: the last complete one starts
-        // at 190 000, so an event up to there is judged and one after is not.
-        at(0.95).validate().unwrap();
-        let e = at(0.951).validate().unwrap_err();
+        // 200 000 records, windows of 10 000 from record 40 000: the last two complete ones
+        // start at 180 000 and 190 000, so an event up to 180 000 can be judged and recover.
+        at(0.9).validate().unwrap();
+        let e = at(0.901).validate().unwrap_err();
         assert_eq!(e.name, "hot-key-at");
-        assert!(
-            e.reason.contains("no complete measuring window"),
-            "{}",
-            e.reason
-        );
+        assert!(e.reason.contains("fewer than two complete"), "{}", e.reason);
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! Arrivals are cut into consecutive windows of a fixed number of records ([`Windowing`],
 //! sized by `SimConfig::recovery_window`), aligned on the first record so that a period that
 //! divides them, such as the targeted generator's rotation, starts windows too; those from the
-//! first window that starts after the warm-up are measured. Each window's imbalance is the
-//! report's own `max_over_bound` ([`crate::stats::imbalance`]: the busiest partition's records over
-//! `max(mean, hottest key)`, here counted within the window). An *event* is an arrival with
+//! first window that starts after the warm-up are measured. (With a sudden hot key in a
+//! targeted workload the generator counts only its own records, so its rotations drift off
+//! the window boundaries.) Each window's imbalance is the report's own `max_over_bound`
+//! ([`crate::stats::imbalance`]: the busiest partition's records over `max(mean, hottest
+//! key)`, here counted within the window). An *event* is an arrival with
 //! which the workload changed shape (the targeted hot spot moved, a sudden hot key appeared).
 //! It is a *disturbance* when the first window that starts at or after it is above
 //! [`RECOVERED_MAX_OVER_BOUND`]; it *recovers* at the first later window at or below it. Time

@@ -104,8 +104,8 @@ pub struct SimulateArgs {
 
     /// Sudden hot key: when this fraction of the records has been generated (0.5 = half-way)
     /// a key never seen before appears and carries --hot-key-share of all arrivals from then
-    /// on; the rest follow --workload. Must fall after --warmup and leave one measuring window
-    /// (1000 records per partition) before the end. The report says whether each strategy
+    /// on; the rest follow --workload. Must fall after --warmup and leave two measuring windows
+    /// (see --recovery-window) before the end. The report says whether each strategy
     /// recovered (max/bound ≤ 1.1 again), how fast and with how many moves.
     #[arg(long, value_name = "FRACTION", allow_negative_numbers = true, value_parser = finite_f64)]
     hot_key_at: Option<f64>,
