@@ -210,3 +210,34 @@ fn bad_parameters_are_named() {
     );
     assert_eq!(err(SimConfig::default(), "roundest"), "strategy");
 }
+
+#[test]
+fn hash_never_recovers_from_a_targeted_rotation_judged_rotation_by_rotation() {
+    // 60 000 records of the seed's targeted workload: the hot spot rotates every 3000, and
+    // by default each rotation is judged by a window of its own (3000 records).
+    let c = SimConfig {
+        workload: WorkloadKind::Targeted,
+        records: 60_000,
+        ..SimConfig::default()
+    };
+    let rotation = sim::run(&c, "hash").unwrap().recovery;
+    assert_eq!(rotation.window_records, 3000);
+    // Rotations at 12 000 (the end of the 20 % warm-up), 15 000, …, 57 000, each the start of
+    // a complete window, and hash loads only a third of the partitions in every window.
+    assert_eq!(
+        (rotation.disturbances, rotation.unrecovered),
+        (16, 16),
+        "{rotation:?}"
+    );
+    assert_eq!(rotation.recover_s_max, None);
+    // Negative control: windows of 10 000 records span more than three rotations, over which
+    // hash reads as balanced (here in every window, so no rotation even counts as a
+    // disturbance) without a single move. That is why windows are capped at one rotation.
+    let long = SimConfig {
+        recovery_window: Some(1000),
+        ..c
+    };
+    let r = sim::run(&long, "hash").unwrap().recovery;
+    assert_eq!(r.window_records, 10_000);
+    assert!(r.unrecovered < rotation.unrecovered, "{r:?}");
+}

@@ -1,8 +1,9 @@
 //! The cost-aware `keyshift` against the classic one, in the simulator and by driving the
 //! strategy directly: it settles on a stationary load, pins and isolates giant keys and says
-//! when a key needs more than one consumer, stays ahead of hash on a shifting load, and backs
-//! off from a migration storm. Each test runs `keyshift-classic` (or the same run without the
-//! trigger) as its negative control: the figure the test checks must differ there.
+//! when a key needs more than one consumer, stays ahead of hash on a shifting load, backs off
+//! from a migration storm, and recovers from a sudden hot key that hash cannot move. Each test
+//! runs `keyshift-classic`, `hash` or the same run without the trigger as its negative
+//! control: the figure the test checks must differ there.
 
 use keyshift_core::hash::Hasher;
 use keyshift_core::sim::{self, SimConfig, SimReport, WorkloadKind};
@@ -198,4 +199,41 @@ fn backs_off_from_a_migration_storm() {
     assert!(storms >= 1 && backoff > 1.0, "{outcome:?}");
     assert_eq!((calm_storms, calm_backoff), (0, 1.0), "{outcome:?}");
     assert!(2 * late < calm_late, "{outcome:?}");
+}
+
+#[test]
+fn recovers_from_a_sudden_hot_key_that_hash_cannot_move() {
+    // Half-way through 500 s of the seed workload a new key appears with 10 % of the
+    // arrivals. Windows are 10 000 records (50 s); the event falls on a window boundary.
+    let quiet = SimConfig {
+        records: 100_000,
+        ..SimConfig::default()
+    };
+    let c = SimConfig {
+        hot_key_at: Some(0.5),
+        hot_key_share: 0.1,
+        ..quiet.clone()
+    };
+    let hash = run(&c, "hash");
+    let new = run(&c, "keyshift");
+    println!("hash {:?}\nkeyshift {:?}", hash.recovery, new.recovery);
+    // The key is new: it shows up among the measured records, as the hottest one.
+    assert_eq!(new.hottest_key_records, hash.hottest_key_records);
+    assert!(hash.hottest_key_records > 4_000, "{hash:?}");
+    // Hash leaves the key (and every other) where it hashes: it never recovers.
+    assert_eq!(hash.recovery.disturbances, 1, "{:?}", hash.recovery);
+    assert_eq!(hash.recovery.unrecovered, 1, "{:?}", hash.recovery);
+    assert_eq!(hash.recovery.recover_s_max, None);
+    // keyshift moves keys until a window is within 1.1 of the bound again, within the run.
+    let r = &new.recovery;
+    assert_eq!((r.disturbances, r.unrecovered), (1, 0), "{r:?}");
+    let time = r.recover_s_max.unwrap();
+    assert!(time > 0.0 && time <= 200.0, "{r:?}");
+    let moves = r.moves_max.unwrap();
+    assert!(moves >= 1 && moves <= new.migrations_after_warmup, "{r:?}");
+    // Without the event there is nothing to recover from.
+    for s in ["hash", "keyshift"] {
+        let r = run(&quiet, s).recovery;
+        assert_eq!((r.disturbances, r.unrecovered), (0, 0), "{s}: {r:?}");
+    }
 }

@@ -1,6 +1,9 @@
-//! Open-loop schedules and seeded workloads.
+//! Open-loop schedules and seeded workloads, with and without a sudden hot key.
 
-use keyshift_core::workload::{key_name, Arrival, KeyDist, Schedule, ScheduleKind, Workload, Zipf};
+use keyshift_core::hash::Hasher;
+use keyshift_core::workload::{
+    key_name, Arrival, HotKey, KeyDist, Schedule, ScheduleKind, Targeted, Workload, Zipf,
+};
 
 #[test]
 fn uniform_is_evenly_spaced_from_zero() {
@@ -162,4 +165,68 @@ fn uniform_keys_cover_the_key_space() {
 fn key_names_are_the_seeds() {
     assert_eq!(key_name(0), "location_0");
     assert_eq!(key_name(2799), "location_2799");
+}
+
+#[test]
+fn a_sudden_hot_key_takes_its_share_and_leaves_the_other_keys_alone() {
+    let keys = || KeyDist::Zipf(Zipf::new(1.1, 2.72, 2800).unwrap());
+    let hot = HotKey::new(5000, 0.25, &keys()).unwrap();
+    assert_eq!(
+        hot.key(),
+        2801,
+        "one past every index Zipf(imax 2800) draws"
+    );
+    let plain: Vec<Arrival> = Workload::new(keys(), Schedule::poisson(200.0).unwrap(), 7)
+        .take(20_000)
+        .collect();
+    let with: Vec<Arrival> = Workload::new(keys(), Schedule::poisson(200.0).unwrap(), 7)
+        .with_hot_key(hot, 7)
+        .take(20_000)
+        .collect();
+    // Arrival times do not change; the key is absent before arrival 5000.
+    assert!(plain.iter().zip(&with).all(|(a, b)| a.at == b.at));
+    assert_eq!(&plain[..5000], &with[..5000]);
+    let share = with[5000..].iter().filter(|a| a.key == 2801).count() as f64 / 15_000.0;
+    assert!((share - 0.25).abs() < 0.02, "{share}");
+    // The other arrivals carry exactly the keys the plain workload draws, in order.
+    let others: Vec<u64> = with.iter().map(|a| a.key).filter(|&k| k != 2801).collect();
+    let expected: Vec<u64> = plain.iter().map(|a| a.key).take(others.len()).collect();
+    assert_eq!(others, expected);
+    // One shift, at the arrival where the key appears (whichever key that arrival carries).
+    let shifts: Vec<usize> = (0..with.len()).filter(|&i| with[i].shift).collect();
+    assert_eq!(shifts, [5000]);
+    assert!(plain.iter().all(|a| !a.shift));
+}
+
+#[test]
+fn the_targeted_hot_spot_shifts_every_period_but_not_at_the_start() {
+    let keys = KeyDist::Targeted(Targeted::with_shape(Hasher::Fnv1a, 10, 40, 3, 100).unwrap());
+    let shifts: Vec<usize> = Workload::new(keys, Schedule::uniform(10.0).unwrap(), 1)
+        .take(450)
+        .enumerate()
+        .filter_map(|(i, a)| a.shift.then_some(i))
+        .collect();
+    assert_eq!(shifts, [100, 200, 300, 400]);
+}
+
+#[test]
+fn a_hot_key_in_a_targeted_workload_does_not_advance_its_rotation() {
+    // The generator counts its own records: with half the arrivals taken by the hot key from
+    // arrival 50 on, its next rotations come every 200 arrivals instead of 100.
+    let keys = || KeyDist::Targeted(Targeted::with_shape(Hasher::Fnv1a, 10, 40, 3, 100).unwrap());
+    let hot = HotKey::new(50, 0.5, &keys()).unwrap();
+    let arrivals: Vec<Arrival> = Workload::new(keys(), Schedule::uniform(10.0).unwrap(), 1)
+        .with_hot_key(hot, 1)
+        .take(1000)
+        .collect();
+    let non_hot_before: Vec<usize> = arrivals
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.shift)
+        .map(|(i, _)| arrivals[..i].iter().filter(|a| a.key != hot.key()).count())
+        .collect();
+    // The hot key's own appearance at arrival 50 (50 generator records before it), then one
+    // rotation per 100 generator records.
+    assert_eq!(non_hot_before[0], 50);
+    assert_eq!(&non_hot_before[1..4], [100, 200, 300]);
 }

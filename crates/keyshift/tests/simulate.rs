@@ -104,9 +104,13 @@ fn csv_has_a_header_and_a_row_per_strategy_matching_the_json() {
         let cells: Vec<&str> = row.split(',').collect();
         assert_eq!(cells.len(), header.len());
         for (name, cell) in header.iter().zip(&cells) {
-            let v = &report[*name];
-            assert!(!v.is_null(), "CSV column {name} is not a report field");
+            // A dotted column is a field of a nested object (recovery.unrecovered).
+            let v = report
+                .pointer(&format!("/{}", name.replace('.', "/")))
+                .unwrap_or_else(|| panic!("CSV column {name} is not a report field"));
             match v {
+                // No disturbance recovered: no time to report.
+                Value::Null => assert_eq!(*cell, "", "column {name}"),
                 // Parsing JSON back may lose the last bit of a float; compare as numbers.
                 Value::Number(n) => {
                     let x = n.as_f64().unwrap();
@@ -217,6 +221,75 @@ fn bad_input_names_the_flag_and_exits_2() {
         "--keyshift-max-moves",
     );
     rejects(&["simulate", "--json", "--csv"], "--csv");
+    rejects(&["simulate", "--hot-key-at", "1.5"], "--hot-key-at");
+    // In the warm-up (the first 20 %), and too late for a measuring window after it.
+    rejects(&["simulate", "--hot-key-at", "0.1"], "--hot-key-at");
+    rejects(&["simulate", "--hot-key-at", "0.99"], "--hot-key-at");
+    rejects(
+        &["simulate", "--hot-key-at", "0.5", "--hot-key-share", "0"],
+        "--hot-key-share",
+    );
+    rejects(&["simulate", "--hot-key-share", "0.2"], "--hot-key-at");
+    rejects(&["simulate", "--recovery-window", "0"], "--recovery-window");
+}
+
+#[test]
+fn a_sudden_hot_key_is_reported_with_the_recovery_of_each_strategy() {
+    // 60 000 records: measuring windows of 10 000 records, aligned on record 0, from 20 000
+    // (the first boundary after the 20 % warm-up); the key appears at record 30 000 and the
+    // window it starts judges it.
+    let args = [
+        "simulate",
+        "--strategies",
+        "hash,keyshift",
+        "--records",
+        "60000",
+        "--hot-key-at",
+        "0.5",
+        "--hot-key-share",
+        "0.2",
+    ];
+    let text = stdout(&keyshift(&args));
+    assert!(
+        text.contains("a new hot key with 20 % of arrivals from record 30000"),
+        "{text}"
+    );
+    for row in [
+        "disturbances",
+        "never recovered",
+        "time to recover p50 (s)",
+        "moves to recover max",
+    ] {
+        assert!(text.contains(row), "no '{row}' in\n{text}");
+    }
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let v: Value = serde_json::from_str(&stdout(&keyshift(&json_args))).unwrap();
+    let runs = v.as_array().unwrap();
+    // Hash cannot move the key: one disturbance, never recovered, no time to report.
+    let hash = &runs[0]["recovery"];
+    assert_eq!(hash["window_records"], 10000);
+    assert_eq!(hash["disturbances"], 1, "{hash}");
+    assert_eq!(hash["unrecovered"], 1, "{hash}");
+    assert!(hash["recover_s_p50"].is_null(), "{hash}");
+    assert!(hash["moves_max"].is_null(), "{hash}");
+    let moving = &runs[1]["recovery"];
+    for field in [
+        "disturbances",
+        "unrecovered",
+        "recover_s_p50",
+        "recover_s_max",
+        "moves_p50",
+        "moves_max",
+    ] {
+        assert!(moving.get(field).is_some(), "no {field} in {moving}");
+    }
+    // The seed workload has no change of shape: nothing to recover from.
+    let calm: Value =
+        serde_json::from_str(&stdout(&keyshift(&[SEED_ARGS, &["--json"]].concat()))).unwrap();
+    for r in calm.as_array().unwrap() {
+        assert_eq!(r["recovery"]["disturbances"], 0, "{r}");
+    }
 }
 
 #[test]

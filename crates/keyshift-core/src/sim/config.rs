@@ -7,8 +7,9 @@
 
 use serde::Serialize;
 
+use super::recovery::{Windowing, DEFAULT_WINDOW_PER_PARTITION};
 use crate::strategy::StrategyConfig;
-use crate::workload::{KeyDist, Targeted, Zipf};
+use crate::workload::{HotKey, KeyDist, Targeted, Zipf};
 use crate::ParamError;
 
 /// How records arrive (open loop: arrivals never wait for the system).
@@ -99,6 +100,18 @@ pub struct SimConfig {
     /// Fraction of records (by arrival) treated as warm-up and left out of latency and load
     /// figures, so strategies that learn are measured in steady state.
     pub warmup: f64,
+    /// A sudden hot key: when this fraction of the records has been generated, a key never
+    /// seen before appears and carries [`SimConfig::hot_key_share`] of the arrivals from then
+    /// on (`None`: no such event). It must fall after the warm-up and leave at least two
+    /// measuring windows ([`super::recovery`]) behind it.
+    pub hot_key_at: Option<f64>,
+    /// Share of all arrivals the sudden hot key carries, in (0, 1].
+    pub hot_key_share: f64,
+    /// Records per partition (on average) in one window of the recovery measurement
+    /// ([`super::recovery`]; ≥ 1). `None`: [`DEFAULT_WINDOW_PER_PARTITION`], but never more
+    /// than one period of a workload that changes shape periodically (the targeted hot spot's
+    /// rotation), so that each change is judged by a window of its own.
+    pub recovery_window: Option<u64>,
     /// Run the fenced-migration protocol for ordered strategies. Off is an ablation: moves
     /// take effect at once, unfenced, which shows what the protocol protects against.
     pub fencing: bool,
@@ -129,6 +142,9 @@ impl Default for SimConfig {
             barrier_poll_ms: 50.0,
             feedback_interval_ms: 1000.0,
             warmup: 0.2,
+            hot_key_at: None,
+            hot_key_share: 0.1,
+            recovery_window: None,
             fencing: true,
             strategy: StrategyConfig::default(),
         }
@@ -160,6 +176,45 @@ impl SimConfig {
                 self.keys,
             )?)),
             WorkloadKind::Uniform => KeyDist::uniform(self.keys),
+        }
+    }
+
+    /// Records (by arrival) left out as warm-up: the first `⌊warmup × records⌋`.
+    pub fn warmup_records(&self) -> u64 {
+        (self.warmup * self.records as f64).floor() as u64
+    }
+
+    /// How the recovery measurement cuts arrivals into windows (see
+    /// [`SimConfig::recovery_window`]).
+    pub fn windowing(&self) -> Windowing {
+        let partitions = u64::from(self.partitions);
+        let size = match self.recovery_window {
+            Some(per_partition) => per_partition.saturating_mul(partitions),
+            None => {
+                let default = DEFAULT_WINDOW_PER_PARTITION.saturating_mul(partitions);
+                let period = self.key_dist().ok().and_then(|k| k.shift_period());
+                period.map_or(default, |p| default.min(p))
+            }
+        };
+        Windowing::new(size, self.warmup_records())
+    }
+
+    /// The index of the arrival at which the sudden hot key appears, if any:
+    /// `⌊hot_key_at × records⌋`.
+    pub fn hot_key_record(&self) -> Option<u64> {
+        self.hot_key_at
+            .map(|at| (at * self.records as f64).floor() as u64)
+    }
+
+    /// The sudden hot key, if configured (checks its parameters).
+    pub fn hot_key(&self) -> Result<Option<HotKey>, ParamError> {
+        match self.hot_key_record() {
+            Some(from) => Ok(Some(HotKey::new(
+                from,
+                self.hot_key_share,
+                &self.key_dist()?,
+            )?)),
+            None => Ok(None),
         }
     }
 
@@ -222,6 +277,60 @@ impl SimConfig {
                 format!(
                     "{} is not a fraction in [0, 1) of the records to leave out",
                     self.warmup
+                ),
+            ));
+        }
+        self.validate_recovery()
+    }
+
+    /// The recovery windows hold at least a record each, and the sudden hot key must be
+    /// measurable: in a measured window, with two complete windows from it on.
+    fn validate_recovery(&self) -> Result<(), ParamError> {
+        if self.recovery_window == Some(0) {
+            return Err(ParamError::new(
+                "recovery-window",
+                "must be at least 1 record per partition",
+            ));
+        }
+        // Checked even without the event, so a script's typo is not silently ignored.
+        HotKey::check_share(self.hot_key_share)?;
+        let Some(at) = self.hot_key_at else {
+            return Ok(());
+        };
+        if !(at.is_finite() && (0.0..1.0).contains(&at)) {
+            return Err(ParamError::new(
+                "hot-key-at",
+                format!("{at} is not a fraction in [0, 1) of the records"),
+            ));
+        }
+        self.hot_key()?;
+        let from = self.hot_key_record().unwrap_or(0);
+        let windows = self.windowing();
+        if windows.of(from).is_none() {
+            return Err(ParamError::new(
+                "hot-key-at",
+                format!(
+                    "{at} (record {from}) falls before the first measuring window, which starts \
+                     at record {} after the warm-up ({} % of the records); choose a later \
+                     point or a smaller --warmup",
+                    windows.first_start,
+                    self.warmup * 100.0
+                ),
+            ));
+        }
+        // One window to judge the disturbance and one to recover in: with fewer, every
+        // strategy would read as never recovered.
+        if windows.first_from(from) + 2 > windows.complete(self.records) {
+            return Err(ParamError::new(
+                "hot-key-at",
+                format!(
+                    "{at} leaves fewer than two complete measuring windows of {} records ({} \
+                     per partition) after the hot key appears at record {from} of {} (one to \
+                     judge the disturbance, one to recover in); choose an earlier point, more \
+                     --records or a shorter --recovery-window",
+                    windows.size,
+                    windows.size / u64::from(self.partitions),
+                    self.records
                 ),
             ));
         }
@@ -312,6 +421,61 @@ mod tests {
         assert_eq!(bad(|c| c.records = u64::from(u32::MAX)), "records");
         assert_eq!(bad(|c| c.fence_rtt_ms = -1.0), "fence-rtt-ms");
         assert_eq!(bad(|c| c.warmup = 1.0), "warmup");
+        assert_eq!(bad(|c| c.hot_key_at = Some(1.0)), "hot-key-at");
+        assert_eq!(bad(|c| c.hot_key_at = Some(-0.5)), "hot-key-at");
+        assert_eq!(bad(|c| c.hot_key_at = Some(f64::NAN)), "hot-key-at");
+        assert_eq!(bad(|c| c.hot_key_share = 0.0), "hot-key-share");
+        assert_eq!(bad(|c| c.recovery_window = Some(0)), "recovery-window");
+        assert_eq!(
+            bad(|c| {
+                c.hot_key_at = Some(0.5);
+                c.hot_key_share = 1.5;
+            }),
+            "hot-key-share"
+        );
+        assert_eq!(bad(|c| c.hot_key_share = f64::INFINITY), "hot-key-share");
+    }
+
+    #[test]
+    fn recovery_windows_hold_one_targeted_rotation_at_most() {
+        let c = SimConfig::default();
+        assert_eq!(c.windowing().size, 10_000, "1000 per partition");
+        let targeted = SimConfig {
+            workload: WorkloadKind::Targeted,
+            ..c.clone()
+        };
+        assert_eq!(targeted.windowing().size, 3000, "one rotation");
+        let three = SimConfig {
+            partitions: 3,
+            consumers: 3,
+            ..targeted.clone()
+        };
+        assert_eq!(three.windowing().size, 3000);
+        let set = SimConfig {
+            recovery_window: Some(500),
+            ..targeted
+        };
+        assert_eq!(set.windowing().size, 5000, "an explicit window wins");
+    }
+
+    #[test]
+    fn the_hot_key_must_fall_after_warm_up_and_before_the_last_window() {
+        let at = |x: f64| SimConfig {
+            hot_key_at: Some(x),
+            ..SimConfig::default()
+        };
+        at(0.5).validate().unwrap();
+        // Warm-up is the first 20 %.
+        at(0.2).validate().unwrap();
+        let e = at(0.1).validate().unwrap_err();
+        assert_eq!(e.name, "hot-key-at");
+        assert!(e.reason.contains("warm-up"), "{}", e.reason);
+        // 200 000 records, windows of 10 000 from record 40 000: the last two complete ones
+        // start at 180 000 and 190 000, so an event up to 180 000 can be judged and recover.
+        at(0.9).validate().unwrap();
+        let e = at(0.901).validate().unwrap_err();
+        assert_eq!(e.name, "hot-key-at");
+        assert!(e.reason.contains("fewer than two complete"), "{}", e.reason);
     }
 
     #[test]

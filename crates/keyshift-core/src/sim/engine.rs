@@ -19,6 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 
 use super::config::{assign, ArrivalProcess, ServiceDist, SimConfig};
+use super::recovery::{self, Windowing};
 use super::report::{infeasible_keys, InfeasibleKey, SimReport};
 use crate::protocol::{GateRecord, Migrator, OrderGate, RouteHeader, Step};
 use crate::stats::{imbalance, LatencyHistogram};
@@ -50,7 +51,10 @@ pub fn run(config: &SimConfig, strategy: &str) -> Result<SimReport, ParamError> 
         ArrivalProcess::Uniform => Schedule::uniform(config.rate)?,
         ArrivalProcess::Poisson => Schedule::poisson(config.rate)?,
     };
-    let workload = Workload::new(config.key_dist()?, schedule, config.seed);
+    let mut workload = Workload::new(config.key_dist()?, schedule, config.seed);
+    if let Some(hot) = config.hot_key()? {
+        workload = workload.with_hot_key(hot, config.seed);
+    }
     let migrator = if strategy.preserves_order() && config.fencing {
         Some(Migrator::new(config.partitions, strategy_config.hasher)?)
     } else {
@@ -135,6 +139,23 @@ struct KeyState {
     held: VecDeque<(u32, u32)>,
     /// Records of the key that arrived after warm-up.
     measured: u64,
+    /// The recovery window `window_count` belongs to, plus one (0: none yet).
+    window: usize,
+    /// Records of the key that arrived in that window.
+    window_count: u64,
+}
+
+/// One window of measured arrivals being filled (see [`recovery`]).
+#[derive(Debug)]
+struct WindowLoad {
+    /// Arrival time of its first record.
+    start_s: f64,
+    /// Moves decided before its first record was routed.
+    moves_before: u64,
+    /// Its records appended to each partition.
+    loads: Vec<u64>,
+    /// Records of its most frequent key.
+    hottest: u64,
 }
 
 /// One consumer of the group: a single server behind its own order gate.
@@ -191,6 +212,14 @@ struct Sim<'c> {
     completed_since: Vec<u64>,
     /// Watchdog: (processed, sum of committed offsets) at the last round, and rounds unchanged.
     watch: (u64, i64, u32),
+    /// How arrivals are cut into recovery windows.
+    windowing: Windowing,
+    /// Recovery windows of the measured records, in arrival order.
+    windows: Vec<WindowLoad>,
+    /// Measured arrivals with which the workload changed shape.
+    shifts: Vec<recovery::Event>,
+    /// Whether the pending arrival (the last record pushed) changes the workload's shape.
+    arrival_shift: bool,
 }
 
 impl<'c> Sim<'c> {
@@ -240,7 +269,7 @@ impl<'c> Sim<'c> {
             owner,
             committed: vec![0; config.partitions as usize],
             consumers,
-            warmup_records: (config.warmup * n as f64).floor() as u64,
+            warmup_records: config.warmup_records(),
             processed: 0,
             last_completion: 0.0,
             latency: LatencyHistogram::new(),
@@ -254,6 +283,10 @@ impl<'c> Sim<'c> {
             violations: 0,
             completed_since: vec![0; config.partitions as usize],
             watch: (0, 0, 0),
+            windowing: config.windowing(),
+            windows: Vec::new(),
+            shifts: Vec::new(),
+            arrival_shift: false,
         }
     }
 
@@ -351,7 +384,8 @@ impl<'c> Sim<'c> {
 
     fn schedule_next_arrival(&mut self) {
         if (self.records.len() as u64) < self.config.records {
-            if let Some(Arrival { at, key }) = self.workload.next() {
+            if let Some(Arrival { at, key, shift }) = self.workload.next() {
+                self.arrival_shift = shift;
                 // Stash the key in a record now; `on_arrival` routes it.
                 let slot = self.slot(key);
                 let ks = &mut self.keys[slot as usize];
@@ -379,6 +413,8 @@ impl<'c> Sim<'c> {
                 in_flight: 0,
                 held: VecDeque::new(),
                 measured: 0,
+                window: 0,
+                window_count: 0,
             });
         }
         slot
@@ -389,6 +425,9 @@ impl<'c> Sim<'c> {
         let key = self.records[rec as usize].key;
         if u64::from(rec) >= self.warmup_records {
             self.keys[key as usize].measured += 1;
+        }
+        if let Some(w) = self.windowing.of(rec.into()) {
+            self.count_in_window(w, rec, key);
         }
         let partition = self.strategy.route(&self.keys[key as usize].name, self.now);
         let moves = self.strategy.drain_moves().len() as u64;
@@ -406,6 +445,35 @@ impl<'c> Sim<'c> {
             self.offer_held(key);
         }
         self.schedule_next_arrival();
+    }
+
+    /// Counts record `rec` of key slot `key` in its recovery window `w` (opening the window
+    /// with its first record), and notes it as an event if the workload changed shape with
+    /// it. Called before the record is routed, so moves it triggers count after.
+    fn count_in_window(&mut self, w: usize, rec: u32, key: u32) {
+        if w == self.windows.len() {
+            self.windows.push(WindowLoad {
+                start_s: self.now,
+                moves_before: self.migrations,
+                loads: vec![0; self.config.partitions as usize],
+                hottest: 0,
+            });
+        }
+        let ks = &mut self.keys[key as usize];
+        if ks.window != w + 1 {
+            ks.window = w + 1;
+            ks.window_count = 0;
+        }
+        ks.window_count += 1;
+        let window = &mut self.windows[w];
+        window.hottest = window.hottest.max(ks.window_count);
+        if std::mem::take(&mut self.arrival_shift) {
+            self.shifts.push(recovery::Event {
+                at_s: self.now,
+                moves_before: self.migrations,
+                first_window: self.windowing.first_from(rec.into()),
+            });
+        }
     }
 
     /// Offers the key's held records to the migrator in order until one must wait.
@@ -462,6 +530,9 @@ impl<'c> Sim<'c> {
         r.appended = self.now;
         if u64::from(rec) >= self.warmup_records {
             self.partition_load[partition as usize] += 1;
+        }
+        if let Some(w) = self.windowing.of(rec.into()) {
+            self.windows[w].loads[partition as usize] += 1;
         }
         let key = self.keys[r.key as usize].name.clone();
         self.deliver(partition, offset, key, route, false);
@@ -623,6 +694,21 @@ impl<'c> Sim<'c> {
         }
     }
 
+    /// Disturbances and recoveries over the complete windows (a last, partial one would read
+    /// noisier than the rest and is left out).
+    fn recovery(&self) -> recovery::Recovery {
+        let complete = self.windowing.complete(self.records.len() as u64);
+        let windows: Vec<recovery::Window> = self.windows[..complete]
+            .iter()
+            .map(|w| recovery::Window {
+                start_s: w.start_s,
+                moves_before: w.moves_before,
+                max_over_bound: imbalance(&w.loads, w.hottest).max_over_bound,
+            })
+            .collect();
+        recovery::recovery(&windows, &self.shifts, self.windowing.size)
+    }
+
     fn report(&self) -> SimReport {
         let hottest = self.keys.iter().map(|k| k.measured).max().unwrap_or(0);
         let span = self.measured_span();
@@ -674,6 +760,7 @@ impl<'c> Sim<'c> {
             parked_max_ms: self.parked.max_ms(),
             warnings: infeasible_keys.iter().map(InfeasibleKey::warning).collect(),
             infeasible_keys,
+            recovery: self.recovery(),
         }
     }
 }

@@ -23,15 +23,20 @@
 //! against `max(mean, hottest key)`, moves and fences, time records spent held in the producer
 //! and parked in consumers, and per-key order violations (a record processed after a later
 //! record of its key), which must be 0 for ordered strategies and are not for `pkg` and
-//! `unordered`. A sweep ([`SweepSpec`], [`summarize`]) repeats runs over utilisation levels.
+//! `unordered`. After every change of the load's shape (the targeted hot spot moving, a sudden
+//! hot key, [`SimConfig::hot_key_at`]) windows of arrivals show whether the placement became
+//! unbalanced and how long and how many moves it took to recover ([`recovery`]). A sweep
+//! ([`SweepSpec`], [`summarize`]) repeats runs over utilisation levels.
 
 mod config;
 mod engine;
+pub mod recovery;
 mod report;
 mod sweep;
 
 pub use config::MAX_UTILIZATION;
 pub use config::{assign, ArrivalProcess, Assignor, ServiceDist, SimConfig, WorkloadKind};
 pub use engine::run;
+pub use recovery::Recovery;
 pub use report::{infeasible_keys, InfeasibleKey, SimReport, MAX_LISTED_KEYS};
 pub use sweep::{summarize, SweepPoint, SweepReport, SweepSpec, SweepSummary};

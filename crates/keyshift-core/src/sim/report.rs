@@ -5,6 +5,8 @@
 
 use serde::Serialize;
 
+use super::recovery::Recovery;
+
 /// The outcome of one run of one strategy.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimReport {
@@ -74,6 +76,10 @@ pub struct SimReport {
     pub infeasible_keys: Vec<InfeasibleKey>,
     /// Human-readable warnings about the workload, e.g. one per infeasible key.
     pub warnings: Vec<String>,
+    /// Disturbances (changes of the load's shape after which the placement was unbalanced,
+    /// max/bound above 1.1 over a window of arrivals), how long they took to recover and the
+    /// moves in between ([`super::recovery`]).
+    pub recovery: Recovery,
 }
 
 /// Most infeasible keys a report lists.

@@ -221,6 +221,7 @@ mod tests {
             parked_max_ms: 0.0,
             infeasible_keys: vec![],
             warnings: vec![],
+            recovery: crate::sim::recovery::recovery(&[], &[], 1000),
         }
     }
 

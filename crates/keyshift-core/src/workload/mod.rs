@@ -3,8 +3,11 @@
 //! Everything is seeded and reproducible.
 //!
 //! A [`KeyDist`] says which key comes next ([`Zipf`], [`Targeted`] or uniform), a [`Schedule`]
-//! says when, and a [`Workload`] zips the two into a seeded stream of [`Arrival`]s.
+//! says when, and a [`Workload`] zips the two into a seeded stream of [`Arrival`]s, optionally
+//! with a sudden [`HotKey`]. Each arrival says whether the workload changed shape with it (the
+//! targeted hot spot moved, the hot key appeared), so a measurement can time the recovery.
 
+mod hot_key;
 mod schedule;
 mod targeted;
 mod zipf;
@@ -12,6 +15,7 @@ mod zipf;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+pub use hot_key::{HotKey, HOT_KEY_STREAM};
 pub use schedule::{Arrivals, Schedule, ScheduleKind};
 pub use targeted::{Targeted, SEED_PERIOD, SEED_SETS};
 pub use zipf::Zipf;
@@ -58,6 +62,24 @@ impl KeyDist {
         }
     }
 
+    /// Whether the next [`KeyDist::sample`] starts a new shape of the load (the targeted hot
+    /// spot moves to its next set; the very first sample counts too, it starts the first).
+    pub fn shifts_next(&self) -> bool {
+        match self {
+            KeyDist::Targeted(t) => t.rotates_next(),
+            KeyDist::Zipf(_) | KeyDist::Uniform { .. } => false,
+        }
+    }
+
+    /// Records between two changes of the load's shape, for a distribution that changes
+    /// shape on a fixed count (the targeted generator's period); `None` for a stationary one.
+    pub fn shift_period(&self) -> Option<u64> {
+        match self {
+            KeyDist::Targeted(t) => Some(t.period()),
+            KeyDist::Zipf(_) | KeyDist::Uniform { .. } => None,
+        }
+    }
+
     /// An upper bound on distinct key indices (every sample is below it), saturating at
     /// `u64::MAX` for an unbounded Zipf.
     pub fn key_space(&self) -> u64 {
@@ -76,6 +98,9 @@ pub struct Arrival {
     pub at: f64,
     /// Key index; the key is [`key_name`]`(key)`.
     pub key: u64,
+    /// The workload changed shape with this arrival: the targeted hot spot moved, or the
+    /// [`HotKey`] appeared (never for the first arrival, which starts the load).
+    pub shift: bool,
 }
 
 /// A seeded, endless stream of [`Arrival`]s: keys from a [`KeyDist`], times from a
@@ -85,6 +110,12 @@ pub struct Workload {
     keys: KeyDist,
     arrivals: Arrivals,
     rng: ChaCha8Rng,
+    /// Arrivals produced so far.
+    sent: u64,
+    /// Keys drawn from `keys` so far (arrivals not carrying the hot key).
+    drawn: u64,
+    /// The sudden hot key and the generator deciding which arrivals carry it.
+    hot: Option<(HotKey, ChaCha8Rng)>,
 }
 
 impl Workload {
@@ -96,6 +127,20 @@ impl Workload {
             keys,
             arrivals: schedule.arrivals(seed),
             rng: ChaCha8Rng::seed_from_u64(seed),
+            sent: 0,
+            drawn: 0,
+            hot: None,
+        }
+    }
+
+    /// The same workload with `hot` added; which arrivals carry it follows from `seed` (the
+    /// one given to [`Workload::new`]).
+    pub fn with_hot_key(self, hot: HotKey, seed: u64) -> Workload {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(HOT_KEY_STREAM);
+        Workload {
+            hot: Some((hot, rng)),
+            ..self
         }
     }
 
@@ -110,8 +155,25 @@ impl Iterator for Workload {
 
     fn next(&mut self) -> Option<Arrival> {
         let at = self.arrivals.next()?;
-        let key = self.keys.sample(&mut self.rng);
-        Some(Arrival { at, key })
+        let index = self.sent;
+        self.sent += 1;
+        let (hot_key, appears) = match &mut self.hot {
+            Some((hot, rng)) if index >= hot.from() => (
+                (rng.gen::<f64>() < hot.share()).then_some(hot.key()),
+                index == hot.from() && index > 0,
+            ),
+            _ => (None, false),
+        };
+        let (key, rotates) = match hot_key {
+            Some(key) => (key, false),
+            None => {
+                let rotates = self.drawn > 0 && self.keys.shifts_next();
+                self.drawn += 1;
+                (self.keys.sample(&mut self.rng), rotates)
+            }
+        };
+        let shift = appears || rotates;
+        Some(Arrival { at, key, shift })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -152,12 +152,18 @@ impl Targeted {
         }
     }
 
+    /// Whether the next [`Targeted::sample`] moves the hot spot to the next set (also true
+    /// before the first, which picks the first set).
+    pub fn rotates_next(&self) -> bool {
+        self.left_in_block == 0
+    }
+
     /// The next key index: uniform among the active set's keys, moving to the next set first
     /// whenever `period` messages have been sent (including before the very first one, as in
     /// the seed).
     pub fn sample<R: Rng + ?Sized>(&mut self, rng: &mut R) -> u64 {
         // The seed's `count % 3000 == 0` test, as a countdown.
-        if self.left_in_block == 0 {
+        if self.rotates_next() {
             self.active = self.next_set();
             self.left_in_block = self.period;
         }

@@ -33,7 +33,12 @@ use crate::exit::FlagError;
                   fence round trip, consumers parking records until the old partition's commit \
                   passes the fence) and single-server consumers. Prints throughput, latency \
                   quantiles, per-partition load and imbalance, migrations, parked time and \
-                  per-key order violations for each strategy.\n\nWith --sweep, repeats the runs \
+                  per-key order violations for each strategy, and how long the placement took \
+                  to recover from each change of the load's shape (the targeted hot spot \
+                  moving, a sudden hot key from --hot-key-at): windows of 1000 arrivals per \
+                  partition, a disturbance when the first window after the change has \
+                  max/bound above 1.1, recovered at the first later window at or below \
+                  it.\n\nWith --sweep, repeats the runs \
                   over a range of utilisations and reports the highest one each strategy \
                   sustains with p99 latency within --p99-bound-ms, and its ratio to hash's."
 )]
@@ -97,6 +102,26 @@ pub struct SimulateArgs {
     #[arg(long, allow_negative_numbers = true, value_parser = finite_f64, default_value_t = SimConfig::default().warmup)]
     warmup: f64,
 
+    /// Sudden hot key: when this fraction of the records has been generated (0.5 = half-way)
+    /// a key never seen before appears and carries --hot-key-share of all arrivals from then
+    /// on; the rest follow --workload. Must fall after --warmup and leave two measuring windows
+    /// (see --recovery-window) before the end. The report says whether each strategy
+    /// recovered (max/bound ≤ 1.1 again), how fast and with how many moves.
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true, value_parser = finite_f64)]
+    hot_key_at: Option<f64>,
+
+    /// Share of all arrivals the sudden hot key carries, a fraction in (0, 1].
+    #[arg(long, value_name = "SHARE", requires = "hot_key_at", allow_negative_numbers = true,
+          value_parser = finite_f64, default_value_t = SimConfig::default().hot_key_share)]
+    hot_key_share: f64,
+
+    /// Records per partition in one window of the recovery measurement (max/bound per
+    /// window) [default: 1000, which keeps a balanced placement's sampling noise below the 1.1
+    /// limit, or one rotation of --workload targeted (3000 records in all) if that is shorter,
+    /// so each rotation is judged on its own window].
+    #[arg(long, value_name = "RECORDS", value_parser = at_least_one_u64)]
+    recovery_window: Option<u64>,
+
     /// Ablation: move keys without the fenced-migration protocol (no fence, no barrier), to
     /// show the order violations it prevents.
     #[arg(long)]
@@ -149,6 +174,9 @@ impl SimulateArgs {
             barrier_poll_ms: self.barrier_poll_ms,
             feedback_interval_ms: self.feedback_interval_ms,
             warmup: self.warmup,
+            hot_key_at: self.hot_key_at,
+            hot_key_share: self.hot_key_share,
+            recovery_window: self.recovery_window,
             fencing: !self.no_fencing,
             strategy,
             ..SimConfig::default()

@@ -14,7 +14,8 @@ use serde_json::Value;
 use crate::cmd::table::{self, Columns};
 
 /// Scalar report fields printed as CSV columns, in order (`partition_load` follows as one
-/// `;`-separated column).
+/// `;`-separated column). A dotted name is a field of a nested object (`recovery.unrecovered`);
+/// a `null` (no recovered disturbance) prints as an empty cell.
 pub const CSV_COLUMNS: &[&str] = &[
     "strategy",
     "preserves_order",
@@ -45,6 +46,13 @@ pub const CSV_COLUMNS: &[&str] = &[
     "migrations_after_warmup",
     "migrations_per_minute_after_warmup",
     "warnings",
+    "recovery.window_records",
+    "recovery.disturbances",
+    "recovery.unrecovered",
+    "recovery.recover_s_p50",
+    "recovery.recover_s_max",
+    "recovery.moves_p50",
+    "recovery.moves_max",
 ];
 
 /// Prints `value` as one JSON document followed by a newline.
@@ -74,9 +82,22 @@ fn describe(config: &SimConfig, sweep: bool) -> String {
     } else {
         ", NO FENCING (ablation)"
     };
+    let hot = config.hot_key_record().map_or(String::new(), |from| {
+        format!(
+            ", a new hot key with {} % of arrivals from record {from}",
+            config.hot_key_share * 100.0
+        )
+    });
+    // A sweep prints no recovery figures.
+    let window = if sweep {
+        String::new()
+    } else {
+        format!(", recovery windows of {} records", config.windowing().size)
+    };
     format!(
         "{} records at {} rec/s ({} arrivals), {keys}, {} partitions → {} consumers ({} \
-         assignor), {} service with mean {service}, seed {}, warm-up {:.0} %{fencing}",
+         assignor), {} service with mean {service}, seed {}, warm-up {:.0} \
+         %{hot}{fencing}{window}",
         config.records,
         config.rate,
         format!("{:?}", config.arrivals).to_lowercase(),
@@ -124,9 +145,29 @@ const ROWS: &[(&str, Cell)] = &[
     ("parked (ms total)", |r| format!("{:.1}", r.parked_ms)),
     ("parked p99 (ms)", |r| format!("{:.1}", r.parked_p99_ms)),
     ("parked max (ms)", |r| format!("{:.1}", r.parked_max_ms)),
+    ("disturbances", |r| r.recovery.disturbances.to_string()),
+    ("  never recovered", |r| r.recovery.unrecovered.to_string()),
+    ("  time to recover p50 (s)", |r| {
+        seconds(r.recovery.recover_s_p50)
+    }),
+    ("  time to recover max (s)", |r| {
+        seconds(r.recovery.recover_s_max)
+    }),
+    ("  moves to recover p50", |r| count(r.recovery.moves_p50)),
+    ("  moves to recover max", |r| count(r.recovery.moves_max)),
     ("processed", |r| r.processed.to_string()),
     ("duration (s)", |r| format!("{:.1}", r.duration_s)),
 ];
+
+/// Seconds with one decimal, or `-` when no disturbance recovered.
+fn seconds(s: Option<f64>) -> String {
+    s.map_or("-".to_string(), |s| format!("{s:.1}"))
+}
+
+/// A count, or `-` when no disturbance recovered.
+fn count(n: Option<u64>) -> String {
+    n.map_or("-".to_string(), |n| n.to_string())
+}
 
 /// The side-by-side text table of one run per strategy, then per-partition loads.
 pub fn text_runs(
@@ -179,9 +220,18 @@ fn csv_field(v: &Value) -> String {
     }
 }
 
+/// The JSON pointer of a (possibly dotted) CSV column name: `recovery.unrecovered` →
+/// `/recovery/unrecovered`.
+fn json_pointer(column: &str) -> String {
+    format!("/{}", column.replace('.', "/"))
+}
+
 fn csv_row(report: &SimReport) -> io::Result<Vec<String>> {
     let value = serde_json::to_value(report)?;
-    let mut row: Vec<String> = CSV_COLUMNS.iter().map(|c| csv_field(&value[*c])).collect();
+    let mut row: Vec<String> = CSV_COLUMNS
+        .iter()
+        .map(|c| csv_field(value.pointer(&json_pointer(c)).unwrap_or(&Value::Null)))
+        .collect();
     row.push(csv_field(&value["partition_load"]));
     Ok(row)
 }
