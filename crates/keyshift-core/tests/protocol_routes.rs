@@ -530,15 +530,15 @@ mod control_model {
         keep.into_iter().map(|p| log[p].clone()).collect()
     }
 
-    /// Everything a reader derives, comparable.
-    fn summary(
-        s: &ControlLog,
-    ) -> (
+    /// Everything a reader derives, comparable: term, decider, pending moves, routes.
+    type Summary = (
         u64,
         Option<u64>,
         Vec<(Vec<u8>, MoveId)>,
         Vec<(Vec<u8>, RouteEntry)>,
-    ) {
+    );
+
+    fn summary(s: &ControlLog) -> Summary {
         let mut pending: Vec<_> = s
             .pending_keys()
             .map(|k| (k.to_vec(), s.pending(k).unwrap().id))

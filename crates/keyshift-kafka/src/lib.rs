@@ -23,6 +23,7 @@ pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod consumer;
+pub mod control;
 pub mod feedback;
 pub mod lag;
 pub mod producer;

@@ -417,3 +417,113 @@ async fn standalone_runner_creates_the_topic_reports_ready_and_stops() {
         .expect("standalone broker failed");
     TcpListener::bind(addr).expect("port free after the runner returned");
 }
+
+/// The control log of coordinated producers on a real broker: a member that opens the topic
+/// later replays the same state; a tail sees records in log order with their effects, ignores
+/// a replaced decider's late commit and skips a value it cannot decode; a control topic with
+/// two partitions is refused by name.
+#[test]
+fn the_control_log_replays_and_tails_in_one_order_for_every_member() {
+    use keyshift_core::protocol::control::{Control, Effect, MoveId, Rejected};
+    use keyshift_core::protocol::{RouteEntry, RouteHeader};
+    use keyshift_kafka::control::ControlTopic;
+
+    let broker = EmbeddedBroker::start().expect("broker");
+    let settings = broker.client_settings();
+    let name = "orders.keyshift-control";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a, replayed) = ControlTopic::open(&settings, name, PATIENCE).expect("open");
+    assert_eq!((replayed.log.term(), replayed.next_offset), (0, 0));
+    let id = MoveId { term: 1, seq: 1 };
+    let entry = RouteEntry {
+        partition: 2,
+        route: RouteHeader {
+            set_index: 1,
+            from_partition: 0,
+            fence_offset: 17,
+        },
+    };
+    let key: Box<[u8]> = b"k".as_slice().into();
+    let history = [
+        Control::Claim { term: 1, member: 1 },
+        Control::Propose {
+            id,
+            member: 1,
+            key: key.clone(),
+            to: 2,
+        },
+        Control::Ready { id, member: 2 },
+        Control::Commit {
+            id,
+            member: 1,
+            key: key.clone(),
+            entry: Some(entry),
+        },
+    ];
+    for (i, r) in history.iter().enumerate() {
+        assert_eq!(rt.block_on(a.write(r)).expect("write"), i as i64);
+    }
+
+    let (b, replayed) = ControlTopic::open(&settings, name, PATIENCE).expect("second open");
+    assert_eq!(replayed.next_offset, 4);
+    assert_eq!((replayed.log.term(), replayed.log.decider()), (1, Some(1)));
+    assert_eq!(replayed.log.route(&key), Some(&entry));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tail = b
+        .tail(replayed, move |offset, _, effect| {
+            let _ = tx.send((offset, effect.clone()));
+        })
+        .expect("tail");
+    // Member 2 takes over; member 1, not knowing, commits a second move afterwards.
+    rt.block_on(b.write(&Control::Claim { term: 2, member: 2 }))
+        .unwrap();
+    let garbage: FutureProducer = settings.producer_config().create().unwrap();
+    rt.block_on(
+        garbage.send(
+            FutureRecord::to(name)
+                .partition(0)
+                .key("junk")
+                .payload("not a record"),
+            Duration::from_secs(10),
+        ),
+    )
+    .expect("garbage written");
+    rt.block_on(a.write(&Control::Commit {
+        id: MoveId { term: 1, seq: 2 },
+        member: 1,
+        key: key.clone(),
+        entry: None,
+    }))
+    .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.push(rx.recv_timeout(PATIENCE).expect("tail reports"));
+    }
+    drop(tail);
+    assert_eq!(
+        seen,
+        [
+            (
+                4,
+                Effect::Decider {
+                    term: 2,
+                    member: 2,
+                    aborted: vec![]
+                }
+            ),
+            (6, Effect::Ignored(Rejected::StaleTerm)),
+        ]
+    );
+    assert_eq!(b.skipped(), 1, "the undecodable value at offset 5");
+
+    broker.create_topic("wide.keyshift-control", 2).unwrap();
+    let err = ControlTopic::open(&settings, "wide.keyshift-control", PATIENCE).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("wide.keyshift-control") && text.contains("exactly 1"),
+        "{text}"
+    );
+}

@@ -157,6 +157,12 @@ pub struct StrategyFlags {
           action = clap::ArgAction::Set, value_name = "BOOL")]
     keyshift_feedback: bool,
 
+    /// keyshift: how sure a round must be that a partition is over the target before it moves
+    /// a key off it, in standard errors of the partition's load estimate (0 = act on point
+    /// estimates; higher = fewer moves on noise, slower to react).
+    #[arg(long, allow_negative_numbers = true, default_value_t = KeyshiftConfig::default().confidence)]
+    keyshift_confidence: f64,
+
     /// pkg: half-life in seconds of the per-partition load [default: cumulative counts].
     #[arg(long, allow_negative_numbers = true)]
     pkg_half_life: Option<f64>,
@@ -265,6 +271,7 @@ impl StrategyFlags {
             cooldown_secs: self.keyshift_cooldown,
             warmup_secs: self.keyshift_warmup,
             use_feedback: self.keyshift_feedback,
+            confidence: self.keyshift_confidence,
             ..KeyshiftConfig::default()
         };
         let config = StrategyConfig {
