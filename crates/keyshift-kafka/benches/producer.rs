@@ -3,7 +3,9 @@
 //!
 //! Run with `cargo bench -p keyshift-kafka --bench producer` (options through env vars:
 //! `KEYSHIFT_BENCH_RECORDS` per round, default 20000; `KEYSHIFT_BENCH_ROUNDS`, default 5;
-//! `KEYSHIFT_BENCH_BOOTSTRAP` to use an existing cluster instead of the embedded broker).
+//! `KEYSHIFT_BENCH_BOOTSTRAP` to use an existing cluster instead of the embedded broker;
+//! `KEYSHIFT_BENCH_VARIANTS`, comma-separated, to run only some variants besides `plain` —
+//! e.g. to profile one with `perf record`).
 //!
 //! Each round sends the same Zipf key stream (s = 1.1, v = 2.72, 2800 keys, as the seed's
 //! client) of ~100-byte records through three producers in turn and awaits every delivery:
@@ -71,12 +73,31 @@ fn main() {
         .build()
         .expect("runtime");
 
-    let variants = [
+    let all = [
         "plain",
         "keyshift/hash",
         "keyshift/hash+moves",
         "keyshift/keyshift",
     ];
+    // `plain` always runs: every ratio is to it.
+    let wanted = std::env::var("KEYSHIFT_BENCH_VARIANTS").ok();
+    let variants: Vec<&str> = all
+        .into_iter()
+        .filter(|v| {
+            *v == "plain"
+                || wanted
+                    .as_deref()
+                    .is_none_or(|w| w.split(',').any(|x| x.trim() == *v))
+        })
+        .collect();
+    if let Some(w) = &wanted {
+        for x in w.split(',').map(str::trim) {
+            assert!(
+                all.contains(&x),
+                "KEYSHIFT_BENCH_VARIANTS: unknown variant '{x}' (known: {all:?})"
+            );
+        }
+    }
     let mut results: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
     println!(
         "producer overhead: {records} records of {VALUE_BYTES} B per round, {rounds} rounds \
