@@ -18,11 +18,13 @@
 //! ([`route_state`] has the value format), so a restarted producer continues each key's set.
 //!
 //! Many producers: [`control`] holds the records of the control log through which the
-//! producers of one topic agree on one decider and on every move, and the rules each applies.
+//! producers of one topic agree on one decider and on every move, and the rules each applies;
+//! [`membership`] holds each member's own judgement of who is alive and when to claim.
 
 pub mod control;
 mod gate;
 mod header;
+pub mod membership;
 mod migrator;
 pub mod route_state;
 
