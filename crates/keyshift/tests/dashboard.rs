@@ -321,6 +321,22 @@ fn page_shows_what_the_processes_report_and_the_moves() {
     }
     let a = metrics(&gw);
     b.two_updates();
+    // The timeline comes from fence records the dashboard tails from Kafka, asynchronously:
+    // wait (bounded) until it has read as many as the gateway wrote.
+    let wrote = value(&a, "keyshift_producer_migrations_total");
+    let deadline = Instant::now() + PATIENCE;
+    while (b
+        .eval("document.querySelectorAll('tr.move').length")
+        .as_u64()
+        .unwrap() as f64)
+        < wrote
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the timeline never showed the gateway's {wrote} moves"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let produced = page_produced(&mut b);
     let hot: Vec<(String, f64, f64)> = serde_json::from_value(b.eval(
         "[...document.querySelectorAll('tr.hotkey')]\
