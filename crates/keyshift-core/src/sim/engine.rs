@@ -139,6 +139,8 @@ struct KeyState {
     held: VecDeque<(u32, u32)>,
     /// Records of the key that arrived after warm-up.
     measured: u64,
+    /// Arrival time of the first of them (its rate is judged from there on).
+    first_measured: Option<f64>,
     /// The recovery window `window_count` belongs to, plus one (0: none yet).
     window: usize,
     /// Records of the key that arrived in that window.
@@ -413,6 +415,7 @@ impl<'c> Sim<'c> {
                 in_flight: 0,
                 held: VecDeque::new(),
                 measured: 0,
+                first_measured: None,
                 window: 0,
                 window_count: 0,
             });
@@ -424,7 +427,10 @@ impl<'c> Sim<'c> {
         let rec = (self.records.len() - 1) as u32;
         let key = self.records[rec as usize].key;
         if u64::from(rec) >= self.warmup_records {
-            self.keys[key as usize].measured += 1;
+            let arrival = self.records[rec as usize].arrival;
+            let k = &mut self.keys[key as usize];
+            k.measured += 1;
+            k.first_measured.get_or_insert(arrival);
         }
         if let Some(w) = self.windowing.of(rec.into()) {
             self.count_in_window(w, rec, key);
@@ -712,9 +718,12 @@ impl<'c> Sim<'c> {
     fn report(&self) -> SimReport {
         let hottest = self.keys.iter().map(|k| k.measured).max().unwrap_or(0);
         let span = self.measured_span();
+        let end = self.records.last().map_or(0.0, |r| r.arrival);
         let infeasible_keys = infeasible_keys(
-            self.keys.iter().map(|k| (&k.name[..], k.measured)),
-            span,
+            self.keys.iter().filter_map(|k| {
+                let first = k.first_measured?;
+                Some((&k.name[..], k.measured, end - first))
+            }),
             self.service_mean,
         );
         let imb = imbalance(&self.partition_load, hottest);

@@ -38,5 +38,7 @@ pub use config::MAX_UTILIZATION;
 pub use config::{assign, ArrivalProcess, Assignor, ServiceDist, SimConfig, WorkloadKind};
 pub use engine::run;
 pub use recovery::Recovery;
-pub use report::{infeasible_keys, InfeasibleKey, SimReport, MAX_LISTED_KEYS};
+pub use report::{
+    infeasible_keys, InfeasibleKey, SimReport, MAX_LISTED_KEYS, MIN_RECORDS_FOR_RATE,
+};
 pub use sweep::{summarize, SweepPoint, SweepReport, SweepSpec, SweepSummary};

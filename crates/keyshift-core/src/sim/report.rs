@@ -96,20 +96,27 @@ pub struct InfeasibleKey {
     pub consumers_needed: f64,
 }
 
-/// The keys among `counts` (key, records over `span_secs` seconds) that need more than one
-/// consumer at `service_secs` per record, hottest first, at most [`MAX_LISTED_KEYS`].
+/// Fewest records after the warm-up for a key's rate to be judged: a handful of records in a
+/// short span says nothing about a rate.
+pub const MIN_RECORDS_FOR_RATE: u64 = 20;
+
+/// The keys among `keys` — (key, its records after the warm-up, seconds from its first such
+/// record to the end of the measured span) — that need more than one consumer at
+/// `service_secs` per record, hottest first, at most [`MAX_LISTED_KEYS`].
+///
+/// A key's rate is taken over its own active span, not the whole run's: a key that turns hot
+/// late (a sudden hot key) is judged on the time it was hot instead of being diluted by the
+/// time before it existed. A key present from the start spans the whole run, as before. Keys
+/// with fewer than [`MIN_RECORDS_FOR_RATE`] records are not judged.
 pub fn infeasible_keys<'a>(
-    counts: impl IntoIterator<Item = (&'a [u8], u64)>,
-    span_secs: f64,
+    keys: impl IntoIterator<Item = (&'a [u8], u64, f64)>,
     service_secs: f64,
 ) -> Vec<InfeasibleKey> {
-    if span_secs <= 0.0 {
-        return Vec::new();
-    }
-    let mut keys: Vec<InfeasibleKey> = counts
+    let mut keys: Vec<InfeasibleKey> = keys
         .into_iter()
-        .filter_map(|(key, n)| {
-            let rate = n as f64 / span_secs;
+        .filter(|&(_, n, span)| n >= MIN_RECORDS_FOR_RATE && span > 0.0)
+        .filter_map(|(key, n, span)| {
+            let rate = n as f64 / span;
             let needed = rate * service_secs;
             (needed > 1.0).then(|| InfeasibleKey {
                 key: String::from_utf8_lossy(key).into_owned(),

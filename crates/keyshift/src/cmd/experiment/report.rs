@@ -45,8 +45,9 @@ pub struct Measured {
     pub partition_load: Vec<u64>,
     /// Records of the most frequent key after the warm-up.
     pub hottest_key_records: u64,
-    /// The hottest keys after the warm-up and their records, hottest first.
-    pub key_records: Vec<(String, u64)>,
+    /// The keys with the highest rates after the warm-up: (key, records, seconds from its
+    /// first such record to the last planned send), fastest first.
+    pub key_records: Vec<(String, u64, f64)>,
     /// Distinct records the workers processed.
     pub consumed: u64,
     /// Records processed more than once (redeliveries).
@@ -197,8 +198,9 @@ impl StrategyReport {
             0.0
         };
         let infeasible_keys = infeasible_keys(
-            m.key_records.iter().map(|(k, n)| (k.as_bytes(), *n)),
-            window,
+            m.key_records
+                .iter()
+                .map(|(k, n, span)| (k.as_bytes(), *n, *span)),
             config.mean_service_secs(),
         );
         let latency_cdf = if m.latency.is_empty() {
@@ -602,7 +604,10 @@ mod tests {
         // 420 (1.71 workers), location_1 200 (0.81).
         let config = SimConfig::default();
         let mut m = measured("keyshift", &[1.0]);
-        m.key_records = vec![("location_0".into(), 420), ("location_1".into(), 200)];
+        m.key_records = vec![
+            ("location_0".into(), 420, 8.0),
+            ("location_1".into(), 200, 8.0),
+        ];
         let r = StrategyReport::new(m, &config);
         assert_eq!(r.infeasible_keys.len(), 1);
         assert_eq!(r.infeasible_keys[0].key, "location_0");

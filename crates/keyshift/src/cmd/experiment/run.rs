@@ -518,11 +518,13 @@ fn run_strategy(
     let duration_s = end.saturating_duration_since(origin).as_secs_f64();
 
     // The hottest key after the warm-up: the bound any order-preserving strategy faces.
-    let mut per_key: std::collections::HashMap<u64, u64> = Default::default();
-    // (The hottest keys also tell whether one of them needs more than a consumer.)
+    // (Per key also the first planned send, so the fastest keys can be judged on their own
+    // active span: whether one of them needs more than a consumer.)
+    let mut per_key: std::collections::HashMap<u64, (u64, f64)> = Default::default();
     for p in &load[warm.min(load.len())..] {
-        *per_key.entry(p.key).or_insert(0) += 1;
+        per_key.entry(p.key).or_insert((0, p.at)).0 += 1;
     }
+    let last_send = load.last().map_or(0.0, |p| p.at);
     Ok(Measured {
         strategy: name.to_string(),
         preserves_order,
@@ -531,8 +533,8 @@ fn run_strategy(
         produced: sent.produced,
         send_errors: sent.errors,
         partition_load: sent.partition_load,
-        hottest_key_records: per_key.values().copied().max().unwrap_or(0),
-        key_records: top_keys(&per_key),
+        hottest_key_records: per_key.values().map(|&(n, _)| n).max().unwrap_or(0),
+        key_records: fastest_keys(&per_key, last_send),
         consumed: collector.consumed,
         duplicates: check.duplicates(),
         order_violations: check.violations(),
@@ -845,14 +847,27 @@ impl Sampler {
     }
 }
 
-/// The hottest keys after the warm-up with their record counts, hottest first (at most
-/// [`keyshift_core::sim::MAX_LISTED_KEYS`]).
-fn top_keys(per_key: &std::collections::HashMap<u64, u64>) -> Vec<(String, u64)> {
-    let mut top: Vec<(u64, u64)> = per_key.iter().map(|(&k, &n)| (k, n)).collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+/// The keys with the highest rates after the warm-up, each over its own active span (its first
+/// send after the warm-up to `last_send`), fastest first, at most
+/// [`keyshift_core::sim::MAX_LISTED_KEYS`]; keys with too few records to judge are left out.
+fn fastest_keys(
+    per_key: &std::collections::HashMap<u64, (u64, f64)>,
+    last_send: f64,
+) -> Vec<(String, u64, f64)> {
+    let rate = |n: u64, span: f64| if span > 0.0 { n as f64 / span } else { 0.0 };
+    let mut top: Vec<(u64, u64, f64)> = per_key
+        .iter()
+        .filter(|(_, &(n, _))| n >= keyshift_core::sim::MIN_RECORDS_FOR_RATE)
+        .map(|(&k, &(n, first))| (k, n, last_send - first))
+        .collect();
+    top.sort_by(|a, b| {
+        rate(b.1, b.2)
+            .total_cmp(&rate(a.1, a.2))
+            .then(a.0.cmp(&b.0))
+    });
     top.truncate(keyshift_core::sim::MAX_LISTED_KEYS);
     top.into_iter()
-        .map(|(k, n)| (keyshift_core::workload::key_name(k), n))
+        .map(|(k, n, span)| (keyshift_core::workload::key_name(k), n, span))
         .collect()
 }
 
