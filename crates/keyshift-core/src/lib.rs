@@ -14,11 +14,14 @@
 //! - [`protocol`] keeps per-key order when a key moves: the producer side
 //!   ([`protocol::Migrator`] decides when to write a fence and which records carry a
 //!   [`protocol::RouteHeader`]) and the consumer side ([`protocol::OrderGate`] decides which
-//!   records may be processed and how far each partition may commit).
+//!   records may be processed and how far each partition may commit); for several producers of
+//!   one topic, [`protocol::control`] is the log through which they agree on one decider and
+//!   on every move, and [`protocol::membership`] each one's judgement of who is alive.
 //! - [`sim`] runs all of the above as a deterministic discrete-event simulation and reports
 //!   latency, balance, migrations and order; [`stats`] holds the shared measures, and
 //!   [`probe`] the payload experiments use to measure latency and check per-key order;
-//!   [`serial`] checks that no key is processed by two workers at once.
+//!   [`serial`] checks that no key is processed by two workers at once; [`key_demand`]
+//!   measures, from a running consumer, how many consumers each hot key needs.
 //! - [`scaling`] decides how many consumers a group should run from its lag and rates (HPA
 //!   rule or predictive, with the HPA's damping), and holds the closed-loop lag simulator
 //!   that tests it.
