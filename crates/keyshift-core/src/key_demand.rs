@@ -22,20 +22,15 @@
 //! produced at once, then silence) shows as one high window; sustained values above 1 are the
 //! signal, which is how an alert should read the gauge.
 //!
-//! A producer cannot time handlers, but with consumer feedback it knows each partition's
-//! consumption rate and lag: a consumer with at least [`SATURATED_BACKLOG_SECS`] of backlog
-//! works without pause, so its consumption rate is its capacity, and a hot key routed there
-//! needs `key rate ÷ capacity` consumers ([`infeasible_from_feedback`]). A consumer without
-//! backlog may have spare capacity, so its keys are not judged.
+//! A producer cannot judge this: a partition's consumption pace is the share of its
+//! consumer's time that partition got, and a consumer serving several partitions splits its
+//! time, so without knowing which consumer owns which partitions a slow pace does not tell a
+//! key that needs more than one consumer from a consumer busy elsewhere. The consumer measures
+//! it exactly.
 
 use rustc_hash::FxHashMap;
 
 use crate::sim::{InfeasibleKey, MAX_LISTED_KEYS};
-use crate::strategy::PartitionFeedback;
-
-/// Backlog, in seconds of the consumer's own pace, above which a consumer is taken to work
-/// without pause (its consumption rate is its capacity).
-pub const SATURATED_BACKLOG_SECS: f64 = 1.0;
 
 /// Fewest records of a key in one window for its demand to be judged.
 pub const MIN_RECORDS: u64 = 10;
@@ -137,33 +132,6 @@ impl KeyDemand {
     }
 }
 
-/// The keys among `hot` (key, records per second, partition it is routed to) that need more
-/// than one consumer, judged against the capacity of saturated consumers in `feedback` (see the
-/// module docs), neediest first, at most [`MAX_LISTED_KEYS`]; and how many there are in all.
-pub fn infeasible_from_feedback<'a>(
-    hot: impl IntoIterator<Item = (&'a [u8], f64, u32)>,
-    feedback: &[PartitionFeedback],
-) -> (Vec<InfeasibleKey>, usize) {
-    let mut over: Vec<InfeasibleKey> = hot
-        .into_iter()
-        .filter_map(|(key, rate, partition)| {
-            let f = feedback.iter().find(|f| f.partition == partition)?;
-            let saturated =
-                f.throughput_rps > 0.0 && f.lag as f64 >= f.throughput_rps * SATURATED_BACKLOG_SECS;
-            let needed = rate / f.throughput_rps;
-            (saturated && needed > 1.0).then(|| InfeasibleKey {
-                key: String::from_utf8_lossy(key).into_owned(),
-                rate_rps: rate,
-                consumers_needed: needed,
-            })
-        })
-        .collect();
-    over.sort_by(|a, b| b.consumers_needed.total_cmp(&a.consumers_needed));
-    let count = over.len();
-    over.truncate(MAX_LISTED_KEYS);
-    (over, count)
-}
-
 /// The key's demand if it is judged and above one consumer.
 fn judge(key: &[u8], w: &Window) -> Option<InfeasibleKey> {
     let span_secs = (w.last_ms - w.first_ms) as f64 / 1e3;
@@ -227,27 +195,6 @@ mod tests {
         let now = feed(&mut d, b"few", MIN_RECORDS - 1, 10, 0.5, 0.0);
         d.tick(now + 1.0);
         assert_eq!(d.infeasible_count(), 0);
-    }
-
-    #[test]
-    fn feedback_judges_keys_only_on_saturated_consumers() {
-        let fb = |partition, throughput_rps, lag| PartitionFeedback {
-            partition,
-            throughput_rps,
-            lag,
-        };
-        // Partition 0: 30 rec/s with 300 waiting (10 s of backlog); partition 1: no backlog.
-        let feedback = [fb(0, 30.0, 300), fb(1, 30.0, 0)];
-        let hot: [(&[u8], f64, u32); 4] = [
-            (b"giant", 45.0, 0),
-            (b"idle-side", 45.0, 1),
-            (b"calm", 20.0, 0),
-            (b"unknown", 99.0, 7),
-        ];
-        let (keys, count) = infeasible_from_feedback(hot, &feedback);
-        assert_eq!(count, 1);
-        assert_eq!(keys[0].key, "giant");
-        assert!((keys[0].consumers_needed - 1.5).abs() < 1e-12);
     }
 
     #[test]

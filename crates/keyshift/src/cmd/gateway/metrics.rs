@@ -16,7 +16,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use keyshift_core::key_demand::infeasible_from_feedback;
 use keyshift_core::sketch::{HeavyHitters, SpaceSaving};
 use keyshift_kafka::{FeedbackLoop, KeyshiftProducer, ProducerStats};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -145,19 +144,11 @@ impl HotKeys {
 
     /// The `top` hottest keys with their estimated rate (records/s) and count.
     pub fn top(&self) -> Vec<(String, f64, u64)> {
-        self.top_raw()
-            .into_iter()
-            .map(|(key, rate, count)| (label_value(&key), rate, count))
-            .collect()
-    }
-
-    /// [`HotKeys::top`] with the keys' bytes.
-    fn top_raw(&self) -> Vec<(Vec<u8>, f64, u64)> {
         let now = self.origin.elapsed().as_secs_f64();
         let s = self.sketch.lock().unwrap_or_else(|p| p.into_inner());
         s.top(self.top, now)
             .into_iter()
-            .map(|h| (h.key.to_vec(), h.rate, h.count))
+            .map(|h| (label_value(&h.key), h.rate, h.count))
             .collect()
     }
 }
@@ -219,39 +210,35 @@ impl prometheus_client::collector::Collector for HotKeysCollector {
     }
 }
 
-/// Exports, with consumer feedback (`--consumer-group`), the hot keys that need more than one
-/// consumer ([`infeasible_from_feedback`]: a key's rate at this gateway over the pace of the
-/// saturated consumer of the partition it is routed to) as `keyshift_gateway_infeasible_keys`
-/// and `keyshift_gateway_key_consumers_needed{key}`.
+/// Exports, with consumer feedback (`--consumer-group`), what the strategy was last told of
+/// each partition's consumer: `keyshift_gateway_consumer_pace{partition}` (records committed
+/// per second) and `keyshift_gateway_consumer_backlog{partition}` (records waiting).
 #[derive(Debug)]
-pub struct InfeasibleCollector {
-    pub hot_keys: Arc<HotKeys>,
-    pub producer: KeyshiftProducer,
-    pub feedback: Arc<FeedbackLoop>,
-}
+pub struct FeedbackCollector(pub Arc<FeedbackLoop>);
 
-impl prometheus_client::collector::Collector for InfeasibleCollector {
+impl prometheus_client::collector::Collector for FeedbackCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let hot = self.hot_keys.top_raw();
-        let routed = hot
-            .iter()
-            .map(|(key, rate, _)| (key.as_slice(), *rate, self.producer.current_partition(key)));
-        let (keys, count) = infeasible_from_feedback(routed, &self.feedback.latest());
-        gauge(
-            &mut encoder,
-            "keyshift_gateway_infeasible_keys",
-            "Hot keys whose rate exceeds the pace of the saturated consumer of their partition: per-key order makes their load unsustainable",
-            saturating(count),
-        )?;
+        let latest = self.0.latest();
         let mut e = encoder.encode_descriptor(
-            "keyshift_gateway_key_consumers_needed",
-            "Consumers each infeasible hot key needs (its rate here / its consumer's pace)",
+            "keyshift_gateway_consumer_pace",
+            "Records per second the consumer group committed on each partition, as fed to the strategy",
             None,
             MetricType::Gauge,
         )?;
-        for k in &keys {
-            let labels = [("key", label_value(k.key.as_bytes()))];
-            ConstGauge::new(k.consumers_needed).encode(e.encode_family(&labels)?)?;
+        for f in &latest {
+            let labels = [("partition", f.partition.to_string())];
+            ConstGauge::new(f.throughput_rps).encode(e.encode_family(&labels)?)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "keyshift_gateway_consumer_backlog",
+            "Records waiting on each partition (end offset minus committed), as fed to the strategy",
+            None,
+            MetricType::Gauge,
+        )?;
+        for f in &latest {
+            let labels = [("partition", f.partition.to_string())];
+            ConstGauge::new(i64::try_from(f.lag).unwrap_or(i64::MAX))
+                .encode(e.encode_family(&labels)?)?;
         }
         Ok(())
     }

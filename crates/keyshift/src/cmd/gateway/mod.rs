@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 
 use self::api::{Gateway, Limits};
 use self::metrics::{
-    GatewayMetrics, HotKeys, HotKeysCollector, InfeasibleCollector, ProducerCollector,
+    FeedbackCollector, GatewayMetrics, HotKeys, HotKeysCollector, ProducerCollector,
 };
 use super::strategy_flags::{RouteFlags, StrategyFlags};
 use super::trace_flags::TraceFlags;
@@ -117,9 +117,8 @@ pub struct GatewayArgs {
     /// Consumer group that processes the topic. Its pace and backlog per partition, read
     /// from the committed and end offsets every 2 s, feed the strategy's cost model (moves
     /// weigh the backlog a key would wait behind; partitions count by their consumer's
-    /// measured capacity) and name on /metrics the hot keys that need more than one consumer
-    /// (keyshift_gateway_infeasible_keys, keyshift_gateway_key_consumers_needed). Without it
-    /// the strategy balances records only.
+    /// measured capacity) and are shown on /metrics (keyshift_gateway_consumer_pace,
+    /// keyshift_gateway_consumer_backlog). Without it the strategy balances records only.
     #[arg(long, value_name = "GROUP")]
     consumer_group: Option<String>,
 
@@ -252,11 +251,7 @@ where
     )?);
     registry.register_collector(Box::new(HotKeysCollector(Arc::clone(&hot_keys))));
     if let Some(feedback) = &options.feedback {
-        registry.register_collector(Box::new(InfeasibleCollector {
-            hot_keys: Arc::clone(&hot_keys),
-            producer: producer.clone(),
-            feedback: Arc::clone(feedback),
-        }));
+        registry.register_collector(Box::new(FeedbackCollector(Arc::clone(feedback))));
     }
     registry.register_collector(Box::new(ProducerCollector::new(producer.clone())));
     let gateway = Arc::new(Gateway {
