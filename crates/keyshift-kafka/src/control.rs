@@ -21,14 +21,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use keyshift_core::protocol::control::{Control, ControlLog, Effect};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 
 use crate::admin::{Admin, AdminError};
 use crate::config::ClientSettings;
+use crate::reader::state_reader;
 
 /// Suffix of the default control topic name: `<topic>.keyshift-control`.
 pub const CONTROL_TOPIC_SUFFIX: &str = ".keyshift-control";
@@ -139,7 +140,7 @@ impl ControlTopic {
                     Some(Err(e)) => return Err(err(format!("cannot read it: {e}"))),
                     Some(Ok(m)) => {
                         next = m.offset() + 1;
-                        if let Some(record) = topic.decode(&m) {
+                        if let Some(record) = decode(&topic.name, &topic.skipped, &m) {
                             log.apply(&record);
                         }
                     }
@@ -249,27 +250,14 @@ impl ControlTopic {
         })
     }
 
-    /// A consumer assigned the topic's partition from `from` (never joins a group).
+    /// A reader of the topic's partition from `from`.
     fn reader(&self, from: Offset) -> Result<BaseConsumer, String> {
-        let mut config = self.settings.consumer_config("keyshift-control-reader");
-        config
-            .set("enable.partition.eof", "true")
-            .set("fetch.wait.max.ms", "20");
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(|e| format!("cannot create a reader: {e}"))?;
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(&self.name, 0, from)
-            .map_err(|e| format!("cannot assign its partition: {e}"))?;
-        consumer
-            .assign(&assignment)
-            .map_err(|e| format!("cannot assign its partition: {e}"))?;
-        Ok(consumer)
-    }
-
-    fn decode(&self, m: &BorrowedMessage<'_>) -> Option<Control> {
-        decode(&self.name, &self.skipped, m)
+        state_reader(
+            &self.settings,
+            "keyshift-control-reader",
+            &self.name,
+            [(0, from)],
+        )
     }
 }
 

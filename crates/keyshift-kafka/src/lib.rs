@@ -27,6 +27,7 @@ pub mod control;
 pub mod feedback;
 pub mod lag;
 pub mod producer;
+mod reader;
 pub mod trace_events;
 pub mod watermarks;
 

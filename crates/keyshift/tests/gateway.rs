@@ -8,10 +8,12 @@
 //! records accepted with --no-wait are flushed to Kafka before it exits.
 
 mod gateway_support;
+mod process_support;
 
 use std::collections::HashMap;
 
 use gateway_support::*;
+use process_support::spawn_listening;
 use serde_json::{json, Value};
 
 /// A bad request: URL, content type, body, expected status, error text and field.
@@ -444,19 +446,13 @@ fn sigterm_answers_in_flight_requests_and_flushes_accepted_records() {
 fn consumer_feedback_reaches_the_gateway() {
     let topic = "gw-feedback";
     let broker = broker_with_topic(topic, 2);
-    let mut worker = keyshift()
-        .args(["worker", "--bootstrap-servers", broker.bootstrap_servers()])
-        .args(["--topic", topic, "--group", "feedback-workers"])
-        .args(["--service-time-ms", "30", "--metrics-listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("keyshift worker starts");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(worker.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    // Killed on drop, after the last scrape.
+    let _worker = spawn_listening(
+        keyshift()
+            .args(["worker", "--bootstrap-servers", broker.bootstrap_servers()])
+            .args(["--topic", topic, "--group", "feedback-workers"])
+            .args(["--service-time-ms", "30", "--metrics-listen", "127.0.0.1:0"]),
+    );
     let gw = GatewayProcess::start(
         broker.bootstrap_servers(),
         topic,
@@ -492,8 +488,6 @@ fn consumer_feedback_reaches_the_gateway() {
         }
         unreachable!()
     });
-    let _ = worker.kill();
-    let _ = worker.wait();
     // Both partitions are reported, the idle one with nothing waiting.
     let m = parse_metrics(&text);
     let other = 1 - giant;

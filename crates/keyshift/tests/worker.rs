@@ -3,7 +3,7 @@
 //! clean stop that commits everything processed.
 
 mod process_support;
-use process_support::{http_addr, http_get, signal_and_wait};
+use process_support::{http_addr, http_get, signal_and_wait, spawn_listening};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -164,29 +164,12 @@ fn worker_names_a_key_that_needs_more_than_one_consumer() {
     for f in pending {
         futures_executor_block_on(f);
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyshift"))
-        .args([
-            "worker",
-            "--bootstrap-servers",
-            broker.bootstrap_servers(),
-            "--topic",
-            topic,
-            "--group",
-            "workers",
-            "--service-time-ms",
-            "30",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("keyshift worker starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = http_addr(&line);
+    let (mut worker, addr) = spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_keyshift"))
+            .args(["worker", "--bootstrap-servers", broker.bootstrap_servers()])
+            .args(["--topic", topic, "--group", "workers"])
+            .args(["--service-time-ms", "30", "--metrics-listen", "127.0.0.1:0"]),
+    );
     // The demand window is 10 s: the verdict appears when the first one closes.
     let deadline = Instant::now() + PATIENCE;
     let body = loop {
@@ -200,7 +183,7 @@ fn worker_names_a_key_that_needs_more_than_one_consumer() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    signal_and_wait(&mut child, "-TERM", "worker");
+    signal_and_wait(&mut worker.0, "-TERM", "worker");
     assert_eq!(
         sample(&body, "keyshift_worker_infeasible_keys"),
         Some(1.0),

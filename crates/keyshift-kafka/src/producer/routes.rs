@@ -18,15 +18,15 @@ use std::time::{Duration, Instant};
 
 use keyshift_core::hash::kafka_partition;
 use keyshift_core::protocol::RouteEntry;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 
 use super::error::ProducerBuildError;
 use crate::admin::{Admin, AdminError};
 use crate::config::ClientSettings;
+use crate::reader::state_reader;
 
 /// Suffix of the default route topic name: `<topic>.keyshift-routes`.
 pub const ROUTE_TOPIC_SUFFIX: &str = ".keyshift-routes";
@@ -96,25 +96,13 @@ impl RouteTopic {
         ends: &[i64],
         timeout: Duration,
     ) -> Result<Restored, String> {
-        let mut config = settings.consumer_config("keyshift-routes-reader");
-        // Never joins or commits (partitions are assigned); short fetch waits so that a
-        // broker holding fetches for the full wait does not slow the start.
-        config
-            .set("enable.partition.eof", "true")
-            .set("fetch.wait.max.ms", "20");
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(|e| format!("cannot create a reader: {e}"))?;
-        let mut assignment = TopicPartitionList::new();
+        let consumer = state_reader(
+            settings,
+            "keyshift-routes-reader",
+            &self.name,
+            (0..ends.len() as i32).map(|p| (p, Offset::Beginning)),
+        )?;
         let mut todo: Vec<bool> = ends.iter().map(|&end| end > 0).collect();
-        for (p, _) in ends.iter().enumerate() {
-            assignment
-                .add_partition_offset(&self.name, p as i32, Offset::Beginning)
-                .map_err(|e| format!("cannot assign partition {p}: {e}"))?;
-        }
-        consumer
-            .assign(&assignment)
-            .map_err(|e| format!("cannot assign its partitions: {e}"))?;
         let mut last: HashMap<Box<[u8]>, Option<RouteEntry>> = HashMap::new();
         let deadline = Instant::now() + timeout;
         let mut read = 0u64;

@@ -1,0 +1,36 @@
+//! A consumer that reads keyshift's own state topics (the route topic, the control log) by
+//! assigned partitions: it never joins a group or commits, reports the end of each partition
+//! (`enable.partition.eof`) so a replay knows when it caught up, and asks for short fetch
+//! waits so that a broker holding fetches for the full wait does not slow a producer's start.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::ClientSettings;
+
+/// A reader of `topic`'s partitions, each from its offset in `starts`, with client id
+/// `client`; the error says what failed, for the caller to name the topic.
+pub(crate) fn state_reader(
+    settings: &ClientSettings,
+    client: &str,
+    topic: &str,
+    starts: impl IntoIterator<Item = (i32, Offset)>,
+) -> Result<BaseConsumer, String> {
+    let mut config = settings.consumer_config(client);
+    config
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "20");
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| format!("cannot create a reader: {e}"))?;
+    let mut assignment = TopicPartitionList::new();
+    for (p, offset) in starts {
+        assignment
+            .add_partition_offset(topic, p, offset)
+            .map_err(|e| format!("cannot assign partition {p}: {e}"))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| format!("cannot assign its partitions: {e}"))?;
+    Ok(consumer)
+}
