@@ -534,14 +534,19 @@ mod control_model {
     type Summary = (
         u64,
         Option<u64>,
-        Vec<(Vec<u8>, MoveId)>,
+        Vec<(Vec<u8>, MoveId, Vec<u64>, i64)>,
         Vec<(Vec<u8>, RouteEntry)>,
     );
 
     fn summary(s: &ControlLog) -> Summary {
         let mut pending: Vec<_> = s
             .pending_keys()
-            .map(|k| (k.to_vec(), s.pending(k).unwrap().id))
+            .map(|k| {
+                let p = s.pending(k).unwrap();
+                let mut ready = p.ready.clone();
+                ready.sort_unstable();
+                (k.to_vec(), p.id, ready, p.fence_offset)
+            })
             .collect();
         pending.sort();
         let mut routes: Vec<_> = s.routes().map(|(k, e)| (k.to_vec(), *e)).collect();
@@ -637,6 +642,7 @@ mod control_model {
                     (!pending.is_empty()).then(|| Control::Ready {
                         id: pending[rng.gen_range(0..pending.len())],
                         member: m,
+                        fence_offset: rng.gen_range(0..1000),
                     })
                 }
                 4 if view.decider() == Some(m) => {

@@ -126,7 +126,7 @@ impl ControlTopic {
         };
         let mut log = ControlLog::new();
         if end > 0 {
-            let consumer = topic.reader(Offset::Beginning).map_err(err)?;
+            let consumer = topic.reader(Offset::Beginning, true).map_err(err)?;
             let deadline = Instant::now() + timeout;
             let mut next = 0;
             while next < end {
@@ -174,6 +174,26 @@ impl ControlTopic {
         self.send(&key, Some(&value)).await
     }
 
+    /// Hands `record` to the writer without waiting for its acknowledgement (for callers that
+    /// cannot await and learn of the write by reading the log back).
+    pub fn enqueue(&self, record: &Control) -> Result<(), ControlError> {
+        let key = record.log_key();
+        let value = record.encode();
+        let rec = FutureRecord::<str, [u8]>::to(&self.name)
+            .partition(0)
+            .key(&key)
+            .payload(&value);
+        // Dropping the delivery future does not cancel the delivery.
+        self.producer
+            .send_result(rec)
+            .map(drop)
+            .map_err(|(e, _)| ControlError::Write {
+                topic: self.name.clone(),
+                log_key: key.clone(),
+                cause: Box::new(e),
+            })
+    }
+
     /// Writes a tombstone for `log_key` (compaction then removes the record it names).
     pub async fn tombstone(&self, log_key: &str) -> Result<i64, ControlError> {
         self.send(log_key, None).await
@@ -213,7 +233,7 @@ impl ControlTopic {
             reason,
         };
         let consumer = self
-            .reader(Offset::Offset(replayed.next_offset))
+            .reader(Offset::Offset(replayed.next_offset), false)
             .map_err(err)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
@@ -251,12 +271,13 @@ impl ControlTopic {
     }
 
     /// A reader of the topic's partition from `from`.
-    fn reader(&self, from: Offset) -> Result<BaseConsumer, String> {
+    fn reader(&self, from: Offset, eof: bool) -> Result<BaseConsumer, String> {
         state_reader(
             &self.settings,
             "keyshift-control-reader",
             &self.name,
             [(0, from)],
+            eof,
         )
     }
 }
@@ -286,7 +307,11 @@ impl Drop for ControlTail {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // The last owner may be dropped by the callback, on the tail's own thread: it
+            // stops by itself at its next poll, and joining it there would wait forever.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }

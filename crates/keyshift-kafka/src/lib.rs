@@ -42,7 +42,7 @@ pub use consumer::{
 };
 pub use feedback::{FeedbackError, FeedbackLoop};
 pub use producer::{
-    Delivery, KeyshiftProducer, PendingDelivery, ProduceError, ProducerBuildError, ProducerBuilder,
-    ProducerStats, Routes, ROUTE_TOPIC_SUFFIX,
+    CoordinationConfig, CoordinationStats, Delivery, KeyshiftProducer, PendingDelivery,
+    ProduceError, ProducerBuildError, ProducerBuilder, ProducerStats, Routes, ROUTE_TOPIC_SUFFIX,
 };
 pub use trace_events::{TraceEventError, TraceEventSink};

@@ -455,7 +455,11 @@ fn the_control_log_replays_and_tails_in_one_order_for_every_member() {
             key: key.clone(),
             to: 2,
         },
-        Control::Ready { id, member: 2 },
+        Control::Ready {
+            id,
+            member: 2,
+            fence_offset: 17,
+        },
         Control::Commit {
             id,
             member: 1,

@@ -22,7 +22,7 @@ mod gateway_support;
 mod process_support;
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use gateway_support::{
@@ -52,10 +52,12 @@ const GATEWAY_FLAGS: &[&str] = &[
     "0.5",
 ];
 
-/// Skewed keys: key k gets weight 1/(k+1)^1.1, drawn from a fixed xorshift stream.
+/// Skewed keys: key k gets weight 1/(k+1)^1.1, drawn from a fixed xorshift stream; `shift`
+/// renames them (key k is sent as key k + shift), so new keys turn hot.
 struct Keys {
     cumulative: Vec<f64>,
     state: u64,
+    shift: usize,
 }
 
 impl Keys {
@@ -70,6 +72,7 @@ impl Keys {
         Keys {
             cumulative,
             state: 0x9e37_79b9_7f4a_7c15,
+            shift: 0,
         }
     }
 
@@ -79,7 +82,7 @@ impl Keys {
         self.state ^= self.state << 17;
         let total = *self.cumulative.last().unwrap();
         let x = (self.state >> 11) as f64 / (1u64 << 53) as f64 * total;
-        self.cumulative.partition_point(|&c| c < x).min(KEYS - 1)
+        (self.cumulative.partition_point(|&c| c < x).min(KEYS - 1) + self.shift) % KEYS
     }
 }
 
@@ -316,8 +319,14 @@ fn restart_scenario(routes: &str) -> Outcome {
         }
     }
 
-    // The backlog: every probe record in the topic.
-    let log = read_all(&broker, &topic);
+    check_log(&broker, &topic, &format!("check-{routes}"))
+}
+
+/// Reads the whole topic (the log check), then has one `keyshift worker` that owns every
+/// partition consume it all (its sequence check).
+fn check_log(broker: &keyshift_kafka::EmbeddedBroker, topic: &str, group: &str) -> Outcome {
+    let bootstrap = broker.bootstrap_servers().to_owned();
+    let log = read_all(broker, topic);
     let unordered = unordered_pairs(&log);
     let records = log.iter().filter(|r| !r.fence).count() as f64;
     assert!(records > 0.0);
@@ -327,9 +336,9 @@ fn restart_scenario(routes: &str) -> Outcome {
             "--bootstrap-servers",
             &bootstrap,
             "--topic",
-            &topic,
+            topic,
             "--group",
-            &format!("check-{routes}"),
+            group,
             "--metrics-listen",
             "127.0.0.1:0",
         ])
@@ -358,8 +367,8 @@ fn restart_scenario(routes: &str) -> Outcome {
     let violations = sample("keyshift_worker_order_violations_total");
     signal_and_wait(&mut worker, "-TERM", "worker");
     eprintln!(
-        "routes {routes}: {records} records, {violations} order violations seen by the worker, \
-         {} unordered pairs in the log",
+        "{topic}: {records} records, {violations} order violations seen by the worker, {} \
+         unordered pairs in the log",
         unordered.len()
     );
     Outcome {
@@ -384,4 +393,228 @@ fn kill_9_twice_with_ephemeral_routes_breaks_order() {
         !out.unordered.is_empty(),
         "the negative control must leave records unordered, or the scenario proves nothing"
     );
+}
+
+/// The value of the first series of `name` whose labels contain `label` (e.g. `role="decider"`).
+fn labelled(base: &str, name: &str, label: &str) -> Option<f64> {
+    let addr = base.trim_start_matches("http://");
+    let (_, body) = http_get(addr, "/metrics");
+    parse_metrics(&body)
+        .into_iter()
+        .find(|(series, _)| series.starts_with(&format!("{name}{{")) && series.contains(label))
+        .map(|(_, v)| v)
+}
+
+fn is_decider(gw: &GatewayProcess) -> bool {
+    labelled(
+        &gw.base,
+        "keyshift_producer_coordination_role",
+        "role=\"decider\"",
+    )
+    .is_some()
+}
+
+/// Committed moves as `gw` read them from the control log.
+fn committed(gw: &GatewayProcess) -> f64 {
+    labelled(
+        &gw.base,
+        "keyshift_producer_coordination_moves_total",
+        "outcome=\"committed\"",
+    )
+    .unwrap_or(0.0)
+}
+
+/// Three gateway replicas of one topic behind one load, each batch to a random replica
+/// (issue 11's many-producers scenario). With `--routes coordinated` they move keys as one;
+/// `kill_decider` kills the deciding replica with `kill -9` mid-run, turns other keys hot (the
+/// settled routes no longer fit) and loads the other two until a new decider has committed
+/// moves of its own.
+fn replicas_scenario(routes: &str, fault: Fault) -> Outcome {
+    let topic = format!("replicas-{routes}-{fault:?}").to_lowercase();
+    let broker = broker_with_topic(&topic, PARTITIONS);
+    let bootstrap = broker.bootstrap_servers().to_owned();
+    let rt = runtime();
+    let client = reqwest::Client::new();
+    let mut keys = Keys::new();
+    let mut seqs = vec![0u64; KEYS];
+    let flags: Vec<&str> = GATEWAY_FLAGS
+        .iter()
+        .copied()
+        .chain(["--routes", routes])
+        .collect();
+    let mut gateways: Vec<GatewayProcess> = (0..3)
+        .map(|_| GatewayProcess::start(&bootstrap, &topic, &flags))
+        .collect();
+    let mut pick = 0x2545_f491_4f6c_dd1du64;
+    let mut load =
+        |gateways: &[GatewayProcess], batches: usize, keys: &mut Keys, seqs: &mut [u64]| {
+            for _ in 0..batches {
+                pick ^= pick << 13;
+                pick ^= pick >> 7;
+                pick ^= pick << 17;
+                let gw = &gateways[(pick % gateways.len() as u64) as usize];
+                send_batch(&rt, &client, gw, keys, seqs);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+    let moved = |gateways: &[GatewayProcess]| -> f64 {
+        if routes == "coordinated" {
+            gateways.iter().map(committed).fold(0.0, f64::max)
+        } else {
+            gateways
+                .iter()
+                .map(|g| metric(&g.base, "keyshift_producer_migrations_total"))
+                .sum()
+        }
+    };
+    let deadline = Instant::now() + PATIENCE;
+    load(&gateways, 60, &mut keys, &mut seqs);
+    while moved(&gateways) < 3.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no key moved within {PATIENCE:?}"
+        );
+        load(&gateways, 10, &mut keys, &mut seqs);
+    }
+    if fault == Fault::StopFollower {
+        let follower = (0..gateways.len())
+            .find(|&i| !is_decider(&gateways[i]))
+            .expect("a follower");
+        let pid = gateways[follower].child.id().to_string();
+        let stopped = Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .expect("kill -STOP");
+        assert!(stopped.success());
+        // Past the member timeout (3 s), with other keys turning hot: the other two move keys
+        // without the stopped one.
+        keys.shift = KEYS / 2;
+        let survivors: Vec<&GatewayProcess> = gateways
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != follower)
+            .map(|(_, g)| g)
+            .collect();
+        let before = committed(survivors[0]);
+        let until = Instant::now() + std::time::Duration::from_secs(5);
+        let mut pick_survivor = 0usize;
+        while Instant::now() < until || committed(survivors[0]) < before + 2.0 {
+            assert!(
+                Instant::now() < deadline,
+                "no move without the stopped replica within {PATIENCE:?}"
+            );
+            pick_survivor += 1;
+            send_batch(
+                &rt,
+                &client,
+                survivors[pick_survivor % 2],
+                &mut keys,
+                &mut seqs,
+            );
+        }
+        eprintln!(
+            "replicas: {} moves committed while a replica was stopped",
+            committed(survivors[0]) - before
+        );
+        let resumed = Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .expect("kill -CONT");
+        assert!(resumed.success());
+        // Straight to the resumed replica first: it must catch up before routing anything.
+        for _ in 0..20 {
+            send_batch(&rt, &client, &gateways[follower], &mut keys, &mut seqs);
+        }
+    }
+    if fault == Fault::KillDecider {
+        let deciders: Vec<usize> = (0..gateways.len())
+            .filter(|&i| is_decider(&gateways[i]))
+            .collect();
+        assert_eq!(deciders.len(), 1, "exactly one replica decides");
+        let mut dead = gateways.remove(deciders[0]);
+        let before = moved(&gateways);
+        keys.shift = KEYS / 2;
+        signal_and_wait(&mut dead.child, "-KILL", "deciding gateway");
+        let killed = Instant::now();
+        let deadline = killed + PATIENCE;
+        // Load keeps flowing through the survivors while they notice.
+        while !gateways.iter().any(is_decider) {
+            assert!(
+                Instant::now() < deadline,
+                "no new decider within {PATIENCE:?}"
+            );
+            load(&gateways, 2, &mut keys, &mut seqs);
+        }
+        eprintln!(
+            "replicas: a new decider took over {:.2} s after the kill -9",
+            killed.elapsed().as_secs_f64()
+        );
+        let takeover = Instant::now();
+        while moved(&gateways) < before + 3.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the new decider committed no move within {PATIENCE:?}"
+            );
+            load(&gateways, 10, &mut keys, &mut seqs);
+        }
+        eprintln!(
+            "replicas: the new decider's moves committed {:.2} s after it took over",
+            takeover.elapsed().as_secs_f64()
+        );
+    }
+    load(&gateways, 40, &mut keys, &mut seqs);
+    for gw in &mut gateways {
+        let status = gw.terminate();
+        assert!(
+            status.success(),
+            "gateway exits cleanly on SIGTERM: {status}"
+        );
+    }
+    check_log(&broker, &topic, &format!("check-{topic}"))
+}
+
+/// What goes wrong during [`replicas_scenario`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// `kill -9` of the deciding replica.
+    KillDecider,
+    /// SIGSTOP of a following replica past the member timeout, moves without it, SIGCONT.
+    StopFollower,
+}
+
+#[test]
+fn three_coordinated_replicas_keep_every_key_in_order() {
+    let out = replicas_scenario("coordinated", Fault::None);
+    assert_eq!(out.violations, 0);
+    assert!(out.unordered.is_empty(), "{:#?}", out.unordered);
+}
+
+#[test]
+fn a_killed_decider_is_replaced_and_order_holds() {
+    let out = replicas_scenario("coordinated", Fault::KillDecider);
+    assert_eq!(out.violations, 0);
+    assert!(out.unordered.is_empty(), "{:#?}", out.unordered);
+}
+
+/// The negative control: replicas that each move keys on their own split keys across
+/// partitions.
+#[test]
+fn uncoordinated_replicas_break_order() {
+    let out = replicas_scenario("ephemeral", Fault::None);
+    assert!(
+        !out.unordered.is_empty(),
+        "the negative control must leave records unordered, or the scenario proves nothing"
+    );
+}
+
+/// The zombie case: a replica stopped past the member timeout while the others move keys, then
+/// resumed and sent to at once. It catches up with the control log before it routes anything
+/// (it is out of touch until it reads its own heartbeat back), so its records follow the moves
+/// made without it.
+#[test]
+fn a_resumed_replica_follows_the_moves_made_without_it() {
+    let out = replicas_scenario("coordinated", Fault::StopFollower);
+    assert_eq!(out.violations, 0);
+    assert!(out.unordered.is_empty(), "{:#?}", out.unordered);
 }

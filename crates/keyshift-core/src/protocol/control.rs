@@ -70,12 +70,19 @@ pub enum Control {
         /// Where it goes.
         to: u32,
     },
-    /// `member` sends no more records of the move's key to the old partition, and every one it
-    /// sent there is acknowledged.
+    /// `member` sends no more records of the move's key to the old partition, and wrote its own
+    /// fence of the key there, after every record of the key it sent there, at `fence_offset`.
     Ready {
         /// The move.
         id: MoveId,
         /// The member that is ready.
+        member: MemberId,
+        /// Offset of the member's fence on the old partition.
+        fence_offset: i64,
+    },
+    /// `member` is alive (written every heartbeat interval; liveness only, never validity).
+    Heartbeat {
+        /// The member.
         member: MemberId,
     },
     /// The fence is written: the key's route is now `entry` (`None`: home, no header).
@@ -108,7 +115,10 @@ impl Control {
             Control::Propose { id, .. }
             | Control::Commit { id, .. }
             | Control::Abort { id, .. } => move_key(*id),
-            Control::Ready { id, member } => format!("ready/{}/{}/{member}", id.term, id.seq),
+            Control::Ready { id, member, .. } => {
+                format!("ready/{}/{}/{member}", id.term, id.seq)
+            }
+            Control::Heartbeat { member } => format!("hb/{member}"),
         }
     }
 }
@@ -117,7 +127,7 @@ impl Control {
     /// The record's value, version 1: `0x01 | tag | fields` with unsigned LEB128 varints and
     /// byte strings as a varint length then the bytes. Tags and fields:
     /// claim `0 | term | member`; propose `1 | term | seq | member | key | to`;
-    /// ready `2 | term | seq | member`; commit `3 | term | seq | member | key | 0` (home) or
+    /// ready `2 | term | seq | member | fence_offset`; heartbeat `5 | member`; commit `3 | term | seq | member | key | 0` (home) or
     /// `… | 1 | partition | set_index | from_partition | fence_offset`;
     /// abort `4 | term | seq | member | key`.
     pub fn encode(&self) -> Vec<u8> {
@@ -148,9 +158,19 @@ impl Control {
                 key(&mut out, k);
                 put_varint(&mut out, u64::from(*to));
             }
-            Control::Ready { id: i, member } => {
+            Control::Ready {
+                id: i,
+                member,
+                fence_offset,
+            } => {
                 out.push(2);
                 id(&mut out, i, *member);
+                debug_assert!(*fence_offset >= 0, "negative fence offset");
+                put_varint(&mut out, *fence_offset as u64);
+            }
+            Control::Heartbeat { member } => {
+                out.push(5);
+                put_varint(&mut out, *member);
             }
             Control::Commit {
                 id: i,
@@ -211,8 +231,18 @@ impl Control {
             }
             2 => {
                 let (id, member) = id(&mut r)?;
-                Control::Ready { id, member }
+                let fence = r.u64("fence_offset")?;
+                let fence_offset =
+                    i64::try_from(fence).map_err(|_| HeaderError::NegativeOffset(fence as i64))?;
+                Control::Ready {
+                    id,
+                    member,
+                    fence_offset,
+                }
             }
+            5 => Control::Heartbeat {
+                member: r.u64("member")?,
+            },
             3 => {
                 let (id, member) = id(&mut r)?;
                 let key = r.bytes("key")?.into();
@@ -302,7 +332,8 @@ pub enum Effect {
         /// Keys whose pending moves were aborted.
         aborted: Vec<Box<[u8]>>,
     },
-    /// Hold the key's new records; answer ready once its records sent so far are acknowledged.
+    /// Hold the key's new records, write a fence of it on its current partition (after the
+    /// records sent there so far) and answer ready with that fence's offset.
     Hold {
         /// The move.
         id: MoveId,
@@ -315,6 +346,11 @@ pub enum Effect {
     Ready {
         /// The move.
         id: MoveId,
+        /// The member.
+        member: MemberId,
+    },
+    /// `member` is alive.
+    Heartbeat {
         /// The member.
         member: MemberId,
     },
@@ -343,6 +379,11 @@ pub struct PendingMove {
     pub to: u32,
     /// Members that answered ready, in answer order.
     pub ready: Vec<MemberId>,
+    /// Each ready member's fence offset (same order as `ready`).
+    pub fences: Vec<i64>,
+    /// The highest of `fences` (−1 before the first ready): the commit's route waits for it,
+    /// so it waits for every ready member's records on the old partition.
+    pub fence_offset: i64,
 }
 
 /// The state every member derives from the control log; see the module docs.
@@ -395,6 +436,8 @@ impl ControlLog {
                         id: *id,
                         to: *to,
                         ready: Vec::new(),
+                        fences: Vec::new(),
+                        fence_offset: -1,
                     },
                 );
                 Effect::Hold {
@@ -403,13 +446,24 @@ impl ControlLog {
                     to: *to,
                 }
             }
-            Control::Ready { id, member } => {
+            Control::Ready {
+                id,
+                member,
+                fence_offset,
+            } => {
                 let Some(p) = self.pending.values_mut().find(|p| p.id == *id) else {
                     return Effect::Ignored(Rejected::NotPending);
                 };
-                if !p.ready.contains(member) {
-                    p.ready.push(*member);
+                // A member's later ready replaces its earlier one (compaction keeps only the
+                // last record per log key, so the state must depend on the last one alone).
+                match p.ready.iter().position(|m| m == member) {
+                    Some(i) => p.fences[i] = *fence_offset,
+                    None => {
+                        p.ready.push(*member);
+                        p.fences.push(*fence_offset);
+                    }
                 }
+                p.fence_offset = p.fences.iter().copied().max().unwrap_or(-1);
                 Effect::Ready {
                     id: *id,
                     member: *member,
@@ -433,6 +487,7 @@ impl ControlLog {
                     entry: *entry,
                 }
             }
+            Control::Heartbeat { member } => Effect::Heartbeat { member: *member },
             Control::Abort { id, member, key } => {
                 if let Some(reject) = self.finish(*id, *member, key) {
                     return Effect::Ignored(reject);
@@ -540,7 +595,9 @@ mod tests {
             Control::Ready {
                 id: id(1, 2),
                 member: 3,
+                fence_offset: i64::MAX,
             },
+            Control::Heartbeat { member: u64::MAX },
             Control::Commit {
                 id: id(1, 2),
                 member: 3,

@@ -179,6 +179,43 @@ impl Migrator {
         Ok(m)
     }
 
+    /// Installs a route decided elsewhere — the commit of a move in the control log of
+    /// coordinated producers, whose fences the members wrote themselves: the key's current set
+    /// becomes `entry` (`None`: home without a header). Any fence in flight or unsaved set of
+    /// the key is forgotten (coordinated producers never start fences through the migrator).
+    /// An entry naming a partition the topic does not have is refused, as in
+    /// [`Migrator::restore`].
+    pub fn install(&mut self, key: &[u8], entry: Option<RouteEntry>) -> Result<(), ParamError> {
+        let Some(e) = entry else {
+            self.entries.remove(key);
+            return Ok(());
+        };
+        if e.partition >= self.partitions || e.route.from_partition >= self.partitions {
+            return Err(ParamError::new(
+                "route",
+                format!(
+                    "key '{}' is routed to partition {} (fence on {}), but the topic has {} \
+                     partitions",
+                    String::from_utf8_lossy(key),
+                    e.partition,
+                    e.route.from_partition,
+                    self.partitions
+                ),
+            ));
+        }
+        self.entries.insert(
+            key.into(),
+            Entry {
+                partition: e.partition,
+                set_index: e.route.set_index,
+                route: Some(e.route),
+                fence: None,
+                saving: false,
+            },
+        );
+        Ok(())
+    }
+
     /// Whether route changes are recorded ([`Migrator::restore`]) or kept in memory only.
     pub fn is_durable(&self) -> bool {
         self.durable

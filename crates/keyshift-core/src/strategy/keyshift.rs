@@ -1185,6 +1185,20 @@ impl Strategy for KeyshiftStrategy {
         std::mem::take(&mut self.moves)
     }
 
+    /// Follows a placement decided elsewhere in the route table; the load model catches up
+    /// through its decay, as after any move it did not plan (a full table keeps the key home).
+    fn adopt(&mut self, key: &[u8], partition: u32, now: f64) {
+        if partition >= self.partitions {
+            return;
+        }
+        let home = self.home(key, key_hash(key));
+        if partition == home {
+            self.routes.remove(key);
+        } else {
+            let _ = self.routes.insert(key, partition, now);
+        }
+    }
+
     /// Derives each partition's relative capacity from its consumer's throughput: a saturated
     /// consumer (lag above `saturation_lag` seconds of work) processes exactly its capacity; an
     /// unsaturated one at least what it processes now. The cost-aware variant also keeps each

@@ -66,6 +66,10 @@ pub trait Strategy: Send {
     fn drain_moves(&mut self) -> Vec<Move>;
     /// Measured per-partition consumer state; strategies that do not use it ignore it.
     fn observe(&mut self, _feedback: &[PartitionFeedback], _now: f64) {}
+    /// `key`'s partition was decided elsewhere (the decider of coordinated producers, or a
+    /// move it proposed was called off): route it to `partition` from now on, without
+    /// reporting a move. Strategies that keep no routes ignore it.
+    fn adopt(&mut self, _key: &[u8], _partition: u32, _now: f64) {}
 }
 
 /// Names accepted by [`build`], in the order `--help` lists them.

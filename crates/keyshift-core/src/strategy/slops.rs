@@ -395,4 +395,15 @@ impl Strategy for SlopsStrategy {
     fn drain_moves(&mut self) -> Vec<Move> {
         std::mem::take(&mut self.moves)
     }
+
+    fn adopt(&mut self, key: &[u8], partition: u32, now: f64) {
+        if partition >= self.partitions {
+            return;
+        }
+        if partition == self.hasher.partition(key, self.partitions) {
+            self.routes.remove(key);
+        } else {
+            let _ = self.routes.insert(key, partition, now);
+        }
+    }
 }

@@ -51,8 +51,11 @@ use rustc_hash::FxHashMap;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 
+use super::coordination::Coord;
 use super::error::ProduceError;
 use super::routes::RouteTopic;
+use crate::control::{ControlTail, ControlTopic};
+use keyshift_core::protocol::control::MoveId;
 
 /// Pause before retrying when librdkafka's queue is full (backlog drainer, `send` retries).
 pub(super) const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(2);
@@ -162,10 +165,19 @@ struct Held {
 }
 
 /// The records of one key waiting for its fence, in arrival order.
-struct HoldQueue {
+pub(super) struct HoldQueue {
     records: VecDeque<Held>,
     /// Failed fence attempts in a row for this key.
     attempts: u32,
+}
+
+impl HoldQueue {
+    pub(super) fn empty() -> Self {
+        Self {
+            records: VecDeque::new(),
+            attempts: 0,
+        }
+    }
 }
 
 /// What to do once a held or backlogged record (or fence) is handed to librdkafka.
@@ -177,6 +189,8 @@ enum After {
     },
     /// A fence: await its delivery report, then release the key's held records.
     Fence { started: Instant },
+    /// This member's fence for a coordinated move: await it, then write its ready.
+    MemberFence { id: MoveId },
 }
 
 /// A decided record that found librdkafka's queue full (owned copy).
@@ -234,7 +248,7 @@ pub(super) struct State {
     pub migrator: Option<Migrator>,
     /// Routes forced by [`super::KeyshiftProducer::move_key`], consulted before the strategy.
     pub pins: FxHashMap<Box<[u8]>, u32>,
-    held: FxHashMap<Box<[u8]>, HoldQueue>,
+    pub(super) held: FxHashMap<Box<[u8]>, HoldQueue>,
     backlog: VecDeque<Backlogged>,
     drainer_running: bool,
     /// Reused buffer for encoding protocol headers (librdkafka copies header values).
@@ -245,6 +259,8 @@ pub(super) struct State {
     route_gen: u64,
     pub counters: Counters,
     pub fence_rtt: LatencyHistogram,
+    /// Coordinated producers ([`super::Routes::Coordinated`]), else `None`.
+    pub coord: Option<Coord>,
 }
 
 impl State {
@@ -264,6 +280,7 @@ impl State {
                 ..Counters::default()
             },
             fence_rtt: LatencyHistogram::new(),
+            coord: None,
         }
     }
 
@@ -306,6 +323,10 @@ pub(super) struct Inner {
     pub client_id: String,
     /// The route topic (durable routes of an order-preserving strategy), else `None`.
     pub routes: Option<RouteTopic>,
+    /// The control topic of coordinated producers, else `None`.
+    pub control: Option<ControlTopic>,
+    /// The thread following the control log (set once, right after build).
+    pub tail: Mutex<Option<ControlTail>>,
 }
 
 fn is_queue_full(err: &KafkaError) -> bool {
@@ -352,6 +373,9 @@ impl Inner {
         }
         // `now` is read under the lock so strategies see it non-decreasing.
         let now = self.origin.elapsed().as_secs_f64();
+        if st.coord.is_some() {
+            return self.submit_coordinated(st, key, value, headers, now);
+        }
         let mut partition = st.strategy.route(key, now);
         // `mem::take` of an empty Vec allocates nothing; moves are rare.
         let moves = st.strategy.drain_moves();
@@ -367,19 +391,9 @@ impl Inner {
         let Some(migrator) = st.migrator.as_mut() else {
             return self.send_direct(st, key, partition, None, value, headers);
         };
-        if let Some(queue) = st.held.get_mut(key) {
+        if st.held.contains_key(key) {
             // A fence of this key is in flight (or being retried): wait behind it.
-            let (reply, rx) = oneshot::channel();
-            queue.records.push_back(Held {
-                partition,
-                value: value.to_vec(),
-                headers,
-                arrived: Instant::now(),
-                reply,
-            });
-            st.counters.held_now += 1;
-            st.counters.held_total += 1;
-            return Ok(Submitted::Waiting(rx));
+            return Ok(self.hold(st, key, partition, value, headers));
         }
         match migrator.on_record(key, partition) {
             Step::Send { partition, header } => {
@@ -419,9 +433,35 @@ impl Inner {
         }
     }
 
+    /// Queues the caller's record behind its key's fence (or coordinated move).
+    pub(super) fn hold(
+        &self,
+        st: &mut State,
+        key: &[u8],
+        partition: u32,
+        value: &[u8],
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> Submitted {
+        let (reply, rx) = oneshot::channel();
+        st.held
+            .entry(key.into())
+            .or_insert_with(HoldQueue::empty)
+            .records
+            .push_back(Held {
+                partition,
+                value: value.to_vec(),
+                headers,
+                arrived: Instant::now(),
+                reply,
+            });
+        st.counters.held_now += 1;
+        st.counters.held_total += 1;
+        Submitted::Waiting(rx)
+    }
+
     /// Enqueues the caller's record decided `Send`, backlogging it if the queue is full.
     #[allow(clippy::type_complexity)]
-    fn send_direct(
+    pub(super) fn send_direct(
         self: &Arc<Self>,
         st: &mut State,
         key: &[u8],
@@ -544,6 +584,35 @@ impl Inner {
         header: FenceHeader,
         route: Option<RouteHeader>,
     ) {
+        let after = After::Fence {
+            started: Instant::now(),
+        };
+        self.emit_fence_then(st, key, fence_partition, header, route, after);
+    }
+
+    /// Writes this member's fence of a coordinated move; its ready follows the acknowledgement.
+    pub(super) fn emit_member_fence(
+        self: &Arc<Self>,
+        st: &mut State,
+        key: &[u8],
+        id: MoveId,
+        fence_partition: u32,
+        header: FenceHeader,
+        route: Option<RouteHeader>,
+    ) {
+        let after = After::MemberFence { id };
+        self.emit_fence_then(st, key, fence_partition, header, route, after);
+    }
+
+    fn emit_fence_then(
+        self: &Arc<Self>,
+        st: &mut State,
+        key: &[u8],
+        fence_partition: u32,
+        header: FenceHeader,
+        route: Option<RouteHeader>,
+        after: After,
+    ) {
         st.counters.fences += 1;
         tracing::debug!(
             topic = %self.topic,
@@ -563,13 +632,7 @@ impl Inner {
             route,
             fence: Some(header),
         };
-        self.emit(
-            st,
-            rec,
-            After::Fence {
-                started: Instant::now(),
-            },
-        );
+        self.emit(st, rec, after);
     }
 
     /// Completes a record or fence once librdkafka accepted (or refused) it.
@@ -606,6 +669,7 @@ impl Inner {
                 Ok(future) => self.spawn_fence_wait(key.into(), partition, future, started),
                 Err(err) => self.fence_error(st, key, partition, err),
             },
+            After::MemberFence { id } => self.member_fence_sent(st, key, id, result),
         }
     }
 
@@ -705,7 +769,7 @@ impl Inner {
     }
 
     /// Fails every record held for `key` with `error()` and forgets its hold queue.
-    fn fail_held(&self, st: &mut State, key: &[u8], error: impl Fn() -> ProduceError) {
+    pub(super) fn fail_held(&self, st: &mut State, key: &[u8], error: impl Fn() -> ProduceError) {
         let Some(queue) = st.held.remove(key) else {
             return;
         };
@@ -878,8 +942,12 @@ impl Inner {
     }
 
     /// Offers the key's held records to the migrator in order until one needs a fence (or
-    /// waits for one) or none is left.
-    fn release(self: &Arc<Self>, st: &mut State, key: &[u8]) {
+    /// waits for one) or none is left. Coordinated: nothing while a move of the key is
+    /// pending; then every record goes along the key's current route.
+    pub(super) fn release(self: &Arc<Self>, st: &mut State, key: &[u8]) {
+        if st.coord.as_ref().is_some_and(|c| c.holds(key)) {
+            return;
+        }
         loop {
             let Some(queue) = st.held.get_mut(key) else {
                 return;
@@ -891,7 +959,12 @@ impl Inner {
             let Some(migrator) = st.migrator.as_mut() else {
                 return;
             };
-            match migrator.on_record(key, front.partition) {
+            let chosen = if st.coord.is_some() {
+                migrator.current(key)
+            } else {
+                front.partition
+            };
+            match migrator.on_record(key, chosen) {
                 Step::Send { partition, header } => {
                     let held = queue.records.pop_front().expect("front exists");
                     st.counters.held_now -= 1;

@@ -96,6 +96,22 @@ pub enum ProduceError {
         /// The topic.
         topic: String,
     },
+    /// A coordinated producer has not read its own heartbeat back from the control log for
+    /// longer than it may route on what it knows (it was stopped, or the control topic is
+    /// slow): the other producers may have moved keys meanwhile. Nothing was decided; retry
+    /// shortly ([`super::KeyshiftProducer::send`] does).
+    #[error(
+        "producer for topic '{topic}' is out of touch with control topic '{control_topic}' \
+         (its last heartbeat read back {silent:?} ago); retry shortly"
+    )]
+    OutOfTouch {
+        /// The topic.
+        topic: String,
+        /// The control topic.
+        control_topic: String,
+        /// Since when this producer has not read its own heartbeat back.
+        silent: Duration,
+    },
     /// librdkafka refused to enqueue the record (e.g. larger than `message.max.bytes`, or a
     /// partition the topic does not have).
     #[error(
@@ -205,4 +221,16 @@ pub enum ProduceError {
         /// Records (and fences) still waiting in keyshift's backlog or librdkafka's queue.
         queued: usize,
     },
+}
+
+impl ProduceError {
+    /// Whether nothing was decided and the same record may simply be offered again shortly
+    /// ([`ProduceError::QueueFull`], [`ProduceError::OutOfTouch`]); retrying in place keeps
+    /// the call order of a key's records.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ProduceError::QueueFull { .. } | ProduceError::OutOfTouch { .. }
+        )
+    }
 }

@@ -80,8 +80,10 @@
 //!
 //! [`Migrator`]: keyshift_core::protocol::Migrator
 
+mod coordination;
 mod engine;
 mod error;
+mod member;
 mod routes;
 mod stats;
 mod trace;
@@ -102,15 +104,18 @@ use tokio::sync::oneshot;
 
 use crate::admin::Admin;
 use crate::config::{ClientSettings, Property};
+use crate::control::{ControlTopic, CONTROL_TOPIC_SUFFIX};
 use crate::trace_events::TraceEventSink;
+use coordination::Coord;
 use engine::{Enqueued, Inner, RuntimeHandle, State, Submitted, QUEUE_FULL_BACKOFF};
 use keyshift_trace::Tracing;
 use routes::RouteTopic;
 use trace::RecordTrace;
 
+pub use coordination::{CoordinationConfig, HEARTBEAT};
 pub use error::{ProduceError, ProducerBuildError};
 pub use routes::{Routes, ROUTE_TOPIC_SUFFIX};
-pub use stats::ProducerStats;
+pub use stats::{CoordinationStats, ProducerStats};
 
 /// Default number of attempts to write one fence before its held records fail.
 pub const DEFAULT_FENCE_ATTEMPTS: u32 = 5;
@@ -147,6 +152,7 @@ pub struct ProducerBuilder {
     events: Option<TraceEventSink>,
     routes: Routes,
     routes_timeout: Duration,
+    coordination: CoordinationConfig,
 }
 
 impl ProducerBuilder {
@@ -167,6 +173,7 @@ impl ProducerBuilder {
             events: None,
             routes: Routes::default(),
             routes_timeout: DEFAULT_ROUTES_TIMEOUT,
+            coordination: CoordinationConfig::default(),
         }
     }
 
@@ -175,6 +182,13 @@ impl ProducerBuilder {
     /// across restarts). See "Durable routes" in the module docs.
     pub fn routes(mut self, routes: Routes) -> Self {
         self.routes = routes;
+        self
+    }
+
+    /// Timeouts of coordinated producers ([`Routes::Coordinated`]): lease, member timeout,
+    /// move timeout (each must be positive).
+    pub fn coordination(mut self, config: CoordinationConfig) -> Self {
+        self.coordination = config;
         self
     }
 
@@ -294,8 +308,41 @@ impl ProducerBuilder {
                 u.why
             );
         }
+        let mut control = None;
         let (migrator, routes) = match (strategy.preserves_order(), &self.routes) {
             (false, _) => (None, None),
+            (true, Routes::Coordinated(name)) => {
+                let name = name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}{CONTROL_TOPIC_SUFFIX}", self.topic));
+                for (what, d) in [
+                    ("lease", self.coordination.lease),
+                    ("member-timeout", self.coordination.member_timeout),
+                    ("move-timeout", self.coordination.move_timeout),
+                ] {
+                    if d.is_zero() {
+                        return Err(ParamError::new(what, "must be a positive duration").into());
+                    }
+                }
+                let (topic, replayed) =
+                    ControlTopic::open(&self.settings, &name, self.routes_timeout).map_err(
+                        |e| ProducerBuildError::RouteState {
+                            topic: name.clone(),
+                            reason: e.to_string(),
+                        },
+                    )?;
+                let mut migrator = Migrator::new(partitions, self.strategy_config.hasher)?;
+                for (key, entry) in replayed.log.routes() {
+                    migrator.install(key, Some(*entry)).map_err(|e| {
+                        ProducerBuildError::RouteState {
+                            topic: name.clone(),
+                            reason: e.reason,
+                        }
+                    })?;
+                }
+                control = Some((topic, replayed));
+                (Some(migrator), None)
+            }
             (true, Routes::Ephemeral) => {
                 tracing::warn!(
                     topic = %self.topic,
@@ -330,31 +377,60 @@ impl ProducerBuilder {
                 })?;
         let runtime = RuntimeHandle::new(self.runtime).map_err(ProducerBuildError::Runtime)?;
         let strategy_name = strategy.name();
+        let origin = self.origin.unwrap_or_else(Instant::now);
+        let mut state = State::new(strategy, migrator, partitions);
+        let (control, replayed) = match control {
+            Some((topic, replayed)) => {
+                state.coord = Some(Coord::from_log(
+                    coordination::new_member_id(),
+                    self.coordination,
+                    self.strategy_config.hasher,
+                    partitions,
+                    &replayed.log,
+                    origin.elapsed().as_secs_f64(),
+                ));
+                (Some(topic), Some(replayed))
+            }
+            None => (None, None),
+        };
         tracing::info!(
             topic = %self.topic,
             partitions,
             strategy = strategy_name,
             "keyshift producer ready"
         );
-        Ok(KeyshiftProducer {
+        let producer = KeyshiftProducer {
             inner: Arc::new(Inner {
                 producer,
                 topic: self.topic,
                 partitions,
-                origin: self.origin.unwrap_or_else(Instant::now),
+                origin,
                 strategy_name,
                 fence_attempts: self.fence_attempts,
                 fence_backoff: self.fence_backoff,
                 runtime,
-                state: Mutex::new(State::new(strategy, migrator, partitions)),
+                state: Mutex::new(state),
                 delivery_errors: AtomicU64::new(0),
                 tracing: self.tracing,
                 events: self.events,
                 client_id: self.settings.get_client_id().to_owned(),
                 routes,
+                control,
+                tail: Mutex::new(None),
             }),
             unsafe_moves,
-        })
+        };
+        if let Some(replayed) = replayed {
+            let inner = &producer.inner;
+            inner.join_replayed_moves();
+            inner
+                .start_member(replayed, self.routes_timeout)
+                .map_err(|reason| ProducerBuildError::RouteState {
+                    topic: inner.control.as_ref().map_or("", |c| c.name()).to_owned(),
+                    reason,
+                })?;
+        }
+        Ok(producer)
     }
 }
 
@@ -455,7 +531,7 @@ impl KeyshiftProducer {
                     }
                     return self.pending(submitted, trace).await;
                 }
-                Err((ProduceError::QueueFull { .. }, back)) => {
+                Err((err, back)) if err.is_retryable() => {
                     headers = back;
                     self.backoff().await;
                 }
@@ -557,7 +633,10 @@ impl KeyshiftProducer {
             moves: st.counters.moves,
             pinned_keys: st.pins.len(),
             fences: st.counters.fences,
-            migrations: st.migrator.as_ref().map_or(0, Migrator::migrations),
+            migrations: match &st.coord {
+                Some(c) => c.counters.committed,
+                None => st.migrator.as_ref().map_or(0, Migrator::migrations),
+            },
             fence_failures: st.counters.fence_failures,
             fence_rtt: st.fence_rtt.clone(),
             delivery_errors: self.inner.delivery_errors.load(Ordering::Relaxed),
@@ -570,6 +649,22 @@ impl KeyshiftProducer {
             route_write_failures: st.counters.route_write_failures,
             backlog: st.backlog_len(),
             in_flight,
+            coordination: st.coord.as_ref().map(|c| {
+                let now = self.inner.origin.elapsed().as_secs_f64();
+                CoordinationStats {
+                    member: c.me,
+                    decider: c.is_decider(),
+                    term: c.term,
+                    live_members: c.membership.live(now).len(),
+                    proposed: c.counters.proposed,
+                    committed: c.counters.committed,
+                    aborted: c.counters.aborted,
+                    claims: c.counters.claims,
+                    control_write_failures: c.counters.control_write_failures,
+                    pending_moves: c.pending.len(),
+                    hold_time: c.hold_time.clone(),
+                }
+            }),
         }
     }
 

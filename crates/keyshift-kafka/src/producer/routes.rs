@@ -41,6 +41,10 @@ pub enum Routes {
     /// without a fence while their older records may be unprocessed — per-key order can break
     /// across restarts. For throwaway runs and for comparison.
     Ephemeral,
+    /// Shared by every producer of the topic through the control log (`None`:
+    /// `<topic>.keyshift-control`): one member decides moves and all members follow them;
+    /// routes are the log's commits, so restarts keep them too. See `docs/routing.md`.
+    Coordinated(Option<String>),
 }
 
 impl Default for Routes {
@@ -101,6 +105,7 @@ impl RouteTopic {
             "keyshift-routes-reader",
             &self.name,
             (0..ends.len() as i32).map(|p| (p, Offset::Beginning)),
+            true,
         )?;
         let mut todo: Vec<bool> = ends.iter().map(|&end| end > 0).collect();
         let mut last: HashMap<Box<[u8]>, Option<RouteEntry>> = HashMap::new();

@@ -49,4 +49,33 @@ pub struct ProducerStats {
     pub backlog: usize,
     /// Messages and requests in librdkafka's queues (not yet acknowledged).
     pub in_flight: usize,
+    /// Coordinated producers ([`super::Routes::Coordinated`]), else `None`.
+    pub coordination: Option<CoordinationStats>,
+}
+
+/// What one member of coordinated producers sees and did.
+#[derive(Debug, Clone)]
+pub struct CoordinationStats {
+    /// This member's id in the control log.
+    pub member: u64,
+    /// Whether this member decides moves now.
+    pub decider: bool,
+    /// The term in force.
+    pub term: u64,
+    /// Members heard from within the member timeout (this one included).
+    pub live_members: usize,
+    /// Moves this member proposed (as decider).
+    pub proposed: u64,
+    /// Moves committed, read from the log.
+    pub committed: u64,
+    /// Moves aborted, read from the log (new terms abort open moves too).
+    pub aborted: u64,
+    /// Terms this member claimed.
+    pub claims: u64,
+    /// Control-topic writes that failed (each handled; see `docs/routing.md`).
+    pub control_write_failures: u64,
+    /// Keys with a move pending now (their records are held).
+    pub pending_moves: usize,
+    /// From reading a propose to reading its commit or abort: how long a moved key is held.
+    pub hold_time: LatencyHistogram,
 }

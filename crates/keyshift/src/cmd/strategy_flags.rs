@@ -53,6 +53,11 @@ pub enum RoutesArg {
     /// moved keys home without a fence while their older records may be unprocessed, so
     /// per-key order can break.
     Ephemeral,
+    /// Shared by every producer of the topic (gateway replicas, loadgen processes) through a
+    /// compacted single-partition control topic: one producer decides moves, all follow them,
+    /// each moved key waits for every producer's records on its old partition. Survives
+    /// restarts like `durable`.
+    Coordinated,
 }
 
 /// Route-state options of the subcommands that produce to Kafka.
@@ -62,11 +67,14 @@ pub struct RouteFlags {
     /// Where the routes of moved keys are kept (order-preserving strategies). `durable`
     /// records every route change in a compacted topic before the moved key's next records
     /// and restores them at start; a route topic that cannot be created or read stops the
-    /// start. `ephemeral` keeps them in memory: unsafe across restarts (see docs/routing.md).
+    /// start. `ephemeral` keeps them in memory: unsafe across restarts. `coordinated` lets
+    /// several producers of one topic move keys as one, through the control topic
+    /// (see docs/routing.md).
     #[arg(long, value_enum, default_value_t = RoutesArg::Durable)]
     routes: RoutesArg,
 
-    /// Route topic for --routes durable [default: <topic>.keyshift-routes].
+    /// Route topic for --routes durable [default: <topic>.keyshift-routes], control topic for
+    /// --routes coordinated [default: <topic>.keyshift-control].
     #[arg(long, value_name = "TOPIC")]
     routes_topic: Option<String>,
 }
@@ -77,14 +85,15 @@ impl RouteFlags {
         match (self.routes, &self.routes_topic) {
             (RoutesArg::Ephemeral, Some(_)) => Err(FlagError::new(
                 "--routes-topic",
-                "only applies with --routes durable",
+                "only applies with --routes durable or coordinated",
             )),
             (RoutesArg::Ephemeral, None) => Ok(Routes::Ephemeral),
-            (RoutesArg::Durable, Some(t)) if t.is_empty() => Err(FlagError::new(
+            (_, Some(t)) if t.is_empty() => Err(FlagError::new(
                 "--routes-topic",
                 "expected a non-empty topic name",
             )),
             (RoutesArg::Durable, topic) => Ok(Routes::Durable(topic.clone())),
+            (RoutesArg::Coordinated, topic) => Ok(Routes::Coordinated(topic.clone())),
         }
     }
 }

@@ -276,7 +276,7 @@ async fn enqueue(
 ) -> Result<PendingDelivery, ProduceError> {
     loop {
         match producer.try_send(r.key.as_bytes(), r.body.as_bytes(), trace.to_vec()) {
-            Err(ProduceError::QueueFull { .. }) => tokio::time::sleep(QUEUE_FULL_BACKOFF).await,
+            Err(e) if e.is_retryable() => tokio::time::sleep(QUEUE_FULL_BACKOFF).await,
             other => return other,
         }
     }

@@ -416,8 +416,85 @@ impl prometheus_client::collector::Collector for ProducerCollector {
             "Messages and requests in the client's queues, not yet acknowledged",
             saturating(s.in_flight),
         )?;
+        if let Some(c) = &s.coordination {
+            coordination(&mut encoder, c)?;
+        }
         Ok(())
     }
+}
+
+/// Metrics of a coordinated producer (`--routes coordinated`).
+fn coordination(
+    encoder: &mut DescriptorEncoder<'_>,
+    c: &keyshift_kafka::CoordinationStats,
+) -> Result<(), std::fmt::Error> {
+    let mut e = encoder.encode_descriptor(
+        "keyshift_producer_coordination_role",
+        "1 for this producer's role among coordinated producers (decider or follower)",
+        None,
+        MetricType::Gauge,
+    )?;
+    let role = if c.decider { "decider" } else { "follower" };
+    let labels = [("role", role.to_owned()), ("member", c.member.to_string())];
+    ConstGauge::new(1i64).encode(e.encode_family(&labels)?)?;
+    gauge(
+        encoder,
+        "keyshift_producer_coordination_term",
+        "Term in force in the control log (one decider per term)",
+        i64::try_from(c.term).unwrap_or(i64::MAX),
+    )?;
+    gauge(
+        encoder,
+        "keyshift_producer_coordination_live_members",
+        "Producers heard from within the member timeout, this one included",
+        saturating(c.live_members),
+    )?;
+    let mut e = encoder.encode_descriptor(
+        "keyshift_producer_coordination_moves",
+        "Moves by outcome: proposed (by this producer as decider), committed and aborted (read from the control log)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (outcome, n) in [
+        ("proposed", c.proposed),
+        ("committed", c.committed),
+        ("aborted", c.aborted),
+    ] {
+        ConstCounter::new(n).encode(e.encode_family(&[("outcome", outcome)])?)?;
+    }
+    counter(
+        encoder,
+        "keyshift_producer_coordination_claims",
+        "Terms this producer claimed",
+        c.claims,
+    )?;
+    counter(
+        encoder,
+        "keyshift_producer_coordination_write_failures",
+        "Control-topic writes that failed (each retried or undone)",
+        c.control_write_failures,
+    )?;
+    gauge(
+        encoder,
+        "keyshift_producer_coordination_pending_moves",
+        "Keys with a move pending now (their records are held)",
+        saturating(c.pending_moves),
+    )?;
+    let mut e = encoder.encode_descriptor(
+        "keyshift_producer_coordination_hold_seconds",
+        "Coordination round trip: from reading a propose to reading its commit or abort (how long a moved key is held), by quantile",
+        None,
+        MetricType::Gauge,
+    )?;
+    if !c.hold_time.is_empty() {
+        for (q, label) in [(0.5, "0.5"), (0.99, "0.99")] {
+            let v = c.hold_time.quantile_ms(q) / 1e3;
+            ConstGauge::new(v).encode(e.encode_family(&[("quantile", label)])?)?;
+        }
+        let v = c.hold_time.max_ms() / 1e3;
+        ConstGauge::new(v).encode(e.encode_family(&[("quantile", "1")])?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -49,7 +49,10 @@ const FEEDBACK_INTERVAL: Duration = Duration::from_secs(2);
                   is flushed.\n\nRoutes of moved keys are durable by default: recorded in \
                   <topic>.keyshift-routes before the moved key's next records and restored at \
                   start, so a restarted (even kill -9'd) gateway keeps per-key order; \
-                  --routes ephemeral keeps them in memory, which is unsafe across restarts."
+                  --routes ephemeral keeps them in memory, which is unsafe across restarts. \
+                  Several replicas of one topic must run with --routes coordinated: they move \
+                  keys as one through <topic>.keyshift-control (one decides, all fence their \
+                  own records of a moving key), and /metrics shows each one's role."
 )]
 pub struct GatewayArgs {
     /// Kafka bootstrap servers, host:port[,host:port...].

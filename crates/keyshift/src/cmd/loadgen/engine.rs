@@ -345,7 +345,7 @@ impl Sink for ProducerSink {
                     })
                     .map_err(|e| e.to_string())
             })),
-            Err(keyshift_kafka::ProduceError::QueueFull { .. }) => Err(SinkError::Busy),
+            Err(e) if e.is_retryable() => Err(SinkError::Busy),
             Err(e) => Err(SinkError::Failed(e.to_string())),
         }
     }

@@ -1,0 +1,626 @@
+//! Coordinated producers: many producers of one topic move keys as one, through the control log.
+//!
+//! With [`super::Routes::Coordinated`] every producer of a topic is a *member* of its control
+//! log (`<topic>.keyshift-control`, [`crate::control::ControlTopic`]; rules in
+//! [`keyshift_core::protocol::control`], design in `docs/routing.md`). A member routes each key
+//! along the log's committed route (home when there is none) — never along its own strategy's
+//! choice. Only the member that holds the current term (the *decider*) runs the strategy; its
+//! moves become proposals. A move of key K from A to B:
+//!
+//! 1. the decider writes *propose*;
+//! 2. every member, on reading it, holds K's new records (other keys keep flowing) and writes a
+//!    fence of K on A through its own idempotent data producer — so the fence is behind every
+//!    record of K it sent to A — and, once the fence is acknowledged, writes *ready* with the
+//!    fence's offset;
+//! 3. once every member live at the propose is ready (or was silent for the member timeout),
+//!    the decider writes *commit*, whose route waits for the highest of the members' fence
+//!    offsets; a move still waiting after the move timeout is aborted instead;
+//! 4. every member, on reading the commit, installs the route and releases K's held records to
+//!    B with the route header; on an abort it releases them to A.
+//!
+//! Consumers need nothing new: a record of K on B waits until A is committed past the highest
+//! fence, which is behind every member's records of K on A; the other members' fences are
+//! ordinary fences (skipped, and committed promptly).
+//!
+//! A member sends nothing before it has read its own first heartbeat back from the log: every
+//! propose written before that heartbeat is then known to it before its first record (it holds
+//! the key), and the decider, which applies the log in the same order, counts it as live for
+//! every propose written after it.
+//!
+//! Liveness: members heartbeat every [`HEARTBEAT`]; a member claims the next term when the
+//! decider was silent for the lease ([`Membership::should_claim`]); the new term aborts every
+//! move the old decider left open. A member that has not read its own heartbeat back for two
+//! thirds of the member timeout routes nothing ([`super::ProduceError::OutOfTouch`], which
+//! `send` retries): the decider stops waiting for a member only after the full member timeout
+//! since it read that member's last heartbeat, so a member that was stopped (SIGSTOP, a long
+//! pause) catches up with the log — including the moves made without it — before its next
+//! record. This assumes the two read the log within a third of the member timeout of each
+//! other. Records a member had already handed to librdkafka when it stopped are not covered
+//! (`docs/routing.md`, Limits).
+
+use std::time::{Duration, Instant};
+
+use keyshift_core::hash::Hasher;
+use keyshift_core::protocol::control::{Control, ControlLog, Effect, MemberId, MoveId};
+use keyshift_core::protocol::membership::Membership;
+use keyshift_core::protocol::{FenceHeader, RouteEntry, RouteHeader};
+use keyshift_core::stats::LatencyHistogram;
+use keyshift_core::strategy::Move;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+/// How often a member writes its heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How often a member looks at the time (heartbeats, claims, the decider's open moves).
+pub(super) const TICK: Duration = Duration::from_millis(100);
+
+/// Timeouts of the coordination; see [`super::ProducerBuilder::coordination`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CoordinationConfig {
+    /// The decider is replaced after this much silence.
+    pub lease: Duration,
+    /// A move stops waiting for a member silent this long.
+    pub member_timeout: Duration,
+    /// A move not committed after this long is aborted (its key is released where it was).
+    pub move_timeout: Duration,
+}
+
+impl Default for CoordinationConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(3),
+            member_timeout: Duration::from_secs(3),
+            move_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A move pending in the log, as this member follows it.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    pub id: MoveId,
+    pub to: u32,
+    /// The key's partition when the move was read (where the fences go).
+    pub from: u32,
+    /// The key's set there, and that set's route header (the fences carry it).
+    pub set_index: u32,
+    pub route: Option<RouteHeader>,
+    /// Members live when the propose was read (the decider waits for them).
+    pub live_at_propose: Vec<MemberId>,
+    pub ready: Vec<MemberId>,
+    pub fence_offset: i64,
+    /// When this member read the propose (seconds since the producer's origin).
+    pub read_at: f64,
+    /// Whether this member's own ready is written.
+    pub my_ready: bool,
+    /// Whether the decider (this member) has written the commit or abort.
+    pub decided: bool,
+}
+
+/// Counters of the coordination, kept under the engine lock.
+#[derive(Debug, Clone, Default)]
+pub(super) struct CoordCounters {
+    pub proposed: u64,
+    pub committed: u64,
+    pub aborted: u64,
+    pub claims: u64,
+    pub control_write_failures: u64,
+}
+
+/// One member's view of the coordination, under the engine lock.
+pub(super) struct Coord {
+    pub me: MemberId,
+    hasher: Hasher,
+    partitions: u32,
+    pub config: CoordinationConfig,
+    pub term: u64,
+    pub decider: Option<MemberId>,
+    pub membership: Membership,
+    /// The log's committed routes.
+    pub routes: FxHashMap<Box<[u8]>, RouteEntry>,
+    pub pending: FxHashMap<Box<[u8]>, Pending>,
+    /// Keys this member proposed whose propose it has not read back yet.
+    pub proposing: FxHashSet<Box<[u8]>>,
+    pub next_seq: u64,
+    /// The highest term this member claimed (a member claims a term once).
+    pub claimed: u64,
+    pub last_heartbeat: Option<Instant>,
+    /// Whether this member has read its own first heartbeat back (it may send from then on).
+    pub joined: bool,
+    /// When it last read one of its own heartbeats back (seconds since the origin).
+    pub last_own_read: f64,
+    pub counters: CoordCounters,
+    /// From reading a propose to reading its commit or abort, at this member.
+    pub hold_time: LatencyHistogram,
+}
+
+impl Coord {
+    pub fn new(
+        me: MemberId,
+        config: CoordinationConfig,
+        hasher: Hasher,
+        partitions: u32,
+        now: f64,
+    ) -> Self {
+        Self {
+            me,
+            hasher,
+            partitions,
+            config,
+            term: 0,
+            decider: None,
+            membership: Membership::new(
+                me,
+                config.lease.as_secs_f64(),
+                config.member_timeout.as_secs_f64(),
+                now,
+            )
+            .expect("timeouts validated by the builder"),
+            routes: FxHashMap::default(),
+            pending: FxHashMap::default(),
+            proposing: FxHashSet::default(),
+            next_seq: 0,
+            claimed: 0,
+            last_heartbeat: None,
+            joined: false,
+            last_own_read: f64::NEG_INFINITY,
+            counters: CoordCounters::default(),
+            hold_time: LatencyHistogram::new(),
+        }
+    }
+
+    /// A member starting from the replayed log: its term, decider and routes, and the moves
+    /// pending there (this member joins them: it holds their keys and writes its fences).
+    pub fn from_log(
+        me: MemberId,
+        config: CoordinationConfig,
+        hasher: Hasher,
+        partitions: u32,
+        log: &ControlLog,
+        now: f64,
+    ) -> Self {
+        let mut c = Self::new(me, config, hasher, partitions, now);
+        c.term = log.term();
+        c.decider = log.decider();
+        c.routes = log.routes().map(|(k, e)| (k.into(), *e)).collect();
+        let keys: Vec<Box<[u8]>> = log.pending_keys().map(Into::into).collect();
+        for key in keys {
+            let p = log.pending(&key).expect("listed");
+            let (from, set_index, route) = c.current(&key);
+            c.pending.insert(
+                key,
+                Pending {
+                    id: p.id,
+                    to: p.to,
+                    from,
+                    set_index,
+                    route,
+                    live_at_propose: Vec::new(),
+                    ready: p.ready.clone(),
+                    fence_offset: p.fence_offset,
+                    read_at: now,
+                    my_ready: false,
+                    decided: false,
+                },
+            );
+        }
+        c
+    }
+
+    /// How long ago this member last read its own heartbeat back, if that is longer than it
+    /// may route on what it knows: two thirds of the member timeout, so that it stops before
+    /// the decider stops waiting for it (see the module docs).
+    pub fn out_of_touch(&self, now: f64) -> Option<f64> {
+        let silent = now - self.last_own_read;
+        (silent > self.config.member_timeout.as_secs_f64() * 2.0 / 3.0).then_some(silent)
+    }
+
+    pub fn is_decider(&self) -> bool {
+        self.decider == Some(self.me)
+    }
+
+    /// Whether records of `key` must wait (a move of it is pending or being proposed).
+    pub fn holds(&self, key: &[u8]) -> bool {
+        self.pending.contains_key(key)
+    }
+
+    /// The key's partition, set and route header along the log's committed route.
+    pub fn current(&self, key: &[u8]) -> (u32, u32, Option<RouteHeader>) {
+        match self.routes.get(key) {
+            Some(e) => (e.partition, e.route.set_index, Some(e.route)),
+            None => (self.hasher.partition(key, self.partitions), 0, None),
+        }
+    }
+
+    /// Proposals for the strategy's `moves` this decider should write (not pending, not being
+    /// proposed, not where the key already is), with their ids.
+    pub fn proposals(&mut self, moves: Vec<Move>) -> Vec<Control> {
+        let mut out = Vec::new();
+        for m in moves {
+            let (current, _, _) = self.current(&m.key);
+            if current == m.to
+                || self.pending.contains_key(&m.key)
+                || self.proposing.contains(&m.key)
+            {
+                continue;
+            }
+            self.next_seq += 1;
+            let id = MoveId {
+                term: self.term,
+                seq: self.next_seq,
+            };
+            self.proposing.insert(m.key.clone());
+            self.counters.proposed += 1;
+            out.push(Control::Propose {
+                id,
+                member: self.me,
+                key: m.key,
+                to: m.to,
+            });
+        }
+        out
+    }
+
+    /// The fence this member writes for the pending move of `key`.
+    pub fn fence_of(&self, key: &[u8]) -> Option<(MoveId, u32, FenceHeader, Option<RouteHeader>)> {
+        let p = self.pending.get(key)?;
+        Some((
+            p.id,
+            p.from,
+            FenceHeader {
+                set_index: p.set_index.wrapping_add(1),
+                to_partition: p.to,
+            },
+            p.route,
+        ))
+    }
+
+    /// The decider's verdict on its open moves at `now`: commits (with the key's new route)
+    /// and aborts, each marked decided so it is written once.
+    pub fn verdicts(&mut self, now: f64) -> Vec<Control> {
+        if !self.is_decider() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (key, p) in &mut self.pending {
+            if p.decided || p.id.term != self.term {
+                continue;
+            }
+            let waiting = self
+                .membership
+                .waiting_for(&p.live_at_propose, &p.ready, now);
+            if waiting.is_empty() && p.fence_offset >= 0 {
+                p.decided = true;
+                out.push(Control::Commit {
+                    id: p.id,
+                    member: self.me,
+                    key: key.clone(),
+                    entry: Some(RouteEntry {
+                        partition: p.to,
+                        route: RouteHeader {
+                            set_index: p.set_index.wrapping_add(1),
+                            from_partition: p.from,
+                            fence_offset: p.fence_offset,
+                        },
+                    }),
+                });
+            } else if now - p.read_at > self.config.move_timeout.as_secs_f64() {
+                p.decided = true;
+                tracing::warn!(
+                    key = %String::from_utf8_lossy(key),
+                    waiting = ?waiting,
+                    "move not ready within the move timeout; aborting it"
+                );
+                out.push(Control::Abort {
+                    id: p.id,
+                    member: self.me,
+                    key: key.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Applies the bookkeeping of one effect read from the log; answers what the engine must
+    /// do with held records.
+    pub fn apply(&mut self, record: &Control, effect: &Effect, now: f64) -> Action {
+        match effect {
+            Effect::Heartbeat { member } => {
+                self.membership.heartbeat(*member, now);
+                if *member == self.me {
+                    self.last_own_read = now;
+                }
+                if *member == self.me && !self.joined {
+                    self.joined = true;
+                    return Action::Joined;
+                }
+                Action::None
+            }
+            Effect::Decider {
+                term,
+                member,
+                aborted,
+            } => {
+                self.term = *term;
+                self.decider = Some(*member);
+                self.membership.heartbeat(*member, now);
+                self.proposing.clear();
+                for key in aborted {
+                    self.finish(key, now);
+                    self.counters.aborted += 1;
+                }
+                Action::NewTerm {
+                    mine: *member == self.me,
+                    released: aborted.clone(),
+                }
+            }
+            Effect::Hold { id, key, to } => {
+                self.proposing.remove(key);
+                let (from, set_index, route) = self.current(key);
+                self.pending.insert(
+                    key.clone(),
+                    Pending {
+                        id: *id,
+                        to: *to,
+                        from,
+                        set_index,
+                        route,
+                        live_at_propose: self.membership.live(now),
+                        ready: Vec::new(),
+                        fence_offset: -1,
+                        read_at: now,
+                        my_ready: false,
+                        decided: false,
+                    },
+                );
+                Action::Hold(key.clone())
+            }
+            Effect::Ready { id, member } => {
+                let Control::Ready { fence_offset, .. } = record else {
+                    return Action::None;
+                };
+                if let Some(p) = self.pending.values_mut().find(|p| p.id == *id) {
+                    if !p.ready.contains(member) {
+                        p.ready.push(*member);
+                    }
+                    p.fence_offset = p.fence_offset.max(*fence_offset);
+                    if *member == self.me {
+                        p.my_ready = true;
+                    }
+                }
+                Action::Decide
+            }
+            Effect::Moved { key, entry } => {
+                match entry {
+                    Some(e) => self.routes.insert(key.clone(), *e),
+                    None => self.routes.remove(key),
+                };
+                self.finish(key, now);
+                self.counters.committed += 1;
+                Action::Install(key.clone(), *entry)
+            }
+            Effect::Released { key } => {
+                self.finish(key, now);
+                self.counters.aborted += 1;
+                Action::Release(key.clone())
+            }
+            Effect::Ignored(why) => {
+                if let Control::Propose { member, key, .. } = record {
+                    if *member == self.me && self.proposing.remove(key) {
+                        tracing::debug!(key = %String::from_utf8_lossy(key), ?why, "own proposal ignored by the log");
+                        return Action::Unproposed(key.clone());
+                    }
+                }
+                Action::None
+            }
+        }
+    }
+
+    fn finish(&mut self, key: &[u8], now: f64) {
+        if let Some(p) = self.pending.remove(key) {
+            self.hold_time.record_secs((now - p.read_at).max(0.0));
+        }
+    }
+}
+
+/// What the engine does after [`Coord::apply`].
+#[derive(Debug)]
+pub(super) enum Action {
+    None,
+    /// This member read its own first heartbeat back: it may send.
+    Joined,
+    /// A term began; `mine` if this member decides it. `released`: keys of aborted moves.
+    NewTerm {
+        mine: bool,
+        released: Vec<Box<[u8]>>,
+    },
+    /// Hold the key and write this member's fence of it.
+    Hold(Box<[u8]>),
+    /// A ready arrived: the decider may commit.
+    Decide,
+    /// The key's route is `entry` now: install it and release the key.
+    Install(Box<[u8]>, Option<RouteEntry>),
+    /// The key's move was aborted: release it where it was.
+    Release(Box<[u8]>),
+    /// This member's proposal did not count: its strategy must follow the log again.
+    Unproposed(Box<[u8]>),
+}
+
+/// A member id unlikely to repeat across processes and restarts: wall-clock nanoseconds mixed
+/// with the process id.
+pub(super) fn new_member_id() -> MemberId {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mixed = nanos ^ (u64::from(std::process::id())).rotate_left(40);
+    // Keep ids readable in logs and metrics (below 2^53, exact in JSON numbers).
+    mixed & ((1 << 53) - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> Box<[u8]> {
+        k.as_bytes().into()
+    }
+
+    /// Drives one member (id 1) through the log records `history`, in order, at `now`.
+    fn feed(c: &mut Coord, log: &mut ControlLog, history: &[Control], now: f64) {
+        for r in history {
+            let effect = log.apply(r);
+            c.apply(r, &effect, now);
+        }
+    }
+
+    #[test]
+    fn the_decider_commits_after_every_live_member_with_the_highest_fence() {
+        let config = CoordinationConfig::default();
+        let mut c = Coord::new(1, config, Hasher::default(), 6, 0.0);
+        let mut log = ControlLog::new();
+        feed(
+            &mut c,
+            &mut log,
+            &[
+                Control::Heartbeat { member: 1 },
+                Control::Heartbeat { member: 2 },
+                Control::Heartbeat { member: 3 },
+                Control::Claim { term: 1, member: 1 },
+            ],
+            0.1,
+        );
+        assert!(c.is_decider());
+        let moves = vec![Move {
+            key: key("k"),
+            from: 0,
+            to: 4,
+            at: 0.2,
+        }];
+        let proposals = c.proposals(moves.clone());
+        assert_eq!(proposals.len(), 1);
+        assert!(
+            c.proposals(moves).is_empty(),
+            "a key being proposed is not proposed again"
+        );
+        feed(&mut c, &mut log, &proposals, 0.3);
+        assert!(c.holds(b"k"));
+        let id = c.pending[&key("k")].id;
+        let from = c.pending[&key("k")].from;
+        let ready = |member, fence_offset| Control::Ready {
+            id,
+            member,
+            fence_offset,
+        };
+        feed(&mut c, &mut log, &[ready(1, 40), ready(3, 90)], 0.4);
+        assert!(c.verdicts(0.5).is_empty(), "member 2 is live and not ready");
+        feed(&mut c, &mut log, &[ready(2, 70)], 0.6);
+        let verdicts = c.verdicts(0.6);
+        assert_eq!(
+            verdicts,
+            [Control::Commit {
+                id,
+                member: 1,
+                key: key("k"),
+                entry: Some(RouteEntry {
+                    partition: 4,
+                    route: RouteHeader {
+                        set_index: 1,
+                        from_partition: from,
+                        fence_offset: 90,
+                    },
+                }),
+            }]
+        );
+        assert!(c.verdicts(0.7).is_empty(), "a verdict is written once");
+        feed(&mut c, &mut log, &verdicts, 0.8);
+        assert!(!c.holds(b"k"));
+        assert_eq!(c.current(b"k"), (4, 1, Some(verdicts_route(&verdicts))));
+    }
+
+    fn verdicts_route(v: &[Control]) -> RouteHeader {
+        match &v[0] {
+            Control::Commit { entry: Some(e), .. } => e.route,
+            other => panic!("not a commit: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_silent_member_is_not_waited_for_and_a_stuck_move_is_aborted() {
+        let config = CoordinationConfig::default();
+        let mut c = Coord::new(1, config, Hasher::default(), 6, 0.0);
+        let mut log = ControlLog::new();
+        feed(
+            &mut c,
+            &mut log,
+            &[
+                Control::Heartbeat { member: 2 },
+                Control::Claim { term: 1, member: 1 },
+            ],
+            0.0,
+        );
+        let proposals = c.proposals(vec![Move {
+            key: key("a"),
+            from: 0,
+            to: 3,
+            at: 0.0,
+        }]);
+        feed(&mut c, &mut log, &proposals, 0.5);
+        let id = c.pending[&key("a")].id;
+        feed(
+            &mut c,
+            &mut log,
+            &[Control::Ready {
+                id,
+                member: 1,
+                fence_offset: 5,
+            }],
+            0.6,
+        );
+        // Member 2 went silent at 0.0: waited for until the 3 s member timeout.
+        assert!(c.verdicts(2.9).is_empty());
+        assert!(matches!(c.verdicts(3.1)[..], [Control::Commit { .. }]));
+
+        // A move nobody answers (not even the decider's own fence) is aborted after 10 s.
+        let to = (c.current(b"b").0 + 1) % 6;
+        let proposals = c.proposals(vec![Move {
+            key: key("b"),
+            from: 0,
+            to,
+            at: 4.0,
+        }]);
+        assert_eq!(proposals.len(), 1);
+        feed(&mut c, &mut log, &proposals, 4.0);
+        assert!(c.verdicts(13.9).is_empty());
+        assert!(matches!(c.verdicts(14.1)[..], [Control::Abort { .. }]));
+    }
+
+    #[test]
+    fn a_new_term_releases_open_moves_and_silences_this_decider() {
+        let mut c = Coord::new(1, CoordinationConfig::default(), Hasher::default(), 6, 0.0);
+        let mut log = ControlLog::new();
+        feed(
+            &mut c,
+            &mut log,
+            &[Control::Claim { term: 1, member: 1 }],
+            0.0,
+        );
+        let proposals = c.proposals(vec![Move {
+            key: key("k"),
+            from: 0,
+            to: 5,
+            at: 0.0,
+        }]);
+        feed(&mut c, &mut log, &proposals, 0.1);
+        assert!(c.holds(b"k"));
+        let claim = Control::Claim { term: 2, member: 2 };
+        let effect = log.apply(&claim);
+        match c.apply(&claim, &effect, 5.0) {
+            Action::NewTerm { mine, released } => {
+                assert!(!mine);
+                assert_eq!(released, [key("k")]);
+            }
+            other => panic!("expected a new term, got {other:?}"),
+        }
+        assert!(!c.holds(b"k") && !c.is_decider());
+        assert!(c.verdicts(100.0).is_empty(), "a follower writes no verdict");
+    }
+}
