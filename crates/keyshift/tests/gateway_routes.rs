@@ -55,6 +55,7 @@ const GATEWAY_FLAGS: &[&str] = &[
 /// Skewed keys: key k gets weight 1/(k+1)^1.1, drawn from a fixed xorshift stream; `shift`
 /// renames them (key k is sent as key k + shift), so new keys turn hot.
 struct Keys {
+    n: usize,
     cumulative: Vec<f64>,
     state: u64,
     shift: usize,
@@ -62,14 +63,20 @@ struct Keys {
 
 impl Keys {
     fn new() -> Self {
+        Self::zipf(KEYS, 1.1)
+    }
+
+    /// `n` keys, key k with weight 1/(k+1)^`s`.
+    fn zipf(n: usize, s: f64) -> Self {
         let mut total = 0.0;
-        let cumulative = (0..KEYS)
+        let cumulative = (0..n)
             .map(|k| {
-                total += 1.0 / ((k + 1) as f64).powf(1.1);
+                total += 1.0 / ((k + 1) as f64).powf(s);
                 total
             })
             .collect();
         Keys {
+            n,
             cumulative,
             state: 0x9e37_79b9_7f4a_7c15,
             shift: 0,
@@ -82,7 +89,7 @@ impl Keys {
         self.state ^= self.state << 17;
         let total = *self.cumulative.last().unwrap();
         let x = (self.state >> 11) as f64 / (1u64 << 53) as f64 * total;
-        (self.cumulative.partition_point(|&c| c < x).min(KEYS - 1) + self.shift) % KEYS
+        (self.cumulative.partition_point(|&c| c < x).min(self.n - 1) + self.shift) % self.n
     }
 }
 
@@ -617,4 +624,80 @@ fn a_resumed_replica_follows_the_moves_made_without_it() {
     let out = replicas_scenario("coordinated", Fault::StopFollower);
     assert_eq!(out.violations, 0);
     assert!(out.unordered.is_empty(), "{:#?}", out.unordered);
+}
+
+/// Max/bound of the partitions' records sent in the second half of the run (by the probes'
+/// send times): the busiest partition over the best any order-preserving placement could do
+/// (the mean, or the busiest key when one key alone is more).
+fn imbalance(log: &[Rec]) -> f64 {
+    use std::collections::HashMap;
+    let probes: Vec<(&Rec, Probe)> = log
+        .iter()
+        .filter(|r| !r.fence)
+        .filter_map(|r| Probe::decode(&r.value).ok().map(|p| (r, p)))
+        .collect();
+    let (lo, hi) = probes.iter().fold((u64::MAX, 0), |(lo, hi), (_, p)| {
+        (lo.min(p.sent_us), hi.max(p.sent_us))
+    });
+    let mid = lo + (hi - lo) / 2;
+    let mut per_partition = vec![0u64; PARTITIONS as usize];
+    let mut per_key: HashMap<&str, u64> = HashMap::new();
+    for (r, p) in &probes {
+        if p.sent_us >= mid {
+            per_partition[r.partition as usize] += 1;
+            *per_key.entry(&r.key).or_default() += 1;
+        }
+    }
+    let total: u64 = per_partition.iter().sum();
+    let mean = total as f64 / f64::from(PARTITIONS);
+    let biggest = per_key.values().copied().max().unwrap_or(0) as f64;
+    *per_partition.iter().max().unwrap() as f64 / mean.max(biggest)
+}
+
+/// `replicas` coordinated gateways, `batches` batches each posted to a random one.
+fn balance_run(replicas: usize, batches: usize) -> f64 {
+    let topic = format!("balance-{replicas}");
+    let broker = broker_with_topic(&topic, PARTITIONS);
+    let bootstrap = broker.bootstrap_servers().to_owned();
+    let rt = runtime();
+    let client = reqwest::Client::new();
+    // Many keys, none above a partition's fair share: the bound is the mean.
+    let mut keys = Keys::zipf(400, 0.9);
+    let mut seqs = vec![0u64; 400];
+    let flags: Vec<&str> = GATEWAY_FLAGS
+        .iter()
+        .copied()
+        .chain(["--routes", "coordinated"])
+        .collect();
+    let mut gateways: Vec<GatewayProcess> = (0..replicas)
+        .map(|_| GatewayProcess::start(&bootstrap, &topic, &flags))
+        .collect();
+    let mut pick = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..batches {
+        pick ^= pick << 13;
+        pick ^= pick >> 7;
+        pick ^= pick << 17;
+        let gw = &gateways[(pick % replicas as u64) as usize];
+        send_batch(&rt, &client, gw, &mut keys, &mut seqs);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for gw in &mut gateways {
+        gw.terminate();
+    }
+    imbalance(&read_all(&broker, &topic))
+}
+
+/// A measurement, not a check (run with `--ignored`): the balance three coordinated replicas
+/// reach against one gateway on the same load (issue 11 asks for max/bound within 5 %).
+#[test]
+#[ignore = "measurement: prints max/bound of 1 and 3 coordinated gateways"]
+fn balance_of_three_replicas_against_one() {
+    for round in 0..3 {
+        let one = balance_run(1, 500);
+        let three = balance_run(3, 500);
+        eprintln!(
+            "round {round}: max/bound one gateway {one:.3}, three replicas {three:.3}, ratio {:.3}",
+            three / one
+        );
+    }
 }

@@ -49,6 +49,16 @@ pub struct MoveId {
     pub seq: u64,
 }
 
+/// What one member sent since its previous heartbeat: the decider adds it to what it sees
+/// itself, so it balances the traffic of every member, not a sample.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Records sent per partition (index = partition).
+    pub partitions: Vec<u64>,
+    /// Its busiest keys and their records, busiest first (a bounded summary, not every key).
+    pub keys: Vec<(Box<[u8]>, u64)>,
+}
+
 /// One record of the control log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
@@ -80,10 +90,13 @@ pub enum Control {
         /// Offset of the member's fence on the old partition.
         fence_offset: i64,
     },
-    /// `member` is alive (written every heartbeat interval; liveness only, never validity).
+    /// `member` is alive (written every heartbeat interval; liveness only, never validity),
+    /// with what it sent since its previous heartbeat.
     Heartbeat {
         /// The member.
         member: MemberId,
+        /// Its load since its previous heartbeat.
+        load: Load,
     },
     /// The fence is written: the key's route is now `entry` (`None`: home, no header).
     Commit {
@@ -118,7 +131,7 @@ impl Control {
             Control::Ready { id, member, .. } => {
                 format!("ready/{}/{}/{member}", id.term, id.seq)
             }
-            Control::Heartbeat { member } => format!("hb/{member}"),
+            Control::Heartbeat { member, .. } => format!("hb/{member}"),
         }
     }
 }
@@ -127,7 +140,8 @@ impl Control {
     /// The record's value, version 1: `0x01 | tag | fields` with unsigned LEB128 varints and
     /// byte strings as a varint length then the bytes. Tags and fields:
     /// claim `0 | term | member`; propose `1 | term | seq | member | key | to`;
-    /// ready `2 | term | seq | member | fence_offset`; heartbeat `5 | member`; commit `3 | term | seq | member | key | 0` (home) or
+    /// ready `2 | term | seq | member | fence_offset`; heartbeat `5 | member | partitions |
+    /// records per partition … | keys | (key | records) …`; commit `3 | term | seq | member | key | 0` (home) or
     /// `… | 1 | partition | set_index | from_partition | fence_offset`;
     /// abort `4 | term | seq | member | key`.
     pub fn encode(&self) -> Vec<u8> {
@@ -168,9 +182,18 @@ impl Control {
                 debug_assert!(*fence_offset >= 0, "negative fence offset");
                 put_varint(&mut out, *fence_offset as u64);
             }
-            Control::Heartbeat { member } => {
+            Control::Heartbeat { member, load } => {
                 out.push(5);
                 put_varint(&mut out, *member);
+                put_varint(&mut out, load.partitions.len() as u64);
+                for n in &load.partitions {
+                    put_varint(&mut out, *n);
+                }
+                put_varint(&mut out, load.keys.len() as u64);
+                for (k, n) in &load.keys {
+                    key(&mut out, k);
+                    put_varint(&mut out, *n);
+                }
             }
             Control::Commit {
                 id: i,
@@ -240,9 +263,29 @@ impl Control {
                     fence_offset,
                 }
             }
-            5 => Control::Heartbeat {
-                member: r.u64("member")?,
-            },
+            5 => {
+                let member = r.u64("member")?;
+                // Counts are bounded by what the rest of the value can hold (one byte each at
+                // least), so a forged count cannot make the decoder allocate without bound.
+                let parts = r.u32("partitions")? as usize;
+                let mut partitions = Vec::with_capacity(parts.min(r.remaining()));
+                for _ in 0..parts {
+                    partitions.push(r.u64("partition_records")?);
+                }
+                let keys = r.u32("keys")? as usize;
+                let mut load_keys = Vec::with_capacity(keys.min(r.remaining()));
+                for _ in 0..keys {
+                    let k: Box<[u8]> = r.bytes("key")?.into();
+                    load_keys.push((k, r.u64("key_records")?));
+                }
+                Control::Heartbeat {
+                    member,
+                    load: Load {
+                        partitions,
+                        keys: load_keys,
+                    },
+                }
+            }
             3 => {
                 let (id, member) = id(&mut r)?;
                 let key = r.bytes("key")?.into();
@@ -487,7 +530,7 @@ impl ControlLog {
                     entry: *entry,
                 }
             }
-            Control::Heartbeat { member } => Effect::Heartbeat { member: *member },
+            Control::Heartbeat { member, .. } => Effect::Heartbeat { member: *member },
             Control::Abort { id, member, key } => {
                 if let Some(reject) = self.finish(*id, *member, key) {
                     return Effect::Ignored(reject);
@@ -597,7 +640,17 @@ mod tests {
                 member: 3,
                 fence_offset: i64::MAX,
             },
-            Control::Heartbeat { member: u64::MAX },
+            Control::Heartbeat {
+                member: u64::MAX,
+                load: Load::default(),
+            },
+            Control::Heartbeat {
+                member: 7,
+                load: Load {
+                    partitions: vec![0, 1, u64::MAX],
+                    keys: vec![(b"hot".as_slice().into(), 900), (b"".as_slice().into(), 1)],
+                },
+            },
             Control::Commit {
                 id: id(1, 2),
                 member: 3,

@@ -260,6 +260,11 @@ impl<'a> Reader<'a> {
         self.varint(field, 10, u64::MAX)
     }
 
+    /// Bytes not read yet (an upper bound on how many more fields can follow).
+    pub(super) fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
     /// A byte string: its length as a varint, then the bytes.
     pub(super) fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], HeaderError> {
         let len = self.varint(field, 5, u64::from(u32::MAX))? as usize;

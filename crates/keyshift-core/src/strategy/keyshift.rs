@@ -1185,6 +1185,23 @@ impl Strategy for KeyshiftStrategy {
         std::mem::take(&mut self.moves)
     }
 
+    /// Another producer's records join this model as if routed here: its per-partition counts
+    /// join the window's counts, its busiest keys the sketch with their record counts as
+    /// weights (the sketch's own samples are weighted the same way).
+    fn absorb(&mut self, partitions: &[u64], keys: &[(Box<[u8]>, u64)], now: f64) {
+        if now >= self.next_round {
+            self.tick(now);
+        }
+        for (c, n) in self.counts.iter_mut().zip(partitions) {
+            *c += n;
+        }
+        for (key, n) in keys {
+            if *n > 0 {
+                self.sketch.offer_weighted(key, now, *n as f64);
+            }
+        }
+    }
+
     /// Follows a placement decided elsewhere in the route table; the load model catches up
     /// through its decay, as after any move it did not plan (a full table keeps the key home).
     fn adopt(&mut self, key: &[u8], partition: u32, now: f64) {

@@ -70,6 +70,10 @@ pub trait Strategy: Send {
     /// move it proposed was called off): route it to `partition` from now on, without
     /// reporting a move. Strategies that keep no routes ignore it.
     fn adopt(&mut self, _key: &[u8], _partition: u32, _now: f64) {}
+    /// Records another producer sent since its previous summary (coordinated producers: the
+    /// decider adds the other members' load to its own): per partition, and its busiest keys.
+    /// Strategies without a load model of their own ignore it.
+    fn absorb(&mut self, _partitions: &[u64], _keys: &[(Box<[u8]>, u64)], _now: f64) {}
 }
 
 /// Names accepted by [`build`], in the order `--help` lists them.

@@ -41,7 +41,7 @@
 use std::time::{Duration, Instant};
 
 use keyshift_core::hash::Hasher;
-use keyshift_core::protocol::control::{Control, ControlLog, Effect, MemberId, MoveId};
+use keyshift_core::protocol::control::{Control, ControlLog, Effect, Load, MemberId, MoveId};
 use keyshift_core::protocol::membership::Membership;
 use keyshift_core::protocol::{FenceHeader, RouteEntry, RouteHeader};
 use keyshift_core::stats::LatencyHistogram;
@@ -50,6 +50,12 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 /// How often a member writes its heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// Busiest keys a heartbeat names.
+pub(super) const SUMMARY_KEYS: usize = 32;
+/// Distinct keys a member counts between two heartbeats; keys first seen after that are not
+/// counted until the next interval (hot keys are seen early in any interval).
+const SUMMARY_TRACKED: usize = 1024;
+
 /// How often a member looks at the time (heartbeats, claims, the decider's open moves).
 pub(super) const TICK: Duration = Duration::from_millis(100);
 
@@ -128,6 +134,10 @@ pub(super) struct Coord {
     pub joined: bool,
     /// When it last read one of its own heartbeats back (seconds since the origin).
     pub last_own_read: f64,
+    /// Records per key since the last heartbeat (bounded, see [`SUMMARY_TRACKED`]).
+    key_counts: FxHashMap<Box<[u8]>, u64>,
+    /// The engine's per-partition record counters at the last heartbeat.
+    sent_at_heartbeat: Vec<u64>,
     pub counters: CoordCounters,
     /// From reading a propose to reading its commit or abort, at this member.
     pub hold_time: LatencyHistogram,
@@ -163,6 +173,8 @@ impl Coord {
             last_heartbeat: None,
             joined: false,
             last_own_read: f64::NEG_INFINITY,
+            key_counts: FxHashMap::default(),
+            sent_at_heartbeat: Vec::new(),
             counters: CoordCounters::default(),
             hold_time: LatencyHistogram::new(),
         }
@@ -212,6 +224,30 @@ impl Coord {
     pub fn out_of_touch(&self, now: f64) -> Option<f64> {
         let silent = now - self.last_own_read;
         (silent > self.config.member_timeout.as_secs_f64() * 2.0 / 3.0).then_some(silent)
+    }
+
+    /// Counts one record of `key` for the next heartbeat's load summary.
+    pub fn note(&mut self, key: &[u8]) {
+        if let Some(n) = self.key_counts.get_mut(key) {
+            *n += 1;
+        } else if self.key_counts.len() < SUMMARY_TRACKED {
+            self.key_counts.insert(key.into(), 1);
+        }
+    }
+
+    /// The load since the previous heartbeat, given the engine's per-partition counters; resets
+    /// the interval.
+    pub fn load_summary(&mut self, per_partition: &[u64]) -> Load {
+        let partitions = per_partition
+            .iter()
+            .enumerate()
+            .map(|(p, &n)| n - self.sent_at_heartbeat.get(p).copied().unwrap_or(0))
+            .collect();
+        self.sent_at_heartbeat = per_partition.to_vec();
+        let mut keys: Vec<(Box<[u8]>, u64)> = self.key_counts.drain().collect();
+        keys.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        keys.truncate(SUMMARY_KEYS);
+        Load { partitions, keys }
     }
 
     pub fn is_decider(&self) -> bool {
@@ -481,9 +517,18 @@ mod tests {
             &mut c,
             &mut log,
             &[
-                Control::Heartbeat { member: 1 },
-                Control::Heartbeat { member: 2 },
-                Control::Heartbeat { member: 3 },
+                Control::Heartbeat {
+                    member: 1,
+                    load: Load::default(),
+                },
+                Control::Heartbeat {
+                    member: 2,
+                    load: Load::default(),
+                },
+                Control::Heartbeat {
+                    member: 3,
+                    load: Load::default(),
+                },
                 Control::Claim { term: 1, member: 1 },
             ],
             0.1,
@@ -552,7 +597,10 @@ mod tests {
             &mut c,
             &mut log,
             &[
-                Control::Heartbeat { member: 2 },
+                Control::Heartbeat {
+                    member: 2,
+                    load: Load::default(),
+                },
                 Control::Claim { term: 1, member: 1 },
             ],
             0.0,

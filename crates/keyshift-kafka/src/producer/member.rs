@@ -49,7 +49,9 @@ impl Inner {
                 headers,
             ));
         }
-        if coord.is_decider() {
+        if !coord.is_decider() {
+            coord.note(key);
+        } else {
             // Only the decider's model matters; its routing answer does not (the log routes).
             let _ = st.strategy.route(key, now);
             let moves = st.strategy.drain_moves();
@@ -86,6 +88,12 @@ impl Inner {
         let Some(coord) = st.coord.as_mut() else {
             return;
         };
+        if let Control::Heartbeat { member, load } = record {
+            // The decider balances every member's traffic, not only its own.
+            if *member != coord.me && coord.is_decider() {
+                st.strategy.absorb(&load.partitions, &load.keys, now);
+            }
+        }
         let action = coord.apply(record, effect, now);
         match action {
             Action::None | Action::Joined => {}
@@ -240,7 +248,8 @@ impl Inner {
         {
             coord.last_heartbeat = Some(Instant::now());
             let me = coord.me;
-            self.control_write(Control::Heartbeat { member: me });
+            let load = coord.load_summary(&st.counters.per_partition);
+            self.control_write(Control::Heartbeat { member: me, load });
         }
         let coord = st.coord.as_mut().expect("checked");
         let next = coord.term + 1;
@@ -367,7 +376,10 @@ impl Inner {
             let me = coord.me;
             drop(guard);
             control
-                .enqueue(&Control::Heartbeat { member: me })
+                .enqueue(&Control::Heartbeat {
+                    member: me,
+                    load: Default::default(),
+                })
                 .map_err(|e| e.to_string())?;
         }
         let deadline = Instant::now() + timeout;
