@@ -114,8 +114,11 @@ impl ControlTopic {
             .first()
             .copied()
             .unwrap_or(0);
-        let producer: FutureProducer = settings
-            .producer_config()
+        let mut config = settings.producer_config();
+        // Control records are few and every one is on a moved key's critical path: send each
+        // at once rather than wait to batch it.
+        config.set("linger.ms", "0");
+        let producer: FutureProducer = config
             .create()
             .map_err(|e| err(format!("cannot create its writer: {e}")))?;
         let topic = ControlTopic {

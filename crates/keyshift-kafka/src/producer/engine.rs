@@ -190,7 +190,7 @@ enum After {
     /// A fence: await its delivery report, then release the key's held records.
     Fence { started: Instant },
     /// This member's fence for a coordinated move: await it, then write its ready.
-    MemberFence { id: MoveId },
+    MemberFence { id: MoveId, started: Instant },
 }
 
 /// A decided record that found librdkafka's queue full (owned copy).
@@ -600,7 +600,10 @@ impl Inner {
         header: FenceHeader,
         route: Option<RouteHeader>,
     ) {
-        let after = After::MemberFence { id };
+        let after = After::MemberFence {
+            id,
+            started: Instant::now(),
+        };
         self.emit_fence_then(st, key, fence_partition, header, route, after);
     }
 
@@ -669,7 +672,9 @@ impl Inner {
                 Ok(future) => self.spawn_fence_wait(key.into(), partition, future, started),
                 Err(err) => self.fence_error(st, key, partition, err),
             },
-            After::MemberFence { id } => self.member_fence_sent(st, key, id, result),
+            After::MemberFence { id, started } => {
+                self.member_fence_sent(st, key, id, started, result)
+            }
         }
     }
 

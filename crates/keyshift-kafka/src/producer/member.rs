@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use keyshift_core::protocol::control::{Control, Effect, MoveId};
 use keyshift_core::protocol::Step;
+use keyshift_core::strategy::Move;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::DeliveryFuture;
 
@@ -52,11 +53,23 @@ impl Inner {
         if !coord.is_decider() {
             coord.note(key);
         } else {
-            // Only the decider's model matters; its routing answer does not (the log routes).
-            let _ = st.strategy.route(key, now);
-            let moves = st.strategy.drain_moves();
+            // The decider's strategy sees its records, and where it wants a key is a proposal,
+            // not a route (the log routes): its moves of other keys, and this key's own place
+            // when that differs from the log's (a strategy without routes, like `hash` after
+            // a rollback, so brings moved keys home).
+            let wanted = st.strategy.route(key, now);
+            let mut moves = st.strategy.drain_moves();
+            st.counters.moves += moves.len() as u64;
+            let (current, _, _) = coord.current(key);
+            if wanted != current && !moves.iter().any(|m| *m.key == *key) {
+                moves.push(Move {
+                    key: key.into(),
+                    from: current,
+                    to: wanted,
+                    at: now,
+                });
+            }
             if !moves.is_empty() {
-                st.counters.moves += moves.len() as u64;
                 for proposal in coord.proposals(moves) {
                     self.control_write(proposal);
                 }
@@ -175,6 +188,7 @@ impl Inner {
         st: &mut State,
         key: &[u8],
         id: MoveId,
+        started: Instant,
         result: Result<DeliveryFuture, KafkaError>,
     ) {
         let future = match result {
@@ -190,11 +204,18 @@ impl Inner {
         let me = st.coord.as_ref().map_or(0, |c| c.me);
         self.runtime.handle.spawn(async move {
             match future.await {
-                Ok(Ok(delivery)) => inner.control_write(Control::Ready {
-                    id,
-                    member: me,
-                    fence_offset: delivery.offset,
-                }),
+                Ok(Ok(delivery)) => {
+                    // A produce round trip: the unit a moved key's hold time is judged in.
+                    inner
+                        .lock()
+                        .fence_rtt
+                        .record_secs(started.elapsed().as_secs_f64());
+                    inner.control_write(Control::Ready {
+                        id,
+                        member: me,
+                        fence_offset: delivery.offset,
+                    });
+                }
                 Ok(Err((err, _))) => {
                     inner.lock().counters.fence_failures += 1;
                     inner.retry_member_fence(key, id, err);
