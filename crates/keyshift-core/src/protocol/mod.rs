@@ -19,9 +19,12 @@
 //!
 //! Many producers: [`control`] holds the records of the control log through which the
 //! producers of one topic agree on one decider and on every move, and the rules each applies;
-//! [`membership`] holds each member's own judgement of who is alive and when to claim.
+//! [`membership`] holds each member's own judgement of who is alive and when to claim;
+//! [`coordinator`] is one member's side of a move (hold, own fence, ready, the decider's
+//! commit or abort) around those rules.
 
 pub mod control;
+pub mod coordinator;
 mod gate;
 mod header;
 pub mod membership;

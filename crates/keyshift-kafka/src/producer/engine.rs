@@ -51,11 +51,11 @@ use rustc_hash::FxHashMap;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 
-use super::coordination::Coord;
 use super::error::ProduceError;
 use super::routes::RouteTopic;
 use crate::control::{ControlTail, ControlTopic};
 use keyshift_core::protocol::control::MoveId;
+use keyshift_core::protocol::coordinator::Coordinator;
 
 /// Pause before retrying when librdkafka's queue is full (backlog drainer, `send` retries).
 pub(super) const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(2);
@@ -260,7 +260,7 @@ pub(super) struct State {
     pub counters: Counters,
     pub fence_rtt: LatencyHistogram,
     /// Coordinated producers ([`super::Routes::Coordinated`]), else `None`.
-    pub coord: Option<Coord>,
+    pub coord: Option<Coordinator>,
 }
 
 impl State {

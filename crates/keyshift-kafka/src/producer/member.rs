@@ -17,16 +17,20 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use keyshift_core::protocol::control::{Control, Effect, MoveId};
+use keyshift_core::protocol::control::{Control, Effect, MemberId, MoveId};
+use keyshift_core::protocol::coordinator::Action;
 use keyshift_core::protocol::Step;
 use keyshift_core::strategy::Move;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::DeliveryFuture;
 
-use super::coordination::HEARTBEAT;
-use super::coordination::{Action, TICK};
 use super::engine::{Inner, State, Submitted};
 use super::error::ProduceError;
+
+/// How often a member writes its heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How often a member looks at the time (heartbeats, claims, the decider's open moves).
+const TICK: Duration = Duration::from_millis(100);
 
 impl Inner {
     /// [`Inner::submit`] of a coordinated member; see the module docs.
@@ -155,7 +159,10 @@ impl Inner {
                 self.follow_log(st, &key, now);
                 self.release(st, &key);
             }
-            Action::Unproposed(key) => self.follow_log(st, &key, now),
+            Action::Unproposed(key, why) => {
+                tracing::debug!(topic = %self.topic, key = %String::from_utf8_lossy(&key), ?why, "own proposal ignored by the control log");
+                self.follow_log(st, &key, now);
+            }
         }
     }
 
@@ -251,6 +258,9 @@ impl Inner {
             return;
         };
         for verdict in coord.verdicts(now) {
+            if let Control::Abort { key, .. } = &verdict {
+                tracing::warn!(topic = %self.topic, key = %String::from_utf8_lossy(key), "move not ready within the move timeout; aborting it");
+            }
             self.control_write(verdict);
         }
     }
@@ -265,9 +275,9 @@ impl Inner {
         };
         if coord
             .last_heartbeat
-            .is_none_or(|t| t.elapsed() >= HEARTBEAT)
+            .is_none_or(|t| now - t >= HEARTBEAT.as_secs_f64())
         {
-            coord.last_heartbeat = Some(Instant::now());
+            coord.last_heartbeat = Some(now);
             let me = coord.me;
             let load = coord.load_summary(&st.counters.per_partition);
             self.control_write(Control::Heartbeat { member: me, load });
@@ -392,8 +402,9 @@ impl Inner {
         // the very runtime the ticker needs.
         {
             let mut guard = self.lock();
+            let now = self.origin.elapsed().as_secs_f64();
             let coord = guard.coord.as_mut().expect("coordinated");
-            coord.last_heartbeat = Some(Instant::now());
+            coord.last_heartbeat = Some(now);
             let me = coord.me;
             drop(guard);
             control
@@ -416,4 +427,15 @@ impl Inner {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// A member id unlikely to repeat across processes and restarts: wall-clock nanoseconds mixed
+/// with the process id.
+pub(super) fn new_member_id() -> MemberId {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mixed = nanos ^ (u64::from(std::process::id())).rotate_left(40);
+    // Keep ids readable in logs and metrics (below 2^53, exact in JSON numbers).
+    mixed & ((1 << 53) - 1)
 }

@@ -80,7 +80,6 @@
 //!
 //! [`Migrator`]: keyshift_core::protocol::Migrator
 
-mod coordination;
 mod engine;
 mod error;
 mod member;
@@ -106,14 +105,15 @@ use crate::admin::Admin;
 use crate::config::{ClientSettings, Property};
 use crate::control::{ControlTopic, CONTROL_TOPIC_SUFFIX};
 use crate::trace_events::TraceEventSink;
-use coordination::Coord;
 use engine::{Enqueued, Inner, RuntimeHandle, State, Submitted, QUEUE_FULL_BACKOFF};
+use keyshift_core::protocol::coordinator::Coordinator;
 use keyshift_trace::Tracing;
 use routes::RouteTopic;
 use trace::RecordTrace;
 
-pub use coordination::{CoordinationConfig, HEARTBEAT};
 pub use error::{ProduceError, ProducerBuildError};
+pub use keyshift_core::protocol::coordinator::CoordinationConfig;
+pub use member::HEARTBEAT;
 pub use routes::{Routes, ROUTE_TOPIC_SUFFIX};
 pub use stats::{CoordinationStats, ProducerStats};
 
@@ -381,8 +381,8 @@ impl ProducerBuilder {
         let mut state = State::new(strategy, migrator, partitions);
         let (control, replayed) = match control {
             Some((topic, replayed)) => {
-                state.coord = Some(Coord::from_log(
-                    coordination::new_member_id(),
+                state.coord = Some(Coordinator::from_log(
+                    member::new_member_id(),
                     self.coordination,
                     self.strategy_config.hasher,
                     partitions,

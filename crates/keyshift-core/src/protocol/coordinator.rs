@@ -1,65 +1,63 @@
-//! Coordinated producers: many producers of one topic move keys as one, through the control log.
+//! One member's side of coordinated producers: what it holds, which fence it writes, what the
+//! decider proposes, commits and aborts — the bookkeeping around the control log's rules.
 //!
-//! With [`super::Routes::Coordinated`] every producer of a topic is a *member* of its control
-//! log (`<topic>.keyshift-control`, [`crate::control::ControlTopic`]; rules in
-//! [`keyshift_core::protocol::control`], design in `docs/routing.md`). A member routes each key
-//! along the log's committed route (home when there is none) — never along its own strategy's
-//! choice. Only the member that holds the current term (the *decider*) runs the strategy; its
-//! moves become proposals. A move of key K from A to B:
+//! With coordinated routes every producer of a topic is a *member* of its control log (rules
+//! in [`super::control`], design in `docs/routing.md`). A member routes each key along the
+//! log's committed route (home when there is none) — never along its own strategy's choice.
+//! Only the member that holds the current term (the *decider*) runs the strategy; its moves
+//! become proposals ([`Coordinator::proposals`]). A move of key K from A to B:
 //!
 //! 1. the decider writes *propose*;
-//! 2. every member, on reading it, holds K's new records (other keys keep flowing) and writes a
-//!    fence of K on A through its own idempotent data producer — so the fence is behind every
-//!    record of K it sent to A — and, once the fence is acknowledged, writes *ready* with the
-//!    fence's offset;
+//! 2. every member, on reading it ([`Action::Hold`]), holds K's new records (other keys keep
+//!    flowing) and writes a fence of K on A ([`Coordinator::fence_of`]) through its own
+//!    idempotent data producer — so the fence is behind every record of K it sent to A — and,
+//!    once the fence is acknowledged, writes *ready* with the fence's offset;
 //! 3. once every member live at the propose is ready (or was silent for the member timeout),
-//!    the decider writes *commit*, whose route waits for the highest of the members' fence
-//!    offsets; a move still waiting after the move timeout is aborted instead;
+//!    the decider writes *commit* ([`Coordinator::verdicts`]), whose route waits for the
+//!    highest of the members' fence offsets; a move still waiting after the move timeout is
+//!    aborted instead;
 //! 4. every member, on reading the commit, installs the route and releases K's held records to
-//!    B with the route header; on an abort it releases them to A.
+//!    B with the route header ([`Action::Install`]); on an abort it releases them to A.
 //!
 //! Consumers need nothing new: a record of K on B waits until A is committed past the highest
 //! fence, which is behind every member's records of K on A; the other members' fences are
 //! ordinary fences (skipped, and committed promptly).
 //!
-//! A member sends nothing before it has read its own first heartbeat back from the log: every
-//! propose written before that heartbeat is then known to it before its first record (it holds
-//! the key), and the decider, which applies the log in the same order, counts it as live for
-//! every propose written after it.
+//! A member sends nothing before it has read its own first heartbeat back from the log
+//! ([`Action::Joined`]): every propose written before that heartbeat is then known to it before
+//! its first record (it holds the key), and the decider, which applies the log in the same
+//! order, counts it as live for every propose written after it.
 //!
-//! Liveness: members heartbeat every [`HEARTBEAT`]; a member claims the next term when the
-//! decider was silent for the lease ([`Membership::should_claim`]); the new term aborts every
-//! move the old decider left open. A member that has not read its own heartbeat back for two
-//! thirds of the member timeout routes nothing ([`super::ProduceError::OutOfTouch`], which
-//! `send` retries): the decider stops waiting for a member only after the full member timeout
-//! since it read that member's last heartbeat, so a member that was stopped (SIGSTOP, a long
-//! pause) catches up with the log — including the moves made without it — before its next
-//! record. This assumes the two read the log within a third of the member timeout of each
-//! other. Records a member had already handed to librdkafka when it stopped are not covered
-//! (`docs/routing.md`, Limits).
+//! Liveness: the adapter heartbeats; a member claims the next term when the decider was silent
+//! for the lease ([`Membership::should_claim`]); the new term aborts every move the old
+//! decider left open. A member that has not read its own heartbeat back for two thirds of the
+//! member timeout routes nothing ([`Coordinator::out_of_touch`]): the decider stops waiting for
+//! a member only after the full member timeout since it read that member's last heartbeat, so a
+//! member that was stopped (SIGSTOP, a long pause) catches up with the log — including the
+//! moves made without it — before its next record. This assumes the two read the log within a
+//! third of the member timeout of each other. Records a member had already handed to its Kafka
+//! client when it stopped are not covered (`docs/routing.md`, Limits).
+//!
+//! Times are seconds since the member's own origin; nothing here reads a clock.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use keyshift_core::hash::Hasher;
-use keyshift_core::protocol::control::{Control, ControlLog, Effect, Load, MemberId, MoveId};
-use keyshift_core::protocol::membership::Membership;
-use keyshift_core::protocol::{FenceHeader, RouteEntry, RouteHeader};
-use keyshift_core::stats::LatencyHistogram;
-use keyshift_core::strategy::Move;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-/// How often a member writes its heartbeat.
-pub const HEARTBEAT: Duration = Duration::from_millis(500);
+use super::control::{Control, ControlLog, Effect, Load, MemberId, MoveId, Rejected};
+use super::membership::Membership;
+use super::{FenceHeader, RouteEntry, RouteHeader};
+use crate::hash::Hasher;
+use crate::stats::LatencyHistogram;
+use crate::strategy::Move;
+
 /// Busiest keys a heartbeat names.
-pub(super) const SUMMARY_KEYS: usize = 32;
+pub const SUMMARY_KEYS: usize = 32;
 /// Distinct keys a member counts between two heartbeats; keys first seen after that are not
 /// counted until the next interval (hot keys are seen early in any interval).
 const SUMMARY_TRACKED: usize = 1024;
 
-/// How often a member looks at the time (heartbeats, claims, the decider's open moves).
-pub(super) const TICK: Duration = Duration::from_millis(100);
-
-/// Timeouts of the coordination; see [`super::ProducerBuilder::coordination`].
+/// Timeouts of the coordination.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CoordinationConfig {
     /// The decider is replaced after this much silence.
@@ -82,17 +80,24 @@ impl Default for CoordinationConfig {
 
 /// A move pending in the log, as this member follows it.
 #[derive(Debug, Clone)]
-pub(super) struct Pending {
+pub struct Pending {
+    /// The move.
     pub id: MoveId,
+    /// Where the key goes.
     pub to: u32,
     /// The key's partition when the move was read (where the fences go).
     pub from: u32,
     /// The key's set there, and that set's route header (the fences carry it).
     pub set_index: u32,
+    /// The route header of that set, if it has one.
     pub route: Option<RouteHeader>,
     /// Members live when the propose was read (the decider waits for them).
     pub live_at_propose: Vec<MemberId>,
+    /// Members that answered ready.
     pub ready: Vec<MemberId>,
+    /// Their fence offsets (same order).
+    pub fences: Vec<i64>,
+    /// The highest of their fence offsets (−1 before the first).
     pub fence_offset: i64,
     /// When this member read the propose (seconds since the producer's origin).
     pub read_at: f64,
@@ -102,34 +107,48 @@ pub(super) struct Pending {
     pub decided: bool,
 }
 
-/// Counters of the coordination, kept under the engine lock.
+/// Counters of the coordination.
 #[derive(Debug, Clone, Default)]
-pub(super) struct CoordCounters {
+pub struct CoordCounters {
+    /// Moves this member proposed (as decider).
     pub proposed: u64,
+    /// Commits read from the log.
     pub committed: u64,
+    /// Aborts read from the log (a new term's included).
     pub aborted: u64,
+    /// Terms this member claimed.
     pub claims: u64,
+    /// Control writes that failed (counted by the adapter).
     pub control_write_failures: u64,
 }
 
-/// One member's view of the coordination, under the engine lock.
-pub(super) struct Coord {
+/// One member's view of the coordination; see the module docs.
+#[derive(Debug)]
+pub struct Coordinator {
+    /// This member.
     pub me: MemberId,
     hasher: Hasher,
     partitions: u32,
+    /// Its timeouts.
     pub config: CoordinationConfig,
+    /// The term in force.
     pub term: u64,
+    /// That term's decider.
     pub decider: Option<MemberId>,
+    /// Who is alive, as this member reads the heartbeats.
     pub membership: Membership,
     /// The log's committed routes.
     pub routes: FxHashMap<Box<[u8]>, RouteEntry>,
+    /// Moves pending in the log, by key.
     pub pending: FxHashMap<Box<[u8]>, Pending>,
     /// Keys this member proposed whose propose it has not read back yet.
     pub proposing: FxHashSet<Box<[u8]>>,
+    /// The last sequence number this member used in its term.
     pub next_seq: u64,
     /// The highest term this member claimed (a member claims a term once).
     pub claimed: u64,
-    pub last_heartbeat: Option<Instant>,
+    /// When this member last wrote its heartbeat (seconds since its origin).
+    pub last_heartbeat: Option<f64>,
     /// Whether this member has read its own first heartbeat back (it may send from then on).
     pub joined: bool,
     /// When it last read one of its own heartbeats back (seconds since the origin).
@@ -138,12 +157,15 @@ pub(super) struct Coord {
     key_counts: FxHashMap<Box<[u8]>, u64>,
     /// The engine's per-partition record counters at the last heartbeat.
     sent_at_heartbeat: Vec<u64>,
+    /// What it did and read.
     pub counters: CoordCounters,
     /// From reading a propose to reading its commit or abort, at this member.
     pub hold_time: LatencyHistogram,
 }
 
-impl Coord {
+impl Coordinator {
+    /// Member `me` of a topic of `partitions` partitions whose keys' home is `hasher`'s
+    /// choice, started at `now`, before reading any record of the log.
     pub fn new(
         me: MemberId,
         config: CoordinationConfig,
@@ -208,6 +230,7 @@ impl Coord {
                     route,
                     live_at_propose: Vec::new(),
                     ready: p.ready.clone(),
+                    fences: p.fences.clone(),
                     fence_offset: p.fence_offset,
                     read_at: now,
                     my_ready: false,
@@ -250,6 +273,7 @@ impl Coord {
         Load { partitions, keys }
     }
 
+    /// Whether this member decides moves now.
     pub fn is_decider(&self) -> bool {
         self.decider == Some(self.me)
     }
@@ -341,11 +365,6 @@ impl Coord {
                 });
             } else if now - p.read_at > self.config.move_timeout.as_secs_f64() {
                 p.decided = true;
-                tracing::warn!(
-                    key = %String::from_utf8_lossy(key),
-                    waiting = ?waiting,
-                    "move not ready within the move timeout; aborting it"
-                );
                 out.push(Control::Abort {
                     id: p.id,
                     member: self.me,
@@ -402,6 +421,7 @@ impl Coord {
                         route,
                         live_at_propose: self.membership.live(now),
                         ready: Vec::new(),
+                        fences: Vec::new(),
                         fence_offset: -1,
                         read_at: now,
                         my_ready: false,
@@ -415,10 +435,15 @@ impl Coord {
                     return Action::None;
                 };
                 if let Some(p) = self.pending.values_mut().find(|p| p.id == *id) {
-                    if !p.ready.contains(member) {
-                        p.ready.push(*member);
+                    // A member's later ready replaces its earlier one, as in the log's rules.
+                    match p.ready.iter().position(|m| m == member) {
+                        Some(i) => p.fences[i] = *fence_offset,
+                        None => {
+                            p.ready.push(*member);
+                            p.fences.push(*fence_offset);
+                        }
                     }
-                    p.fence_offset = p.fence_offset.max(*fence_offset);
+                    p.fence_offset = p.fences.iter().copied().max().unwrap_or(-1);
                     if *member == self.me {
                         p.my_ready = true;
                     }
@@ -442,8 +467,7 @@ impl Coord {
             Effect::Ignored(why) => {
                 if let Control::Propose { member, key, .. } = record {
                     if *member == self.me && self.proposing.remove(key) {
-                        tracing::debug!(key = %String::from_utf8_lossy(key), ?why, "own proposal ignored by the log");
-                        return Action::Unproposed(key.clone());
+                        return Action::Unproposed(key.clone(), *why);
                     }
                 }
                 Action::None
@@ -458,9 +482,9 @@ impl Coord {
     }
 }
 
-/// What the engine does after [`Coord::apply`].
+/// What the adapter does after [`Coordinator::apply`].
 #[derive(Debug)]
-pub(super) enum Action {
+pub enum Action {
     None,
     /// This member read its own first heartbeat back: it may send.
     Joined,
@@ -477,19 +501,8 @@ pub(super) enum Action {
     Install(Box<[u8]>, Option<RouteEntry>),
     /// The key's move was aborted: release it where it was.
     Release(Box<[u8]>),
-    /// This member's proposal did not count: its strategy must follow the log again.
-    Unproposed(Box<[u8]>),
-}
-
-/// A member id unlikely to repeat across processes and restarts: wall-clock nanoseconds mixed
-/// with the process id.
-pub(super) fn new_member_id() -> MemberId {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mixed = nanos ^ (u64::from(std::process::id())).rotate_left(40);
-    // Keep ids readable in logs and metrics (below 2^53, exact in JSON numbers).
-    mixed & ((1 << 53) - 1)
+    /// This member's proposal did not count (why): its strategy must follow the log again.
+    Unproposed(Box<[u8]>, Rejected),
 }
 
 #[cfg(test)]
@@ -501,7 +514,7 @@ mod tests {
     }
 
     /// Drives one member (id 1) through the log records `history`, in order, at `now`.
-    fn feed(c: &mut Coord, log: &mut ControlLog, history: &[Control], now: f64) {
+    fn feed(c: &mut Coordinator, log: &mut ControlLog, history: &[Control], now: f64) {
         for r in history {
             let effect = log.apply(r);
             c.apply(r, &effect, now);
@@ -511,7 +524,7 @@ mod tests {
     #[test]
     fn the_decider_commits_after_every_live_member_with_the_highest_fence() {
         let config = CoordinationConfig::default();
-        let mut c = Coord::new(1, config, Hasher::default(), 6, 0.0);
+        let mut c = Coordinator::new(1, config, Hasher::default(), 6, 0.0);
         let mut log = ControlLog::new();
         feed(
             &mut c,
@@ -591,7 +604,7 @@ mod tests {
     #[test]
     fn a_silent_member_is_not_waited_for_and_a_stuck_move_is_aborted() {
         let config = CoordinationConfig::default();
-        let mut c = Coord::new(1, config, Hasher::default(), 6, 0.0);
+        let mut c = Coordinator::new(1, config, Hasher::default(), 6, 0.0);
         let mut log = ControlLog::new();
         feed(
             &mut c,
@@ -643,7 +656,7 @@ mod tests {
 
     #[test]
     fn a_new_term_releases_open_moves_and_silences_this_decider() {
-        let mut c = Coord::new(1, CoordinationConfig::default(), Hasher::default(), 6, 0.0);
+        let mut c = Coordinator::new(1, CoordinationConfig::default(), Hasher::default(), 6, 0.0);
         let mut log = ControlLog::new();
         feed(
             &mut c,
@@ -670,5 +683,128 @@ mod tests {
         }
         assert!(!c.holds(b"k") && !c.is_decider());
         assert!(c.verdicts(100.0).is_empty(), "a follower writes no verdict");
+    }
+
+    /// The model's view of a move: members live at its propose, readies, when it was read.
+    type ModelMove = (Vec<u64>, std::collections::HashMap<u64, i64>, f64);
+
+    /// One step of a random history: time passes, then something happens.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Heartbeat(u64),
+        Propose(usize, u32),
+        Ready(u64, usize, i64),
+        Decide,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = (f64, Op)> {
+        use proptest::prelude::*;
+        let op = prop_oneof![
+            (1u64..=3).prop_map(Op::Heartbeat),
+            (0usize..4, 0u32..6).prop_map(|(k, to)| Op::Propose(k, to)),
+            (1u64..=3, 0usize..4, 0i64..1000).prop_map(|(m, k, f)| Op::Ready(m, k, f)),
+            Just(Op::Decide),
+        ];
+        (0.0f64..1.5, op)
+    }
+
+    proptest::proptest! {
+        /// Against a model that tracks heartbeats and readies itself: the decider (member 1)
+        /// commits a move only when every member it heard within the member timeout at the
+        /// propose is ready or has since been silent for the member timeout, with the highest
+        /// ready fence offset and at least one ready; aborts only after the move timeout;
+        /// writes one verdict per move; and every member ends up routing a committed key
+        /// along the commit.
+        #[test]
+        fn verdicts_follow_the_readies_and_the_timeouts(
+            ops in proptest::collection::vec(op(), 1..150),
+        ) {
+            use std::collections::HashMap;
+            let config = CoordinationConfig::default();
+            let timeout = config.member_timeout.as_secs_f64();
+            let keys: Vec<Box<[u8]>> = ["a", "b", "c", "d"].iter().map(|k| key(k)).collect();
+            let mut c = Coordinator::new(1, config, Hasher::default(), 6, 0.0);
+            let mut log = ControlLog::new();
+            feed(&mut c, &mut log, &[Control::Claim { term: 1, member: 1 }], 0.0);
+            let mut now = 0.0;
+            // Model: last heartbeat per member (member 1 counts from its start).
+            let mut heard: HashMap<u64, f64> = HashMap::from([(1, 0.0)]);
+            // Per pending move id: members live at its propose, readies, when it was read.
+            let mut model: HashMap<MoveId, ModelMove> = HashMap::new();
+            let mut decided: Vec<MoveId> = Vec::new();
+            for (dt, op) in ops {
+                now += dt;
+                match op {
+                    Op::Heartbeat(m) => {
+                        heard.insert(m, now);
+                        let hb = Control::Heartbeat { member: m, load: Load::default() };
+                        feed(&mut c, &mut log, &[hb], now);
+                    }
+                    Op::Propose(k, to) => {
+                        let proposals = c.proposals(vec![Move {
+                            key: keys[k].clone(),
+                            from: 0,
+                            to,
+                            at: now,
+                        }]);
+                        for p in &proposals {
+                            if let Control::Propose { id, .. } = p {
+                                let live = heard
+                                    .iter()
+                                    .filter(|(_, &t)| now - t <= timeout)
+                                    .map(|(&m, _)| m)
+                                    .collect();
+                                model.insert(*id, (live, HashMap::new(), now));
+                            }
+                        }
+                        feed(&mut c, &mut log, &proposals, now);
+                    }
+                    Op::Ready(m, k, fence_offset) => {
+                        if let Some(p) = c.pending.get(&keys[k]) {
+                            let id = p.id;
+                            model.get_mut(&id).unwrap().1.insert(m, fence_offset);
+                            let r = Control::Ready { id, member: m, fence_offset };
+                            feed(&mut c, &mut log, &[r], now);
+                        }
+                    }
+                    Op::Decide => {
+                        let verdicts = c.verdicts(now);
+                        for v in &verdicts {
+                            let (id, commit) = match v {
+                                Control::Commit { id, entry, .. } => (*id, *entry),
+                                Control::Abort { id, .. } => (*id, None),
+                                other => panic!("not a verdict: {other:?}"),
+                            };
+                            proptest::prop_assert!(!decided.contains(&id), "two verdicts of {id:?}");
+                            decided.push(id);
+                            let (live, readies, read_at) = &model[&id];
+                            match commit {
+                                Some(e) => {
+                                    for m in live {
+                                        let silent = now - heard[m] > timeout;
+                                        proptest::prop_assert!(
+                                            readies.contains_key(m) || silent,
+                                            "committed {id:?} without live member {m}"
+                                        );
+                                    }
+                                    let max = readies.values().copied().max();
+                                    proptest::prop_assert_eq!(Some(e.route.fence_offset), max);
+                                }
+                                None => proptest::prop_assert!(
+                                    now - read_at > config.move_timeout.as_secs_f64()
+                                ),
+                            }
+                        }
+                        feed(&mut c, &mut log, &verdicts, now);
+                        for v in &verdicts {
+                            if let Control::Commit { key, entry: Some(e), .. } = v {
+                                proptest::prop_assert_eq!(c.current(key).0, e.partition);
+                                proptest::prop_assert!(!c.holds(key));
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
