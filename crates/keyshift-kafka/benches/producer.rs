@@ -16,7 +16,11 @@
 //!   (`keyshift` with no warm-up and a 20 ms rebalance interval, so keys move and fence
 //!   while a round's records are routed);
 //! - `keyshift/hash+moves`: `hash` plus a forced move ([`KeyshiftProducer::move_key`]) of one
-//!   of the 16 hottest keys every 500 records — the fence/hold/route-header machinery alone.
+//!   of the 16 hottest keys every 500 records — the fence/hold/route-header machinery alone;
+//! - `keyshift/keyshift+coordinated`: `keyshift` as one member of coordinated producers
+//!   (`Routes::Coordinated`, measured once it decides): moves go through the control log
+//!   (propose, its own fence, ready, commit), and every record is counted for its load
+//!   summary.
 //!
 //! It reports records/s (wall clock, first send to last acknowledgement) and CPU time per
 //! record of this process. The embedded broker (tansu on sqlite, ~20 k records/s) runs in a
@@ -31,7 +35,9 @@ use std::time::{Duration, Instant};
 use keyshift_core::strategy::{KeyshiftConfig, StrategyConfig};
 use keyshift_core::workload::key_name;
 use keyshift_kafka::bench::{cpu_time, env_or, median, zipf_keys};
-use keyshift_kafka::{Admin, ClientSettings, EmbeddedBroker, KeyshiftProducer, PendingDelivery};
+use keyshift_kafka::{
+    Admin, ClientSettings, EmbeddedBroker, KeyshiftProducer, PendingDelivery, Routes,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
@@ -78,6 +84,7 @@ fn main() {
         "keyshift/hash",
         "keyshift/hash+moves",
         "keyshift/keyshift",
+        "keyshift/keyshift+coordinated",
     ];
     // `plain` always runs: every ratio is to it.
     let wanted = std::env::var("KEYSHIFT_BENCH_VARIANTS").ok();
@@ -171,6 +178,7 @@ async fn run_variant(
             .set("partitioner", "murmur2_random")
             .create()
             .expect("plain producer");
+        settle().await;
         let start = Instant::now();
         let cpu0 = cpu_time();
         let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(keys.len());
@@ -197,9 +205,11 @@ async fn run_variant(
         (start, cpu0, 0)
     } else {
         let forced_moves = variant.ends_with("+moves");
+        let coordinated = variant.ends_with("+coordinated");
         let strategy = variant
             .trim_start_matches("keyshift/")
-            .trim_end_matches("+moves");
+            .trim_end_matches("+moves")
+            .trim_end_matches("+coordinated");
         // A round's records are all routed within tens of milliseconds (acknowledgements take
         // the rest of the round): no warm-up and a 20 ms rebalance interval, so that keys do
         // move (and fence) during the measurement.
@@ -213,12 +223,23 @@ async fn run_variant(
             },
             ..StrategyConfig::default()
         };
-        let producer = KeyshiftProducer::builder(settings.clone(), topic)
+        let mut builder = KeyshiftProducer::builder(settings.clone(), topic)
             .strategy(strategy)
             .strategy_config(config)
-            .partitions(PARTITIONS)
-            .build()
-            .expect("keyshift producer");
+            .partitions(PARTITIONS);
+        if coordinated {
+            builder = builder.routes(Routes::Coordinated(None));
+        }
+        let producer = builder.build().expect("keyshift producer");
+        if coordinated {
+            // A lone member claims the first term at once; measure once it decides.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !producer.stats().coordination.is_some_and(|c| c.decider) {
+                assert!(Instant::now() < deadline, "the lone member never decided");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        settle().await;
         let start = Instant::now();
         let cpu0 = cpu_time();
         let mut pending: Vec<PendingDelivery> = Vec::with_capacity(keys.len());
@@ -233,7 +254,7 @@ async fn run_variant(
             loop {
                 match producer.try_send(key, value, Vec::new()) {
                     Ok(p) => break pending.push(p),
-                    Err(keyshift_kafka::ProduceError::QueueFull { .. }) => {
+                    Err(err) if err.is_retryable() => {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                     Err(err) => panic!("keyshift send failed: {err}"),
@@ -252,6 +273,13 @@ async fn run_variant(
         cpu_us_per_record: cpu.as_secs_f64() * 1e6 / keys.len() as f64,
         fences,
     }
+}
+
+/// Gives a new producer time to connect before the clock starts, alike for every variant
+/// (the coordinated one waits to decide first, and would otherwise start warmer than the
+/// others, whose first records pay for the connection and the metadata).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
 /// Starts this binary again as the broker process and reads its bootstrap address.
