@@ -139,6 +139,68 @@ fn send_batch(
     assert!(status.is_success(), "POST /batch answered {status}");
 }
 
+/// What every scenario needs: a fresh broker with its topic, and an HTTP client.
+struct Setup {
+    broker: keyshift_kafka::EmbeddedBroker,
+    bootstrap: String,
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+impl Setup {
+    fn new(topic: &str) -> Self {
+        let broker = broker_with_topic(topic, PARTITIONS);
+        let bootstrap = broker.bootstrap_servers().to_owned();
+        Setup {
+            broker,
+            bootstrap,
+            rt: runtime(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Posts `batches` batches, each to one of `gateways` picked by `spread`.
+    fn spread(
+        &self,
+        spread: &mut Spread,
+        gateways: &[&GatewayProcess],
+        batches: usize,
+        keys: &mut Keys,
+        seqs: &mut [u64],
+    ) {
+        for _ in 0..batches {
+            let gw = gateways[spread.pick(gateways.len())];
+            send_batch(&self.rt, &self.client, gw, keys, seqs);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+/// Which replica gets the next batch: a fixed xorshift stream, so runs repeat.
+struct Spread(u64);
+
+impl Spread {
+    fn new() -> Self {
+        Spread(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn pick(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// The flags of a fast-moving keyshift gateway with `--routes routes`.
+fn keyshift_flags(routes: &str) -> Vec<&str> {
+    GATEWAY_FLAGS
+        .iter()
+        .copied()
+        .chain(["--routes", routes])
+        .collect()
+}
+
 /// Sends batches until the gateway has completed migrations and keys are away from home, and
 /// at least `min_batches` were sent; returns the gateway's routed-key count when stopping.
 fn load_until_moved(
@@ -269,17 +331,15 @@ struct Outcome {
 /// Runs the scenario with `routes` (`durable` or `ephemeral`).
 fn restart_scenario(routes: &str) -> Outcome {
     let topic = format!("restarts-{routes}");
-    let broker = broker_with_topic(&topic, PARTITIONS);
-    let bootstrap = broker.bootstrap_servers().to_owned();
-    let rt = runtime();
-    let client = reqwest::Client::new();
+    let Setup {
+        broker,
+        bootstrap,
+        rt,
+        client,
+    } = Setup::new(&topic);
     let mut keys = Keys::new();
     let mut seqs = vec![0u64; KEYS];
-    let keyshift_flags: Vec<&str> = GATEWAY_FLAGS
-        .iter()
-        .copied()
-        .chain(["--routes", routes])
-        .collect();
+    let keyshift_flags = keyshift_flags(routes);
     let hash_flags = ["--strategy", "hash", "--routes", routes];
 
     // Round 1 is the rollback: a hash producer, which sends every key home.
@@ -449,31 +509,19 @@ fn committed(gw: &GatewayProcess) -> f64 {
 /// moves of its own.
 fn replicas_scenario(routes: &str, fault: Fault) -> Outcome {
     let topic = format!("replicas-{routes}-{fault:?}").to_lowercase();
-    let broker = broker_with_topic(&topic, PARTITIONS);
-    let bootstrap = broker.bootstrap_servers().to_owned();
-    let rt = runtime();
-    let client = reqwest::Client::new();
+    let setup = Setup::new(&topic);
+    let (rt, client) = (&setup.rt, &setup.client);
     let mut keys = Keys::new();
     let mut seqs = vec![0u64; KEYS];
-    let flags: Vec<&str> = GATEWAY_FLAGS
-        .iter()
-        .copied()
-        .chain(["--routes", routes])
-        .collect();
+    let flags = keyshift_flags(routes);
     let mut gateways: Vec<GatewayProcess> = (0..3)
-        .map(|_| GatewayProcess::start(&bootstrap, &topic, &flags))
+        .map(|_| GatewayProcess::start(&setup.bootstrap, &topic, &flags))
         .collect();
-    let mut pick = 0x2545_f491_4f6c_dd1du64;
+    let mut spread = Spread::new();
     let mut load =
         |gateways: &[GatewayProcess], batches: usize, keys: &mut Keys, seqs: &mut [u64]| {
-            for _ in 0..batches {
-                pick ^= pick << 13;
-                pick ^= pick >> 7;
-                pick ^= pick << 17;
-                let gw = &gateways[(pick % gateways.len() as u64) as usize];
-                send_batch(&rt, &client, gw, keys, seqs);
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+            let all: Vec<&GatewayProcess> = gateways.iter().collect();
+            setup.spread(&mut spread, &all, batches, keys, seqs);
         };
     let moved = |gateways: &[GatewayProcess]| -> f64 {
         if routes == "coordinated" {
@@ -523,8 +571,8 @@ fn replicas_scenario(routes: &str, fault: Fault) -> Outcome {
             );
             pick_survivor += 1;
             send_batch(
-                &rt,
-                &client,
+                rt,
+                client,
                 survivors[pick_survivor % 2],
                 &mut keys,
                 &mut seqs,
@@ -541,7 +589,7 @@ fn replicas_scenario(routes: &str, fault: Fault) -> Outcome {
         assert!(resumed.success());
         // Straight to the resumed replica first: it must catch up before routing anything.
         for _ in 0..20 {
-            send_batch(&rt, &client, &gateways[follower], &mut keys, &mut seqs);
+            send_batch(rt, client, &gateways[follower], &mut keys, &mut seqs);
         }
     }
     if fault == Fault::KillDecider {
@@ -600,7 +648,7 @@ fn replicas_scenario(routes: &str, fault: Fault) -> Outcome {
             "gateway exits cleanly on SIGTERM: {status}"
         );
     }
-    check_log(&broker, &topic, &format!("check-{topic}"))
+    check_log(&setup.broker, &topic, &format!("check-{topic}"))
 }
 
 /// What goes wrong during [`replicas_scenario`].
@@ -680,34 +728,20 @@ fn imbalance(log: &[Rec]) -> f64 {
 /// `replicas` coordinated gateways, `batches` batches each posted to a random one.
 fn balance_run(replicas: usize, batches: usize) -> f64 {
     let topic = format!("balance-{replicas}");
-    let broker = broker_with_topic(&topic, PARTITIONS);
-    let bootstrap = broker.bootstrap_servers().to_owned();
-    let rt = runtime();
-    let client = reqwest::Client::new();
+    let setup = Setup::new(&topic);
     // Many keys, none above a partition's fair share: the bound is the mean.
     let mut keys = Keys::zipf(400, 0.9);
     let mut seqs = vec![0u64; 400];
-    let flags: Vec<&str> = GATEWAY_FLAGS
-        .iter()
-        .copied()
-        .chain(["--routes", "coordinated"])
-        .collect();
+    let flags = keyshift_flags("coordinated");
     let mut gateways: Vec<GatewayProcess> = (0..replicas)
-        .map(|_| GatewayProcess::start(&bootstrap, &topic, &flags))
+        .map(|_| GatewayProcess::start(&setup.bootstrap, &topic, &flags))
         .collect();
-    let mut pick = 0x2545_f491_4f6c_dd1du64;
-    for _ in 0..batches {
-        pick ^= pick << 13;
-        pick ^= pick >> 7;
-        pick ^= pick << 17;
-        let gw = &gateways[(pick % replicas as u64) as usize];
-        send_batch(&rt, &client, gw, &mut keys, &mut seqs);
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let all: Vec<&GatewayProcess> = gateways.iter().collect();
+    setup.spread(&mut Spread::new(), &all, batches, &mut keys, &mut seqs);
     for gw in &mut gateways {
         gw.terminate();
     }
-    imbalance(&read_all(&broker, &topic))
+    imbalance(&read_all(&setup.broker, &topic))
 }
 
 /// A measurement, not a check (run with `--ignored`): the balance three coordinated replicas

@@ -341,6 +341,26 @@ impl Control {
     }
 }
 
+/// Records `member`'s ready at `fence_offset` among a move's `ready` members and their
+/// `fences`, and answers the highest fence offset (−1 with none). A member's later ready
+/// replaces its earlier one: compaction keeps only the last record per log key, so the state
+/// must depend on the last one alone.
+pub fn note_ready(
+    ready: &mut Vec<MemberId>,
+    fences: &mut Vec<i64>,
+    member: MemberId,
+    fence_offset: i64,
+) -> i64 {
+    match ready.iter().position(|&m| m == member) {
+        Some(i) => fences[i] = fence_offset,
+        None => {
+            ready.push(member);
+            fences.push(fence_offset);
+        }
+    }
+    fences.iter().copied().max().unwrap_or(-1)
+}
+
 /// The log key of a move's records (a tombstone of it removes the move after compaction).
 pub fn move_key(id: MoveId) -> String {
     format!("move/{}/{}", id.term, id.seq)
@@ -497,16 +517,7 @@ impl ControlLog {
                 let Some(p) = self.pending.values_mut().find(|p| p.id == *id) else {
                     return Effect::Ignored(Rejected::NotPending);
                 };
-                // A member's later ready replaces its earlier one (compaction keeps only the
-                // last record per log key, so the state must depend on the last one alone).
-                match p.ready.iter().position(|m| m == member) {
-                    Some(i) => p.fences[i] = *fence_offset,
-                    None => {
-                        p.ready.push(*member);
-                        p.fences.push(*fence_offset);
-                    }
-                }
-                p.fence_offset = p.fences.iter().copied().max().unwrap_or(-1);
+                p.fence_offset = note_ready(&mut p.ready, &mut p.fences, *member, *fence_offset);
                 Effect::Ready {
                     id: *id,
                     member: *member,

@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::control::{Control, ControlLog, Effect, Load, MemberId, MoveId, Rejected};
+use super::control::{note_ready, Control, ControlLog, Effect, Load, MemberId, MoveId, Rejected};
 use super::membership::Membership;
 use super::{FenceHeader, RouteEntry, RouteHeader};
 use crate::hash::Hasher;
@@ -435,15 +435,8 @@ impl Coordinator {
                     return Action::None;
                 };
                 if let Some(p) = self.pending.values_mut().find(|p| p.id == *id) {
-                    // A member's later ready replaces its earlier one, as in the log's rules.
-                    match p.ready.iter().position(|m| m == member) {
-                        Some(i) => p.fences[i] = *fence_offset,
-                        None => {
-                            p.ready.push(*member);
-                            p.fences.push(*fence_offset);
-                        }
-                    }
-                    p.fence_offset = p.fences.iter().copied().max().unwrap_or(-1);
+                    p.fence_offset =
+                        note_ready(&mut p.ready, &mut p.fences, *member, *fence_offset);
                     if *member == self.me {
                         p.my_ready = true;
                     }
@@ -521,31 +514,25 @@ mod tests {
         }
     }
 
+    /// Member 1, which read heartbeats of `members` and then its own claim of term 1 at `now`.
+    fn decider(members: &[MemberId], now: f64) -> (Coordinator, ControlLog) {
+        let mut c = Coordinator::new(1, CoordinationConfig::default(), Hasher::default(), 6, 0.0);
+        let mut log = ControlLog::new();
+        let mut history: Vec<Control> = members
+            .iter()
+            .map(|&member| Control::Heartbeat {
+                member,
+                load: Load::default(),
+            })
+            .collect();
+        history.push(Control::Claim { term: 1, member: 1 });
+        feed(&mut c, &mut log, &history, now);
+        (c, log)
+    }
+
     #[test]
     fn the_decider_commits_after_every_live_member_with_the_highest_fence() {
-        let config = CoordinationConfig::default();
-        let mut c = Coordinator::new(1, config, Hasher::default(), 6, 0.0);
-        let mut log = ControlLog::new();
-        feed(
-            &mut c,
-            &mut log,
-            &[
-                Control::Heartbeat {
-                    member: 1,
-                    load: Load::default(),
-                },
-                Control::Heartbeat {
-                    member: 2,
-                    load: Load::default(),
-                },
-                Control::Heartbeat {
-                    member: 3,
-                    load: Load::default(),
-                },
-                Control::Claim { term: 1, member: 1 },
-            ],
-            0.1,
-        );
+        let (mut c, mut log) = decider(&[1, 2, 3], 0.1);
         assert!(c.is_decider());
         let moves = vec![Move {
             key: key("k"),
@@ -603,21 +590,7 @@ mod tests {
 
     #[test]
     fn a_silent_member_is_not_waited_for_and_a_stuck_move_is_aborted() {
-        let config = CoordinationConfig::default();
-        let mut c = Coordinator::new(1, config, Hasher::default(), 6, 0.0);
-        let mut log = ControlLog::new();
-        feed(
-            &mut c,
-            &mut log,
-            &[
-                Control::Heartbeat {
-                    member: 2,
-                    load: Load::default(),
-                },
-                Control::Claim { term: 1, member: 1 },
-            ],
-            0.0,
-        );
+        let (mut c, mut log) = decider(&[2], 0.0);
         let proposals = c.proposals(vec![Move {
             key: key("a"),
             from: 0,
@@ -656,14 +629,7 @@ mod tests {
 
     #[test]
     fn a_new_term_releases_open_moves_and_silences_this_decider() {
-        let mut c = Coordinator::new(1, CoordinationConfig::default(), Hasher::default(), 6, 0.0);
-        let mut log = ControlLog::new();
-        feed(
-            &mut c,
-            &mut log,
-            &[Control::Claim { term: 1, member: 1 }],
-            0.0,
-        );
+        let (mut c, mut log) = decider(&[], 0.0);
         let proposals = c.proposals(vec![Move {
             key: key("k"),
             from: 0,
@@ -723,9 +689,7 @@ mod tests {
             let config = CoordinationConfig::default();
             let timeout = config.member_timeout.as_secs_f64();
             let keys: Vec<Box<[u8]>> = ["a", "b", "c", "d"].iter().map(|k| key(k)).collect();
-            let mut c = Coordinator::new(1, config, Hasher::default(), 6, 0.0);
-            let mut log = ControlLog::new();
-            feed(&mut c, &mut log, &[Control::Claim { term: 1, member: 1 }], 0.0);
+            let (mut c, mut log) = decider(&[], 0.0);
             let mut now = 0.0;
             // Model: last heartbeat per member (member 1 counts from its start).
             let mut heard: HashMap<u64, f64> = HashMap::from([(1, 0.0)]);

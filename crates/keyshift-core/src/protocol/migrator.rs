@@ -153,28 +153,8 @@ impl Migrator {
         let mut m = Self::new(partitions, hasher)?;
         m.durable = true;
         for (key, e) in entries {
-            if e.partition >= partitions || e.route.from_partition >= partitions {
-                return Err(ParamError::new(
-                    "route state",
-                    format!(
-                        "key '{}' is recorded on partition {} (fence on {}), but the topic has \
-                         {partitions} partitions",
-                        String::from_utf8_lossy(&key),
-                        e.partition,
-                        e.route.from_partition
-                    ),
-                ));
-            }
-            m.entries.insert(
-                key,
-                Entry {
-                    partition: e.partition,
-                    set_index: e.route.set_index,
-                    route: Some(e.route),
-                    fence: None,
-                    saving: false,
-                },
-            );
+            m.install(&key, Some(e))
+                .map_err(|e| ParamError::new("route state", e.reason))?;
         }
         Ok(m)
     }
@@ -194,7 +174,7 @@ impl Migrator {
             return Err(ParamError::new(
                 "route",
                 format!(
-                    "key '{}' is routed to partition {} (fence on {}), but the topic has {} \
+                    "key '{}' is recorded on partition {} (fence on {}), but the topic has {} \
                      partitions",
                     String::from_utf8_lossy(key),
                     e.partition,

@@ -352,22 +352,12 @@ impl prometheus_client::collector::Collector for ProducerCollector {
             "Records ever held behind a fence",
             s.held_total,
         )?;
-        // Fence round trip as quantile gauges: the producer keeps an HDR histogram, which has
-        // no fixed buckets to export as a Prometheus histogram.
-        let mut e = encoder.encode_descriptor(
+        quantiles(
+            &mut encoder,
             "keyshift_producer_fence_rtt_seconds",
             "Fence round trip (enqueue to delivery report) of completed migrations, by quantile",
-            None,
-            MetricType::Gauge,
+            &s.fence_rtt,
         )?;
-        if !s.fence_rtt.is_empty() {
-            for (q, label) in [(0.5, "0.5"), (0.99, "0.99")] {
-                let v = s.fence_rtt.quantile_ms(q) / 1e3;
-                ConstGauge::new(v).encode(e.encode_family(&[("quantile", label)])?)?;
-            }
-            let v = s.fence_rtt.max_ms() / 1e3;
-            ConstGauge::new(v).encode(e.encode_family(&[("quantile", "1")])?)?;
-        }
         gauge(
             &mut encoder,
             "keyshift_producer_held_now_records",
@@ -480,18 +470,30 @@ fn coordination(
         "Keys with a move pending now (their records are held)",
         saturating(c.pending_moves),
     )?;
-    let mut e = encoder.encode_descriptor(
+    quantiles(
+        encoder,
         "keyshift_producer_coordination_hold_seconds",
         "Coordination round trip: from reading a propose to reading its commit or abort (how long a moved key is held), by quantile",
-        None,
-        MetricType::Gauge,
-    )?;
-    if !c.hold_time.is_empty() {
+        &c.hold_time,
+    )
+}
+
+/// A latency histogram as quantile gauges in seconds (0.5, 0.99 and the maximum as 1): the
+/// producer keeps HDR histograms, which have no fixed buckets to export as a Prometheus
+/// histogram. Nothing is written while it is empty.
+fn quantiles(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    h: &keyshift_core::stats::LatencyHistogram,
+) -> Result<(), std::fmt::Error> {
+    let mut e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    if !h.is_empty() {
         for (q, label) in [(0.5, "0.5"), (0.99, "0.99")] {
-            let v = c.hold_time.quantile_ms(q) / 1e3;
+            let v = h.quantile_ms(q) / 1e3;
             ConstGauge::new(v).encode(e.encode_family(&[("quantile", label)])?)?;
         }
-        let v = c.hold_time.max_ms() / 1e3;
+        let v = h.max_ms() / 1e3;
         ConstGauge::new(v).encode(e.encode_family(&[("quantile", "1")])?)?;
     }
     Ok(())
