@@ -944,3 +944,97 @@ async fn an_unreadable_route_topic_fails_the_build() {
         .build()
         .expect("pkg keeps no routes");
 }
+
+/// Issue 11, in one process: two coordinated producers of one topic. The first to start
+/// decides; the follower cannot move keys; a key the decider moves is fenced by both (one
+/// fence each on its old partition, each behind that producer's own records there), and the
+/// route both then send it along waits for the higher fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_coordinated_producers_move_a_key_as_one() {
+    let (topic, partitions) = ("coordinated-pair", 3);
+    let broker = broker_with_topic(topic, partitions);
+    let build = || {
+        KeyshiftProducer::builder(broker.client_settings(), topic)
+            .partitions(partitions)
+            .routes(Routes::Coordinated(None))
+            .build()
+            .expect("coordinated producer")
+    };
+    let first = build();
+    let decides = |p: &KeyshiftProducer| p.stats().coordination.is_some_and(|c| c.decider);
+    let deadline = Instant::now() + PATIENCE;
+    while !decides(&first) {
+        assert!(
+            Instant::now() < deadline,
+            "the first producer never decided"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = build();
+    assert!(!decides(&second), "one decider at a time");
+    let key = b"location_7".to_vec();
+    let home = kafka_partition(&key, partitions);
+    let away = (home + 1) % partitions;
+    match second.move_key(&key, away) {
+        Err(ProduceError::NotDecider { decider, .. }) => {
+            let c = first.stats().coordination.unwrap();
+            assert_eq!(decider, Some(c.member));
+        }
+        other => panic!("a follower must not move keys, got {other:?}"),
+    }
+    // Both send the key home first, then the decider moves it.
+    for (i, p) in [&first, &second].into_iter().enumerate() {
+        let d = p.send(&key, i.to_string().as_bytes(), Vec::new()).await;
+        assert_eq!(d.expect("sent").partition, home);
+    }
+    // The pin becomes a proposal at the decider's next record of the key; that record still
+    // goes home (the move is not in the log yet; it is ordered before the fences).
+    first.move_key(&key, away).expect("the decider moves keys");
+    let d = first.send(&key, b"2", Vec::new()).await.expect("sent");
+    assert_eq!(d.partition, home);
+    for p in [&first, &second] {
+        while p.current_partition(&key) != away {
+            assert!(
+                Instant::now() < deadline,
+                "a producer never installed the route"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for (i, p) in [&first, &second].into_iter().enumerate() {
+        let d = p
+            .send(&key, (3 + i).to_string().as_bytes(), Vec::new())
+            .await;
+        assert_eq!(d.expect("sent").partition, away);
+    }
+
+    let logs = read_all(&broker, topic, partitions);
+    let fences: Vec<i64> = of_key(&logs, &key, home)
+        .into_iter()
+        .filter(|r| r.fence.is_some())
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(fences.len(), 2, "one fence per producer: {fences:?}");
+    let records_home: Vec<i64> = of_key(&logs, &key, home)
+        .into_iter()
+        .filter(|r| r.fence.is_none())
+        .map(|r| r.offset)
+        .collect();
+    let highest = *fences.iter().max().unwrap();
+    assert!(records_home.iter().all(|&o| o < highest));
+    for r in of_key(&logs, &key, away) {
+        assert_eq!(
+            r.route,
+            Some(RouteHeader {
+                set_index: 1,
+                from_partition: home,
+                fence_offset: highest
+            }),
+            "every record of the new set waits for the higher fence"
+        );
+    }
+    let (a, b) = (first.stats(), second.stats());
+    let (a, b) = (a.coordination.unwrap(), b.coordination.unwrap());
+    assert_eq!((a.proposed, a.committed, b.committed), (1, 1, 1));
+    assert_eq!(a.live_members, 2);
+}

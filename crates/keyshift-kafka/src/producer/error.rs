@@ -189,6 +189,21 @@ pub enum ProduceError {
         /// Its value.
         found: String,
     },
+    /// [`super::KeyshiftProducer::move_key`] on a coordinated producer that does not decide
+    /// moves (only the control log's decider does).
+    #[error(
+        "cannot move key '{key}' of topic '{topic}' from this producer: coordinated producers' \
+         moves are decided by one of them ({}), and this one follows",
+        decider.map_or_else(|| "none yet".to_owned(), |d| format!("member {d}"))
+    )]
+    NotDecider {
+        /// The topic.
+        topic: String,
+        /// The key.
+        key: String,
+        /// The deciding member, if there is one.
+        decider: Option<u64>,
+    },
     /// A partition outside the topic, given to [`super::KeyshiftProducer::move_key`].
     #[error("invalid partition {partition} for topic '{topic}': expected 0..{partitions}")]
     InvalidPartition {

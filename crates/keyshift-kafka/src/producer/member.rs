@@ -61,7 +61,10 @@ impl Inner {
             // not a route (the log routes): its moves of other keys, and this key's own place
             // when that differs from the log's (a strategy without routes, like `hash` after
             // a rollback, so brings moved keys home).
-            let wanted = st.strategy.route(key, now);
+            let mut wanted = st.strategy.route(key, now);
+            if let Some(&pinned) = st.pins.get(key) {
+                wanted = pinned;
+            }
             let mut moves = st.strategy.drain_moves();
             st.counters.moves += moves.len() as u64;
             let (current, _, _) = coord.current(key);

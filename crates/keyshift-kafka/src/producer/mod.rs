@@ -47,8 +47,11 @@
 //! trip per move, for that key only). A route topic that cannot be created or read fails the
 //! build ([`ProducerBuildError::RouteState`]). [`Routes::Ephemeral`] keeps routes in memory,
 //! which is unsafe across restarts: a restarted producer sends moved keys home without a fence.
-//! One producer process per topic owns its route topic (several producers of one topic are not
-//! coordinated yet). See `docs/routing.md`.
+//! One producer process per topic owns its route topic. Several producers of one topic use
+//! [`Routes::Coordinated`]: they join the topic's control log, one of them decides moves and
+//! every one fences its own records of a moving key (the protocol is
+//! [`keyshift_core::protocol::coordinator`]; this crate's side, `member.rs`, moves its bytes).
+//! See `docs/routing.md`.
 //!
 //! # Queue full
 //! librdkafka's local queue is bounded (`queue.buffering.max.messages` / `.kbytes`). A record
@@ -576,7 +579,9 @@ impl KeyshiftProducer {
     }
 
     /// Forces `key` onto `partition` (see "Forced moves" in the module docs). The move, with
-    /// its fence, happens on the key's next record.
+    /// its fence, happens on the key's next record. Coordinated producers: only the decider
+    /// moves keys (its pin becomes a proposal at the key's next record it sends); a follower
+    /// answers [`ProduceError::NotDecider`].
     pub fn move_key(&self, key: &[u8], partition: u32) -> Result<(), ProduceError> {
         if let Some(u) = &self.unsafe_moves {
             return Err(ProduceError::UnsafeMove {
@@ -593,7 +598,15 @@ impl KeyshiftProducer {
                 partitions: self.inner.partitions,
             });
         }
-        self.inner.lock().pins.insert(key.into(), partition);
+        let mut st = self.inner.lock();
+        if let Some(c) = st.coord.as_ref().filter(|c| !c.is_decider()) {
+            return Err(ProduceError::NotDecider {
+                topic: self.inner.topic.clone(),
+                key: String::from_utf8_lossy(key).into_owned(),
+                decider: c.decider,
+            });
+        }
+        st.pins.insert(key.into(), partition);
         Ok(())
     }
 
