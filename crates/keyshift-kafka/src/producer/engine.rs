@@ -25,6 +25,11 @@
 //! records held at each further failure fail with [`ProduceError::RouteState`]. A failed
 //! tombstone is retried only while no newer change of its key was written after it.
 //!
+//! Coordinated producers ([`super::Routes::Coordinated`]) take another path through the same
+//! state: `member.rs` routes each record along the control log's committed route, holds a key
+//! while a move of it is pending and writes this member's own fence of it
+//! ([`Inner::emit_member_fence`]); held records, the backlog and delivery reports work as here.
+//!
 //! When librdkafka's queue is full after a decision was made, the decided record cannot be
 //! re-decided (the migrator already moved on), so it goes to a FIFO backlog, which a drainer
 //! task empties into librdkafka as room appears. While the backlog is non-empty every later

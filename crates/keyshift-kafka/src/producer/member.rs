@@ -1,5 +1,6 @@
 //! The engine's side of coordination: routing records along the control log, and acting on
-//! what the log says (the protocol and its bookkeeping are in [`super::coordination`]).
+//! what the log says (the protocol and its bookkeeping are
+//! [`keyshift_core::protocol::coordinator`]).
 //!
 //! Three things drive a member, all under the engine lock:
 //! - the caller's records ([`Inner::submit_coordinated`]): routed along the log's committed
