@@ -19,7 +19,7 @@ use std::time::Duration;
 use keyshift_core::sim::InfeasibleKey;
 use keyshift_core::stats::LatencyHistogram;
 
-/// Live counters of one ordered consumer; see the [module docs](self).
+/// Live counters of one ordered consumer (see the `consumer::stats` module docs).
 #[derive(Debug, Default)]
 pub struct ConsumerStats {
     pub(crate) processed: AtomicU64,
