@@ -8,17 +8,22 @@
 //! about them. [`StrategyFlags::resolve`] builds each selected strategy once to validate its
 //! options, and reports a bad one under the flag the user typed.
 //!
-//! [`RouteFlags`] (`--routes`, `--routes-topic`) choose where the producer of `gateway` and
-//! `loadgen --bootstrap-servers` keeps the routes of moved keys (see `docs/routing.md`).
+//! [`RouteFlags`] (`--routes`, `--routes-topic`, the `--coordination-*` timeouts) choose where
+//! the producer of `gateway` and `loadgen --bootstrap-servers` keeps the routes of moved keys,
+//! and how coordinated producers time each other out (see `docs/routing.md`).
+
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use keyshift_core::hash::Hasher;
 use keyshift_core::strategy::{self, KeyshiftConfig, PkgConfig, SlopsConfig, StrategyConfig};
 
 use keyshift_kafka::{
-    Admin, ClientSettings, KeyshiftProducer, ProducerBuilder, Routes, TopicStatus,
+    Admin, ClientSettings, CoordinationConfig, KeyshiftProducer, ProducerBuilder, Routes,
+    TopicStatus,
 };
 
+use crate::cmd::workload_flags::positive_f64;
 use crate::exit::FlagError;
 
 /// The seed's SLOPS branches, as presets of the `slops` options.
@@ -77,9 +82,55 @@ pub struct RouteFlags {
     /// --routes coordinated [default: <topic>.keyshift-control].
     #[arg(long, value_name = "TOPIC")]
     routes_topic: Option<String>,
+
+    /// --routes coordinated: seconds of silence after which another producer takes over the
+    /// decision of moves from the deciding one [default: 3].
+    #[arg(long, value_name = "SECS", value_parser = positive_f64)]
+    coordination_lease: Option<f64>,
+
+    /// --routes coordinated: seconds of silence after which a move stops waiting for a
+    /// producer; a producer that has not read its own heartbeat back for two thirds of this
+    /// holds off new records until it has caught up with the control log [default: 3].
+    #[arg(long, value_name = "SECS", value_parser = positive_f64)]
+    coordination_member_timeout: Option<f64>,
+
+    /// --routes coordinated: seconds after which a move not yet ready is aborted (its key's
+    /// held records go where they went before) [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = positive_f64)]
+    coordination_move_timeout: Option<f64>,
 }
 
 impl RouteFlags {
+    /// The coordination timeouts; refused unless the routes are coordinated.
+    pub fn coordination(&self) -> Result<CoordinationConfig, FlagError> {
+        let given = [
+            ("--coordination-lease", self.coordination_lease),
+            (
+                "--coordination-member-timeout",
+                self.coordination_member_timeout,
+            ),
+            (
+                "--coordination-move-timeout",
+                self.coordination_move_timeout,
+            ),
+        ];
+        if self.routes != RoutesArg::Coordinated {
+            if let Some((flag, _)) = given.iter().find(|(_, v)| v.is_some()) {
+                return Err(FlagError::new(
+                    *flag,
+                    "only applies with --routes coordinated",
+                ));
+            }
+        }
+        let d = CoordinationConfig::default();
+        let secs = |v: Option<f64>, default: Duration| v.map_or(default, Duration::from_secs_f64);
+        Ok(CoordinationConfig {
+            lease: secs(self.coordination_lease, d.lease),
+            member_timeout: secs(self.coordination_member_timeout, d.member_timeout),
+            move_timeout: secs(self.coordination_move_timeout, d.move_timeout),
+        })
+    }
+
     /// The producer's route setting.
     pub fn routes(&self) -> Result<Routes, FlagError> {
         match (self.routes, &self.routes_topic) {
@@ -220,6 +271,7 @@ impl StrategyFlags {
         routes: &RouteFlags,
         configure: impl FnOnce(ProducerBuilder) -> ProducerBuilder,
     ) -> anyhow::Result<(KeyshiftProducer, u32, StrategyConfig)> {
+        let coordination = routes.coordination()?;
         let routes = routes.routes()?;
         let admin = Admin::new(&settings)?;
         let partitions = match partitions {
@@ -239,7 +291,8 @@ impl StrategyFlags {
                     .strategy(strategy)
                     .strategy_config(config)
                     .partitions(partitions)
-                    .routes(routes),
+                    .routes(routes)
+                    .coordination(coordination),
             )
             .build()
         })?;
@@ -311,5 +364,47 @@ impl StrategyFlags {
             }
         }
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        routes: RouteFlags,
+    }
+
+    fn parse(args: &[&str]) -> RouteFlags {
+        Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+            .expect("parses")
+            .routes
+    }
+
+    #[test]
+    fn coordination_timeouts_apply_to_coordinated_routes_only() {
+        let f = parse(&[
+            "--routes",
+            "coordinated",
+            "--coordination-move-timeout",
+            "4.5",
+        ]);
+        assert_eq!(f.routes().unwrap(), Routes::Coordinated(None));
+        let c = f.coordination().unwrap();
+        assert_eq!(c.move_timeout, Duration::from_millis(4500));
+        assert_eq!(c.lease, CoordinationConfig::default().lease);
+        let err = parse(&["--coordination-lease", "2"])
+            .coordination()
+            .unwrap_err();
+        assert!(err.to_string().contains("--coordination-lease"), "{err}");
+        assert!(err.to_string().contains("--routes coordinated"), "{err}");
+        assert!(Cli::try_parse_from(["test", "--coordination-member-timeout", "0"]).is_err());
+        let err = parse(&["--routes", "ephemeral", "--routes-topic", "t"])
+            .routes()
+            .unwrap_err();
+        assert!(err.to_string().contains("--routes-topic"), "{err}");
     }
 }
