@@ -159,6 +159,11 @@ pub struct Coordinator {
     sent_at_heartbeat: Vec<u64>,
     /// What it did and read.
     pub counters: CoordCounters,
+    /// The last committed move of each key (its record carries the key's route).
+    last_commit: FxHashMap<Box<[u8]>, MoveId>,
+    /// Log keys of records that no longer change what a reader derives; see
+    /// [`Coordinator::take_obsolete`].
+    obsolete: Vec<String>,
     /// From reading a propose to reading its commit or abort, at this member.
     pub hold_time: LatencyHistogram,
 }
@@ -198,6 +203,8 @@ impl Coordinator {
             key_counts: FxHashMap::default(),
             sent_at_heartbeat: Vec::new(),
             counters: CoordCounters::default(),
+            last_commit: FxHashMap::default(),
+            obsolete: Vec::new(),
             hold_time: LatencyHistogram::new(),
         }
     }
@@ -400,7 +407,10 @@ impl Coordinator {
                 self.membership.heartbeat(*member, now);
                 self.proposing.clear();
                 for key in aborted {
-                    self.finish(key, now);
+                    if let Some(p) = self.finish(key, now) {
+                        self.obsolete.push(super::control::move_key(p.id));
+                        self.obsolete_readies(&p);
+                    }
                     self.counters.aborted += 1;
                 }
                 Action::NewTerm {
@@ -448,12 +458,22 @@ impl Coordinator {
                     Some(e) => self.routes.insert(key.clone(), *e),
                     None => self.routes.remove(key),
                 };
-                self.finish(key, now);
+                if let Some(p) = self.finish(key, now) {
+                    self.obsolete_readies(&p);
+                }
+                if let Control::Commit { id, .. } = record {
+                    if let Some(previous) = self.last_commit.insert(key.clone(), *id) {
+                        self.obsolete.push(super::control::move_key(previous));
+                    }
+                }
                 self.counters.committed += 1;
                 Action::Install(key.clone(), *entry)
             }
             Effect::Released { key } => {
-                self.finish(key, now);
+                if let Some(p) = self.finish(key, now) {
+                    self.obsolete.push(super::control::move_key(p.id));
+                    self.obsolete_readies(&p);
+                }
                 self.counters.aborted += 1;
                 Action::Release(key.clone())
             }
@@ -468,10 +488,31 @@ impl Coordinator {
         }
     }
 
-    fn finish(&mut self, key: &[u8], now: f64) {
-        if let Some(p) = self.pending.remove(key) {
-            self.hold_time.record_secs((now - p.read_at).max(0.0));
+    fn finish(&mut self, key: &[u8], now: f64) -> Option<Pending> {
+        let p = self.pending.remove(key)?;
+        self.hold_time.record_secs((now - p.read_at).max(0.0));
+        Some(p)
+    }
+
+    fn obsolete_readies(&mut self, p: &Pending) {
+        for (&member, &fence_offset) in p.ready.iter().zip(&p.fences) {
+            let ready = Control::Ready {
+                id: p.id,
+                member,
+                fence_offset,
+            };
+            self.obsolete.push(ready.log_key());
         }
+    }
+
+    /// Log keys of records that no longer change what a reader of the log derives: a commit
+    /// superseded by a later commit of its key, an aborted move (by its abort or by a new
+    /// term), and the readies of every finished move. The decider tombstones them so that the
+    /// control topic, and every member's replay at start, stays proportional to the keys that
+    /// are routed rather than to every move ever made. (The model test `control_model` checks
+    /// that a log compacted after such tombstones reads like the full one.)
+    pub fn take_obsolete(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.obsolete)
     }
 }
 
@@ -579,6 +620,38 @@ mod tests {
         feed(&mut c, &mut log, &verdicts, 0.8);
         assert!(!c.holds(b"k"));
         assert_eq!(c.current(b"k"), (4, 1, Some(verdicts_route(&verdicts))));
+    }
+
+    #[test]
+    fn finished_moves_leave_only_the_last_commit_of_each_key() {
+        let (mut c, mut log) = decider(&[], 0.0);
+        let move_to = |c: &mut Coordinator, log: &mut ControlLog, to: u32, now: f64| {
+            let proposals = c.proposals(vec![Move {
+                key: key("k"),
+                from: 0,
+                to,
+                at: now,
+            }]);
+            feed(c, log, &proposals, now);
+            let id = c.pending[&key("k")].id;
+            let ready = Control::Ready {
+                id,
+                member: 1,
+                fence_offset: 7,
+            };
+            feed(c, log, &[ready.clone()], now);
+            let verdicts = c.verdicts(now);
+            feed(c, log, &verdicts, now);
+            (id, ready.log_key())
+        };
+        let home = c.current(b"k").0;
+        let (first, first_ready) = move_to(&mut c, &mut log, (home + 1) % 6, 0.1);
+        assert_eq!(c.take_obsolete(), [first_ready]);
+        let (_, second_ready) = move_to(&mut c, &mut log, (home + 2) % 6, 0.2);
+        assert_eq!(
+            c.take_obsolete(),
+            [second_ready, crate::protocol::control::move_key(first)]
+        );
     }
 
     fn verdicts_route(v: &[Control]) -> RouteHeader {

@@ -114,12 +114,22 @@ impl Membership {
             .collect()
     }
 
-    /// Forgets members silent for ten member timeouts (they left; keeps the map small).
-    pub fn forget_departed(&mut self, now: f64) {
+    /// Forgets members silent for ten member timeouts (they left; keeps the map small) and
+    /// answers them, in id order.
+    pub fn forget_departed(&mut self, now: f64) -> Vec<MemberId> {
         let limit = 10.0 * self.member_timeout_secs;
         let me = self.me;
-        self.last_seen
-            .retain(|&m, &mut t| m == me || now - t <= limit);
+        let mut gone: Vec<MemberId> = self
+            .last_seen
+            .iter()
+            .filter(|&(&m, &t)| m != me && now - t > limit)
+            .map(|(&m, _)| m)
+            .collect();
+        gone.sort_unstable();
+        for m in &gone {
+            self.last_seen.remove(m);
+        }
+        gone
     }
 }
 
@@ -149,7 +159,7 @@ mod tests {
         m.heartbeat(4, 2.5);
         // 3 went silent at 0.5: past the 2 s member timeout at 3.0, the move stops waiting.
         assert_eq!(m.waiting_for(&at_propose, &[1, 2], 3.0), [4]);
-        m.forget_departed(30.0);
+        assert_eq!(m.forget_departed(30.0), [2, 3, 4]);
         assert_eq!(m.live(30.0), Vec::<MemberId>::new());
         assert!(
             m.last_seen.contains_key(&1),

@@ -116,6 +116,12 @@ impl Inner {
             }
         }
         let action = coord.apply(record, effect, now);
+        let obsolete = coord.take_obsolete();
+        if coord.is_decider() {
+            for log_key in obsolete {
+                self.control_tombstone(log_key);
+            }
+        }
         match action {
             Action::None | Action::Joined => {}
             Action::NewTerm { mine, released } => {
@@ -299,8 +305,32 @@ impl Inner {
                 member: me,
             });
         }
-        coord.membership.forget_departed(now);
+        let gone = coord.membership.forget_departed(now);
+        if coord.is_decider() {
+            // Departed members' last heartbeats would otherwise stay in the topic for good.
+            for member in gone {
+                self.control_tombstone(format!("hb/{member}"));
+            }
+        }
         self.decide(st);
+    }
+
+    /// Tombstones `log_key` in the control topic on the runtime (the decider's cleanup, see
+    /// `Coordinator::take_obsolete`); a failure is only counted and logged — the record stays,
+    /// which costs space, never correctness.
+    fn control_tombstone(self: &Arc<Self>, log_key: String) {
+        let inner = Arc::clone(self);
+        self.runtime.handle.spawn(async move {
+            let Some(control) = inner.control.as_ref() else {
+                return;
+            };
+            if let Err(err) = control.tombstone(&log_key).await {
+                tracing::debug!(topic = %inner.topic, error = %err, "control tombstone failed");
+                if let Some(c) = inner.lock().coord.as_mut() {
+                    c.counters.control_write_failures += 1;
+                }
+            }
+        });
     }
 
     /// Writes `record` to the control topic on the runtime; a failure is counted, logged and
