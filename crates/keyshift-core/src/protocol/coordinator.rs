@@ -639,7 +639,7 @@ mod tests {
                 member: 1,
                 fence_offset: 7,
             };
-            feed(c, log, &[ready.clone()], now);
+            feed(c, log, std::slice::from_ref(&ready), now);
             let verdicts = c.verdicts(now);
             feed(c, log, &verdicts, now);
             (id, ready.log_key())
