@@ -327,9 +327,10 @@ impl Coordinator {
         out
     }
 
-    /// The fence this member writes for the pending move of `key`.
+    /// The fence this member writes for the pending move of `key`; `None` when no move of it
+    /// is pending or this member's ready for it is already written.
     pub fn fence_of(&self, key: &[u8]) -> Option<(MoveId, u32, FenceHeader, Option<RouteHeader>)> {
-        let p = self.pending.get(key)?;
+        let p = self.pending.get(key).filter(|p| !p.my_ready)?;
         Some((
             p.id,
             p.from,

@@ -177,7 +177,7 @@ pub(super) struct HoldQueue {
 }
 
 impl HoldQueue {
-    pub(super) fn empty() -> Self {
+    fn empty() -> Self {
         Self {
             records: VecDeque::new(),
             attempts: 0,

@@ -134,9 +134,7 @@ impl Inner {
                 }
             }
             Action::Hold(key) => {
-                st.held
-                    .entry(key.clone())
-                    .or_insert_with(super::engine::HoldQueue::empty);
+                // The key's records queue behind the move as they arrive (`coord.holds`).
                 self.write_member_fence(st, &key);
                 self.decide(st);
             }
@@ -185,14 +183,11 @@ impl Inner {
         }
     }
 
-    /// Writes this member's fence for the pending move of `key` (unless its ready is written).
+    /// Writes this member's fence for the pending move of `key` (none once its ready is written).
     fn write_member_fence(self: &Arc<Self>, st: &mut State, key: &[u8]) {
         let Some(coord) = st.coord.as_ref() else {
             return;
         };
-        if coord.pending.get(key).is_none_or(|p| p.my_ready) {
-            return;
-        }
         let Some((id, from, header, route)) = coord.fence_of(key) else {
             return;
         };
@@ -397,9 +392,6 @@ impl Inner {
             .map(|c| c.pending.keys().cloned().collect())
             .unwrap_or_default();
         for key in keys {
-            st.held
-                .entry(key.clone())
-                .or_insert_with(super::engine::HoldQueue::empty);
             self.write_member_fence(st, &key);
         }
     }
