@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use clap::Args;
 use keyshift_core::sim::SimConfig;
-use keyshift_kafka::{ClientSettings, Property};
+use keyshift_experiment::Plan;
+use keyshift_kafka::Property;
 
 use crate::cmd::strategy_flags::StrategyFlags;
 use crate::cmd::workload_flags::{
@@ -104,6 +105,16 @@ pub struct ExperimentArgs {
           default_value_t = SimConfig::default().barrier_poll_ms)]
     barrier_poll_ms: f64,
 
+    /// Producer instances the load is spread over, each a keyshift producer of its own (own
+    /// connections, own strategy state), as application instances or gateway replicas are.
+    /// Each record goes to a randomly chosen one, except that a key's records stay with one
+    /// producer while any of them is unacknowledged (as an application orders a key's
+    /// requests). With more than one, order-preserving strategies run with coordinated routes
+    /// (`--routes coordinated` of the gateway: one decider moves keys, every producer holds a
+    /// moved key and fences it), and the report adds coordination figures.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64), default_value_t = 1)]
+    producers: u32,
+
     /// Kafka bootstrap servers; without it an embedded broker is started in the process.
     #[arg(long, value_name = "HOST:PORT,...")]
     bootstrap_servers: Option<String>,
@@ -160,50 +171,6 @@ pub struct ExperimentArgs {
 
     #[command(flatten)]
     strategy: StrategyFlags,
-}
-
-/// A validated experiment: what to run, where, and where to write the results.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// Strategies in run order.
-    pub strategies: Vec<String>,
-    /// Workload, cluster shape, service times and strategy options (the simulator's form).
-    pub config: SimConfig,
-    /// Client settings without bootstrap servers decided yet: the bootstrap servers given, or
-    /// `None` to start the embedded broker.
-    pub bootstrap_servers: Option<String>,
-    /// `-X` properties for every client.
-    pub properties: Vec<Property>,
-    /// Topic and group name prefix.
-    pub topic_prefix: String,
-    /// Bound on waiting for the group to own every partition.
-    pub settle_timeout: Duration,
-    /// Bound on waiting for the last records after the load.
-    pub drain_timeout: Duration,
-    /// Lag sampling interval.
-    pub lag_interval: Duration,
-    /// Where to write JSON, if anywhere.
-    pub json: Option<PathBuf>,
-    /// Where to write HTML, if anywhere.
-    pub html: Option<PathBuf>,
-    /// Whether to break latency down per record (`--trace`).
-    pub trace: bool,
-    /// Where to serve the live dashboard, if anywhere (`--dashboard`).
-    pub dashboard: Option<SocketAddr>,
-}
-
-impl Plan {
-    /// Client settings for `bootstrap`: `defaults` first, then the `-X` properties, which
-    /// override them.
-    pub fn client_settings(&self, bootstrap: &str, defaults: &[(&str, &str)]) -> ClientSettings {
-        let defaults = defaults.iter().map(|(k, v)| {
-            Property::new(*k, *v).expect("keyshift's own client defaults are valid properties")
-        });
-        ClientSettings::new(bootstrap)
-            .client_id("keyshift-experiment")
-            .properties(defaults)
-            .properties(self.properties.iter().cloned())
-    }
 }
 
 impl ExperimentArgs {
@@ -271,6 +238,7 @@ impl ExperimentArgs {
         Ok(Plan {
             strategies,
             config,
+            producers: self.producers,
             bootstrap_servers: self.bootstrap_servers.map(|b| b.trim().to_string()),
             properties: self.properties,
             topic_prefix: self.topic_prefix,

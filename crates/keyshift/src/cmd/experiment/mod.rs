@@ -4,29 +4,26 @@
 //! page with plots.
 //!
 //! - [`args`]: flags (shared with `simulate` where they mean the same) → a validated
-//!   [`args::Plan`];
-//! - [`run`]: the orchestration (broker, topic, workers, open-loop load, drain, lag sampling);
-//! - [`report`]: the figures as data, the text table and the JSON;
-//! - [`html`]: the self-contained page with inline SVG plots;
-//! - [`trace`]: with `--trace`, where each record's latency went (producer wait, broker,
-//!   queueing, parked, service);
-//! - with `--dashboard`, `keyshift dashboard`'s page served during the runs, following the
-//!   live run's topic (the `keyshift-dashboard` crate's `Background`).
+//!   [`Plan`](keyshift_experiment::Plan);
+//! - the `keyshift-experiment` crate runs it (broker, topic, workers, producers, open-loop
+//!   load, drain, lag sampling; with `--dashboard`, `keyshift dashboard`'s page following the
+//!   live run's topic) and renders the JSON and the HTML page;
+//! - [`print`]: the text report on stdout.
 //!
 //! The command fails (exit 1) after printing the report when a record was lost or an
 //! order-preserving strategy broke per-key order: those are correctness failures, not
 //! performance figures.
 
 mod args;
-mod html;
-mod report;
-mod run;
-mod trace;
+mod print;
 
 use std::fs;
 use std::io::{self, Write};
 
 use anyhow::Context as _;
+use keyshift_experiment::{html, report, DashboardUnavailable};
+
+use crate::exit::FlagError;
 
 pub use args::ExperimentArgs;
 
@@ -44,9 +41,14 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let report = run::run(&plan)?;
+    let report = keyshift_experiment::run(&plan).map_err(|e| {
+        match e.downcast::<DashboardUnavailable>() {
+            Ok(d) => anyhow::Error::from(FlagError::new("--dashboard", d.to_string())),
+            Err(e) => e,
+        }
+    })?;
     let mut out = io::stdout().lock();
-    report::text(&mut out, &report)?;
+    print::text(&mut out, &report)?;
     out.flush()?;
     if let Some(path) = &plan.json {
         let mut bytes = Vec::new();

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use super::report::{verdict, ExperimentReport, StrategyReport, ROWS};
+use crate::report::{verdict, ExperimentReport, StrategyReport, ROWS};
 
 const WIDTH: u32 = 960;
 const HEIGHT: u32 = 420;
@@ -424,8 +424,8 @@ mod tests {
     use keyshift_core::sim::SimConfig;
     use keyshift_core::stats::LatencyHistogram;
 
-    use super::super::report::{LagSample, Measured, Setup};
     use super::*;
+    use crate::report::{LagSample, Measured, Setup};
 
     fn report() -> ExperimentReport {
         let config = SimConfig::default();

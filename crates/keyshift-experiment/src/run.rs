@@ -42,16 +42,17 @@ use keyshift_core::strategy::{self, PartitionFeedback};
 use keyshift_core::workload::{key_name, Schedule, Workload};
 use keyshift_dashboard::{Background, Dashboard, DashboardConfig, KafkaOptions, Source};
 use keyshift_kafka::{
-    Admin, AdminConfig, ClientSettings, DeliveredRecord, EmbeddedBroker, KeyshiftProducer,
-    OrderedConsumer, OrderedConsumerBuilder,
+    Admin, AdminConfig, ClientSettings, CoordinationStats, DeliveredRecord, EmbeddedBroker,
+    KeyshiftProducer, OrderedConsumer, OrderedConsumerBuilder, ProducerStats, Routes,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::args::Plan;
-use super::report::{ExperimentReport, LagSample, Measured, Setup, StrategyReport};
-use super::trace::{Processed, TraceLog};
-use crate::exit::FlagError;
+use crate::plan::Plan;
+use crate::report::{
+    CoordinationReport, ExperimentReport, LagSample, Measured, Setup, StrategyReport,
+};
+use crate::trace::{Processed, TraceLog};
 
 /// How long the group must look settled before the load starts: a member that joins late
 /// triggers one more rebalance, which this outlasts.
@@ -112,6 +113,17 @@ fn unix_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// The live dashboard's address could not be bound (in use, not local, ...): the command
+/// reports it as a bad `--dashboard` value.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve the dashboard on {addr}: {reason}")]
+pub struct DashboardUnavailable {
+    /// The address asked for.
+    pub addr: std::net::SocketAddr,
+    /// Why binding it failed.
+    pub reason: String,
+}
+
 /// Runs every strategy of `plan` and returns the report.
 pub fn run(plan: &Plan) -> anyhow::Result<ExperimentReport> {
     let load = plan_load(&plan.config)?;
@@ -124,9 +136,13 @@ pub fn run(plan: &Plan) -> anyhow::Result<ExperimentReport> {
     let dashboard = match plan.dashboard {
         None => None,
         Some(addr) => {
-            let bound = runtime
-                .block_on(Dashboard::bind(addr))
-                .map_err(|e| FlagError::new("--dashboard", e.to_string()))?;
+            let bound =
+                runtime
+                    .block_on(Dashboard::bind(addr))
+                    .map_err(|e| DashboardUnavailable {
+                        addr,
+                        reason: e.to_string(),
+                    })?;
             eprintln!(
                 "live dashboard: http://{}/ (follows each run's topic and group)",
                 bound.local_addr()
@@ -161,13 +177,16 @@ pub fn run(plan: &Plan) -> anyhow::Result<ExperimentReport> {
         None => Admin::with_config(&settings, AdminConfig::default())
             .with_context(|| format!("connecting to {bootstrap}"))?,
     };
-    let setup = Setup::new(
-        &plan.config,
-        match &broker {
-            Some(_) => format!("embedded tansu at {bootstrap}"),
-            None => bootstrap.clone(),
-        },
-    );
+    let setup = Setup {
+        producers: plan.producers,
+        ..Setup::new(
+            &plan.config,
+            match &broker {
+                Some(_) => format!("embedded tansu at {bootstrap}"),
+                None => bootstrap.clone(),
+            },
+        )
+    };
     let dashboard = dashboard
         .map(|d| Background::spawn(d, dashboard_config(settings.clone()), runtime.handle()));
     // Base 36 of the start time: short, sortable, unique per run on one cluster.
@@ -422,27 +441,15 @@ fn run_strategy(
         return Err(err);
     }
 
-    // The schedule's origin on both clocks, read together: sends are timed by the monotonic
-    // one, probes carry the wall-clock one. Taking the wall-clock origin later (after the
-    // producer is built, which reads the route topic) put every scheduled time that much after
-    // the real send, shortening every measured latency by it.
-    let origin = Instant::now() + START_LEAD;
-    let origin_unix_us = unix_us() + START_LEAD.as_micros() as u64;
-    let producer = {
-        let _guard = runtime.enter();
-        KeyshiftProducer::builder(settings.clone(), topic)
-            .strategy(name)
-            .strategy_config(strategy::StrategyConfig {
-                seed: config.seed,
-                ..config.strategy
-            })
-            .partitions(partitions)
-            .origin(origin)
-            .runtime(runtime.handle().clone())
-            .build()
-            .context("building the producer")?
-    };
-    let preserves_order = producer.preserves_order();
+    let (origin, origin_unix_us, producers) =
+        match build_producers(plan, runtime, settings, name, topic) {
+            Ok(built) => built,
+            Err(err) => {
+                stop_workers(workers);
+                return Err(err);
+            }
+        };
+    let preserves_order = producers[0].preserves_order();
 
     let bar = progress_bar(name, load.len() as u64);
     let sampler = Sampler::start(
@@ -452,7 +459,7 @@ fn run_strategy(
         partitions,
         plan.lag_interval,
         Duration::from_secs_f64(config.feedback_interval_ms / 1e3),
-        producer.clone(),
+        producers.clone(),
         Arc::clone(&live),
         bar.clone(),
         origin,
@@ -461,7 +468,8 @@ fn run_strategy(
     start_us.store(origin_unix_us, Ordering::Relaxed);
     let start_unix_us = origin_unix_us;
     let sent = runtime.block_on(send_all(
-        &producer,
+        &producers,
+        ChaCha8Rng::seed_from_u64(config.seed ^ 0x9d0d_c0de),
         load,
         origin,
         start_unix_us,
@@ -491,8 +499,9 @@ fn run_strategy(
 
     let snapshots: Vec<_> = workers.iter().map(|w| w.stats().snapshot()).collect();
     stop_workers(workers);
-    let pstats = producer.stats();
-    drop(producer);
+    let pstats: Vec<_> = producers.iter().map(KeyshiftProducer::stats).collect();
+    drop(producers);
+    let coordination = coordination_report(&pstats);
 
     let collector = Arc::try_unwrap(collector)
         .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
@@ -542,8 +551,14 @@ fn run_strategy(
         missing: check.missing(),
         latency: collector.latency,
         ack_latency: sent.ack_latency,
-        migrations: pstats.migrations,
-        fences: pstats.fences,
+        // With several producers each acknowledges its own fence of a move; the moves are the
+        // commits every one of them read.
+        migrations: coordination.as_ref().map_or_else(
+            || pstats.iter().map(|s| s.migrations).sum(),
+            |c| c.moves_committed,
+        ),
+        fences: pstats.iter().map(|s| s.fences).sum(),
+        coordination,
         parked_records: park.len(),
         parked_ms: park.total_ms(),
         duration_s,
@@ -551,6 +566,114 @@ fn run_strategy(
         drained,
         lag,
         latency_breakdown: trace_log.map(|log| log.breakdown()),
+    })
+}
+
+/// The run's producers and the schedule's origin on both clocks (read together: sends are
+/// timed by the monotonic one, probes carry the wall-clock one).
+///
+/// One producer is built with the origin as its strategy clock's, START_LEAD ahead, as it
+/// always was. Several are built first (coordinated routes when the strategy moves keys), then
+/// the load waits until they have joined — every one sees all as live and one decides — so the
+/// first records measure routing, not the join; the origin is taken after that.
+fn build_producers(
+    plan: &Plan,
+    runtime: &tokio::runtime::Runtime,
+    settings: &ClientSettings,
+    name: &str,
+    topic: &str,
+) -> anyhow::Result<(Instant, u64, Vec<KeyshiftProducer>)> {
+    let config = &plan.config;
+    let build = |origin: Instant| {
+        let _guard = runtime.enter();
+        let mut builder = KeyshiftProducer::builder(settings.clone(), topic)
+            .strategy(name)
+            .strategy_config(strategy::StrategyConfig {
+                seed: config.seed,
+                ..config.strategy
+            })
+            .partitions(config.partitions)
+            .origin(origin)
+            .runtime(runtime.handle().clone());
+        if plan.producers > 1 {
+            builder = builder.routes(Routes::Coordinated(None));
+        }
+        builder.build().context("building the producer")
+    };
+    if plan.producers == 1 {
+        // Taking the wall-clock origin after the build (which reads the route topic) put
+        // every scheduled time that much after the real send, shortening every latency.
+        let origin = Instant::now() + START_LEAD;
+        let origin_unix_us = unix_us() + START_LEAD.as_micros() as u64;
+        return Ok((origin, origin_unix_us, vec![build(origin)?]));
+    }
+    let built = Instant::now();
+    let producers = (0..plan.producers)
+        .map(|_| build(built))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if producers[0].preserves_order() {
+        wait_joined(&producers, plan.settle_timeout)?;
+    }
+    let origin = Instant::now() + START_LEAD;
+    let origin_unix_us = unix_us() + START_LEAD.as_micros() as u64;
+    Ok((origin, origin_unix_us, producers))
+}
+
+/// Waits until every coordinated producer counts all of them live and exactly one decides.
+fn wait_joined(producers: &[KeyshiftProducer], timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen: Vec<(usize, bool)> = producers
+            .iter()
+            .filter_map(|p| p.stats().coordination)
+            .map(|c| (c.live_members, c.decider))
+            .collect();
+        let joined = seen.len() == producers.len()
+            && seen.iter().all(|&(live, _)| live == producers.len())
+            && seen.iter().filter(|&&(_, decider)| decider).count() == 1;
+        if joined {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "the {} coordinated producers did not join within {timeout:?}: (live members, \
+                 decider) per producer {seen:?} (raise --settle-timeout-secs on a slow cluster)",
+                producers.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The coordination figures of a run's producers (several coordinated producers only).
+fn coordination_report(stats: &[ProducerStats]) -> Option<CoordinationReport> {
+    let members: Vec<&CoordinationStats> = stats
+        .iter()
+        .filter_map(|s| s.coordination.as_ref())
+        .collect();
+    if stats.len() < 2 || members.is_empty() {
+        return None;
+    }
+    let mut hold = LatencyHistogram::new();
+    let mut rtt = LatencyHistogram::new();
+    for s in stats {
+        rtt.merge(&s.fence_rtt);
+    }
+    for c in &members {
+        hold.merge(&c.hold_time);
+    }
+    Some(CoordinationReport {
+        producers: stats.len() as u32,
+        moves_proposed: members.iter().map(|c| c.proposed).sum(),
+        // Every member reads every commit and abort; one that joined late read fewer.
+        moves_committed: members.iter().map(|c| c.committed).max().unwrap_or(0),
+        moves_aborted: members.iter().map(|c| c.aborted).max().unwrap_or(0),
+        decider_claims: members.iter().map(|c| c.claims).sum(),
+        control_write_failures: members.iter().map(|c| c.control_write_failures).sum(),
+        hold_count: hold.len(),
+        hold_p50_ms: hold.quantile_ms(0.5),
+        hold_p99_ms: hold.quantile_ms(0.99),
+        produce_rtt_p50_ms: rtt.quantile_ms(0.5),
     })
 }
 
@@ -600,9 +723,15 @@ struct Sent {
 }
 
 /// Sends every planned record at its scheduled time without waiting for earlier ones.
+///
+/// With several producers each record goes through a random one (`rng`), except that a key
+/// stays with the producer of its unacknowledged records: two producers' records of one key
+/// in flight at once could land in either order, as two application instances handling one
+/// key's requests concurrently would. Routing cannot order what the application did not.
 #[allow(clippy::too_many_arguments)]
 async fn send_all(
-    producer: &KeyshiftProducer,
+    producers: &[KeyshiftProducer],
+    mut rng: ChaCha8Rng,
     load: &[Planned],
     origin: Instant,
     start_unix_us: u64,
@@ -619,8 +748,10 @@ async fn send_all(
         ack_latency: LatencyHistogram::new(),
     };
     let mut acks = tokio::task::JoinSet::new();
+    let mut sticky = InFlight::default();
     for (i, p) in load.iter().enumerate() {
         tokio::time::sleep_until(origin + Duration::from_secs_f64(p.at)).await;
+        let producer = &producers[sticky.take(p.key, || rng.gen_range(0..producers.len()))];
         let key = key_name(p.key);
         let scheduled = origin + Duration::from_secs_f64(p.at);
         let probe = Probe {
@@ -652,21 +783,49 @@ async fn send_all(
                     log.acked(d.partition, d.offset, unix_us(), d.fenced_wait);
                 }
                 sent.tally(i, r.map(|d| d.partition), scheduled.elapsed(), warm, live);
+                sticky.done(p.key);
             }
         }
         live.sent.fetch_add(1, Ordering::Relaxed);
         // Collect finished acknowledgements as we go so the set stays small.
         while let Some(done) = acks.try_join_next() {
-            sent.tally_joined(done, warm, live);
+            if let Some(key) = sent.tally_joined(done, warm, live).map(|i| load[i].key) {
+                sticky.done(key);
+            }
         }
     }
     while let Some(done) = acks.join_next().await {
         sent.tally_joined(done, warm, live);
     }
-    if let Err(err) = producer.flush(Duration::from_secs(30)).await {
-        tracing::warn!(%err, "producer flush after the load");
+    for producer in producers {
+        if let Err(err) = producer.flush(Duration::from_secs(30)).await {
+            tracing::warn!(%err, "producer flush after the load");
+        }
     }
     sent
+}
+
+/// Which producer each key's unacknowledged records went through, and how many there are.
+#[derive(Debug, Default)]
+struct InFlight(std::collections::HashMap<u64, (usize, u32)>);
+
+impl InFlight {
+    /// The producer for the key's next record: the one of its records in flight, or `pick()`.
+    fn take(&mut self, key: u64, pick: impl FnOnce() -> usize) -> usize {
+        let entry = self.0.entry(key).or_insert_with(|| (pick(), 0));
+        entry.1 += 1;
+        entry.0
+    }
+
+    /// One of the key's records was acknowledged (or failed).
+    fn done(&mut self, key: u64) {
+        if let std::collections::hash_map::Entry::Occupied(mut e) = self.0.entry(key) {
+            e.get_mut().1 -= 1;
+            if e.get().1 == 0 {
+                e.remove();
+            }
+        }
+    }
 }
 
 /// A finished send: record index, partition or error, time since its scheduled send.
@@ -699,17 +858,22 @@ impl Sent {
         }
     }
 
+    /// Tallies a joined acknowledgement task; the record's index unless the task failed.
     fn tally_joined(
         &mut self,
         joined: Result<Acked, tokio::task::JoinError>,
         warm: usize,
         live: &Live,
-    ) {
+    ) -> Option<usize> {
         match joined {
-            Ok((index, result, waited)) => self.tally(index, result, waited, warm, live),
+            Ok((index, result, waited)) => {
+                self.tally(index, result, waited, warm, live);
+                Some(index)
+            }
             Err(err) => {
                 self.errors += 1;
                 tracing::warn!(%err, "acknowledgement task failed");
+                None
             }
         }
     }
@@ -731,7 +895,7 @@ fn progress_bar(name: &str, records: u64) -> ProgressBar {
 }
 
 /// The lag sampler: a thread reading end and committed offsets on an interval, updating the
-/// progress bar and feeding the producer's strategy.
+/// progress bar and feeding the producers' strategies.
 struct Sampler {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<Vec<LagSample>>,
@@ -746,7 +910,7 @@ impl Sampler {
         partitions: u32,
         interval: Duration,
         feedback_interval: Duration,
-        producer: KeyshiftProducer,
+        producers: Vec<KeyshiftProducer>,
         live: Arc<Live>,
         bar: ProgressBar,
         origin: Instant,
@@ -808,7 +972,10 @@ impl Sampler {
                                             }
                                         })
                                         .collect();
-                                    producer.observe(&feedback);
+                                    // Every producer: whichever decides has the feedback.
+                                    for producer in &producers {
+                                        producer.observe(&feedback);
+                                    }
                                 }
                                 last_feedback = Some((Instant::now(), now_completed));
                             }

@@ -1,20 +1,20 @@
 //! What `keyshift experiment` measured, as plain serialisable data, and its text rendering.
 //!
-//! [`run`](super::run) collects one [`Measured`] per strategy (raw counts, a latency
+//! [`run`](crate::run) collects one [`Measured`] per strategy (raw counts, a latency
 //! histogram, lag samples); [`StrategyReport::new`] turns it into the figures people and
 //! scripts read. [`ExperimentReport`] is what `--json` writes; its field names are a
 //! script-facing interface (the issue requires `strategies[]` objects with at least
 //! `strategy, produced, consumed, lost, duplicates, order_violations, migrations,
 //! throughput_rps, p50_ms, p99_ms, imbalance_max_over_mean`): add fields freely, rename none.
-//! [`text`] prints the side-by-side table (rows = metrics, columns = strategies), like
-//! `keyshift simulate`.
+//! [`ROWS`] are the side-by-side table's rows (metrics; one column per strategy), which the
+//! command prints like `keyshift simulate` and [`crate::html`] renders; [`verdict`] is the
+//! plain-language conclusion under it.
 
 use std::io::{self, Write};
 
 use keyshift_core::sim::{infeasible_keys, InfeasibleKey, SimConfig, WorkloadKind};
 
-use super::trace::LatencyBreakdown;
-use crate::cmd::table::{self, Columns};
+use crate::trace::LatencyBreakdown;
 use keyshift_core::stats::{imbalance, LatencyHistogram};
 use serde::Serialize;
 
@@ -63,10 +63,13 @@ pub struct Measured {
     pub latency: LatencyHistogram,
     /// Scheduled send → broker acknowledgement of records after the warm-up.
     pub ack_latency: LatencyHistogram,
-    /// Key moves the strategy decided.
+    /// Key moves completed: fences acknowledged with one producer, moves committed in the
+    /// control log with several.
     pub migrations: u64,
-    /// Fence records the producer wrote.
+    /// Fence records the producers wrote (with several, each writes its own per move).
     pub fences: u64,
+    /// How the producers coordinated (several producers only).
+    pub coordination: Option<CoordinationReport>,
     /// Records a worker parked behind a migration barrier.
     pub parked_records: u64,
     /// Total time records spent parked (milliseconds, summed).
@@ -82,6 +85,35 @@ pub struct Measured {
     pub lag: Vec<LagSample>,
     /// Where latency went (`--trace` only).
     pub latency_breakdown: Option<LatencyBreakdown>,
+}
+
+/// How several producers coordinated their moves (`--routes coordinated`), summed or merged
+/// over the producers of one run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CoordinationReport {
+    /// Producers that took part.
+    pub producers: u32,
+    /// Moves proposed by deciders.
+    pub moves_proposed: u64,
+    /// Moves committed (read from the control log; every producer reads the same ones).
+    pub moves_committed: u64,
+    /// Moves aborted (a member never answered within the move timeout, or a new term).
+    pub moves_aborted: u64,
+    /// Terms claimed (the first decider's claim included): more than 1 means the decider
+    /// changed during the run.
+    pub decider_claims: u64,
+    /// Control-topic writes that failed (each handled).
+    pub control_write_failures: u64,
+    /// Moved keys held: from reading a propose to reading its commit or abort, merged over
+    /// the producers.
+    pub hold_count: u64,
+    /// Median hold, milliseconds.
+    pub hold_p50_ms: f64,
+    /// 99th percentile hold, milliseconds.
+    pub hold_p99_ms: f64,
+    /// Median produce round trip (a fence's enqueue to its acknowledgement), milliseconds:
+    /// the unit the hold is measured against.
+    pub produce_rtt_p50_ms: f64,
 }
 
 /// One sample of the consumer group's lag.
@@ -162,10 +194,16 @@ pub struct StrategyReport {
     /// Offered utilisation of the busiest partition's consumer: its arrival rate × the mean
     /// service time. Above 1 its queue grows for as long as the load lasts (saturated).
     pub busiest_partition_utilization: f64,
-    /// Key moves the strategy decided.
+    /// Key moves completed: fences acknowledged with one producer, moves committed in the
+    /// control log with several (`--producers`).
     pub migrations: u64,
-    /// Fence records written.
+    /// Fence records written (with several producers each writes its own fence per move, so
+    /// this is about `producers × migrations`).
     pub fences: u64,
+    /// How the producers coordinated their moves (`--producers` above 1 and an
+    /// order-preserving strategy; absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordination: Option<CoordinationReport>,
     /// Records parked behind a migration barrier.
     pub parked_records: u64,
     /// Total parked time, milliseconds summed over parked records.
@@ -248,6 +286,7 @@ impl StrategyReport {
             hottest_key_records: m.hottest_key_records,
             migrations: m.migrations,
             fences: m.fences,
+            coordination: m.coordination,
             parked_records: m.parked_records,
             parked_ms: m.parked_ms,
             warnings: infeasible_keys.iter().map(InfeasibleKey::warning).collect(),
@@ -274,6 +313,8 @@ pub struct Setup {
     pub partitions: u32,
     /// Workers (consumer-group members), each processing one record at a time.
     pub consumers: u32,
+    /// Producer instances the load was spread over (`--producers`).
+    pub producers: u32,
     /// Key distribution, e.g. `zipf(s=1.1, v=2.72) over 2800 keys`.
     pub workload: String,
     /// Aggregate utilisation the service time is set for.
@@ -289,9 +330,10 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// The setup of `config` against `broker`.
+    /// The setup of `config` against `broker`, with one producer.
     pub fn new(config: &SimConfig, broker: String) -> Self {
         Setup {
+            producers: 1,
             broker,
             rate: config.rate,
             arrivals: format!("{:?}", config.arrivals).to_lowercase(),
@@ -310,12 +352,17 @@ impl Setup {
     /// One line describing the setup, for the text and HTML outputs.
     pub fn describe(&self) -> String {
         format!(
-            "{} records at {} rec/s ({} arrivals), {}, {} partitions → {} workers, {} service \
-             of {:.1} ms (utilisation {}), seed {}, warm-up {:.0} %, broker: {}",
+            "{} records at {} rec/s ({} arrivals), {}, {}{} partitions → {} workers, {} \
+             service of {:.1} ms (utilisation {}), seed {}, warm-up {:.0} %, broker: {}",
             self.records,
             self.rate,
             self.arrivals,
             self.workload,
+            if self.producers > 1 {
+                format!("{} coordinated producers → ", self.producers)
+            } else {
+                String::new()
+            },
             self.partitions,
             self.consumers,
             self.service,
@@ -400,7 +447,8 @@ impl ExperimentReport {
     }
 }
 
-type Cell = table::Cell<StrategyReport>;
+/// How a row of the side-by-side table renders one strategy's cell.
+pub type Cell = fn(&StrategyReport) -> String;
 
 /// Rows of the side-by-side table: label and how to render one strategy's cell.
 pub const ROWS: &[(&str, Cell)] = &[
@@ -427,6 +475,21 @@ pub const ROWS: &[(&str, Cell)] = &[
     }),
     ("migrations", |r| r.migrations.to_string()),
     ("fences", |r| r.fences.to_string()),
+    ("moves aborted (coordinated)", |r| {
+        r.coordination
+            .as_ref()
+            .map_or("-".to_string(), |c| c.moves_aborted.to_string())
+    }),
+    ("key hold p50 / p99 (ms)", |r| {
+        r.coordination.as_ref().map_or("-".to_string(), |c| {
+            format!("{:.0} / {:.0}", c.hold_p50_ms, c.hold_p99_ms)
+        })
+    }),
+    ("decider claims", |r| {
+        r.coordination
+            .as_ref()
+            .map_or("-".to_string(), |c| c.decider_claims.to_string())
+    }),
     ("parked (records)", |r| r.parked_records.to_string()),
     ("parked (ms total)", |r| format!("{:.1}", r.parked_ms)),
     ("order violations", |r| r.order_violations.to_string()),
@@ -439,86 +502,6 @@ pub const ROWS: &[(&str, Cell)] = &[
     ("lost (produced − consumed)", |r| r.lost.to_string()),
     ("duration (s)", |r| format!("{:.1}", r.duration_s)),
 ];
-
-/// Prints the side-by-side table, then per-partition loads and a one-line verdict.
-pub fn text(out: &mut impl Write, report: &ExperimentReport) -> io::Result<()> {
-    let rs = &report.strategies;
-    writeln!(out, "{}", report.setup.describe())?;
-    writeln!(out)?;
-    let cols = Columns::new(
-        ROWS.iter().map(|(l, _)| *l),
-        rs.iter().map(|r| r.strategy.as_str()),
-    );
-    cols.line(out, "", rs.iter().map(|r| &r.strategy))?;
-    cols.rows(out, ROWS, rs)?;
-    writeln!(out)?;
-    writeln!(out, "per-partition load (records after warm-up)")?;
-    let loads: Vec<(&[u64], u64)> = rs
-        .iter()
-        .map(|r| (r.partition_load.as_slice(), r.hottest_key_records))
-        .collect();
-    cols.partition_loads(out, &loads, |p| format!("partition {p}"))?;
-    writeln!(out)?;
-    if rs.iter().any(|r| r.latency_breakdown.is_some()) {
-        breakdown_text(out, rs)?;
-        writeln!(out)?;
-    }
-    for line in verdict(report) {
-        writeln!(out, "{line}")?;
-    }
-    Ok(())
-}
-
-/// The `--trace` section: per part, the mean per record with its share of end-to-end, and
-/// the p99.
-fn breakdown_text(out: &mut impl Write, rs: &[StrategyReport]) -> io::Result<()> {
-    writeln!(out, "where latency went (--trace), ms per record")?;
-    let labels: Vec<String> = ["producer wait", "broker", "queueing", "parked", "service"]
-        .iter()
-        .flat_map(|p| [format!("{p} mean (share)"), format!("{p} p99")])
-        .chain(["end-to-end mean".to_owned(), "records".to_owned()])
-        .collect();
-    // Columns are sized by name; the widest cell here (`10000.0 (100%)`) sizes them too.
-    let cols = Columns::new(
-        labels.iter().map(String::as_str),
-        rs.iter()
-            .map(|r| r.strategy.as_str())
-            .chain(["10000.0 (100%)"]),
-    );
-    cols.line(out, "", rs.iter().map(|r| &r.strategy))?;
-    let cell = |r: &StrategyReport, f: &dyn Fn(&LatencyBreakdown) -> String| {
-        r.latency_breakdown.as_ref().map_or("-".to_owned(), f)
-    };
-    for i in 0..5 {
-        cols.line(
-            out,
-            &labels[2 * i],
-            rs.iter().map(|r| {
-                cell(r, &|b| {
-                    let p = b.parts()[i].1;
-                    format!("{:.1} ({:.0}%)", p.mean_ms, p.share * 100.0)
-                })
-            }),
-        )?;
-        cols.line(
-            out,
-            &labels[2 * i + 1],
-            rs.iter()
-                .map(|r| cell(r, &|b| format!("{:.1}", b.parts()[i].1.p99_ms))),
-        )?;
-    }
-    cols.line(
-        out,
-        "end-to-end mean",
-        rs.iter()
-            .map(|r| cell(r, &|b| format!("{:.1}", b.e2e_mean_ms))),
-    )?;
-    cols.line(
-        out,
-        "records",
-        rs.iter().map(|r| cell(r, &|b| b.records.to_string())),
-    )
-}
 
 /// Plain-language conclusions: the p99 ratio against hash and the correctness checks.
 pub fn verdict(report: &ExperimentReport) -> Vec<String> {
@@ -641,9 +624,7 @@ mod tests {
         let ratio = report.strategies[1].p99_ratio_vs_hash.unwrap();
         assert!((ratio - 5.0).abs() < 0.05, "{ratio}");
         assert!(report.problems().is_empty());
-        let mut out = Vec::new();
-        text(&mut out, &report).unwrap();
-        let out = String::from_utf8(out).unwrap();
+        let out = verdict(&report).join("\n");
         assert!(
             out.contains("keyshift: p99 2.0 ms vs hash 10.0 ms"),
             "{out}"

@@ -1,0 +1,59 @@
+//! A validated experiment, as the command's flags resolve it: what to run (strategies, the
+//! simulator's workload and cluster shape), against which cluster, with how many producers,
+//! and where the command writes its results. Validation is the command's job (it names the
+//! flag); [`crate::run`] trusts what it gets.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keyshift_core::sim::SimConfig;
+use keyshift_kafka::{ClientSettings, Property};
+
+/// A validated experiment: what to run, where, and where to write the results.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Strategies in run order.
+    pub strategies: Vec<String>,
+    /// Workload, cluster shape, service times and strategy options (the simulator's form).
+    pub config: SimConfig,
+    /// Producer instances the load is spread over (≥ 1). With more than one, order-preserving
+    /// strategies run with coordinated routes (one decider, moves every producer follows) and
+    /// each key's records go through one producer while any of them is unacknowledged.
+    pub producers: u32,
+    /// Client settings without bootstrap servers decided yet: the bootstrap servers given, or
+    /// `None` to start the embedded broker.
+    pub bootstrap_servers: Option<String>,
+    /// `-X` properties for every client.
+    pub properties: Vec<Property>,
+    /// Topic and group name prefix.
+    pub topic_prefix: String,
+    /// Bound on waiting for the group to own every partition.
+    pub settle_timeout: Duration,
+    /// Bound on waiting for the last records after the load.
+    pub drain_timeout: Duration,
+    /// Lag sampling interval.
+    pub lag_interval: Duration,
+    /// Where to write JSON, if anywhere.
+    pub json: Option<PathBuf>,
+    /// Where to write HTML, if anywhere.
+    pub html: Option<PathBuf>,
+    /// Whether to break latency down per record (`--trace`).
+    pub trace: bool,
+    /// Where to serve the live dashboard, if anywhere (`--dashboard`).
+    pub dashboard: Option<SocketAddr>,
+}
+
+impl Plan {
+    /// Client settings for `bootstrap`: `defaults` first, then the `-X` properties, which
+    /// override them.
+    pub fn client_settings(&self, bootstrap: &str, defaults: &[(&str, &str)]) -> ClientSettings {
+        let defaults = defaults.iter().map(|(k, v)| {
+            Property::new(*k, *v).expect("keyshift's own client defaults are valid properties")
+        });
+        ClientSettings::new(bootstrap)
+            .client_id("keyshift-experiment")
+            .properties(defaults)
+            .properties(self.properties.iter().cloned())
+    }
+}
