@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use keyshift_core::sim::SimConfig;
-use keyshift_kafka::{ClientSettings, Property};
+use keyshift_kafka::{ClientSettings, Property, Routes};
 
 /// A validated experiment: what to run, where, and where to write the results.
 #[derive(Debug, Clone)]
@@ -17,10 +17,13 @@ pub struct Plan {
     pub strategies: Vec<String>,
     /// Workload, cluster shape, service times and strategy options (the simulator's form).
     pub config: SimConfig,
-    /// Producer instances the load is spread over (≥ 1). With more than one, order-preserving
-    /// strategies run with coordinated routes (one decider, moves every producer follows) and
-    /// each key's records go through one producer while any of them is unacknowledged.
+    /// Producer instances the load is spread over (≥ 1); each key's records go through one
+    /// producer while any of them is unacknowledged.
     pub producers: u32,
+    /// Where the producers keep routes of moved keys (fresh topics get the default route or
+    /// control topic names). Several producers need [`Routes::Coordinated`] to keep per-key
+    /// order; with the others each moves keys on its own.
+    pub routes: Routes,
     /// Client settings without bootstrap servers decided yet: the bootstrap servers given, or
     /// `None` to start the embedded broker.
     pub bootstrap_servers: Option<String>,

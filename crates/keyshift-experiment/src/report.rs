@@ -63,8 +63,8 @@ pub struct Measured {
     pub latency: LatencyHistogram,
     /// Scheduled send → broker acknowledgement of records after the warm-up.
     pub ack_latency: LatencyHistogram,
-    /// Key moves completed: fences acknowledged with one producer, moves committed in the
-    /// control log with several.
+    /// Key moves completed: fences acknowledged, or moves committed in the control log with
+    /// coordinated producers.
     pub migrations: u64,
     /// Fence records the producers wrote (with several, each writes its own per move).
     pub fences: u64,
@@ -87,8 +87,8 @@ pub struct Measured {
     pub latency_breakdown: Option<LatencyBreakdown>,
 }
 
-/// How several producers coordinated their moves (`--routes coordinated`), summed or merged
-/// over the producers of one run.
+/// How coordinated producers (`--routes coordinated`) made their moves, summed or merged over
+/// the producers of one run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct CoordinationReport {
     /// Producers that took part.
@@ -194,14 +194,14 @@ pub struct StrategyReport {
     /// Offered utilisation of the busiest partition's consumer: its arrival rate × the mean
     /// service time. Above 1 its queue grows for as long as the load lasts (saturated).
     pub busiest_partition_utilization: f64,
-    /// Key moves completed: fences acknowledged with one producer, moves committed in the
-    /// control log with several (`--producers`).
+    /// Key moves completed: fences acknowledged, or moves committed in the control log with
+    /// coordinated producers (`--routes coordinated`, the default with `--producers` above 1).
     pub migrations: u64,
-    /// Fence records written (with several producers each writes its own fence per move, so
-    /// this is about `producers × migrations`).
+    /// Fence records written (coordinated producers each write their own fence per move, so
+    /// this is about `producers × migrations` then).
     pub fences: u64,
-    /// How the producers coordinated their moves (`--producers` above 1 and an
-    /// order-preserving strategy; absent otherwise).
+    /// How the producers coordinated their moves (coordinated routes and an order-preserving
+    /// strategy; absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coordination: Option<CoordinationReport>,
     /// Records parked behind a migration barrier.
@@ -315,6 +315,9 @@ pub struct Setup {
     pub consumers: u32,
     /// Producer instances the load was spread over (`--producers`).
     pub producers: u32,
+    /// Where they kept routes of moved keys: `durable`, `ephemeral` or `coordinated`
+    /// (`--routes`).
+    pub routes: String,
     /// Key distribution, e.g. `zipf(s=1.1, v=2.72) over 2800 keys`.
     pub workload: String,
     /// Aggregate utilisation the service time is set for.
@@ -334,6 +337,7 @@ impl Setup {
     pub fn new(config: &SimConfig, broker: String) -> Self {
         Setup {
             producers: 1,
+            routes: "durable".into(),
             broker,
             rate: config.rate,
             arrivals: format!("{:?}", config.arrivals).to_lowercase(),
@@ -358,10 +362,10 @@ impl Setup {
             self.rate,
             self.arrivals,
             self.workload,
-            if self.producers > 1 {
-                format!("{} coordinated producers → ", self.producers)
-            } else {
-                String::new()
+            match (self.producers, self.routes.as_str()) {
+                (1, "durable") => String::new(),
+                (1, routes) => format!("1 {routes} producer → "),
+                (n, routes) => format!("{n} {routes} producers → "),
             },
             self.partitions,
             self.consumers,

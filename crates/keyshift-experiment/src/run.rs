@@ -179,6 +179,12 @@ pub fn run(plan: &Plan) -> anyhow::Result<ExperimentReport> {
     };
     let setup = Setup {
         producers: plan.producers,
+        routes: match &plan.routes {
+            Routes::Durable(_) => "durable",
+            Routes::Ephemeral => "ephemeral",
+            Routes::Coordinated(_) => "coordinated",
+        }
+        .into(),
         ..Setup::new(
             &plan.config,
             match &broker {
@@ -189,6 +195,13 @@ pub fn run(plan: &Plan) -> anyhow::Result<ExperimentReport> {
     };
     let dashboard = dashboard
         .map(|d| Background::spawn(d, dashboard_config(settings.clone()), runtime.handle()));
+    if plan.producers > 1 && !matches!(plan.routes, Routes::Coordinated(_)) {
+        eprintln!(
+            "WARNING: {} producers with {} routes move keys each on their own: per-key order \
+             is expected to break (coordinated routes keep it)",
+            plan.producers, setup.routes
+        );
+    }
     // Base 36 of the start time: short, sortable, unique per run on one cluster.
     let run_id = radix36(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64);
     let mut reports = Vec::new();
@@ -572,10 +585,10 @@ fn run_strategy(
 /// The run's producers and the schedule's origin on both clocks (read together: sends are
 /// timed by the monotonic one, probes carry the wall-clock one).
 ///
-/// One producer is built with the origin as its strategy clock's, START_LEAD ahead, as it
-/// always was. Several are built first (coordinated routes when the strategy moves keys), then
-/// the load waits until they have joined — every one sees all as live and one decides — so the
-/// first records measure routing, not the join; the origin is taken after that.
+/// Uncoordinated producers are built with the origin as their strategy clock's, START_LEAD
+/// ahead. Coordinated ones are built first, then the load waits until they have joined —
+/// every one sees all as live and one decides — so the first records measure routing, not the
+/// join; the origin is taken after that.
 fn build_producers(
     plan: &Plan,
     runtime: &tokio::runtime::Runtime,
@@ -584,38 +597,42 @@ fn build_producers(
     topic: &str,
 ) -> anyhow::Result<(Instant, u64, Vec<KeyshiftProducer>)> {
     let config = &plan.config;
-    let build = |origin: Instant| {
+    let build_all = |origin: Instant| {
         let _guard = runtime.enter();
-        let mut builder = KeyshiftProducer::builder(settings.clone(), topic)
-            .strategy(name)
-            .strategy_config(strategy::StrategyConfig {
-                seed: config.seed,
-                ..config.strategy
+        (0..plan.producers)
+            .map(|_| {
+                KeyshiftProducer::builder(settings.clone(), topic)
+                    .strategy(name)
+                    .strategy_config(strategy::StrategyConfig {
+                        seed: config.seed,
+                        ..config.strategy
+                    })
+                    .partitions(config.partitions)
+                    .routes(plan.routes.clone())
+                    .origin(origin)
+                    .runtime(runtime.handle().clone())
+                    .build()
+                    .context("building the producer")
             })
-            .partitions(config.partitions)
-            .origin(origin)
-            .runtime(runtime.handle().clone());
-        if plan.producers > 1 {
-            builder = builder.routes(Routes::Coordinated(None));
-        }
-        builder.build().context("building the producer")
+            .collect::<anyhow::Result<Vec<_>>>()
     };
-    if plan.producers == 1 {
+    let origin_now = || {
+        (
+            Instant::now() + START_LEAD,
+            unix_us() + START_LEAD.as_micros() as u64,
+        )
+    };
+    if !matches!(plan.routes, Routes::Coordinated(_)) {
         // Taking the wall-clock origin after the build (which reads the route topic) put
         // every scheduled time that much after the real send, shortening every latency.
-        let origin = Instant::now() + START_LEAD;
-        let origin_unix_us = unix_us() + START_LEAD.as_micros() as u64;
-        return Ok((origin, origin_unix_us, vec![build(origin)?]));
+        let (origin, origin_unix_us) = origin_now();
+        return Ok((origin, origin_unix_us, build_all(origin)?));
     }
-    let built = Instant::now();
-    let producers = (0..plan.producers)
-        .map(|_| build(built))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let producers = build_all(Instant::now())?;
     if producers[0].preserves_order() {
         wait_joined(&producers, plan.settle_timeout)?;
     }
-    let origin = Instant::now() + START_LEAD;
-    let origin_unix_us = unix_us() + START_LEAD.as_micros() as u64;
+    let (origin, origin_unix_us) = origin_now();
     Ok((origin, origin_unix_us, producers))
 }
 
@@ -645,13 +662,13 @@ fn wait_joined(producers: &[KeyshiftProducer], timeout: Duration) -> anyhow::Res
     }
 }
 
-/// The coordination figures of a run's producers (several coordinated producers only).
+/// The coordination figures of a run's producers (coordinated ones only).
 fn coordination_report(stats: &[ProducerStats]) -> Option<CoordinationReport> {
     let members: Vec<&CoordinationStats> = stats
         .iter()
         .filter_map(|s| s.coordination.as_ref())
         .collect();
-    if stats.len() < 2 || members.is_empty() {
+    if members.is_empty() {
         return None;
     }
     let mut hold = LatencyHistogram::new();

@@ -260,30 +260,25 @@ fn small_run_of_hash_and_keyshift_loses_nothing_and_keeps_order() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `--producers 3`: the load spread over three producers in the process, coordinated (one
-/// decider; every producer holds a moved key and fences it on the old partition). The report
-/// is the same table plus the coordination figures, and the checker that sees every worker
-/// finds per-key order and serial processing intact across the moves. (That the checker
-/// catches producers that move keys on their own is shown in `gateway_routes.rs`, whose
-/// uncoordinated replicas break order.)
-#[test]
-fn three_coordinated_producers_keep_order_and_report_coordination() {
-    let dir = temp_dir("experiment-producers");
+/// A short skewed run of keyshift alone (5 s of load) with `extra` flags, its JSON written to `dir`: exit
+/// status, stdout and the report.
+fn keyshift_run(dir: &Path, extra: &[&str]) -> (Output, Value) {
     let json = dir.join("report.json");
-    let out = keyshift(&[
+    let mut args = vec![
         "experiment",
-        "--producers",
-        "3",
         "--strategies",
         "keyshift",
         "--partitions",
         "4",
         "--consumers",
         "4",
+        // Each of three producers sees about 300 rec/s, as the single one of the run above:
+        // with a third of that, producers moving keys on their own (the negative control
+        // below) found too little load per key to move any.
         "--records",
-        "1500",
+        "4500",
         "--rate",
-        "300",
+        "900",
         "--utilization",
         "0.5",
         // As in the run above: few keys, so keys move early in a short run.
@@ -296,7 +291,23 @@ fn three_coordinated_producers_keep_order_and_report_coordination() {
         "--no-html",
         "--json",
         json.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = keyshift(&args);
+    let v = read_json(&json);
+    (out, v)
+}
+
+/// `--producers 3`: the load spread over three producers in the process, coordinated (one
+/// decider; every producer holds a moved key and fences it on the old partition). The report
+/// is the same table plus the coordination figures, and the checker that sees every worker
+/// finds per-key order and serial processing intact across the moves. The negative control:
+/// the same three producers with durable routes, each moving keys on its own, break per-key
+/// order and the run exits 1 saying so.
+#[test]
+fn three_coordinated_producers_keep_order_and_report_coordination() {
+    let dir = temp_dir("experiment-producers");
+    let (out, v) = keyshift_run(&dir, &["--producers", "3"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -306,14 +317,14 @@ fn three_coordinated_producers_keep_order_and_report_coordination() {
     );
     assert!(stdout.contains("3 coordinated producers"), "{stdout}");
     assert!(stdout.contains("key hold p50 / p99 (ms)"), "{stdout}");
-    let v = read_json(&json);
     assert_eq!(v["setup"]["producers"], 3, "{v}");
+    assert_eq!(v["setup"]["routes"], "coordinated", "{v}");
     let r = &v["strategies"][0];
     for field in REQUIRED {
         assert!(!r[*field].is_null(), "lacks {field}: {r}");
     }
-    assert_eq!(r["produced"], 1500, "{r}");
-    assert_eq!(r["consumed"], 1500, "{r}");
+    assert_eq!(r["produced"], 4500, "{r}");
+    assert_eq!(r["consumed"], 4500, "{r}");
     assert_eq!(r["order_violations"], 0, "{r}");
     assert_eq!(r["concurrent_key_processing"], 0, "{r}");
     let c = &r["coordination"];
@@ -330,6 +341,21 @@ fn three_coordinated_producers_keep_order_and_report_coordination() {
     assert!(r["fences"].as_u64().unwrap() >= 3 * committed, "{r}");
     assert!(c["hold_count"].as_u64().unwrap() >= committed, "{r}");
     assert!(c["hold_p50_ms"].as_f64().unwrap() > 0.0, "{r}");
+
+    // The negative control.
+    let (out, v) = keyshift_run(&dir, &["--producers", "3", "--routes", "durable"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("move keys each on their own"), "{stderr}");
+    assert!(stderr.contains("correctness problems"), "{stderr}");
+    let r = &v["strategies"][0];
+    assert!(r["coordination"].is_null(), "{r}");
+    assert_eq!(r["consumed"], 4500, "nothing is lost, only order: {r}");
+    assert!(
+        r["order_violations"].as_u64().unwrap() + r["concurrent_key_processing"].as_u64().unwrap()
+            > 0,
+        "three producers moving keys on their own should break per-key order: {r}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -364,6 +390,7 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["-X", "no-equals-sign"][..], "--property"),
         (&["--warmup", "1.5"][..], "--warmup"),
         (&["--producers", "0"][..], "--producers"),
+        (&["--routes", "everywhere"][..], "--routes"),
     ] {
         let mut all = vec!["experiment"];
         all.extend_from_slice(args);

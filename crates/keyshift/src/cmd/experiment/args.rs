@@ -14,9 +14,9 @@ use std::time::Duration;
 use clap::Args;
 use keyshift_core::sim::SimConfig;
 use keyshift_experiment::Plan;
-use keyshift_kafka::Property;
+use keyshift_kafka::{Property, Routes};
 
-use crate::cmd::strategy_flags::StrategyFlags;
+use crate::cmd::strategy_flags::{RoutesArg, StrategyFlags};
 use crate::cmd::workload_flags::{
     at_least_one_u64, finite_f64, parse_strategy, positive_f64, utilization, ArrivalsArg,
     ServiceArg, WorkloadFlags,
@@ -114,6 +114,13 @@ pub struct ExperimentArgs {
     /// moved key and fences it), and the report adds coordination figures.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64), default_value_t = 1)]
     producers: u32,
+
+    /// Where the producers keep the routes of moved keys (`keyshift gateway --routes`)
+    /// [default: durable with one producer, coordinated with several]. Several producers with
+    /// durable or ephemeral routes move keys each on their own: per-key order breaks, and the
+    /// run shows it (a negative control).
+    #[arg(long, value_enum)]
+    routes: Option<RoutesArg>,
 
     /// Kafka bootstrap servers; without it an embedded broker is started in the process.
     #[arg(long, value_name = "HOST:PORT,...")]
@@ -239,6 +246,12 @@ impl ExperimentArgs {
             strategies,
             config,
             producers: self.producers,
+            routes: match (self.routes, self.producers) {
+                (None, 1) => Routes::default(),
+                (None, _) | (Some(RoutesArg::Coordinated), _) => Routes::Coordinated(None),
+                (Some(RoutesArg::Durable), _) => Routes::Durable(None),
+                (Some(RoutesArg::Ephemeral), _) => Routes::Ephemeral,
+            },
             bootstrap_servers: self.bootstrap_servers.map(|b| b.trim().to_string()),
             properties: self.properties,
             topic_prefix: self.topic_prefix,
