@@ -337,7 +337,7 @@ impl Setup {
     pub fn new(config: &SimConfig, broker: String) -> Self {
         Setup {
             producers: 1,
-            routes: "durable".into(),
+            routes: "coordinated".into(),
             broker,
             rate: config.rate,
             arrivals: format!("{:?}", config.arrivals).to_lowercase(),
@@ -363,7 +363,7 @@ impl Setup {
             self.arrivals,
             self.workload,
             match (self.producers, self.routes.as_str()) {
-                (1, "durable") => String::new(),
+                (1, "coordinated") => String::new(),
                 (1, routes) => format!("1 {routes} producer → "),
                 (n, routes) => format!("{n} {routes} producers → "),
             },

@@ -12,13 +12,14 @@
 //! - `plain`: an rdkafka `FutureProducer` with the same idempotent configuration and
 //!   `partitioner=murmur2_random` (the Java client's placement, so the broker sees the same
 //!   per-partition load);
-//! - `keyshift/hash` and `keyshift/keyshift`: a [`KeyshiftProducer`] with those strategies
+//! - `keyshift/hash` and `keyshift/keyshift`: a [`KeyshiftProducer`] with durable routes
+//!   (`Routes::Durable`, the single-producer path) and those strategies
 //!   (`keyshift` with no warm-up and a 20 ms rebalance interval, so keys move and fence
 //!   while a round's records are routed);
 //! - `keyshift/hash+moves`: `hash` plus a forced move ([`KeyshiftProducer::move_key`]) of one
 //!   of the 16 hottest keys every 500 records — the fence/hold/route-header machinery alone;
 //! - `keyshift/keyshift+coordinated`: `keyshift` as one member of coordinated producers
-//!   (`Routes::Coordinated`, measured once it decides): moves go through the control log
+//!   (`Routes::Coordinated`, the default; measured once it decides): moves go through the control log
 //!   (propose, its own fence, ready, commit), and every record is counted for its load
 //!   summary.
 //!
@@ -227,9 +228,13 @@ async fn run_variant(
             .strategy(strategy)
             .strategy_config(config)
             .partitions(PARTITIONS);
-        if coordinated {
-            builder = builder.routes(Routes::Coordinated(None));
-        }
+        // Routes are coordinated by default; the other variants measure the single-producer
+        // path (durable routes) they were introduced with, so the two can be compared.
+        builder = builder.routes(if coordinated {
+            Routes::Coordinated(None)
+        } else {
+            Routes::Durable(None)
+        });
         let producer = builder.build().expect("keyshift producer");
         if coordinated {
             // A lone member claims the first term at once; measure once it decides.

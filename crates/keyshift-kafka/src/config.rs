@@ -173,6 +173,15 @@ impl ClientSettings {
         }
     }
 
+    /// The same settings for other bootstrap servers (another cluster with the same client
+    /// properties, or the same cluster through a proxy).
+    pub fn with_bootstrap_servers(&self, bootstrap_servers: impl Into<String>) -> Self {
+        ClientSettings {
+            bootstrap_servers: bootstrap_servers.into(),
+            ..self.clone()
+        }
+    }
+
     /// Sets the client id the broker sees (logs, quotas, the proxy's per-client metrics).
     pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
         self.client_id = client_id.into();

@@ -93,6 +93,17 @@ impl ControlTopic {
         name: &str,
         timeout: Duration,
     ) -> Result<(Self, Replayed), ControlError> {
+        Self::open_seeded(settings, name, timeout, ControlLog::new())
+    }
+
+    /// [`ControlTopic::open`], replaying the log onto `seed` instead of an empty state (routes
+    /// made before the log began: [`ControlLog::with_routes`]).
+    pub fn open_seeded(
+        settings: &ClientSettings,
+        name: &str,
+        timeout: Duration,
+        seed: ControlLog,
+    ) -> Result<(Self, Replayed), ControlError> {
         let err = |reason: String| ControlError::Unusable {
             topic: name.to_owned(),
             reason,
@@ -127,29 +138,7 @@ impl ControlTopic {
             producer,
             skipped: Arc::new(AtomicU64::new(0)),
         };
-        let mut log = ControlLog::new();
-        if end > 0 {
-            let consumer = topic.reader(Offset::Beginning, true).map_err(err)?;
-            let deadline = Instant::now() + timeout;
-            let mut next = 0;
-            while next < end {
-                if Instant::now() >= deadline {
-                    return Err(err(format!(
-                        "read up to offset {next} but not to the end offset {end} within {timeout:?}"
-                    )));
-                }
-                match consumer.poll(Duration::from_millis(100)) {
-                    None | Some(Err(KafkaError::PartitionEOF(_))) => {}
-                    Some(Err(e)) => return Err(err(format!("cannot read it: {e}"))),
-                    Some(Ok(m)) => {
-                        next = m.offset() + 1;
-                        if let Some(record) = decode(&topic.name, &topic.skipped, &m) {
-                            log.apply(&record);
-                        }
-                    }
-                }
-            }
-        }
+        let log = replay(settings, name, &topic.skipped, end, timeout, seed).map_err(err)?;
         tracing::info!(topic = name, records = end, term = log.term(), decider = ?log.decider(), "control log replayed");
         Ok((
             topic,
@@ -158,6 +147,30 @@ impl ControlTopic {
                 next_offset: end,
             },
         ))
+    }
+
+    /// Replays the control topic `name` if it exists, without creating it or a writer: what
+    /// a producer with other routes checks so that it does not ignore coordinated moves
+    /// (`None` when there is no such topic).
+    pub fn replay_existing(
+        settings: &ClientSettings,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<ControlLog>, ControlError> {
+        let err = |reason: String| ControlError::Unusable {
+            topic: name.to_owned(),
+            reason,
+        };
+        let admin = Admin::new(settings).map_err(|e| err(e.to_string()))?;
+        let end = match admin.end_offsets(name) {
+            Ok(ends) => ends.first().copied().unwrap_or(0),
+            Err(AdminError::UnknownTopic { .. }) => return Ok(None),
+            Err(e) => return Err(err(format!("cannot read its end offset: {e}"))),
+        };
+        let skipped = AtomicU64::new(0);
+        replay(settings, name, &skipped, end, timeout, ControlLog::new())
+            .map(Some)
+            .map_err(err)
     }
 
     /// The topic's name.
@@ -283,6 +296,47 @@ impl ControlTopic {
             eof,
         )
     }
+}
+
+/// Applies the records of `name` from the beginning up to `end` to `log`.
+fn replay(
+    settings: &ClientSettings,
+    name: &str,
+    skipped: &AtomicU64,
+    end: i64,
+    timeout: Duration,
+    mut log: ControlLog,
+) -> Result<ControlLog, String> {
+    if end <= 0 {
+        return Ok(log);
+    }
+    let consumer = state_reader(
+        settings,
+        "keyshift-control-reader",
+        name,
+        [(0, Offset::Beginning)],
+        true,
+    )?;
+    let deadline = Instant::now() + timeout;
+    let mut next = 0;
+    while next < end {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "read up to offset {next} but not to the end offset {end} within {timeout:?}"
+            ));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None | Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => return Err(format!("cannot read it: {e}")),
+            Some(Ok(m)) => {
+                next = m.offset() + 1;
+                if let Some(record) = decode(name, skipped, &m) {
+                    log.apply(&record);
+                }
+            }
+        }
+    }
+    Ok(log)
 }
 
 /// The record's control value, or `None` for a tombstone or a value that does not decode

@@ -15,6 +15,7 @@ use keyshift_core::protocol::{
 };
 use keyshift_core::strategy::{KeyshiftConfig, StrategyConfig};
 use keyshift_core::workload::{key_name, Zipf};
+use keyshift_kafka::control::CONTROL_TOPIC_SUFFIX;
 use keyshift_kafka::{
     ClientSettings, Delivery, EmbeddedBroker, KeyshiftProducer, PendingDelivery, ProduceError,
     ProducerBuildError, Routes, ROUTE_TOPIC_SUFFIX,
@@ -184,6 +185,7 @@ async fn forced_moves_a_to_b_to_c_are_fenced_and_lose_nothing() {
     let (topic, partitions) = ("forced-moves", 4);
     let broker = broker_with_topic(topic, partitions);
     let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
+        .routes(Routes::Durable(None))
         .strategy("hash")
         .partitions(partitions)
         .build()
@@ -521,6 +523,7 @@ async fn a_fence_that_cannot_be_written_fails_the_held_records() {
     // The producer believes in 8 partitions, so a key whose home is beyond 1 has its fence
     // written to a partition that does not exist.
     let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
+        .routes(Routes::Durable(None))
         .partitions(8)
         .fence_attempts(2)
         .fence_backoff(Duration::from_millis(10))
@@ -638,6 +641,7 @@ async fn a_full_librdkafka_queue_keeps_order_and_loses_nothing() {
     let broker = broker_with_topic(topic, partitions);
     // A tiny local queue: most sends find it full, so decided records go through the backlog.
     let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
+        .routes(Routes::Durable(None))
         .property("queue.buffering.max.messages", "5")
         .build()
         .expect("producer");
@@ -720,6 +724,7 @@ async fn a_refused_record_back_home_keeps_the_header_for_the_next() {
     let (topic, partitions) = ("refused-home", 3);
     let broker = broker_with_topic(topic, partitions);
     let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
+        .routes(Routes::Durable(None))
         .partitions(partitions)
         .property("message.max.bytes", "1000")
         .build()
@@ -824,6 +829,7 @@ async fn durable_routes_survive_a_new_producer_and_ephemeral_ones_do_not() {
     let away = (home + 2) % partitions;
     {
         let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
+            .routes(Routes::Durable(None))
             .partitions(partitions)
             .build()
             .expect("producer");
@@ -869,6 +875,7 @@ async fn durable_routes_survive_a_new_producer_and_ephemeral_ones_do_not() {
 
     // A new producer with durable routes continues the recorded set, then fences it home.
     let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
+        .routes(Routes::Durable(None))
         .partitions(partitions)
         .build()
         .expect("producer");
@@ -893,6 +900,104 @@ async fn durable_routes_survive_a_new_producer_and_ephemeral_ones_do_not() {
             fence_offset: fence_away.offset
         })
     );
+}
+
+/// Upgrading from durable routes: coordinated producers (the default) continue the set a
+/// durable producer left in `<topic>.keyshift-routes`, and once they have moved a key through
+/// their control log a durable producer of the topic is refused (it would not see the move).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinated_producers_continue_durable_routes_and_refuse_durable_ones_after() {
+    let (topic, partitions) = ("upgrade-routes", 3);
+    let broker = broker_with_topic(topic, partitions);
+    let key = b"location_5".to_vec();
+    let home = kafka_partition(&key, partitions);
+    let away = (home + 2) % partitions;
+    let durable = || {
+        KeyshiftProducer::builder(broker.client_settings(), topic)
+            .routes(Routes::Durable(None))
+            .partitions(partitions)
+            .build()
+    };
+    {
+        let producer = durable().expect("durable producer");
+        producer.move_key(&key, away).expect("valid partition");
+        let d = producer.send(&key, b"0", Vec::new()).await.expect("sent");
+        assert_eq!(d.partition, away);
+    }
+    let set_1 = read_routes(&broker, topic)[&key].route;
+
+    let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
+        .partitions(partitions)
+        .build()
+        .expect("coordinated producer");
+    assert!(
+        producer.stats().coordination.is_some(),
+        "coordinated by default"
+    );
+    assert_eq!(
+        producer.current_partition(&key),
+        away,
+        "the durable route goes on"
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while !producer.stats().coordination.is_some_and(|c| c.decider) {
+        assert!(Instant::now() < deadline, "the lone producer never decided");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d = producer.send(&key, b"1", Vec::new()).await.expect("sent");
+    assert_eq!(d.partition, away);
+    // The decider moves it home: a commit in the control log, from the continued set.
+    producer
+        .move_key(&key, home)
+        .expect("the decider moves keys");
+    let mut seq = 2;
+    while producer.current_partition(&key) != home {
+        assert!(Instant::now() < deadline, "the move home never committed");
+        producer
+            .send(&key, seq.to_string().as_bytes(), Vec::new())
+            .await
+            .expect("sent");
+        seq += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d = producer
+        .send(&key, seq.to_string().as_bytes(), Vec::new())
+        .await
+        .expect("sent");
+    assert_eq!(d.partition, home);
+    drop(producer);
+
+    let logs = read_all(&broker, topic, partitions);
+    assert!(
+        of_key(&logs, &key, away)
+            .iter()
+            .filter(|r| r.fence.is_none())
+            .all(|r| r.route == Some(set_1)),
+        "the coordinated producer sent the key in the durable set"
+    );
+    let fence_away = of_key(&logs, &key, away)
+        .into_iter()
+        .find(|r| r.fence.is_some())
+        .expect("a fence closes the continued set");
+    // The first record back home waits for that fence (later ones follow it in the partition).
+    let back = of_key(&logs, &key, home)
+        .into_iter()
+        .find(|r| r.fence.is_none())
+        .expect("records back at home");
+    assert_eq!(
+        back.route,
+        Some(RouteHeader {
+            set_index: 2,
+            from_partition: away,
+            fence_offset: fence_away.offset
+        })
+    );
+
+    let err = durable().expect_err("durable routes would ignore the coordinated move");
+    let text = err.to_string();
+    for part in [CONTROL_TOPIC_SUFFIX, "moved 1 key", "--routes coordinated"] {
+        assert!(text.contains(part), "{part:?} missing from: {text}");
+    }
 }
 
 /// A route topic that cannot be read is a build error naming it, not a fallback to hashing.

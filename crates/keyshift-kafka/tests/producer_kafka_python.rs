@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use keyshift_core::protocol::{FenceHeader, RouteHeader, FENCE_HEADER, FENCE_VALUE, ROUTE_HEADER};
-use keyshift_kafka::{EmbeddedBroker, KeyshiftProducer};
+use keyshift_kafka::{EmbeddedBroker, KeyshiftProducer, Routes};
 
 /// Reads every partition from the beginning and prints one JSON line per record, bytes as hex.
 const CONSUMER: &str = r#"
@@ -81,6 +81,7 @@ async fn keyshift_records_are_read_back_by_kafka_python() {
     broker.create_topic(topic, 3).unwrap();
     let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
         .strategy("hash")
+        .routes(Routes::Durable(None))
         .build()
         .expect("producer");
 

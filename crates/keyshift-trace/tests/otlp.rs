@@ -11,7 +11,9 @@ mod otlp_receiver;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use keyshift_kafka::{DeliveredRecord, EmbeddedBroker, KeyshiftProducer, OrderedConsumerBuilder};
+use keyshift_kafka::{
+    DeliveredRecord, EmbeddedBroker, KeyshiftProducer, OrderedConsumerBuilder, Routes,
+};
 use keyshift_trace::{Protocol, TraceConfig, Tracing};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -290,6 +292,8 @@ fn a_parked_record_shows_its_park_as_a_span_and_an_event() {
     let settings = broker.client_settings().client_id("traced-client");
     let producer = KeyshiftProducer::builder(settings.clone(), topic)
         .partitions(2)
+        // move_key is this single producer's own (no decider to wait for).
+        .routes(Routes::Durable(None))
         .tracing(tracing.clone())
         .build()
         .unwrap();

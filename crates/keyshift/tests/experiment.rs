@@ -262,12 +262,12 @@ fn small_run_of_hash_and_keyshift_loses_nothing_and_keeps_order() {
 
 /// A short skewed run of keyshift alone (5 s of load) with `extra` flags, its JSON written to `dir`: exit
 /// status, stdout and the report.
-fn keyshift_run(dir: &Path, extra: &[&str]) -> (Output, Value) {
+fn keyshift_run(dir: &Path, strategy: &str, extra: &[&str]) -> (Output, Value) {
     let json = dir.join("report.json");
     let mut args = vec![
         "experiment",
         "--strategies",
-        "keyshift",
+        strategy,
         "--partitions",
         "4",
         "--consumers",
@@ -302,12 +302,12 @@ fn keyshift_run(dir: &Path, extra: &[&str]) -> (Output, Value) {
 /// decider; every producer holds a moved key and fences it on the old partition). The report
 /// is the same table plus the coordination figures, and the checker that sees every worker
 /// finds per-key order and serial processing intact across the moves. The negative control:
-/// the same three producers with durable routes, each moving keys on its own, break per-key
-/// order and the run exits 1 saying so.
+/// three producers with durable routes, each moving keys on its own, break per-key order and
+/// the run exits 1 saying so.
 #[test]
 fn three_coordinated_producers_keep_order_and_report_coordination() {
     let dir = temp_dir("experiment-producers");
-    let (out, v) = keyshift_run(&dir, &["--producers", "3"]);
+    let (out, v) = keyshift_run(&dir, "keyshift", &["--producers", "3"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -342,19 +342,35 @@ fn three_coordinated_producers_keep_order_and_report_coordination() {
     assert!(c["hold_count"].as_u64().unwrap() >= committed, "{r}");
     assert!(c["hold_p50_ms"].as_f64().unwrap() > 0.0, "{r}");
 
-    // The negative control.
-    let (out, v) = keyshift_run(&dir, &["--producers", "3", "--routes", "durable"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("move keys each on their own"), "{stderr}");
-    assert!(stderr.contains("correctness problems"), "{stderr}");
-    let r = &v["strategies"][0];
-    assert!(r["coordination"].is_null(), "{r}");
-    assert_eq!(r["consumed"], 4500, "nothing is lost, only order: {r}");
+    // The negative control: three producers moving keys on their own. Today's `keyshift`
+    // settles after a handful of moves, and in about one run of five none of the producers'
+    // independent moves happened to split a key while its records interleaved; so up to three
+    // runs, of which one must show the break (each breaking run also exits 1 saying so).
+    let mut broken = None;
+    for attempt in 1..=3 {
+        let (out, v) = keyshift_run(
+            &dir,
+            "keyshift",
+            &["--producers", "3", "--routes", "durable"],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("move keys each on their own"), "{stderr}");
+        let r = &v["strategies"][0];
+        assert!(r["coordination"].is_null(), "{r}");
+        assert_eq!(r["consumed"], 4500, "nothing is lost, only order: {r}");
+        let problems = r["order_violations"].as_u64().unwrap()
+            + r["concurrent_key_processing"].as_u64().unwrap();
+        eprintln!("negative control, run {attempt}: {problems} violations + concurrent");
+        if problems > 0 {
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(stderr.contains("correctness problems"), "{stderr}");
+            broken = Some(problems);
+            break;
+        }
+    }
     assert!(
-        r["order_violations"].as_u64().unwrap() + r["concurrent_key_processing"].as_u64().unwrap()
-            > 0,
-        "three producers moving keys on their own should break per-key order: {r}"
+        broken.is_some(),
+        "three producers moving keys on their own should break per-key order"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -215,6 +215,23 @@ fn every_grafana_query_names_an_exported_metric() {
         "--metrics-listen",
         "127.0.0.1:0",
     ]);
+    // The autoscaler refuses a group the cluster does not know yet: wait until the worker
+    // has joined it (it owns partitions).
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, body) = http_get(&worker, "/metrics");
+        if parse_metrics(&body)
+            .get("keyshift_worker_owned_partitions")
+            .is_some_and(|&n| n > 0.0)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker joined no group within {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (_lag, lag) = spawn(&[
         "lag",
         "--bootstrap-servers",

@@ -464,6 +464,18 @@ impl ControlLog {
         Self::default()
     }
 
+    /// The state before the first record when keys were already routed before the log began:
+    /// by durable single producers, whose route topic coordinated members read at start (an
+    /// upgrade from `--routes durable`). Every member must seed the same routes, so the seed
+    /// must not change while members run (nothing writes a route topic once its producers are
+    /// coordinated); a commit in the log replaces the seeded route of its key.
+    pub fn with_routes(routes: impl IntoIterator<Item = (Box<[u8]>, RouteEntry)>) -> Self {
+        Self {
+            routes: routes.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
     /// Applies the next record of the log.
     pub fn apply(&mut self, record: &Control) -> Effect {
         match record {

@@ -39,19 +39,24 @@
 //! the barrier would not hold. With `hash` such settings are allowed (logged as a warning) and
 //! [`KeyshiftProducer::move_key`] is refused instead; `pkg` and `unordered` keep no order.
 //!
-//! # Durable routes
-//! With an order-preserving strategy, routes are durable by default ([`Routes::Durable`]):
-//! [`ProducerBuilder::build`] creates (if needed) and reads the route topic
-//! `<topic>.keyshift-routes` to its end and restores the migrator from it; every route change
-//! is written there before the moved key's next records are sent (about one more produce round
-//! trip per move, for that key only). A route topic that cannot be created or read fails the
-//! build ([`ProducerBuildError::RouteState`]). [`Routes::Ephemeral`] keeps routes in memory,
-//! which is unsafe across restarts: a restarted producer sends moved keys home without a fence.
-//! One producer process per topic owns its route topic. Several producers of one topic use
-//! [`Routes::Coordinated`]: they join the topic's control log, one of them decides moves and
-//! every one fences its own records of a moving key (the protocol is
+//! # Route state
+//! With an order-preserving strategy, producers are coordinated by default
+//! ([`Routes::Coordinated`]): every producer of a topic — one process or many instances — joins
+//! the topic's control log `<topic>.keyshift-control`, one of them decides moves and every one
+//! fences its own records of a moving key (the protocol is
 //! [`keyshift_core::protocol::coordinator`]; this crate's side, `member.rs`, moves its bytes).
-//! See `docs/routing.md`.
+//! The log holds the committed routes, so a restarted producer continues every moved key. A
+//! lone producer decides once it has claimed the first term (at once on a new topic; after the
+//! lease, 3 s, when a previous decider's claim is in the log). Routes a durable producer left
+//! in `<topic>.keyshift-routes` are read at build and continued (an upgrade).
+//! [`Routes::Durable`] is the single-producer path: [`ProducerBuilder::build`] creates (if
+//! needed) and reads the route topic `<topic>.keyshift-routes` to its end and restores the
+//! migrator from it; every route change is written there before the moved key's next records
+//! are sent. It is refused while coordinated producers have moved keys of the topic. A route or
+//! control topic that cannot be created or read fails the build
+//! ([`ProducerBuildError::RouteState`]). [`Routes::Ephemeral`] keeps routes in memory, which is
+//! unsafe across restarts: a restarted producer sends moved keys home without a fence. See
+//! `docs/routing.md`.
 //!
 //! # Queue full
 //! librdkafka's local queue is bounded (`queue.buffering.max.messages` / `.kbytes`). A record
@@ -109,6 +114,7 @@ use crate::config::{ClientSettings, Property};
 use crate::control::{ControlTopic, CONTROL_TOPIC_SUFFIX};
 use crate::trace_events::TraceEventSink;
 use engine::{Enqueued, Inner, RuntimeHandle, State, Submitted, QUEUE_FULL_BACKOFF};
+use keyshift_core::protocol::control::ControlLog;
 use keyshift_core::protocol::coordinator::Coordinator;
 use keyshift_trace::Tracing;
 use routes::RouteTopic;
@@ -156,6 +162,7 @@ pub struct ProducerBuilder {
     routes: Routes,
     routes_timeout: Duration,
     coordination: CoordinationConfig,
+    control_settings: Option<ClientSettings>,
 }
 
 impl ProducerBuilder {
@@ -177,12 +184,14 @@ impl ProducerBuilder {
             routes: Routes::default(),
             routes_timeout: DEFAULT_ROUTES_TIMEOUT,
             coordination: CoordinationConfig::default(),
+            control_settings: None,
         }
     }
 
-    /// Where routes of moved keys are kept: [`Routes::Durable`] (default, topic
-    /// `<topic>.keyshift-routes` unless named) or [`Routes::Ephemeral`] (in memory, unsafe
-    /// across restarts). See "Durable routes" in the module docs.
+    /// Where routes of moved keys are kept: [`Routes::Coordinated`] (default, control topic
+    /// `<topic>.keyshift-control` unless named), [`Routes::Durable`] (one producer process,
+    /// route topic `<topic>.keyshift-routes` unless named) or [`Routes::Ephemeral`] (in memory,
+    /// unsafe across restarts). See "Route state" in the module docs.
     pub fn routes(mut self, routes: Routes) -> Self {
         self.routes = routes;
         self
@@ -192,6 +201,15 @@ impl ProducerBuilder {
     /// move timeout (each must be positive).
     pub fn coordination(mut self, config: CoordinationConfig) -> Self {
         self.coordination = config;
+        self
+    }
+
+    /// Client settings for the control topic of [`Routes::Coordinated`] when it is reached
+    /// another way than the data topic: on another cluster (one that lets applications create
+    /// topics, or a small one kept for coordination), or through a proxy. Default: the
+    /// producer's own settings. Every producer of the topic must name the same control topic.
+    pub fn control_settings(mut self, settings: ClientSettings) -> Self {
+        self.control_settings = Some(settings);
         self
     }
 
@@ -312,6 +330,13 @@ impl ProducerBuilder {
             );
         }
         let mut control = None;
+        if self.control_settings.is_some() && !matches!(self.routes, Routes::Coordinated(_)) {
+            return Err(ParamError::new(
+                "control_settings",
+                "only applies to coordinated routes (Routes::Coordinated)",
+            )
+            .into());
+        }
         let (migrator, routes) = match (strategy.preserves_order(), &self.routes) {
             (false, _) => (None, None),
             (true, Routes::Coordinated(name)) => {
@@ -327,13 +352,32 @@ impl ProducerBuilder {
                         return Err(ParamError::new(what, "must be a positive duration").into());
                     }
                 }
-                let (topic, replayed) =
-                    ControlTopic::open(&self.settings, &name, self.routes_timeout).map_err(
-                        |e| ProducerBuildError::RouteState {
-                            topic: name.clone(),
-                            reason: e.to_string(),
-                        },
-                    )?;
+                // Routes a durable producer of this topic left (an upgrade to coordinated
+                // routes): every member seeds its log with them, so moved keys keep their set.
+                let seed = RouteTopic::read_existing(
+                    &self.settings,
+                    format!("{}{ROUTE_TOPIC_SUFFIX}", self.topic),
+                    self.routes_timeout,
+                )?
+                .unwrap_or_default();
+                if !seed.is_empty() {
+                    tracing::info!(
+                        topic = %self.topic,
+                        routed_keys = seed.len(),
+                        "continuing the routes of durable producers from {}{ROUTE_TOPIC_SUFFIX}",
+                        self.topic
+                    );
+                }
+                let (topic, replayed) = ControlTopic::open_seeded(
+                    self.control_settings.as_ref().unwrap_or(&self.settings),
+                    &name,
+                    self.routes_timeout,
+                    ControlLog::with_routes(seed),
+                )
+                .map_err(|e| ProducerBuildError::RouteState {
+                    topic: name.clone(),
+                    reason: e.to_string(),
+                })?;
                 let mut migrator = Migrator::new(partitions, self.strategy_config.hasher)?;
                 for (key, entry) in replayed.log.routes() {
                     migrator.install(key, Some(*entry)).map_err(|e| {
@@ -361,6 +405,29 @@ impl ProducerBuilder {
                 let name = name
                     .clone()
                     .unwrap_or_else(|| format!("{}{ROUTE_TOPIC_SUFFIX}", self.topic));
+                // Coordinated producers of this topic route keys through the control log, which
+                // a durable producer does not read: sending their moved keys by its own routes
+                // could put a key on two partitions at once.
+                let control = format!("{}{CONTROL_TOPIC_SUFFIX}", self.topic);
+                let coordinated =
+                    ControlTopic::replay_existing(&self.settings, &control, self.routes_timeout)
+                        .map_err(|e| ProducerBuildError::RouteState {
+                            topic: control.clone(),
+                            reason: e.to_string(),
+                        })?;
+                if let Some(moved) = coordinated
+                    .map(|log| log.routes().count())
+                    .filter(|&n| n > 0)
+                {
+                    return Err(ProducerBuildError::RouteState {
+                        topic: control,
+                        reason: format!(
+                            "coordinated producers have moved {moved} key(s) of '{}' through it; \
+                             use coordinated routes (`--routes coordinated`) for this topic",
+                            self.topic
+                        ),
+                    });
+                }
                 let (routes, restored) =
                     RouteTopic::open(&self.settings, name, self.routes_timeout)?;
                 let migrator = Migrator::restore(partitions, self.strategy_config.hasher, restored)

@@ -35,7 +35,9 @@ pub const ROUTE_TOPIC_SUFFIX: &str = ".keyshift-routes";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Routes {
     /// Recorded in a compacted topic (`None`: `<topic>.keyshift-routes`) before a moved key's
-    /// new records are sent, and restored at start. The default.
+    /// new records are sent, and restored at start. For one producer process per topic only:
+    /// it moves keys on its own. Refused while coordinated producers have moved keys of the
+    /// topic.
     Durable(Option<String>),
     /// In memory only: a restarted producer forgets which keys it moved and sends them home
     /// without a fence while their older records may be unprocessed — per-key order can break
@@ -43,13 +45,15 @@ pub enum Routes {
     Ephemeral,
     /// Shared by every producer of the topic through the control log (`None`:
     /// `<topic>.keyshift-control`): one member decides moves and all members follow them;
-    /// routes are the log's commits, so restarts keep them too. See `docs/routing.md`.
+    /// routes are the log's commits, so restarts keep them too. The default: a lone producer
+    /// is a group of one, and any instance started beside it joins without a setting. Routes a
+    /// durable producer left in `<topic>.keyshift-routes` are continued. See `docs/routing.md`.
     Coordinated(Option<String>),
 }
 
 impl Default for Routes {
     fn default() -> Self {
-        Routes::Durable(None)
+        Routes::Coordinated(None)
     }
 }
 
@@ -91,6 +95,33 @@ impl RouteTopic {
         };
         let restored = topic.read(settings, &ends, timeout).map_err(err)?;
         Ok((topic, restored))
+    }
+
+    /// Reads the route topic `name` if it exists, without creating it: what coordinated
+    /// producers take over from durable ones (`None` when there is no such topic).
+    pub fn read_existing(
+        settings: &ClientSettings,
+        name: String,
+        timeout: Duration,
+    ) -> Result<Option<Restored>, ProducerBuildError> {
+        let err = |reason: String| ProducerBuildError::RouteState {
+            topic: name.clone(),
+            reason,
+        };
+        let admin = Admin::new(settings).map_err(|e| err(e.to_string()))?;
+        let partitions = match admin.partitions(&name) {
+            Ok(n) => n,
+            Err(AdminError::UnknownTopic { .. }) => return Ok(None),
+            Err(e) => return Err(err(format!("cannot tell whether it exists: {e}"))),
+        };
+        let ends = admin
+            .end_offsets(&name)
+            .map_err(|e| err(format!("cannot read its end offsets: {e}")))?;
+        let topic = RouteTopic {
+            name: name.clone(),
+            partitions,
+        };
+        topic.read(settings, &ends, timeout).map(Some).map_err(err)
     }
 
     /// Reads every partition from the beginning up to `ends`; the last value per key wins.

@@ -52,7 +52,8 @@ pub enum HasherArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RoutesArg {
     /// In a compacted route topic, written before a moved key's new records and read at start:
-    /// a restarted producer continues every moved key's route.
+    /// a restarted producer continues every moved key's route. One producer process per topic
+    /// only; refused once coordinated producers have moved keys of the topic.
     Durable,
     /// In memory only (no route topic). UNSAFE across restarts: a restarted producer sends
     /// moved keys home without a fence while their older records may be unprocessed, so
@@ -61,7 +62,7 @@ pub enum RoutesArg {
     /// Shared by every producer of the topic (gateway replicas, loadgen processes) through a
     /// compacted single-partition control topic: one producer decides moves, all follow them,
     /// each moved key waits for every producer's records on its old partition. Survives
-    /// restarts like `durable`.
+    /// restarts; continues routes left by `durable` producers. The default.
     Coordinated,
 }
 
@@ -69,19 +70,27 @@ pub enum RoutesArg {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Route state")]
 pub struct RouteFlags {
-    /// Where the routes of moved keys are kept (order-preserving strategies). `durable`
-    /// records every route change in a compacted topic before the moved key's next records
-    /// and restores them at start; a route topic that cannot be created or read stops the
-    /// start. `ephemeral` keeps them in memory: unsafe across restarts. `coordinated` lets
-    /// several producers of one topic move keys as one, through the control topic
+    /// Where the routes of moved keys are kept (order-preserving strategies). `coordinated`
+    /// (the default) lets every producer of a topic — this one and any replica started beside
+    /// it — move keys as one, through the control topic, which also keeps the routes across
+    /// restarts. `durable` records every route change in a route topic of this producer alone
+    /// (one producer process per topic). `ephemeral` keeps them in memory: unsafe across
+    /// restarts. A route or control topic that cannot be created or read stops the start
     /// (see docs/routing.md).
-    #[arg(long, value_enum, default_value_t = RoutesArg::Durable)]
+    #[arg(long, value_enum, default_value_t = RoutesArg::Coordinated)]
     routes: RoutesArg,
 
     /// Route topic for --routes durable [default: <topic>.keyshift-routes], control topic for
     /// --routes coordinated [default: <topic>.keyshift-control].
     #[arg(long, value_name = "TOPIC")]
     routes_topic: Option<String>,
+
+    /// --routes coordinated: bootstrap servers of the cluster that holds the control topic,
+    /// when it is not the data topic's (a cluster that lets applications create topics, or
+    /// the control topic reached through a proxy); the same client properties (-X) apply.
+    /// Every producer of the topic must use the same [default: --bootstrap-servers].
+    #[arg(long, value_name = "HOST:PORT,...")]
+    control_bootstrap_servers: Option<String>,
 
     /// --routes coordinated: seconds of silence after which another producer takes over the
     /// decision of moves from the deciding one [default: 3].
@@ -103,6 +112,12 @@ pub struct RouteFlags {
 impl RouteFlags {
     /// The coordination timeouts; refused unless the routes are coordinated.
     pub fn coordination(&self) -> Result<CoordinationConfig, FlagError> {
+        if self.routes != RoutesArg::Coordinated && self.control_bootstrap_servers.is_some() {
+            return Err(FlagError::new(
+                "--control-bootstrap-servers",
+                "only applies with --routes coordinated",
+            ));
+        }
         let given = [
             ("--coordination-lease", self.coordination_lease),
             (
@@ -129,6 +144,22 @@ impl RouteFlags {
             member_timeout: secs(self.coordination_member_timeout, d.member_timeout),
             move_timeout: secs(self.coordination_move_timeout, d.move_timeout),
         })
+    }
+
+    /// The client settings of the control topic: `settings` on the other bootstrap servers
+    /// of --control-bootstrap-servers, if given.
+    pub fn control_settings(
+        &self,
+        settings: &ClientSettings,
+    ) -> Result<Option<ClientSettings>, FlagError> {
+        match self.control_bootstrap_servers.as_deref().map(str::trim) {
+            None => Ok(None),
+            Some("") => Err(FlagError::new(
+                "--control-bootstrap-servers",
+                "expected host:port[,host:port...]",
+            )),
+            Some(servers) => Ok(Some(settings.with_bootstrap_servers(servers))),
+        }
     }
 
     /// The producer's route setting.
@@ -272,6 +303,7 @@ impl StrategyFlags {
         configure: impl FnOnce(ProducerBuilder) -> ProducerBuilder,
     ) -> anyhow::Result<(KeyshiftProducer, u32, StrategyConfig)> {
         let coordination = routes.coordination()?;
+        let control_settings = routes.control_settings(&settings)?;
         let routes = routes.routes()?;
         let admin = Admin::new(&settings)?;
         let partitions = match partitions {
@@ -286,15 +318,16 @@ impl StrategyFlags {
         drop(admin);
         let config = self.resolve(&[strategy.to_owned()], partitions)?;
         let producer = runtime.block_on(async {
-            configure(
-                KeyshiftProducer::builder(settings, topic)
-                    .strategy(strategy)
-                    .strategy_config(config)
-                    .partitions(partitions)
-                    .routes(routes)
-                    .coordination(coordination),
-            )
-            .build()
+            let mut builder = KeyshiftProducer::builder(settings, topic)
+                .strategy(strategy)
+                .strategy_config(config)
+                .partitions(partitions)
+                .routes(routes)
+                .coordination(coordination);
+            if let Some(control) = control_settings {
+                builder = builder.control_settings(control);
+            }
+            configure(builder).build()
         })?;
         Ok((producer, partitions, config))
     }
@@ -396,7 +429,16 @@ mod tests {
         let c = f.coordination().unwrap();
         assert_eq!(c.move_timeout, Duration::from_millis(4500));
         assert_eq!(c.lease, CoordinationConfig::default().lease);
-        let err = parse(&["--coordination-lease", "2"])
+        // Coordinated is the default: the timeouts apply without --routes.
+        assert_eq!(parse(&[]).routes().unwrap(), Routes::Coordinated(None));
+        assert_eq!(
+            parse(&["--coordination-lease", "2"])
+                .coordination()
+                .unwrap()
+                .lease,
+            Duration::from_secs(2)
+        );
+        let err = parse(&["--routes", "durable", "--coordination-lease", "2"])
             .coordination()
             .unwrap_err();
         assert!(err.to_string().contains("--coordination-lease"), "{err}");
@@ -406,5 +448,33 @@ mod tests {
             .routes()
             .unwrap_err();
         assert!(err.to_string().contains("--routes-topic"), "{err}");
+    }
+
+    #[test]
+    fn the_control_topic_may_be_reached_elsewhere() {
+        let data = ClientSettings::new("data:9092").client_id("app");
+        assert!(parse(&[]).control_settings(&data).unwrap().is_none());
+        let control = parse(&["--control-bootstrap-servers", " proxy:9192 "])
+            .control_settings(&data)
+            .unwrap()
+            .expect("other settings");
+        assert_eq!(control.bootstrap_servers(), "proxy:9192");
+        assert_eq!(control.get_client_id(), "app");
+        let err = parse(&["--control-bootstrap-servers", " "])
+            .control_settings(&data)
+            .unwrap_err();
+        assert!(err.to_string().contains("host:port"), "{err}");
+        let err = parse(&[
+            "--routes",
+            "durable",
+            "--control-bootstrap-servers",
+            "proxy:9192",
+        ])
+        .coordination()
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("--control-bootstrap-servers"),
+            "{err}"
+        );
     }
 }

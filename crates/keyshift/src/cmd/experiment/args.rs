@@ -49,7 +49,13 @@ pub const DEFAULT_RECORDS: u64 = 10_000;
                   drain until every record is processed. Reports throughput, end-to-end latency \
                   (scheduled send → processed) quantiles, per-partition load and imbalance, \
                   migrations, park time, per-key order violations, duplicates and lost records, \
-                  and writes an HTML page with plots.\n\nWithout --bootstrap-servers it starts \
+                  and writes an HTML page with plots.\n\nWith --producers N the load is \
+                  spread over N producers (each its own clients and strategy state, as \
+                  application instances or gateway replicas are); they coordinate through the \
+                  topic's control log (one decides moves, every one fences its own records of a \
+                  moving key) and the report adds coordination figures: moves proposed, \
+                  committed and aborted, decider claims, how long a moved key was held, the \
+                  produce round trip.\n\nWithout --bootstrap-servers it starts \
                   an embedded broker (tansu, sqlite storage) in the process; with it, each \
                   strategy gets a fresh topic <prefix>-<strategy>-<run id> on that cluster, \
                   left in place afterwards.\n\nExits 1 after printing the report if a record \
@@ -109,18 +115,18 @@ pub struct ExperimentArgs {
     /// connections, own strategy state), as application instances or gateway replicas are.
     /// Each record goes to a randomly chosen one, except that a key's records stay with one
     /// producer while any of them is unacknowledged (as an application orders a key's
-    /// requests). With more than one, order-preserving strategies run with coordinated routes
-    /// (`--routes coordinated` of the gateway: one decider moves keys, every producer holds a
-    /// moved key and fences it), and the report adds coordination figures.
+    /// requests). The producers of an order-preserving strategy coordinate (one decider moves
+    /// keys, every producer holds a moved key and fences it), and the report adds coordination
+    /// figures.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64), default_value_t = 1)]
     producers: u32,
 
-    /// Where the producers keep the routes of moved keys (`keyshift gateway --routes`)
-    /// [default: durable with one producer, coordinated with several]. Several producers with
-    /// durable or ephemeral routes move keys each on their own: per-key order breaks, and the
-    /// run shows it (a negative control).
-    #[arg(long, value_enum)]
-    routes: Option<RoutesArg>,
+    /// Where the producers keep the routes of moved keys (`keyshift gateway --routes`).
+    /// `durable` is the single-producer path (compare its cost with the default); several
+    /// producers with durable or ephemeral routes move keys each on their own: per-key order
+    /// breaks, and the run shows it (a negative control).
+    #[arg(long, value_enum, default_value_t = RoutesArg::Coordinated)]
+    routes: RoutesArg,
 
     /// Kafka bootstrap servers; without it an embedded broker is started in the process.
     #[arg(long, value_name = "HOST:PORT,...")]
@@ -246,11 +252,10 @@ impl ExperimentArgs {
             strategies,
             config,
             producers: self.producers,
-            routes: match (self.routes, self.producers) {
-                (None, 1) => Routes::default(),
-                (None, _) | (Some(RoutesArg::Coordinated), _) => Routes::Coordinated(None),
-                (Some(RoutesArg::Durable), _) => Routes::Durable(None),
-                (Some(RoutesArg::Ephemeral), _) => Routes::Ephemeral,
+            routes: match self.routes {
+                RoutesArg::Coordinated => Routes::Coordinated(None),
+                RoutesArg::Durable => Routes::Durable(None),
+                RoutesArg::Ephemeral => Routes::Ephemeral,
             },
             bootstrap_servers: self.bootstrap_servers.map(|b| b.trim().to_string()),
             properties: self.properties,

@@ -46,13 +46,14 @@ const FEEDBACK_INTERVAL: Duration = Duration::from_secs(2);
                   Prometheus metrics (records, bytes, per-partition records, hot keys, \
                   migrations, fence round trip, delivery errors), GET /healthz a health probe. \
                   SIGINT/SIGTERM stop it gracefully: in-flight requests finish and the producer \
-                  is flushed.\n\nRoutes of moved keys are durable by default: recorded in \
-                  <topic>.keyshift-routes before the moved key's next records and restored at \
-                  start, so a restarted (even kill -9'd) gateway keeps per-key order; \
-                  --routes ephemeral keeps them in memory, which is unsafe across restarts. \
-                  Several replicas of one topic must run with --routes coordinated: they move \
-                  keys as one through <topic>.keyshift-control (one decides, all fence their \
-                  own records of a moving key), and /metrics shows each one's role."
+                  is flushed.\n\nReplicas of one topic coordinate by default (--routes \
+                  coordinated): they move keys as one through <topic>.keyshift-control (one \
+                  decides, all fence their own records of a moving key, a moved key waits for \
+                  all of them), which also keeps the routes across restarts, so a restarted \
+                  (even kill -9'd) gateway keeps per-key order; /metrics shows each one's role. \
+                  --routes durable keeps routes in <topic>.keyshift-routes for one gateway \
+                  alone; --routes ephemeral keeps them in memory, which is unsafe across \
+                  restarts."
 )]
 pub struct GatewayArgs {
     /// Kafka bootstrap servers, host:port[,host:port...].
