@@ -86,15 +86,7 @@ impl RouteTopic {
             Err(AdminError::PartitionMismatch { existing, .. }) => existing,
             Err(e) => return Err(err(format!("cannot create it: {e}"))),
         };
-        let ends = admin
-            .end_offsets(&name)
-            .map_err(|e| err(format!("cannot read its end offsets: {e}")))?;
-        let topic = RouteTopic {
-            name: name.clone(),
-            partitions,
-        };
-        let restored = topic.read(settings, &ends, timeout).map_err(err)?;
-        Ok((topic, restored))
+        Self::read_whole(settings, &admin, name.clone(), partitions, timeout).map_err(err)
     }
 
     /// Reads the route topic `name` if it exists, without creating it: what coordinated
@@ -114,14 +106,25 @@ impl RouteTopic {
             Err(AdminError::UnknownTopic { .. }) => return Ok(None),
             Err(e) => return Err(err(format!("cannot tell whether it exists: {e}"))),
         };
+        Self::read_whole(settings, &admin, name.clone(), partitions, timeout)
+            .map(|(_, restored)| Some(restored))
+            .map_err(err)
+    }
+
+    /// The topic `name` of `partitions`, read from the beginning to its current end.
+    fn read_whole(
+        settings: &ClientSettings,
+        admin: &Admin,
+        name: String,
+        partitions: u32,
+        timeout: Duration,
+    ) -> Result<(Self, Restored), String> {
         let ends = admin
             .end_offsets(&name)
-            .map_err(|e| err(format!("cannot read its end offsets: {e}")))?;
-        let topic = RouteTopic {
-            name: name.clone(),
-            partitions,
-        };
-        topic.read(settings, &ends, timeout).map(Some).map_err(err)
+            .map_err(|e| format!("cannot read its end offsets: {e}"))?;
+        let topic = RouteTopic { name, partitions };
+        let restored = topic.read(settings, &ends, timeout)?;
+        Ok((topic, restored))
     }
 
     /// Reads every partition from the beginning up to `ends`; the last value per key wins.
