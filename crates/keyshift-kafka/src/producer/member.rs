@@ -217,11 +217,20 @@ impl Inner {
         self.runtime.handle.spawn(async move {
             match future.await {
                 Ok(Ok(delivery)) => {
+                    let mut guard = inner.lock();
+                    let st = &mut *guard;
                     // A produce round trip: the unit a moved key's hold time is judged in.
-                    inner
-                        .lock()
-                        .fence_rtt
-                        .record_secs(started.elapsed().as_secs_f64());
+                    st.fence_rtt.record_secs(started.elapsed().as_secs_f64());
+                    // The decider counts its own fence at once and writes no ready.
+                    if st
+                        .coord
+                        .as_mut()
+                        .is_some_and(|c| c.own_fence_acked(id, delivery.offset))
+                    {
+                        inner.decide(st);
+                        return;
+                    }
+                    drop(guard);
                     inner.control_write(Control::Ready {
                         id,
                         member: me,
