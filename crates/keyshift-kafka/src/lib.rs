@@ -9,7 +9,12 @@
 //! - [`producer`]: [`KeyshiftProducer`], any strategy of the core in front of an idempotent
 //!   producer, with fenced migration when a key moves;
 //! - [`consumer`]: [`OrderedConsumer`], a consumer-group member that delivers records in
-//!   per-key order across fenced migrations (the core's order gate on a real consumer);
+//!   per-key order across fenced migrations (the core's order gate on a real consumer),
+//!   up to a configurable number of records at once, never two of one key;
+//! - [`forward`]: [`HttpForward`], an ordered consumer's handler that posts each record to an
+//!   HTTP endpoint, for applications in any language (`keyshift worker --forward`), and
+//!   [`exec`]: [`ExecHandler`], one that exchanges JSON lines with a long-lived subprocess
+//!   (`keyshift worker --exec`);
 //! - [`trace_events`]: [`TraceEventSink`], kafka-tracing-interceptor events to `_tracing`
 //!   (the producer and consumer also take a `keyshift_trace::Tracing` for OTLP spans);
 //! - [`broker`]: [`EmbeddedBroker`], an in-process tansu broker so that everything runs with
@@ -24,7 +29,9 @@ pub mod broker;
 pub mod config;
 pub mod consumer;
 pub mod control;
+pub mod exec;
 pub mod feedback;
+pub mod forward;
 pub mod lag;
 pub mod producer;
 mod reader;
@@ -37,10 +44,12 @@ pub use broker::{
 };
 pub use config::{ClientSettings, ConfigError, Property};
 pub use consumer::{
-    BlockedKey, ConsumerError, ConsumerStats, DeliveredRecord, HandlerError, OrderedConsumer,
-    OrderedConsumerBuilder, ParkPolicy, RecordHandler, StatsSnapshot, StopHandle,
+    AsyncRecordHandler, BlockedKey, ConsumerError, ConsumerStats, DeliveredRecord, HandlerError,
+    OrderedConsumer, OrderedConsumerBuilder, ParkPolicy, RecordHandler, StatsSnapshot, StopHandle,
 };
+pub use exec::ExecHandler;
 pub use feedback::{FeedbackError, FeedbackLoop};
+pub use forward::{record_json, ForwardError, HttpForward};
 pub use producer::{
     CoordinationConfig, CoordinationStats, Delivery, KeyshiftProducer, PendingDelivery,
     ProduceError, ProducerBuildError, ProducerBuilder, ProducerStats, Routes, ROUTE_TOPIC_SUFFIX,

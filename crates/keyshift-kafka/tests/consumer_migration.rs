@@ -223,3 +223,150 @@ fn a_killed_member_loses_nothing_and_the_survivors_keep_key_order() {
     assert_eq!(s1.stats().snapshot().order_violations, 0);
     s1.stop().unwrap();
 }
+
+/// A witness inside the handlers: which keys are being processed right now, how many records
+/// are, and the most that ever were at once.
+#[derive(Clone, Default)]
+struct Inside(Arc<Mutex<InsideState>>);
+
+#[derive(Default)]
+struct InsideState {
+    keys: std::collections::HashSet<String>,
+    running: usize,
+    most: usize,
+    overlaps: usize,
+}
+
+impl Inside {
+    fn enter(&self, r: &DeliveredRecord) -> String {
+        let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+        let mut s = self.0.lock().unwrap();
+        if !s.keys.insert(key.clone()) {
+            s.overlaps += 1;
+        }
+        s.running += 1;
+        s.most = s.most.max(s.running);
+        key
+    }
+
+    fn leave(&self, key: &str) {
+        let mut s = self.0.lock().unwrap();
+        s.keys.remove(key);
+        s.running -= 1;
+    }
+
+    fn most_and_overlaps(&self) -> (usize, usize) {
+        let s = self.0.lock().unwrap();
+        (s.most, s.overlaps)
+    }
+}
+
+/// Per-key concurrency: two members with 8 slots each — one with a synchronous handler per
+/// slot (`spawn_each`), one with an asynchronous handler (`spawn_async`) — process a load of
+/// many keys while a hot key moves A → B → C. Each handler checks itself that no key is
+/// inside two of its slots at once, and a serial check shared by both members sees every
+/// handler call; the global log is checked for per-key order. The witnesses must also see
+/// several records in flight at once, so a consumer that ignored its concurrency would fail.
+#[test]
+fn concurrent_slots_keep_key_order_and_never_run_one_key_twice_at_once() {
+    let broker = EmbeddedBroker::start().expect("broker");
+    let topic = "slots";
+    let group = "slots-group";
+    broker.create_topic(topic, 3).unwrap();
+    let log = SeenLog::default();
+    let serial = Arc::new(Mutex::new(keyshift_core::serial::SerialCheck::new()));
+    let service = Duration::from_millis(3);
+    let settings = |name: &str| {
+        broker
+            .client_settings()
+            .client_id(name)
+            .parse_properties(["max.poll.interval.ms=10000"])
+            .unwrap()
+    };
+    let builder = |name: &str| {
+        keyshift_kafka::OrderedConsumerBuilder::new(&settings(name), group, topic)
+            .session_timeout(Duration::from_secs(10))
+            .thread_name(name)
+            .shared_serial_check(Arc::clone(&serial))
+            .concurrency(8)
+    };
+
+    let sync_inside = Inside::default();
+    let threads = {
+        let (inside, log) = (sync_inside.clone(), log.clone());
+        builder("threads")
+            .spawn_each(move |_slot| {
+                let (inside, log) = (inside.clone(), log.clone());
+                move |r: &DeliveredRecord| {
+                    let key = inside.enter(r);
+                    std::thread::sleep(service);
+                    inside.leave(&key);
+                    log.push("threads", r);
+                    Ok::<(), std::convert::Infallible>(())
+                }
+            })
+            .expect("consumer with a handler per slot starts")
+    };
+    wait_until("the first member to own all partitions", || {
+        threads.stats().snapshot().owned_partitions == 3
+    });
+    let async_inside = Inside::default();
+    let tasks = {
+        let (inside, log) = (async_inside.clone(), log.clone());
+        builder("tasks")
+            .spawn_async(move |r: DeliveredRecord| {
+                let (inside, log) = (inside.clone(), log.clone());
+                async move {
+                    let key = inside.enter(&r);
+                    tokio::time::sleep(service).await;
+                    inside.leave(&key);
+                    log.push("tasks", &r);
+                    Ok::<(), std::convert::Infallible>(())
+                }
+            })
+            .expect("consumer with an async handler starts")
+    };
+    wait_until("both members to own partitions", || {
+        threads.stats().snapshot().owned_partitions > 0
+            && tasks.stats().snapshot().owned_partitions > 0
+    });
+
+    let mut producer = FencedProducer::new(&broker, topic, 3);
+    let [_, b, c] = chain(&producer);
+    let records = 1500;
+    produce_with_moves(&mut producer, records, &[(400, b), (900, c)]);
+    assert_eq!(producer.fences.len(), 2);
+    wait_until("every record processed", || log.distinct() == records);
+
+    let check = log.check();
+    assert_eq!(check.violations(), 0, "per-key order violations");
+    assert_eq!(check.missing(), 0, "records lost");
+    assert_eq!(
+        check.duplicates(),
+        0,
+        "nobody died: nothing processed twice"
+    );
+    let serial = serial.lock().unwrap();
+    assert_eq!(serial.overlaps(), 0, "{:?}", serial.first_overlap());
+    drop(serial);
+    let (sync_most, sync_overlaps) = sync_inside.most_and_overlaps();
+    let (async_most, async_overlaps) = async_inside.most_and_overlaps();
+    eprintln!(
+        "slots: {records} records; most in flight at once: {sync_most} (threads), {async_most} (async)"
+    );
+    assert_eq!((sync_overlaps, async_overlaps), (0, 0));
+    assert!(
+        sync_most > 1 && async_most > 1,
+        "several records must be in flight at once: {sync_most} / {async_most}"
+    );
+    assert!(
+        sync_most <= 8 && async_most <= 8,
+        "never more than the slots"
+    );
+    for m in [&threads, &tasks] {
+        let s = m.stats().snapshot();
+        assert_eq!((s.order_violations, s.concurrent_key_processing), (0, 0));
+    }
+    threads.stop().unwrap();
+    tasks.stop().unwrap();
+}

@@ -238,3 +238,186 @@ fn futures_executor_block_on(f: rdkafka::producer::DeliveryFuture) {
         .map_err(|(e, _)| e)
         .expect("delivered");
 }
+
+/// `keyshift worker --forward` with the Python example handler (standard library
+/// `http.server`, threaded) as the application: every record reaches it once with the
+/// documented JSON fields, each key's records in order and never two at once while many
+/// requests are in flight; the handler's 500s count as handler errors; SIGTERM commits
+/// everything.
+#[test]
+fn worker_forwards_records_to_an_http_handler_in_key_order_with_concurrency() {
+    let broker = EmbeddedBroker::start().expect("broker");
+    let topic = "forwarded";
+    broker.create_topic(topic, 4).unwrap();
+    let (keys, per_key) = (20u64, 20u64);
+    let total = produce_sequences(&broker, topic, keys, per_key);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/python/forward_handler.py"
+    );
+    let (_handler, handler_addr) = spawn_listening(Command::new("python3").args([
+        script,
+        "--port",
+        "0",
+        "--service-ms",
+        "5",
+        "--fail-key",
+        "k3",
+    ]));
+    let (mut worker, addr) = spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_keyshift"))
+            .args(["worker", "--bootstrap-servers", broker.bootstrap_servers()])
+            .args(["--topic", topic, "--group", "forwarders"])
+            .args(["--forward", &format!("http://{handler_addr}/records")])
+            .args(["--concurrency", "16", "--metrics-listen", "127.0.0.1:0"]),
+    );
+    let body = wait_for_processed(&addr, total);
+    let (status, report) = http_get(&handler_addr, "/report");
+    assert!(status.contains("200"), "{status}");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("report is JSON");
+    eprintln!("forward: {report}");
+    assert_eq!(report["received"], total, "{report}");
+    assert_eq!(report["distinct"], total, "{report}");
+    assert_eq!(report["keys"], keys, "{report}");
+    for zero in ["overlaps", "out_of_order", "repeats", "malformed"] {
+        assert_eq!(report[zero], 0, "{zero}: {report}");
+    }
+    assert_eq!(report["failed"], per_key, "{report}");
+    assert!(
+        report["max_in_flight"].as_u64().unwrap() > 1,
+        "requests ran one at a time: {report}"
+    );
+    assert_eq!(
+        sample(&body, "keyshift_worker_handler_errors_total"),
+        Some(per_key as f64),
+        "{body}"
+    );
+    let status = signal_and_wait(&mut worker.0, "-TERM", "worker");
+    assert!(status.success(), "worker exit status {status}");
+    let committed = broker
+        .admin()
+        .committed_offsets("forwarders", topic, 4)
+        .unwrap();
+    let ends = broker.admin().end_offsets(topic).unwrap();
+    assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>());
+}
+
+/// Produces `per_key` records to each of `keys` keys `k0`, `k1`…, each record's value its
+/// sequence number within its key as text (what the example handlers check); returns the count.
+fn produce_sequences(broker: &EmbeddedBroker, topic: &str, keys: u64, per_key: u64) -> u64 {
+    let producer: FutureProducer = broker.client_settings().producer_config().create().unwrap();
+    let mut pending = Vec::new();
+    for seq in 0..per_key {
+        for k in 0..keys {
+            pending.push(
+                producer
+                    .send_result(
+                        FutureRecord::to(topic)
+                            .key(&format!("k{k}"))
+                            .payload(&seq.to_string()),
+                    )
+                    .map_err(|(e, _)| e)
+                    .unwrap(),
+            );
+        }
+    }
+    for f in pending {
+        futures_executor_block_on(f);
+    }
+    keys * per_key
+}
+
+/// Polls the worker's `/metrics` until it processed `total` records; returns the exposition.
+fn wait_for_processed(addr: &str, total: u64) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, body) = http_get(addr, "/metrics");
+        if sample(&body, "keyshift_worker_processed_records_total") == Some(total as f64) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker did not process {total} records:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `keyshift worker --exec` with the Python example handler as a long-lived subprocess: JSON
+/// lines in, answers out of order by id, 16 records in flight and never two of one key. The
+/// handler exits after 150 answers; the worker starts it again, the records it left unanswered
+/// count as handler errors (at most the 16 in flight per exit), and every record is either done
+/// by one of the processes or such an error.
+#[test]
+fn worker_hands_records_to_an_exec_subprocess_and_restarts_it() {
+    let broker = EmbeddedBroker::start().expect("broker");
+    let topic = "exec";
+    broker.create_topic(topic, 4).unwrap();
+    let total = produce_sequences(&broker, topic, 20, 20);
+    let reports = std::env::temp_dir().join(format!("keyshift-exec-{}", std::process::id()));
+    std::fs::create_dir_all(&reports).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/python/exec_handler.py"
+    );
+    let command = format!(
+        "python3 {script} --service-ms 5 --exit-after 150 --report-dir {}",
+        reports.display()
+    );
+    let (mut worker, addr) = spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_keyshift"))
+            .args(["worker", "--bootstrap-servers", broker.bootstrap_servers()])
+            .args(["--topic", topic, "--group", "execs", "--exec", &command])
+            .args(["--concurrency", "16", "--metrics-listen", "127.0.0.1:0"]),
+    );
+    let body = wait_for_processed(&addr, total);
+    let errors = sample(&body, "keyshift_worker_handler_errors_total").unwrap() as u64;
+    let status = signal_and_wait(&mut worker.0, "-TERM", "worker");
+    assert!(status.success(), "worker exit status {status}");
+    // The second process writes its last report when the worker's stop closes its input.
+    let deadline = Instant::now() + PATIENCE;
+    let seen: Vec<serde_json::Value> = loop {
+        let seen: Vec<serde_json::Value> = std::fs::read_dir(&reports)
+            .unwrap()
+            .filter_map(|e| {
+                let path = e.unwrap().path();
+                (path.extension()? == "json")
+                    .then(|| serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
+            })
+            .collect();
+        let done: u64 = seen.iter().map(|r| r["distinct"].as_u64().unwrap()).sum();
+        if done + errors >= total || Instant::now() > deadline {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("exec: {errors} handler errors; reports {seen:?}");
+    // 400 records, and each process exits after 150 answers: three processes.
+    assert!(
+        seen.len() >= 2,
+        "the handler exited and was started again: {seen:?}"
+    );
+    let exits = seen.len() as u64 - 1;
+    for r in &seen {
+        for zero in ["overlaps", "out_of_order", "repeats", "malformed"] {
+            assert_eq!(r[zero], 0, "{zero}: {r}");
+        }
+        assert!(
+            r["max_in_flight"].as_u64().unwrap() > 1,
+            "one at a time: {r}"
+        );
+    }
+    assert!(
+        errors <= 16 * exits,
+        "only records in flight at an exit fail: {errors} after {exits} exits"
+    );
+    let done: u64 = seen.iter().map(|r| r["distinct"].as_u64().unwrap()).sum();
+    assert!(
+        done + errors >= total,
+        "done {done} + failed {errors} < {total}"
+    );
+    std::fs::remove_dir_all(&reports).unwrap();
+    let committed = broker.admin().committed_offsets("execs", topic, 4).unwrap();
+    let ends = broker.admin().end_offsets(topic).unwrap();
+    assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>());
+}

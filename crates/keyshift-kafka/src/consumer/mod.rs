@@ -23,9 +23,14 @@
 //!   fence: the member owning that partition commits it promptly after the fence and reports
 //!   each successful commit to the gate, so a lost commit can never let a key's old records be
 //!   replayed after its new ones;
-//! - records are processed one at a time, so each partition is processed sequentially, like a
-//!   single-server worker; a record without a key (null key, not the empty key) has no order to
-//!   keep and never waits for another record;
+//! - up to [`concurrency`](OrderedConsumerBuilder::concurrency) released records are
+//!   processed at once (one by default), never two of one key: the gate releases a key's next
+//!   record only when the previous one is processed, so records of one key run one after
+//!   another in per-key order across partitions and migrations, while other keys fill the other
+//!   slots. Synchronous handlers get a thread each ([`OrderedConsumerBuilder::spawn_each`]),
+//!   asynchronous ones a future per record ([`OrderedConsumerBuilder::spawn_async`]). A record
+//!   without a key (null key, not the empty key) has no order to keep and never waits for
+//!   another record;
 //! - a partition holding more than
 //!   [`max_pending_per_partition`](OrderedConsumerBuilder::max_pending_per_partition)
 //!   unprocessed records that are not parked is paused (fetching stops) until half of them are
@@ -65,16 +70,21 @@
 //! (and a `park <topic>` span when it waited for a migration barrier); with
 //! [`OrderedConsumerBuilder::trace_events`] CONSUME and COMMIT events go to `_tracing`.
 //!
-//! Stopping: [`OrderedConsumer::stop`] commits what is processed and leaves the group, so its
-//! partitions move to other members at once. [`OrderedConsumer::crash`] (for tests and fault
+//! Stopping: [`OrderedConsumer::stop`] lets the records in flight finish, commits what is
+//! processed and leaves the group, so its partitions move to other members at once. A
+//! revocation also waits for the records in flight on the partitions it takes away, then
+//! commits them, so a rebalance redelivers no record this member processed and the next owner
+//! never starts on a key this member is still processing. [`OrderedConsumer::crash`] (for tests and fault
 //! experiments) abandons the member the way a killed process would: no final commit, no
 //! LeaveGroup; the group notices only when its session times out, and the partitions'
 //! unprocessed records are redelivered to the survivors and gated again.
 
 mod run;
+mod slots;
 mod stats;
 
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -187,6 +197,43 @@ where
     }
 }
 
+/// The application, asynchronously: one future per released record, up to the builder's
+/// [`concurrency`](OrderedConsumerBuilder::concurrency) of them at once on a tokio runtime the
+/// consumer owns ([`OrderedConsumerBuilder::spawn_async`]). Never two records of one key at
+/// once, in per-key order; errors count as for [`RecordHandler`]. The future owns what it
+/// needs (clone shared clients into it), like a `tower::Service` call. Implemented for
+/// closures `Fn(DeliveredRecord) -> impl Future<Output = Result<(), E>>`.
+pub trait AsyncRecordHandler: Send + Sync + 'static {
+    /// Processes `record`; the future completes when it is done.
+    fn handle(
+        &self,
+        record: DeliveredRecord,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'static;
+}
+
+impl<F, Fut, E> AsyncRecordHandler for F
+where
+    F: Fn(DeliveredRecord) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<HandlerError>,
+{
+    fn handle(
+        &self,
+        record: DeliveredRecord,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'static {
+        let fut = self(record);
+        async move { fut.await.map_err(Into::into) }
+    }
+}
+
+/// Handlers as the consumer thread gets them.
+pub(crate) enum Slots {
+    /// One thread per handler.
+    Sync(Vec<Box<dyn RecordHandler>>),
+    /// One future per record.
+    Async(slots::AsyncFn),
+}
+
 /// A failure to start or run an ordered consumer; each names the group and topic.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
@@ -268,6 +315,7 @@ pub struct OrderedConsumerBuilder {
     pub(crate) request_timeout: Duration,
     pub(crate) park_timeout: Duration,
     pub(crate) park_policy: ParkPolicy,
+    pub(crate) concurrency: usize,
     pub(crate) shared_check: Option<(Arc<Mutex<SequenceCheck>>, bool)>,
     pub(crate) serial_check: Option<Arc<Mutex<SerialCheck>>>,
     pub(crate) thread_name: Option<String>,
@@ -287,6 +335,7 @@ impl fmt::Debug for OrderedConsumerBuilder {
             .field("max_pending_per_partition", &self.max_pending_per_partition)
             .field("park_timeout", &self.park_timeout)
             .field("park_policy", &self.park_policy)
+            .field("concurrency", &self.concurrency)
             .field("shared_check", &self.shared_check.is_some())
             .field("serial_check", &self.serial_check.is_some())
             .field("tracing", &self.tracing.is_some())
@@ -314,6 +363,7 @@ impl OrderedConsumerBuilder {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             park_timeout: DEFAULT_PARK_TIMEOUT,
             park_policy: ParkPolicy::Wait,
+            concurrency: 1,
             shared_check: None,
             serial_check: None,
             thread_name: None,
@@ -417,10 +467,71 @@ impl OrderedConsumerBuilder {
         self
     }
 
-    /// Creates the consumer, subscribes, and starts its thread, which calls `handler` for each
-    /// released record. Returns once the thread runs; joining the group happens in the
-    /// background.
+    /// Most records processed at once (default 1), never two of one key. With
+    /// [`spawn_each`](Self::spawn_each) that many handlers run on threads of their own; with
+    /// [`spawn_async`](Self::spawn_async) that many futures run at once. Each record in flight
+    /// is one more record a crash may leave unprocessed (it is redelivered); a clean stop or a
+    /// revocation waits for them.
+    pub fn concurrency(mut self, slots: usize) -> Self {
+        self.concurrency = slots;
+        self
+    }
+
+    /// Creates the consumer, subscribes, and starts it with one `handler`, which processes the
+    /// released records one at a time (so [`concurrency`](Self::concurrency) must be 1; use
+    /// [`spawn_each`](Self::spawn_each) or [`spawn_async`](Self::spawn_async) for more).
+    /// Returns once the thread runs; joining the group happens in the background.
     pub fn spawn<H: RecordHandler>(self, handler: H) -> Result<OrderedConsumer, ConsumerError> {
+        if self.concurrency != 1 {
+            return Err(ConsumerError::InvalidOption {
+                option: "concurrency",
+                reason: format!(
+                    "one handler processes one record at a time, so spawn() needs concurrency 1, got {}; use spawn_each (a handler per slot) or spawn_async",
+                    self.concurrency
+                ),
+            });
+        }
+        self.start(Slots::Sync(vec![Box::new(handler)]))
+    }
+
+    /// Like [`spawn`](Self::spawn) with [`concurrency`](Self::concurrency) handlers, made by
+    /// `make(slot)` for slots `0..concurrency`, each on a thread of its own.
+    pub fn spawn_each<H: RecordHandler>(
+        self,
+        mut make: impl FnMut(usize) -> H,
+    ) -> Result<OrderedConsumer, ConsumerError> {
+        self.check_concurrency()?;
+        let handlers = (0..self.concurrency)
+            .map(|slot| Box::new(make(slot)) as Box<dyn RecordHandler>)
+            .collect();
+        self.start(Slots::Sync(handlers))
+    }
+
+    /// Like [`spawn`](Self::spawn) with an asynchronous handler: up to
+    /// [`concurrency`](Self::concurrency) records in flight, each its own future on a
+    /// multi-threaded tokio runtime the consumer owns (so it may be called from anywhere,
+    /// inside a runtime or not).
+    pub fn spawn_async<H: AsyncRecordHandler>(
+        self,
+        handler: H,
+    ) -> Result<OrderedConsumer, ConsumerError> {
+        self.check_concurrency()?;
+        let handler = Arc::new(handler);
+        let erased: slots::AsyncFn = Arc::new(move |record| Box::pin(handler.handle(record)));
+        self.start(Slots::Async(erased))
+    }
+
+    fn check_concurrency(&self) -> Result<(), ConsumerError> {
+        if self.concurrency == 0 {
+            return Err(ConsumerError::InvalidOption {
+                option: "concurrency",
+                reason: "expected at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn start(self, slots: Slots) -> Result<OrderedConsumer, ConsumerError> {
         for (option, value) in [
             ("barrier_poll_interval", self.barrier_poll_interval),
             ("commit_interval", self.commit_interval),
@@ -458,7 +569,7 @@ impl OrderedConsumerBuilder {
                 });
             }
         }
-        run::spawn(self, Box::new(handler))
+        run::spawn(self, slots)
     }
 }
 
@@ -533,7 +644,7 @@ impl OrderedConsumer {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
-    /// Stops cleanly: finishes the record in the handler, commits every processed prefix,
+    /// Stops cleanly: finishes the records in the handlers, commits every processed prefix,
     /// leaves the group (its partitions move to other members at once), and waits for the
     /// thread. Returns the error that ended the consumer early, if any.
     pub fn stop(mut self) -> Result<(), ConsumerError> {
@@ -546,12 +657,13 @@ impl OrderedConsumer {
         self.join_thread()
     }
 
-    /// Abandons the member as a killed process would, for fault tests: the thread stops after
-    /// the record in the handler, commits nothing more and does not leave the group
+    /// Abandons the member as a killed process would, for fault tests: the thread stops at
+    /// once, commits nothing more and does not leave the group
     /// (librdkafka is destroyed with `RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE`). The group keeps
     /// the member, and its partitions, until the session timeout expires; then the survivors
     /// get the partitions back from the last committed offsets. A few small client objects
-    /// (the rdkafka wrapper around the destroyed handle) are leaked on purpose.
+    /// (the rdkafka wrapper around the destroyed handle) are leaked on purpose. Records in
+    /// flight finish in their handlers, unreported, and are redelivered to the next owner.
     pub fn crash(mut self) {
         self.mode.store(Mode::Crash as u8, Ordering::SeqCst);
         if let Err(err) = self.join_thread() {

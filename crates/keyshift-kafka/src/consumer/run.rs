@@ -2,14 +2,15 @@
 //! context, and the poll → gate → handler → commit loop described in the
 //! [parent module](super).
 //!
-//! Everything here runs on one thread. librdkafka calls the rebalance callbacks from inside
-//! `poll`, on the polling thread, so the gate and the side table of record bodies live in a
-//! mutex shared with the context only to satisfy rdkafka's `Sync` bound; it is never
-//! contended, and the loop never holds it across `poll` or a handler call.
+//! The loop runs on one thread; handlers run in the slots of [`super::slots`]. librdkafka calls
+//! the rebalance callbacks from inside `poll`, on the polling thread. The gate and the side
+//! table of record bodies live in a mutex shared by the loop, the context and the slots (which
+//! take it briefly to report a record processed); nobody holds it across `poll` or a handler
+//! call.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keyshift_core::key_demand::KeyDemand;
@@ -17,7 +18,6 @@ use keyshift_core::probe::{Probe, SeqVerdict, SequenceCheck};
 use keyshift_core::protocol::{
     is_fence, FenceHeader, GateRecord, Offered, OrderGate, RouteHeader, FENCE_HEADER, ROUTE_HEADER,
 };
-use keyshift_core::serial::SerialCheck;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers};
@@ -27,14 +27,23 @@ use crate::trace_events::{unix_nanos, TraceEventSink};
 use keyshift_trace::events::{TraceEvent, CORRELATION_ID_HEADER};
 use keyshift_trace::{ProcessRecord, Tracing};
 
+use super::slots::{Finisher, Job, Runner};
 use super::{
     BlockedKey, ConsumerError, ConsumerStats, DeliveredRecord, Mode, OrderedConsumer,
-    OrderedConsumerBuilder, ParkPolicy, RecordHandler,
+    OrderedConsumerBuilder, ParkPolicy, Slots,
 };
 
 /// Longest a blocking poll waits when there is nothing to process, so that the commit and
 /// barrier timers and a stop request are served promptly.
 const IDLE_POLL: Duration = Duration::from_millis(20);
+/// Longest the loop waits for a slot to finish while records are in flight, before it polls
+/// Kafka again (a finished record may release its key's next one, so it waits on the slots,
+/// not on the broker).
+const SLOT_WAIT: Duration = Duration::from_millis(5);
+/// Most records taken from librdkafka's queue in one turn of the loop.
+const FETCH_BATCH: usize = 256;
+/// How often a revocation waiting for running records says so.
+const REVOKE_WAIT_REPORT: Duration = Duration::from_secs(5);
 
 /// Reads of the committed offsets at assignment before giving up on them, and the pause
 /// before the first retry (doubled each time).
@@ -60,13 +69,13 @@ struct Stored {
     consumed_at: Instant,
 }
 
-/// State shared by the loop and the rebalance callbacks.
-struct State {
-    gate: OrderGate,
+/// State shared by the loop, the rebalance callbacks and the slots.
+pub(super) struct State {
+    pub(super) gate: OrderGate,
     /// Bodies of offered, not yet delivered records (fences are never stored).
     bodies: HashMap<(u32, i64), Stored>,
     /// Unprocessed records per owned partition, for backpressure.
-    pending: HashMap<u32, usize>,
+    pub(super) pending: HashMap<u32, usize>,
     /// Owned partitions and the last offset this member committed there (None: not yet).
     owned: HashMap<u32, Option<i64>>,
     paused: BTreeSet<u32>,
@@ -80,10 +89,38 @@ struct State {
     parks: HashMap<ParkId, (Instant, bool)>,
     /// With trace events on: per partition, the highest offset this member processed and the
     /// last committed offset it reported, so a COMMIT event names only records it consumed.
-    commit_events: HashMap<u32, (i64, i64)>,
+    pub(super) commit_events: HashMap<u32, (i64, i64)>,
+    /// Records handed to a slot and not finished, per partition and in all.
+    in_flight: HashMap<u32, usize>,
+    in_flight_total: usize,
+    /// Records finished so far (lets a waiter tell a wake-up from a missed one).
+    finished: u64,
 }
 
 impl State {
+    fn enter_slot(&mut self, partition: u32) {
+        *self.in_flight.entry(partition).or_default() += 1;
+        self.in_flight_total += 1;
+    }
+
+    pub(super) fn leave_slot(&mut self, partition: u32) {
+        if let Some(n) = self.in_flight.get_mut(&partition) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&partition);
+            }
+        }
+        self.in_flight_total = self.in_flight_total.saturating_sub(1);
+        self.finished += 1;
+    }
+
+    fn running_on(&self, partitions: &[u32]) -> usize {
+        partitions
+            .iter()
+            .map(|p| self.in_flight.get(p).copied().unwrap_or(0))
+            .sum()
+    }
+
     fn forget(&mut self, partition: u32) {
         self.commit_events.remove(&partition);
         self.gate.revoke(partition);
@@ -104,17 +141,19 @@ struct GateContext {
     topic: String,
     timeout: Duration,
     state: Arc<Mutex<State>>,
+    /// Notified when a slot finishes a record (see [`super::slots`]).
+    done: Arc<Condvar>,
     stats: Arc<ConsumerStats>,
 }
 
-fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock ends the consumer thread anyway; the state is only read
     // again by the rdkafka close path, where any consistent-enough view will do.
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Names consumers in a shared serial check (unique within the process).
-static NEXT_WORKER_ID: AtomicU64 = AtomicU64::new(0);
+pub(super) static NEXT_WORKER_ID: AtomicU64 = AtomicU64::new(0);
 
 impl ClientContext for GateContext {}
 
@@ -125,12 +164,14 @@ impl ConsumerContext for GateContext {
         };
         ConsumerStats::add(&self.stats.rebalances, 1);
         let lost = consumer.assignment_lost();
-        let mut state = lock(&self.state);
+        let revoked: Vec<u32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition() as u32)
+            .collect();
+        let mut state = self.wait_for_slots(lock(&self.state), &revoked);
         let mut commit = TopicPartitionList::new();
-        let mut revoked = Vec::new();
-        for elem in tpl.elements_for_topic(&self.topic) {
-            let p = elem.partition() as u32;
-            revoked.push(p);
+        for &p in &revoked {
             if let Some(offset) = state.gate.commit_offset(p) {
                 if state.owned.get(&p).copied().flatten() != Some(offset) {
                     let _ =
@@ -246,6 +287,30 @@ impl GateContext {
         publish(&self.stats, state);
     }
 
+    /// Waits until no slot runs a record of `partitions`, so that what is committed before
+    /// they go includes every record this member processes there, and their next owner never
+    /// starts on a key this member is still processing. Unbounded, as a handler call always
+    /// was: a handler that never returns keeps the partitions here (and says so).
+    fn wait_for_slots<'a>(
+        &self,
+        mut state: MutexGuard<'a, State>,
+        partitions: &[u32],
+    ) -> MutexGuard<'a, State> {
+        let since = Instant::now();
+        while state.running_on(partitions) > 0 {
+            let (next, timeout) = self
+                .done
+                .wait_timeout(state, REVOKE_WAIT_REPORT)
+                .unwrap_or_else(|p| p.into_inner());
+            state = next;
+            if timeout.timed_out() && state.running_on(partitions) > 0 {
+                tracing::warn!(group = %self.group, topic = %self.topic, ?partitions, running = state.running_on(partitions),
+                    waited = ?since.elapsed(), "revocation waits for records still in their handlers");
+            }
+        }
+        state
+    }
+
     /// The group's committed offsets of `ask`, retried with backoff; None if every read failed.
     fn read_committed(
         &self,
@@ -281,7 +346,7 @@ fn observe_commit(gate: &mut OrderGate, topic: &str, offsets: &TopicPartitionLis
     }
 }
 
-fn publish(stats: &ConsumerStats, state: &State) {
+pub(super) fn publish(stats: &ConsumerStats, state: &State) {
     ConsumerStats::set(&stats.owned_partitions, state.owned.len() as u64);
     ConsumerStats::set(&stats.paused_partitions, state.paused.len() as u64);
     ConsumerStats::set(&stats.stalled_partitions, state.stalled.len() as u64);
@@ -289,14 +354,13 @@ fn publish(stats: &ConsumerStats, state: &State) {
     ConsumerStats::set(&stats.pending_now, state.gate.pending() as u64);
 }
 
-type Handler = Box<dyn RecordHandler>;
-
-/// Creates the client, subscribes and starts the thread.
+/// Creates the client, subscribes and starts the thread and its slots.
 pub(super) fn spawn(
     builder: OrderedConsumerBuilder,
-    handler: Handler,
+    slots: Slots,
 ) -> Result<OrderedConsumer, ConsumerError> {
     let stats = Arc::new(ConsumerStats::new());
+    let done = Arc::new(Condvar::new());
     let state = Arc::new(Mutex::new(State {
         gate: OrderGate::new(),
         bodies: HashMap::new(),
@@ -307,12 +371,16 @@ pub(super) fn spawn(
         start: HashMap::new(),
         parks: HashMap::new(),
         commit_events: HashMap::new(),
+        in_flight: HashMap::new(),
+        in_flight_total: 0,
+        finished: 0,
     }));
     let context = GateContext {
         group: builder.group.clone(),
         topic: builder.topic.clone(),
         timeout: builder.request_timeout,
         state: Arc::clone(&state),
+        done: Arc::clone(&done),
         stats: Arc::clone(&stats),
     };
     let mut config = builder.settings.consumer_config(&builder.group);
@@ -349,11 +417,34 @@ pub(super) fn spawn(
         .thread_name
         .clone()
         .unwrap_or_else(|| format!("keyshift-consumer-{}", builder.group));
+    let finisher = Arc::new(Finisher {
+        state: Arc::clone(&state),
+        done: Arc::clone(&done),
+        stats: Arc::clone(&stats),
+        serial_check: builder.serial_check.clone(),
+        group: builder.group.clone(),
+        commit_events: builder.events.is_some(),
+        demand: Mutex::new(KeyDemand::new(DEMAND_WINDOW.as_secs_f64(), DEMAND_MAX_KEYS)),
+        started: Instant::now(),
+        panic: Mutex::new(None),
+    });
+    let (runner, concurrency) = match slots {
+        Slots::Sync(handlers) => {
+            let n = handlers.len();
+            (Runner::threads(handlers, &finisher, &name), n)
+        }
+        Slots::Async(handler) => (
+            Runner::tasks(handler, &finisher, &name),
+            builder.concurrency,
+        ),
+    };
+    let runner = runner.map_err(|source| ConsumerError::Thread {
+        group: builder.group.clone(),
+        source,
+    })?;
     let run = Loop {
         local_check: SequenceCheck::default(),
         shared_check: builder.shared_check.clone(),
-        serial_check: builder.serial_check.clone(),
-        worker_id: NEXT_WORKER_ID.fetch_add(1, Ordering::Relaxed),
         group: builder.group.clone(),
         topic: builder.topic.clone(),
         barrier_poll_interval: builder.barrier_poll_interval,
@@ -363,14 +454,15 @@ pub(super) fn spawn(
         park_timeout: builder.park_timeout,
         park_policy: builder.park_policy,
         state,
+        done,
         stats: Arc::clone(&stats),
         mode: Arc::clone(&mode),
-        handler,
+        finisher,
+        runner: Some(runner),
+        concurrency,
         tracing: builder.tracing.clone(),
         events: builder.events.clone(),
         client_id: builder.settings.get_client_id().to_owned(),
-        demand: KeyDemand::new(DEMAND_WINDOW.as_secs_f64(), DEMAND_MAX_KEYS),
-        started: Instant::now(),
     };
     let thread = std::thread::Builder::new()
         .name(name)
@@ -392,9 +484,6 @@ pub(super) fn spawn(
 struct Loop {
     local_check: SequenceCheck,
     shared_check: Option<(Arc<Mutex<SequenceCheck>>, bool)>,
-    serial_check: Option<Arc<Mutex<SerialCheck>>>,
-    /// This consumer's name in the serial check.
-    worker_id: u64,
     group: String,
     topic: String,
     barrier_poll_interval: Duration,
@@ -404,21 +493,24 @@ struct Loop {
     park_timeout: Duration,
     park_policy: ParkPolicy,
     state: Arc<Mutex<State>>,
+    /// Notified when a slot finishes a record.
+    done: Arc<Condvar>,
     stats: Arc<ConsumerStats>,
     mode: Arc<AtomicU8>,
-    handler: Handler,
+    /// Completes records for the slots; holds the key demand and a handler's panic.
+    finisher: Arc<Finisher>,
+    /// The slots; taken when the loop ends.
+    runner: Option<Runner>,
+    /// Most records in the slots at once.
+    concurrency: usize,
     tracing: Option<Tracing>,
     events: Option<TraceEventSink>,
     client_id: String,
-    /// How many consumers each hot key needs, from handler times and record timestamps.
-    demand: KeyDemand,
-    /// Origin of the clock `demand` is fed.
-    started: Instant,
 }
 
 impl Loop {
     fn run(mut self, consumer: BaseConsumer<GateContext>) -> Result<(), ConsumerError> {
-        tracing::info!(group = %self.group, topic = %self.topic, "ordered consumer started");
+        tracing::info!(group = %self.group, topic = %self.topic, concurrency = self.concurrency, "ordered consumer started");
         let mut next_commit = Instant::now() + self.commit_interval;
         let mut next_barrier = Instant::now();
         let outcome = loop {
@@ -426,25 +518,23 @@ impl Loop {
             if mode != Mode::Run as u8 {
                 break mode;
             }
-            let busy = self.process_one();
-            let wait = if busy { Duration::ZERO } else { IDLE_POLL };
-            match consumer.poll(wait) {
-                Some(Ok(message)) => self.offer(&message),
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(err @ KafkaError::MessageConsumptionFatal(_))) => {
-                    tracing::error!(group = %self.group, topic = %self.topic, %err, "fatal consumer error");
-                    self.commit_all(&consumer, CommitMode::Sync);
-                    return Err(ConsumerError::Fatal {
-                        group: self.group.clone(),
-                        topic: self.topic.clone(),
-                        source: Box::new(err),
-                    });
-                }
-                Some(Err(err)) => {
-                    tracing::warn!(group = %self.group, topic = %self.topic, %err, "consumer error");
-                }
-                None => {}
+            if let Some(message) = lock(&self.finisher.panic).clone() {
+                // The handler's panic ends the consumer as it did when handlers ran inline
+                // (`OrderedConsumer::join` reports it); closing the consumer on the way out
+                // commits what was processed, never the record that panicked.
+                std::panic::resume_unwind(Box::new(message));
             }
+            let finished = lock(&self.state).finished;
+            let wait = if self.dispatch() {
+                Duration::ZERO
+            } else if self.wait_for_a_slot(finished) {
+                // Records are in flight: a finished one may release its key's next record,
+                // so the loop waited on the slots and only looks at the broker's queue.
+                Duration::ZERO
+            } else {
+                IDLE_POLL
+            };
+            self.fetch(&consumer, wait)?;
             self.commit_barriers(&consumer);
             let now = Instant::now();
             if now >= next_commit {
@@ -459,25 +549,94 @@ impl Loop {
             }
             self.backpressure(&consumer);
         };
+        let runner = self.runner.take();
         if outcome == Mode::Crash as u8 {
             tracing::warn!(group = %self.group, topic = %self.topic, "ordered consumer crashing on request: no commit, no leave");
             crash(consumer);
+            // Records still in their handlers finish there, unreported, as in a killed process.
+            if let Some(runner) = runner {
+                runner.close(false);
+            }
             return Ok(());
         }
-        // Clean stop: commit the processed prefixes, then closing the consumer (its drop)
-        // revokes the partitions through the context and sends LeaveGroup.
+        // Clean stop: let the records in flight finish, commit the processed prefixes, then
+        // closing the consumer (its drop) revokes the partitions through the context and sends
+        // LeaveGroup.
+        self.wait_for_all_slots();
         self.commit_all(&consumer, CommitMode::Sync);
         drop(consumer);
+        if let Some(runner) = runner {
+            runner.close(true);
+        }
         tracing::info!(group = %self.group, topic = %self.topic, "ordered consumer stopped");
         Ok(())
     }
 
+    /// Takes up to [`FETCH_BATCH`] records from librdkafka's queue, waiting at most `wait` for
+    /// the first, and offers them to the gate.
+    fn fetch(
+        &mut self,
+        consumer: &BaseConsumer<GateContext>,
+        mut wait: Duration,
+    ) -> Result<(), ConsumerError> {
+        for _ in 0..FETCH_BATCH {
+            match consumer.poll(wait) {
+                Some(Ok(message)) => self.offer(&message),
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(err @ KafkaError::MessageConsumptionFatal(_))) => {
+                    tracing::error!(group = %self.group, topic = %self.topic, %err, "fatal consumer error");
+                    self.wait_for_all_slots();
+                    self.commit_all(consumer, CommitMode::Sync);
+                    return Err(ConsumerError::Fatal {
+                        group: self.group.clone(),
+                        topic: self.topic.clone(),
+                        source: Box::new(err),
+                    });
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(group = %self.group, topic = %self.topic, %err, "consumer error");
+                }
+                None => return Ok(()),
+            }
+            wait = Duration::ZERO;
+        }
+        Ok(())
+    }
+
+    /// If records are in flight, waits until one more finishes than `finished` (or
+    /// [`SLOT_WAIT`]) and returns true; returns false at once when none are.
+    fn wait_for_a_slot(&self, finished: u64) -> bool {
+        let state = lock(&self.state);
+        if state.in_flight_total == 0 {
+            return false;
+        }
+        drop(
+            self.done
+                .wait_timeout_while(state, SLOT_WAIT, |s| s.finished == finished)
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        true
+    }
+
+    /// Waits until no record is in flight (a stop or a fatal error commits after it).
+    fn wait_for_all_slots(&self) {
+        let state = lock(&self.state);
+        drop(
+            self.done
+                .wait_while(state, |s| s.in_flight_total > 0)
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+    }
+
     /// Closes the key-demand window if it is due and publishes its infeasible keys.
     fn publish_demand(&mut self, now: Instant) {
-        self.demand
-            .tick(now.saturating_duration_since(self.started).as_secs_f64());
+        let mut demand = lock(&self.finisher.demand);
+        demand.tick(
+            now.saturating_duration_since(self.finisher.started)
+                .as_secs_f64(),
+        );
         self.stats
-            .set_infeasible_keys(self.demand.infeasible(), self.demand.infeasible_count());
+            .set_infeasible_keys(demand.infeasible(), demand.infeasible_count());
     }
 
     /// Reads one consumed record's headers and offers it to the gate.
@@ -587,138 +746,96 @@ impl Loop {
         self.publish(&state);
     }
 
-    /// Delivers at most one released record to the handler. Returns whether it delivered one
-    /// (then more may be ready, so the next poll does not wait).
-    fn process_one(&mut self) -> bool {
-        let (released, stored) = {
-            let mut state = lock(&self.state);
-            let Some(released) = state.gate.poll() else {
-                return false;
+    /// Hands released records to free slots. Returns whether it handed any (then more may be
+    /// ready, so the next poll does not wait).
+    fn dispatch(&mut self) -> bool {
+        let mut any = false;
+        loop {
+            let (released, stored) = {
+                let mut state = lock(&self.state);
+                if state.in_flight_total >= self.concurrency {
+                    return any;
+                }
+                let Some(released) = state.gate.poll() else {
+                    return any;
+                };
+                let stored = state.bodies.remove(&(released.partition, released.offset));
+                if stored.is_some() {
+                    state.enter_slot(released.partition);
+                }
+                (released, stored)
             };
-            let stored = state.bodies.remove(&(released.partition, released.offset));
-            (released, stored)
-        };
-        let Some(stored) = stored else {
-            // Cannot happen: every released non-fence record was stored when offered and
-            // bodies are dropped only with their partition, which also drops its releases.
-            tracing::error!(
-                partition = released.partition,
-                offset = released.offset,
-                "released record without a body; skipping it"
-            );
-            return true;
-        };
-        let now = Instant::now();
-        let park_time = if released.parked {
-            now.saturating_duration_since(stored.consumed_at)
-        } else {
-            Duration::ZERO
-        };
-        let probe = Probe::decode(&stored.value).ok();
-        if probe.is_none() {
-            ConsumerStats::add(&self.stats.not_probes, 1);
-        }
-        // A null key has no order to check.
-        let verdict = match (&released.key, &probe) {
-            (Some(key), Some(p)) => Some(self.check(key, p)),
-            _ => None,
-        };
-        let record = DeliveredRecord {
-            partition: released.partition,
-            offset: released.offset,
-            key: released.key.as_deref().map(<[u8]>::to_vec),
-            value: stored.value,
-            headers: stored.headers,
-            timestamp_ms: stored.timestamp_ms,
-            route: stored.route,
-            parked: released.parked,
-            order_exception: released.forced,
-            park_time,
-            fetched_at: stored.consumed_at,
-            unordered: stored.unordered,
-            probe,
-            verdict,
-        };
-        if let Some(p) = &record.probe {
-            let now_us = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64);
-            self.stats
-                .record_e2e(now_us.saturating_sub(p.sent_us) as f64 / 1e6);
-        }
-        if let Some(events) = &self.events {
-            emit_consume(events, &self.topic, &self.group, &self.client_id, &record);
-        }
-        let span = self.tracing.as_ref().map(|t| {
-            t.start_process(&ProcessRecord {
-                topic: &self.topic,
-                group: &self.group,
-                client_id: &self.client_id,
-                partition: record.partition,
-                offset: record.offset,
-                key: record.key.as_deref().unwrap_or_default(),
-                headers: &record.headers,
-                fetched_at: record.fetched_at,
-                parked: record.parked.then_some(record.park_time),
-                migrated_from: record.route.map(|r| r.from_partition),
-            })
-        });
-        let serial = self.serial_check.as_ref().zip(record.key.as_deref());
-        if let Some((check, key)) = serial {
-            let alone = lock(check).begin(key, self.worker_id);
-            if !alone {
-                ConsumerStats::add(&self.stats.concurrent_key_processing, 1);
-                tracing::error!(group = %self.group, key = %String::from_utf8_lossy(key), partition = record.partition, offset = record.offset,
-                    "key processed by two consumers at the same time");
+            any = true;
+            let Some(stored) = stored else {
+                // Cannot happen: every released non-fence record was stored when offered and
+                // bodies are dropped only with their partition, which also drops its releases.
+                tracing::error!(
+                    partition = released.partition,
+                    offset = released.offset,
+                    "released record without a body; skipping it"
+                );
+                continue;
+            };
+            let now = Instant::now();
+            let park_time = if released.parked {
+                now.saturating_duration_since(stored.consumed_at)
+            } else {
+                Duration::ZERO
+            };
+            let probe = Probe::decode(&stored.value).ok();
+            if probe.is_none() {
+                ConsumerStats::add(&self.stats.not_probes, 1);
+            }
+            // A null key has no order to check. Checked here, in release order, which is the
+            // order the gate guarantees whatever the slots' finishing order.
+            let verdict = match (&released.key, &probe) {
+                (Some(key), Some(p)) => Some(self.check(key, p)),
+                _ => None,
+            };
+            let record = DeliveredRecord {
+                partition: released.partition,
+                offset: released.offset,
+                key: released.key.as_deref().map(<[u8]>::to_vec),
+                value: stored.value,
+                headers: stored.headers,
+                timestamp_ms: stored.timestamp_ms,
+                route: stored.route,
+                parked: released.parked,
+                order_exception: released.forced,
+                park_time,
+                fetched_at: stored.consumed_at,
+                unordered: stored.unordered,
+                probe,
+                verdict,
+            };
+            if let Some(p) = &record.probe {
+                let now_us = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64);
+                self.stats
+                    .record_e2e(now_us.saturating_sub(p.sent_us) as f64 / 1e6);
+            }
+            if let Some(events) = &self.events {
+                emit_consume(events, &self.topic, &self.group, &self.client_id, &record);
+            }
+            let span = self.tracing.as_ref().map(|t| {
+                t.start_process(&ProcessRecord {
+                    topic: &self.topic,
+                    group: &self.group,
+                    client_id: &self.client_id,
+                    partition: record.partition,
+                    offset: record.offset,
+                    key: record.key.as_deref().unwrap_or_default(),
+                    headers: &record.headers,
+                    fetched_at: record.fetched_at,
+                    parked: record.parked.then_some(record.park_time),
+                    migrated_from: record.route.map(|r| r.from_partition),
+                })
+            });
+            if let Some(runner) = &self.runner {
+                runner.submit(Job { record, span });
             }
         }
-        let handling = Instant::now();
-        let result = self.handler.handle(&record);
-        let done = Instant::now();
-        if let Some((check, key)) = serial {
-            lock(check).end(key, self.worker_id);
-        }
-        if let (Some(key), Some(ts)) = (record.key.as_deref(), record.timestamp_ms) {
-            self.demand.record(
-                key,
-                ts,
-                done.duration_since(handling).as_secs_f64(),
-                done.duration_since(self.started).as_secs_f64(),
-            );
-        }
-        if let Some(span) = span {
-            span.end(result.as_ref().err().map(|e| e as &dyn std::fmt::Display));
-        }
-        if let Err(err) = result {
-            ConsumerStats::add(&self.stats.handler_errors, 1);
-            tracing::warn!(group = %self.group, partition = record.partition, offset = record.offset, %err, "handler failed; the record counts as processed");
-        }
-        ConsumerStats::add(&self.stats.processed, 1);
-        if record.parked {
-            ConsumerStats::add(&self.stats.parked_total, 1);
-            self.stats.record_park(park_time);
-        }
-        if record.unordered {
-            ConsumerStats::add(&self.stats.unordered, 1);
-        }
-        if record.order_exception {
-            ConsumerStats::add(&self.stats.order_exceptions, 1);
-        }
-        let mut state = lock(&self.state);
-        if self.events.is_some() {
-            let entry = state
-                .commit_events
-                .entry(record.partition)
-                .or_insert((record.offset, record.offset));
-            entry.0 = entry.0.max(record.offset);
-        }
-        if state.gate.processed(record.partition, record.offset) {
-            if let Some(n) = state.pending.get_mut(&record.partition) {
-                *n = n.saturating_sub(1);
-            }
-        }
-        self.publish(&state);
-        true
     }
 
     /// Classifies a probe's sequence number (shared check if configured, else local).

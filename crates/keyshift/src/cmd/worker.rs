@@ -1,11 +1,15 @@
-//! `keyshift worker`: one ordered consumer with a simulated service time, exporting what it
-//! sees on `/metrics`.
+//! `keyshift worker`: one ordered consumer, with a simulated service time or forwarding each
+//! record to the application over HTTP, exporting what it sees on `/metrics`.
 //!
-//! The worker is the consumer end of an experiment or a demo: a member of a consumer group
-//! that processes one record at a time (a single-server queue) through keyshift's
-//! [`OrderedConsumer`], so per-key order holds across fenced migrations. Processing is
-//! simulated: a fixed or exponentially distributed service time, spent sleeping (an I/O-bound
-//! service) or spinning (a CPU-bound one). `/metrics` exports processed, parked and
+//! The worker is a member of a consumer group that processes records through keyshift's
+//! [`OrderedConsumer`](keyshift_kafka::OrderedConsumer), so per-key order holds across fenced
+//! migrations, up to `--concurrency` records at once and never two of one key. Processing is
+//! simulated by default (the consumer end of an experiment or a demo): a fixed or
+//! exponentially distributed service time, spent sleeping (an I/O-bound service) or spinning
+//! (a CPU-bound one). With `--forward URL` each record is POSTed to the application instead
+//! ([`HttpForward`], body [`keyshift_kafka::record_json`]); a 2xx answer means done. With
+//! `--exec COMMAND` a long-lived subprocess gets one JSON line per record and answers one
+//! line each ([`ExecHandler`]). `/metrics` exports processed, parked and
 //! duplicate records, order violations judged from the probes' per-key sequence numbers,
 //! park time and end-to-end latency histograms, and every key parked longer than
 //! `--park-timeout-ms` (by partition, key and barrier); `/healthz` answers 503 while draining.
@@ -24,7 +28,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use keyshift_kafka::{
-    ClientSettings, ConsumerStats, DeliveredRecord, OrderedConsumerBuilder, ParkPolicy, Property,
+    ClientSettings, ConsumerStats, DeliveredRecord, ExecHandler, HttpForward,
+    OrderedConsumerBuilder, ParkPolicy, Property,
 };
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -62,14 +67,20 @@ pub enum ParkPolicyArg {
 /// Flags of `keyshift worker`.
 #[derive(Debug, Args)]
 #[command(
-    about = "Consume a topic in per-key order with a simulated service time, exporting metrics",
+    about = "Consume a topic in per-key order: a simulated service time, or each record handed to your application (--forward over HTTP, --exec over a subprocess's stdin/stdout)",
     long_about = "Consume a topic as a member of a consumer group, in per-key order across \
-                  keyshift's fenced migrations, one record at a time with a simulated service \
-                  time.\n\nGET /metrics exports processed, parked and duplicate records, order \
-                  violations (from the experiment probes' per-key sequence numbers), malformed \
-                  keyshift headers, park time and end-to-end latency; GET /healthz is a health \
-                  probe. SIGINT/SIGTERM stop it cleanly: processed offsets are committed and \
-                  the member leaves the group."
+                  keyshift's fenced migrations, with a simulated service time: one record at a \
+                  time, or up to --concurrency records at once, never two of one key (a \
+                  sleeping service time then models a handler waiting on I/O). With --forward URL \
+                  each record is POSTed as JSON to the application, in any language, instead \
+                  (examples/python/forward_handler.py is one); with --exec COMMAND a long-lived \
+                  subprocess gets one JSON line per record on its standard input and answers \
+                  each on its standard output (examples/python/exec_handler.py).\n\nGET \
+                  /metrics exports processed, parked and duplicate records, order violations \
+                  (from the experiment probes' per-key sequence numbers), malformed keyshift \
+                  headers, handler errors, park time and end-to-end latency; GET /healthz is a health \
+                  probe. SIGINT/SIGTERM stop it cleanly: the records in flight finish, processed \
+                  offsets are committed and the member leaves the group."
 )]
 pub struct WorkerArgs {
     /// Kafka bootstrap servers, host:port[,host:port...].
@@ -95,6 +106,37 @@ pub struct WorkerArgs {
     /// Spin the CPU for the service time instead of sleeping.
     #[arg(long)]
     busy: bool,
+
+    /// Records processed at once, never two of one key [default: 1, or 16 with --forward or
+    /// --exec].
+    /// With a simulated service each slot is a thread with its own server, so 1 models one
+    /// single-server consumer, the capacity the experiment and the autoscaler assume per
+    /// worker; with --forward / --exec it is the most records in flight to the application.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    concurrency: Option<u32>,
+
+    /// POST each record to this URL instead of simulating a service (HTTP/1.1, keep-alive
+    /// connections; body: one JSON object {"topic", "partition", "offset", "timestamp_ms",
+    /// "key", "value", "headers"}, with key_base64/value_base64 in place of key/value for bytes
+    /// that are not UTF-8 and headers_base64 for such header values). A 2xx answer means the
+    /// record is done; any other answer, a refused connection or --handler-timeout counts as
+    /// a handler error (logged, keyshift_worker_handler_errors) and the record as processed.
+    #[arg(long, value_name = "URL", conflicts_with = "exec")]
+    forward: Option<String>,
+
+    /// Run this command (through sh -c) once and hand it each record instead of simulating a
+    /// service: one JSON line per record on its standard input (the --forward body plus
+    /// "id"), answered on its standard output by one line per record, {"id": N} when done or
+    /// {"id": N, "error": "why"}, in any order (up to --concurrency records at once, never two
+    /// of one key). Its standard error is the worker's; if it exits, its unanswered records
+    /// fail and the next record starts it again.
+    #[arg(long, value_name = "COMMAND")]
+    exec: Option<String>,
+
+    /// Longest one record may take in the application with --forward (the request, connecting
+    /// included) or --exec (until its answer), as a number with a unit: 500ms, 30s, 2m.
+    #[arg(long, value_parser = duration_flag, default_value = "30s", value_name = "DURATION")]
+    handler_timeout: Duration,
 
     /// Address to serve /metrics and /healthz on.
     #[arg(long, default_value = "127.0.0.1:9100")]
@@ -134,6 +176,33 @@ pub struct WorkerArgs {
 
     #[command(flatten)]
     trace_flags: TraceFlags,
+}
+
+/// A duration flag: a positive number followed by ms, s or m.
+fn duration_flag(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let v: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a duration such as 500ms, 30s or 2m, got '{s}'"))?;
+    let secs = match unit {
+        "ms" => v / 1e3,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => {
+            return Err(format!(
+                "expected a unit of ms, s or m after the number (500ms, 30s, 2m), got '{s}'"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
+        return Err(format!(
+            "expected a duration above 0 and at most a day, got '{s}'"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn non_negative_f64(s: &str) -> Result<f64, String> {
@@ -431,27 +500,60 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let server = runtime.block_on(HttpServer::bind(args.metrics_listen))?;
 
-    let mut service = Service {
-        mean: Duration::from_secs_f64(args.service_time_ms / 1e3),
-        dist: args.service,
-        busy: args.busy,
-        rng: rand::rngs::StdRng::from_entropy(),
-    };
     let metrics = WorkerMetrics::new();
-    let m = metrics.clone();
-    let consumer = builder.spawn(move |r: &DeliveredRecord| {
-        if r.parked {
-            m.park_time.observe(r.park_time.as_secs_f64());
+    let external = if args.forward.is_some() {
+        Some("--forward")
+    } else {
+        args.exec.as_ref().map(|_| "--exec")
+    };
+    if let Some(flag) = external {
+        if args.service_time_ms > 0.0 || args.busy {
+            return Err(FlagError::new(
+                flag,
+                "the application does the work: leave out --service-time-ms and --busy",
+            )
+            .into());
         }
-        if let Some(p) = &r.probe {
-            m.e2e_latency
-                .observe(now_us().saturating_sub(p.sent_us) as f64 / 1e6);
+    }
+    let consumer = if let Some(url) = &args.forward {
+        let forward = HttpForward::new(url, &args.topic, args.handler_timeout)
+            .map_err(|e| FlagError::new("--forward", e.to_string()))?;
+        builder
+            .concurrency(args.concurrency.unwrap_or(16) as usize)
+            .spawn_async(forward)?
+    } else if let Some(command) = &args.exec {
+        if command.trim().is_empty() {
+            return Err(FlagError::new("--exec", "must not be empty").into());
         }
-        let started = Instant::now();
-        service.serve();
-        m.service_time.observe(started.elapsed().as_secs_f64());
-        Ok::<(), std::convert::Infallible>(())
-    })?;
+        builder
+            .concurrency(args.concurrency.unwrap_or(16) as usize)
+            .spawn_async(ExecHandler::new(command, &args.topic, args.handler_timeout))?
+    } else {
+        builder
+            .concurrency(args.concurrency.unwrap_or(1) as usize)
+            .spawn_each(|_slot| {
+                let mut service = Service {
+                    mean: Duration::from_secs_f64(args.service_time_ms / 1e3),
+                    dist: args.service,
+                    busy: args.busy,
+                    rng: rand::rngs::StdRng::from_entropy(),
+                };
+                let m = metrics.clone();
+                move |r: &DeliveredRecord| {
+                    if r.parked {
+                        m.park_time.observe(r.park_time.as_secs_f64());
+                    }
+                    if let Some(p) = &r.probe {
+                        m.e2e_latency
+                            .observe(now_us().saturating_sub(p.sent_us) as f64 / 1e6);
+                    }
+                    let started = Instant::now();
+                    service.serve();
+                    m.service_time.observe(started.elapsed().as_secs_f64());
+                    Ok::<(), std::convert::Infallible>(())
+                }
+            })?
+    };
     let mut registry = Registry::default();
     metrics.register(&mut registry, Arc::clone(consumer.stats()));
 

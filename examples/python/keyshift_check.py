@@ -1,0 +1,85 @@
+"""What keyshift promises an application, checked from inside its handler.
+
+Shared by the example handlers (`forward_handler.py` behind `keyshift worker --forward`,
+`exec_handler.py` behind `keyshift worker --exec`): never two records of one key at once, and
+each key's records in order (a value that is an integer is read as the key's sequence number).
+Standard library only.
+"""
+
+import threading
+
+FIELDS = ("topic", "partition", "offset", "timestamp_ms", "headers")
+
+
+class Seen:
+    """What the handler saw, under one lock (requests run on many threads)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.inside = set()  # keys being processed now
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.received = 0
+        self.overlaps = 0  # a record arrived while its key was inside another request
+        self.out_of_order = 0  # a key's sequence number went backwards
+        self.repeats = 0  # a (key, seq) seen before: a redelivery
+        self.malformed = 0  # a body without the documented fields
+        self.failed = 0
+        self.last = {}  # key -> highest sequence number seen
+        self.done = set()
+
+    def enter(self, key):
+        with self.lock:
+            self.received += 1
+            if key in self.inside:
+                self.overlaps += 1
+            self.inside.add(key)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self, key, seq, failed):
+        with self.lock:
+            self.inside.discard(key)
+            self.in_flight -= 1
+            if failed:
+                self.failed += 1
+            if seq is None:
+                return
+            if (key, seq) in self.done:
+                self.repeats += 1
+            elif seq < self.last.get(key, -1):
+                self.out_of_order += 1
+            self.done.add((key, seq))
+            self.last[key] = max(seq, self.last.get(key, -1))
+
+    def report(self):
+        with self.lock:
+            return {
+                "received": self.received,
+                "distinct": len(self.done),
+                "keys": len(self.last),
+                "overlaps": self.overlaps,
+                "out_of_order": self.out_of_order,
+                "repeats": self.repeats,
+                "malformed": self.malformed,
+                "failed": self.failed,
+                "max_in_flight": self.max_in_flight,
+            }
+
+
+def well_formed(record):
+    """Whether a record carries the documented fields of the worker's JSON body."""
+    return all(f in record for f in FIELDS) and (
+        ("key" in record or "key_base64" in record)
+        and ("value" in record or "value_base64" in record)
+    )
+
+
+def key_and_seq(record):
+    """The record's key (text or base64) and its sequence number, if its value is one."""
+    key = record.get("key") or record.get("key_base64") or ""
+    try:
+        seq = int(record.get("value", ""))
+    except (TypeError, ValueError):
+        seq = None
+    return key, seq
