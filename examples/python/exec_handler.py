@@ -18,8 +18,9 @@ stopping: answer what is running, then exit.
 
 Like `forward_handler.py` it sleeps `--service-ms` per record and checks keyshift's promises;
 `--report-dir DIR` writes what it saw to `DIR/<pid>.json` (every 200 ms and at exit),
-`--fail-key K` fails the records of K, and `--exit-after N` exits (status 3) after answering N
-records, to show that the worker starts it again.
+`--fail-key K` fails every attempt of K's records, `--fail-first K` the first attempt of each,
+and `--exit-after N` exits (status 3) after answering N records, to show that the worker starts
+it again.
 """
 
 import argparse
@@ -29,13 +30,14 @@ import sys
 import threading
 import time
 
-from keyshift_check import Seen, key_and_seq, well_formed
+from keyshift_check import Seen, key_and_seq, should_fail, well_formed
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--service-ms", type=float, default=5.0)
-    parser.add_argument("--fail-key", default=None)
+    parser.add_argument("--fail-key", default=None, help="fail every attempt of this key")
+    parser.add_argument("--fail-first", default=None, help="fail the first attempt of each record of this key")
     parser.add_argument("--report-dir", default=None)
     parser.add_argument("--exit-after", type=int, default=0)
     args = parser.parse_args()
@@ -64,9 +66,9 @@ def main():
 
     def work(record):
         key, seq = key_and_seq(record)
-        seen.enter(key)
+        attempt = seen.enter(key, seq)
         time.sleep(args.service_ms / 1000.0)
-        failed = args.fail_key is not None and key == args.fail_key
+        failed = should_fail(key, attempt, args.fail_key, args.fail_first)
         seen.leave(key, seq, failed)
         if failed:
             answer({"id": record["id"], "error": f"records of {key} fail on purpose"})

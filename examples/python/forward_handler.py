@@ -17,7 +17,8 @@ other answer counts as the record's error in the worker.
 This handler sleeps `--service-ms` per record, as if it waited on a database, and checks what
 keyshift promises: never two records of one key at once, and each key's records in order (a
 value that is an integer is read as the key's sequence number). `GET /report` answers what it
-saw as JSON; `--fail-key K` answers 500 for the records of K. The first line on stdout is
+saw as JSON; `--fail-key K` answers 500 for every attempt of K's records, `--fail-first K`
+for the first attempt of each of them (the worker retries). The first line on stdout is
 `listening on http://127.0.0.1:<port>/records` (use `--port 0` for any free port).
 """
 
@@ -27,13 +28,14 @@ import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from keyshift_check import Seen, key_and_seq, well_formed
+from keyshift_check import Seen, key_and_seq, should_fail, well_formed
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--service-ms", type=float, default=5.0)
-    parser.add_argument("--fail-key", default=None)
+    parser.add_argument("--fail-key", default=None, help="fail every attempt of this key")
+    parser.add_argument("--fail-first", default=None, help="fail the first attempt of each record of this key")
     args = parser.parse_args()
     seen = Seen()
 
@@ -70,9 +72,9 @@ def main():
                 with seen.lock:
                     seen.malformed += 1
             key, seq = key_and_seq(record)
-            seen.enter(key)
+            attempt = seen.enter(key, seq)
             time.sleep(args.service_ms / 1000.0)
-            failed = args.fail_key is not None and key == args.fail_key
+            failed = should_fail(key, attempt, args.fail_key, args.fail_first)
             seen.leave(key, seq, failed)
             if failed:
                 self.answer(500, {"error": f"records of {key} fail on purpose"})

@@ -24,25 +24,32 @@ class Seen:
         self.out_of_order = 0  # a key's sequence number went backwards
         self.repeats = 0  # a (key, seq) seen before: a redelivery
         self.malformed = 0  # a body without the documented fields
-        self.failed = 0
+        self.failed = 0  # answers that said the record failed
+        self.attempts = {}  # (key, seq) -> times received, for --fail-first
         self.last = {}  # key -> highest sequence number seen
         self.done = set()
 
-    def enter(self, key):
+    def enter(self, key, seq=None):
+        """The handler starts a record; returns how many times it has received it."""
         with self.lock:
             self.received += 1
+            n = self.attempts.get((key, seq), 0) + 1
+            self.attempts[(key, seq)] = n
             if key in self.inside:
                 self.overlaps += 1
             self.inside.add(key)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return n
 
     def leave(self, key, seq, failed):
+        """The handler finished a record; a failed one is not done (the worker retries it)."""
         with self.lock:
             self.inside.discard(key)
             self.in_flight -= 1
             if failed:
                 self.failed += 1
+                return
             if seq is None:
                 return
             if (key, seq) in self.done:
@@ -83,3 +90,8 @@ def key_and_seq(record):
     except (TypeError, ValueError):
         seq = None
     return key, seq
+
+
+def should_fail(key, attempt, fail_key, fail_first):
+    """--fail-key K fails every attempt of K's records; --fail-first K only the first one."""
+    return key == fail_key or (key == fail_first and attempt == 1)

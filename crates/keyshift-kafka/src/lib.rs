@@ -45,7 +45,8 @@ pub use broker::{
 pub use config::{ClientSettings, ConfigError, Property};
 pub use consumer::{
     AsyncRecordHandler, BlockedKey, ConsumerError, ConsumerStats, DeliveredRecord, HandlerError,
-    OrderedConsumer, OrderedConsumerBuilder, ParkPolicy, RecordHandler, StatsSnapshot, StopHandle,
+    OrderedConsumer, OrderedConsumerBuilder, ParkPolicy, RecordHandler, RetryPolicy, RetryingKey,
+    StatsSnapshot, StopHandle,
 };
 pub use exec::ExecHandler;
 pub use feedback::{FeedbackError, FeedbackLoop};

@@ -31,6 +31,12 @@
 //!   asynchronous ones a future per record ([`OrderedConsumerBuilder::spawn_async`]). A record
 //!   without a key (null key, not the empty key) has no order to keep and never waits for
 //!   another record;
+//! - a record whose handler fails is retried after a backoff as the
+//!   [`RetryPolicy`](OrderedConsumerBuilder::retry) says (only its key waits; its slot serves
+//!   other keys meanwhile), then written to the
+//!   [dead-letter topic](OrderedConsumerBuilder::dead_letter_topic) if there is one; by
+//!   default one attempt, after which it counts as processed with its error. Failing keys are
+//!   listed with their attempts and age ([`StatsSnapshot::retrying_keys`]);
 //! - a partition holding more than
 //!   [`max_pending_per_partition`](OrderedConsumerBuilder::max_pending_per_partition)
 //!   unprocessed records that are not parked is paused (fetching stops) until half of them are
@@ -79,6 +85,7 @@
 //! LeaveGroup; the group notices only when its session times out, and the partitions'
 //! unprocessed records are redelivered to the survivors and gated again.
 
+mod retry;
 mod run;
 mod slots;
 mod stats;
@@ -99,7 +106,11 @@ use crate::config::ClientSettings;
 use crate::trace_events::TraceEventSink;
 use keyshift_trace::Tracing;
 
-pub use stats::{BlockedKey, ConsumerStats, StatsSnapshot};
+pub use retry::{
+    RetryPolicy, RetryingKey, DLQ_ATTEMPTS_HEADER, DLQ_ERROR_HEADER, DLQ_GROUP_HEADER,
+    DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER, DLQ_TOPIC_HEADER,
+};
+pub use stats::{BlockedKey, ConsumerStats, StatsSnapshot, MAX_LISTED_RETRYING_KEYS};
 
 /// Default interval between committed-offset reads while records are parked.
 pub const DEFAULT_BARRIER_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -178,9 +189,9 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The application: processes one released record at a time.
 ///
-/// An error is logged and counted ([`StatsSnapshot::handler_errors`]) and the record counts as
-/// processed — retries and dead-lettering are the application's choice, since retrying
-/// forever here would stall the partition. Implemented for closures
+/// An error is logged and counted ([`StatsSnapshot::handler_errors`]); what follows is the
+/// builder's [`RetryPolicy`] and dead-letter topic (by default the record counts as processed).
+/// Implemented for closures
 /// `FnMut(&DeliveredRecord) -> Result<(), E>`.
 pub trait RecordHandler: Send + 'static {
     /// Processes `record`; returns when done.
@@ -200,8 +211,8 @@ where
 /// The application, asynchronously: one future per released record, up to the builder's
 /// [`concurrency`](OrderedConsumerBuilder::concurrency) of them at once on a tokio runtime the
 /// consumer owns ([`OrderedConsumerBuilder::spawn_async`]). Never two records of one key at
-/// once, in per-key order; errors count as for [`RecordHandler`]. The future owns what it
-/// needs (clone shared clients into it), like a `tower::Service` call. Implemented for
+/// once, in per-key order; errors are retried and counted as for [`RecordHandler`]. The future
+/// owns what it needs (clone shared clients into it), like a `tower::Service` call. Implemented for
 /// closures `Fn(DeliveredRecord) -> impl Future<Output = Result<(), E>>`.
 pub trait AsyncRecordHandler: Send + Sync + 'static {
     /// Processes `record`; the future completes when it is done.
@@ -316,6 +327,8 @@ pub struct OrderedConsumerBuilder {
     pub(crate) park_timeout: Duration,
     pub(crate) park_policy: ParkPolicy,
     pub(crate) concurrency: usize,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) dead_letter_topic: Option<String>,
     pub(crate) shared_check: Option<(Arc<Mutex<SequenceCheck>>, bool)>,
     pub(crate) serial_check: Option<Arc<Mutex<SerialCheck>>>,
     pub(crate) thread_name: Option<String>,
@@ -336,6 +349,8 @@ impl fmt::Debug for OrderedConsumerBuilder {
             .field("park_timeout", &self.park_timeout)
             .field("park_policy", &self.park_policy)
             .field("concurrency", &self.concurrency)
+            .field("retry", &self.retry)
+            .field("dead_letter_topic", &self.dead_letter_topic)
             .field("shared_check", &self.shared_check.is_some())
             .field("serial_check", &self.serial_check.is_some())
             .field("tracing", &self.tracing.is_some())
@@ -364,6 +379,8 @@ impl OrderedConsumerBuilder {
             park_timeout: DEFAULT_PARK_TIMEOUT,
             park_policy: ParkPolicy::Wait,
             concurrency: 1,
+            retry: RetryPolicy::default(),
+            dead_letter_topic: None,
             shared_check: None,
             serial_check: None,
             thread_name: None,
@@ -477,6 +494,22 @@ impl OrderedConsumerBuilder {
         self
     }
 
+    /// What a record whose handler fails gets: more attempts after a backoff, its key waiting
+    /// meanwhile (default: one attempt). See [`RetryPolicy`].
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Where a record goes when its last attempt failed: this topic (which must exist or be
+    /// auto-created), with the original key, value, timestamp and headers and the
+    /// `keyshift-dlq-*` headers ([`DLQ_ERROR_HEADER`] and the others); it then counts as
+    /// processed and its key continues. Without one it counts as processed with its error.
+    pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter_topic = Some(topic.into());
+        self
+    }
+
     /// Creates the consumer, subscribes, and starts it with one `handler`, which processes the
     /// released records one at a time (so [`concurrency`](Self::concurrency) must be 1; use
     /// [`spawn_each`](Self::spawn_each) or [`spawn_async`](Self::spawn_async) for more).
@@ -532,6 +565,27 @@ impl OrderedConsumerBuilder {
     }
 
     fn start(self, slots: Slots) -> Result<OrderedConsumer, ConsumerError> {
+        if self.retry.max_attempts == Some(0) {
+            return Err(ConsumerError::InvalidOption {
+                option: "retry",
+                reason: "max_attempts counts the first attempt: expected at least 1, or None to retry forever".into(),
+            });
+        }
+        if self.retry.backoff.is_zero() || self.retry.max_backoff < self.retry.backoff {
+            return Err(ConsumerError::InvalidOption {
+                option: "retry",
+                reason: format!(
+                    "expected 0 < backoff <= max_backoff, got {:?} and {:?}",
+                    self.retry.backoff, self.retry.max_backoff
+                ),
+            });
+        }
+        if self.dead_letter_topic.as_deref() == Some(self.topic.as_str()) {
+            return Err(ConsumerError::InvalidOption {
+                option: "dead_letter_topic",
+                reason: "must differ from the consumed topic".into(),
+            });
+        }
         for (option, value) in [
             ("barrier_poll_interval", self.barrier_poll_interval),
             ("commit_interval", self.commit_interval),

@@ -27,6 +27,7 @@ use crate::trace_events::{unix_nanos, TraceEventSink};
 use keyshift_trace::events::{TraceEvent, CORRELATION_ID_HEADER};
 use keyshift_trace::{ProcessRecord, Tracing};
 
+use super::retry::{DeadLetters, Failing, RetryingKey};
 use super::slots::{Finisher, Job, Runner};
 use super::{
     BlockedKey, ConsumerError, ConsumerStats, DeliveredRecord, Mode, OrderedConsumer,
@@ -95,6 +96,10 @@ pub(super) struct State {
     in_flight_total: usize,
     /// Records finished so far (lets a waiter tell a wake-up from a missed one).
     finished: u64,
+    /// Failed records waiting for their next attempt, with their due time (not in flight).
+    pub(super) retries: Vec<(Instant, Job)>,
+    /// Records that failed at least once and are not done, by (partition, offset).
+    pub(super) failing: HashMap<(u32, i64), Failing>,
 }
 
 impl State {
@@ -131,6 +136,21 @@ impl State {
         self.stalled.remove(&partition);
         self.start.remove(&partition);
         self.parks.retain(|(p, ..), _| *p != partition);
+        // Not processed, so not committed: the next owner gets them again, attempts afresh.
+        self.retries
+            .retain(|(_, job)| job.record.partition != partition);
+        self.failing.retain(|(p, _), _| *p != partition);
+    }
+
+    /// The failed record due for its next attempt soonest, if it is due by `now`.
+    fn due_retry(&mut self, now: Instant) -> Option<Job> {
+        let (i, _) = self
+            .retries
+            .iter()
+            .enumerate()
+            .filter(|(_, (due, _))| *due <= now)
+            .min_by_key(|(_, (due, _))| *due)?;
+        Some(self.retries.swap_remove(i).1)
     }
 }
 
@@ -374,6 +394,8 @@ pub(super) fn spawn(
         in_flight: HashMap::new(),
         in_flight_total: 0,
         finished: 0,
+        retries: Vec::new(),
+        failing: HashMap::new(),
     }));
     let context = GateContext {
         group: builder.group.clone(),
@@ -417,6 +439,18 @@ pub(super) fn spawn(
         .thread_name
         .clone()
         .unwrap_or_else(|| format!("keyshift-consumer-{}", builder.group));
+    let dead_letters = match &builder.dead_letter_topic {
+        None => None,
+        Some(topic) => Some(
+            DeadLetters::new(&builder.settings, topic, &builder.topic, &builder.group).map_err(
+                |source| ConsumerError::Client {
+                    group: builder.group.clone(),
+                    bootstrap: builder.settings.bootstrap_servers().to_owned(),
+                    source: Box::new(source),
+                },
+            )?,
+        ),
+    };
     let finisher = Arc::new(Finisher {
         state: Arc::clone(&state),
         done: Arc::clone(&done),
@@ -427,6 +461,8 @@ pub(super) fn spawn(
         demand: Mutex::new(KeyDemand::new(DEMAND_WINDOW.as_secs_f64(), DEMAND_MAX_KEYS)),
         started: Instant::now(),
         panic: Mutex::new(None),
+        retry: builder.retry,
+        dead_letters,
     });
     let (runner, concurrency) = match slots {
         Slots::Sync(handlers) => {
@@ -756,6 +792,16 @@ impl Loop {
                 if state.in_flight_total >= self.concurrency {
                     return any;
                 }
+                // A failed record due again goes first: its key has waited longest.
+                if let Some(job) = state.due_retry(Instant::now()) {
+                    state.enter_slot(job.record.partition);
+                    drop(state);
+                    if let Some(runner) = &self.runner {
+                        runner.submit(job);
+                    }
+                    any = true;
+                    continue;
+                }
                 let Some(released) = state.gate.poll() else {
                     return any;
                 };
@@ -833,7 +879,7 @@ impl Loop {
                 })
             });
             if let Some(runner) = &self.runner {
-                runner.submit(Job { record, span });
+                runner.submit(Job::first(record, span));
             }
         }
     }
@@ -1046,6 +1092,20 @@ impl Loop {
         }
         blocked.sort_by_key(|b| std::cmp::Reverse(b.age));
         self.stats.set_blocked_keys(blocked);
+        let mut retrying: Vec<RetryingKey> = state
+            .failing
+            .iter()
+            .map(|(&(partition, offset), f)| RetryingKey {
+                partition,
+                offset,
+                key: f.key.clone(),
+                attempts: f.attempts,
+                age: now.saturating_duration_since(f.since),
+                last_error: f.last_error.clone(),
+            })
+            .collect();
+        retrying.sort_by_key(|k| std::cmp::Reverse(k.age));
+        self.stats.set_retrying_keys(retrying);
         self.publish(&state);
     }
 

@@ -16,8 +16,9 @@
 //! the records still running on the partitions it gives up (it commits only after they end,
 //! so a partition's next owner never processes a key this member is still processing).
 //!
-//! A handler that panics frees its slot without the record counting as processed (a commit
-//! never passes it); the loop then ends with the panic, as it did when handlers ran inline.
+//! A failed record is retried or dead-lettered as [`super::retry`] says. A handler that panics
+//! frees its slot without the record counting as processed (a commit never passes it); the
+//! loop then ends with the panic, as it did when handlers ran inline.
 //!
 //! [`OrderGate`]: keyshift_core::protocol::OrderGate
 //! [`RecordHandler`]: super::RecordHandler
@@ -34,6 +35,7 @@ use keyshift_core::key_demand::KeyDemand;
 use keyshift_core::serial::SerialCheck;
 use keyshift_trace::ProcessSpan;
 
+use super::retry::{DeadLetters, Failing, RetryPolicy};
 use super::run::{lock, publish, State, NEXT_WORKER_ID};
 use super::{ConsumerStats, DeliveredRecord, HandlerError, RecordHandler};
 
@@ -48,6 +50,23 @@ pub(super) type AsyncFn = Arc<
 pub(super) struct Job {
     pub record: DeliveredRecord,
     pub span: Option<ProcessSpan>,
+    /// Which attempt this is (1 for a record fresh from the gate).
+    pub attempt: u32,
+    /// Set when every attempt failed and only the dead-letter write is left to retry: the
+    /// last error. The handler is not called again.
+    pub dead_letter_only: Option<String>,
+}
+
+impl Job {
+    /// A record fresh from the gate.
+    pub fn first(record: DeliveredRecord, span: Option<ProcessSpan>) -> Self {
+        Self {
+            record,
+            span,
+            attempt: 1,
+            dead_letter_only: None,
+        }
+    }
 }
 
 /// What a slot reports of a job it ran.
@@ -61,12 +80,17 @@ struct Ran {
     unordered: bool,
     order_exception: bool,
     span: Option<ProcessSpan>,
+    attempt: u32,
+    dead_letter_only: bool,
+    /// The record itself, kept when a failure may retry or dead-letter it.
+    record: Option<DeliveredRecord>,
 }
 
 impl Ran {
-    fn of(job: &mut Job) -> Self {
+    /// What finishing `job` needs, and its record (to hand to the handler).
+    fn of(job: Job) -> (Self, DeliveredRecord, Option<String>) {
         let r = &job.record;
-        Ran {
+        let ran = Ran {
             partition: r.partition,
             offset: r.offset,
             key: r.key.clone(),
@@ -75,8 +99,12 @@ impl Ran {
             park_time: r.park_time,
             unordered: r.unordered,
             order_exception: r.order_exception,
-            span: job.span.take(),
-        }
+            span: job.span,
+            attempt: job.attempt,
+            dead_letter_only: job.dead_letter_only.is_some(),
+            record: None,
+        };
+        (ran, job.record, job.dead_letter_only)
     }
 }
 
@@ -102,24 +130,61 @@ pub(super) struct Finisher {
     pub started: Instant,
     /// The first handler panic's message; the loop ends with it.
     pub panic: Mutex<Option<String>>,
+    /// What a failed record gets (see [`super::retry`]).
+    pub retry: RetryPolicy,
+    /// Where a record goes when every attempt failed, if anywhere.
+    pub dead_letters: Option<DeadLetters>,
 }
 
 impl Finisher {
-    /// Runs `handle` on `job`'s record as the witness `worker` in the serial check, then
-    /// completes it.
-    fn run(
-        &self,
-        mut job: Job,
-        handle: impl FnOnce(DeliveredRecord) -> Result<(), HandlerError>,
-    ) -> bool {
-        let ran = Ran::of(&mut job);
+    /// Whether a failed record is kept for another attempt or a dead-letter write.
+    fn keeps_records(&self) -> bool {
+        !self.retry.exhausted(1) || self.dead_letters.is_some()
+    }
+
+    /// Runs a synchronous `handler` on `job`'s record, then completes it.
+    fn run_sync(&self, job: Job, handler: &mut dyn RecordHandler) -> bool {
+        let (mut ran, record, dead_letter_only) = Ran::of(job);
+        if let Some(error) = dead_letter_only {
+            ran.record = Some(record);
+            return self.finish(ran, None, Instant::now(), Outcome::Done(Err(error.into())));
+        }
         let worker = self.begin(ran.key.as_deref(), ran.partition, ran.offset);
         let started = Instant::now();
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handle(job.record))) {
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&record))) {
             Ok(result) => Outcome::Done(result),
             Err(panic) => Outcome::Panicked(panic_message(&*panic)),
         };
-        self.finish(ran, worker, started, outcome)
+        ran.record = Some(record);
+        self.finish(ran, Some(worker), started, outcome)
+    }
+
+    /// Runs an asynchronous `handler` on `job`'s record, then completes it.
+    async fn run_async(self: Arc<Self>, job: Job, handler: AsyncFn) {
+        let (mut ran, record, dead_letter_only) = Ran::of(job);
+        if let Some(error) = dead_letter_only {
+            ran.record = Some(record);
+            let outcome = Outcome::Done(Err(error.into()));
+            tokio::task::block_in_place(|| self.finish(ran, None, Instant::now(), outcome));
+            return;
+        }
+        if self.keeps_records() {
+            ran.record = Some(record.clone());
+        }
+        let worker = self.begin(ran.key.as_deref(), ran.partition, ran.offset);
+        let started = Instant::now();
+        // Its own task, so that a panic is reported as the join's error.
+        let outcome = match tokio::spawn(handler(record)).await {
+            Ok(result) => Outcome::Done(result),
+            Err(err) if err.is_panic() => Outcome::Panicked(panic_message(&*err.into_panic())),
+            Err(err) => Outcome::Panicked(err.to_string()),
+        };
+        if matches!(outcome, Outcome::Done(Err(_))) && self.dead_letters.is_some() {
+            // A dead-letter write waits for its acknowledgement: off the runtime's workers.
+            tokio::task::block_in_place(|| self.finish(ran, Some(worker), started, outcome));
+        } else {
+            self.finish(ran, Some(worker), started, outcome);
+        }
     }
 
     /// Registers a handler call with the serial check; returns the witness id it ran as.
@@ -138,9 +203,17 @@ impl Finisher {
     }
 
     /// Books a finished call and frees its slot. Returns false if the handler panicked.
-    fn finish(&self, ran: Ran, worker: u64, started: Instant, outcome: Outcome) -> bool {
+    fn finish(
+        &self,
+        mut ran: Ran,
+        worker: Option<u64>,
+        started: Instant,
+        outcome: Outcome,
+    ) -> bool {
         let done = Instant::now();
-        if let (Some(check), Some(key)) = (&self.serial_check, ran.key.as_deref()) {
+        if let (Some(check), Some(key), Some(worker)) =
+            (&self.serial_check, ran.key.as_deref(), worker)
+        {
             lock(check).end(key, worker);
         }
         let result = match outcome {
@@ -156,7 +229,11 @@ impl Finisher {
                 return false;
             }
         };
-        if let (Some(key), Some(ts)) = (ran.key.as_deref(), ran.timestamp_ms) {
+        // Each attempt is a span of its own (a retry's span starts none: it has no fetch).
+        if let Some(span) = ran.span.take() {
+            span.end(result.as_ref().err().map(|e| e as &dyn std::fmt::Display));
+        }
+        if let (Some(key), Some(ts), Some(_)) = (ran.key.as_deref(), ran.timestamp_ms, worker) {
             lock(&self.demand).record(
                 key,
                 ts,
@@ -164,12 +241,10 @@ impl Finisher {
                 done.duration_since(self.started).as_secs_f64(),
             );
         }
-        if let Some(span) = ran.span {
-            span.end(result.as_ref().err().map(|e| e as &dyn std::fmt::Display));
-        }
         if let Err(err) = result {
-            ConsumerStats::add(&self.stats.handler_errors, 1);
-            tracing::warn!(group = %self.group, partition = ran.partition, offset = ran.offset, %err, "handler failed; the record counts as processed");
+            if !self.failed(&mut ran, err.to_string()) {
+                return true;
+            }
         }
         ConsumerStats::add(&self.stats.processed, 1);
         if ran.parked {
@@ -195,11 +270,100 @@ impl Finisher {
                 *n = n.saturating_sub(1);
             }
         }
+        state.failing.remove(&(ran.partition, ran.offset));
         state.leave_slot(ran.partition);
         publish(&self.stats, &state);
         drop(state);
         self.done.notify_all();
         true
+    }
+
+    /// A failed attempt (or dead-letter write). Returns true when the record is now done with
+    /// (dead-lettered, or out of attempts without a dead-letter topic: processed with its
+    /// error), false when it went back to the retry queue (its slot is freed here).
+    fn failed(&self, ran: &mut Ran, error: String) -> bool {
+        let attempts = ran.attempt;
+        if !ran.dead_letter_only {
+            ConsumerStats::add(&self.stats.handler_errors, 1);
+        }
+        let key = String::from_utf8_lossy(ran.key.as_deref().unwrap_or_default()).into_owned();
+        let Some(record) = ran.record.take() else {
+            tracing::warn!(group = %self.group, partition = ran.partition, offset = ran.offset, %key, %error,
+                "handler failed; the record counts as processed");
+            return true;
+        };
+        if !self.retry.exhausted(attempts) && !ran.dead_letter_only {
+            let wait = self.retry.wait_after(attempts);
+            tracing::warn!(group = %self.group, partition = ran.partition, offset = ran.offset, %key, attempt = attempts,
+                max_attempts = ?self.retry.max_attempts, ?wait, %error,
+                "handler failed; retrying after the wait (only this key waits)");
+            ConsumerStats::add(&self.stats.retries, 1);
+            self.requeue(ran, record, attempts + 1, None, wait, error);
+            return false;
+        }
+        let Some(dead_letters) = &self.dead_letters else {
+            tracing::warn!(group = %self.group, partition = ran.partition, offset = ran.offset, %key, attempts, %error,
+                "handler failed on the last attempt; the record counts as processed");
+            return true;
+        };
+        match dead_letters.send(&record, &error, attempts) {
+            Ok(()) => {
+                ConsumerStats::add(&self.stats.dead_lettered, 1);
+                tracing::warn!(group = %self.group, partition = ran.partition, offset = ran.offset, %key, attempts, %error,
+                    topic = dead_letters.topic(), "every attempt failed; the record went to the dead-letter topic and its key continues");
+                true
+            }
+            Err(why) => {
+                ConsumerStats::add(&self.stats.dead_letter_failures, 1);
+                let wait = self.retry.wait_after(attempts);
+                tracing::error!(group = %self.group, partition = ran.partition, offset = ran.offset, %key, %why, ?wait,
+                    "writing a failed record to the dead-letter topic failed; retrying the write (its key waits)");
+                self.requeue(ran, record, attempts, Some(error.clone()), wait, error);
+                false
+            }
+        }
+    }
+
+    /// Puts `record` back in the retry queue, due after `wait`, and frees its slot.
+    fn requeue(
+        &self,
+        ran: &Ran,
+        record: DeliveredRecord,
+        attempt: u32,
+        dead_letter_only: Option<String>,
+        wait: Duration,
+        error: String,
+    ) {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        let failed_attempts = if dead_letter_only.is_some() {
+            attempt
+        } else {
+            attempt - 1
+        };
+        let failing = state
+            .failing
+            .entry((ran.partition, ran.offset))
+            .or_insert_with(|| Failing {
+                key: ran.key.clone().unwrap_or_default(),
+                attempts: 0,
+                since: now,
+                last_error: String::new(),
+            });
+        failing.attempts = failed_attempts;
+        failing.last_error = error;
+        state.retries.push((
+            now + wait,
+            Job {
+                record,
+                span: None,
+                attempt,
+                dead_letter_only,
+            },
+        ));
+        state.leave_slot(ran.partition);
+        drop(state);
+        self.done.notify_all();
     }
 }
 
@@ -244,7 +408,7 @@ impl Runner {
                         let job = lock(&queue).recv();
                         let Ok(job) = job else { return };
                         // A panicked handler may be left broken: its slot takes no more jobs.
-                        if !finisher.run(job, |record| handler.handle(&record)) {
+                        if !finisher.run_sync(job, handler.as_mut()) {
                             return;
                         }
                     })?,
@@ -265,24 +429,9 @@ impl Runner {
             .name(format!("{name}-tasks"))
             .spawn(move || {
                 runtime.block_on(async move {
-                    while let Some(mut job) = queue.recv().await {
+                    while let Some(job) = queue.recv().await {
                         let finisher = Arc::clone(&finisher);
-                        let handler = Arc::clone(&handler);
-                        tokio::spawn(async move {
-                            let ran = Ran::of(&mut job);
-                            let worker =
-                                finisher.begin(ran.key.as_deref(), ran.partition, ran.offset);
-                            let started = Instant::now();
-                            // Its own task, so that a panic is reported as the join's error.
-                            let outcome = match tokio::spawn(handler(job.record)).await {
-                                Ok(result) => Outcome::Done(result),
-                                Err(err) if err.is_panic() => {
-                                    Outcome::Panicked(panic_message(&*err.into_panic()))
-                                }
-                                Err(err) => Outcome::Panicked(err.to_string()),
-                            };
-                            finisher.finish(ran, worker, started, outcome);
-                        });
+                        tokio::spawn(finisher.run_async(job, Arc::clone(&handler)));
                     }
                 });
                 // Dropping the runtime here cancels tasks still running (a crash leaves them).

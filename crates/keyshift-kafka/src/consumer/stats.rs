@@ -17,6 +17,11 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use keyshift_core::sim::InfeasibleKey;
+
+use super::retry::RetryingKey;
+
+/// Most failing keys [`StatsSnapshot::retrying_keys`] lists.
+pub const MAX_LISTED_RETRYING_KEYS: usize = 50;
 use keyshift_core::stats::LatencyHistogram;
 
 /// Live counters of one ordered consumer (see the `consumer::stats` module docs).
@@ -47,7 +52,11 @@ pub struct ConsumerStats {
     pub(crate) below_start: AtomicU64,
     pub(crate) stalled_partitions: AtomicU64,
     pub(crate) offset_read_failures: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) dead_letter_failures: AtomicU64,
     pub(crate) blocked_keys: Mutex<Vec<BlockedKey>>,
+    pub(crate) retrying_keys: Mutex<(Vec<RetryingKey>, usize)>,
     pub(crate) infeasible_keys: Mutex<(Vec<InfeasibleKey>, usize)>,
     pub(crate) park_time: Mutex<LatencyHistogram>,
     pub(crate) e2e_latency: Mutex<LatencyHistogram>,
@@ -129,8 +138,20 @@ pub struct StatsSnapshot {
     /// Assignments whose committed offsets could not be read even after retries (the gate
     /// then starts at the first delivered record and commits nothing before it).
     pub offset_read_failures: u64,
+    /// Handler attempts that failed and were retried (each retry counts once).
+    pub retries: u64,
+    /// Records written to the dead-letter topic after their last attempt failed.
+    pub dead_lettered: u64,
+    /// Dead-letter writes that failed (retried; the record's key waits meanwhile).
+    pub dead_letter_failures: u64,
     /// Keys parked longer than the park timeout right now, oldest first.
     pub blocked_keys: Vec<BlockedKey>,
+    /// Keys whose record failed and is waiting for another attempt (or its dead-letter
+    /// write) right now, longest failing first, at most [`MAX_LISTED_RETRYING_KEYS`]: each
+    /// blocks its key's later records.
+    pub retrying_keys: Vec<RetryingKey>,
+    /// How many keys are failing right now (may exceed the listed ones).
+    pub retrying_key_count: u64,
     /// Keys that needed more than one consumer in the last demand window (10 s), neediest
     /// first, at most ten ([`keyshift_core::key_demand`]): per-key order makes their load
     /// unsustainable wherever they are placed.
@@ -154,6 +175,7 @@ impl ConsumerStats {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         // One lock, released before the literal below takes the others.
         let (infeasible_keys, infeasible_count) = lock(&self.infeasible_keys).clone();
+        let (retrying_keys, retrying_count) = lock(&self.retrying_keys).clone();
         StatsSnapshot {
             processed: get(&self.processed),
             parked_now: get(&self.parked_now),
@@ -180,7 +202,12 @@ impl ConsumerStats {
             below_start: get(&self.below_start),
             stalled_partitions: get(&self.stalled_partitions),
             offset_read_failures: get(&self.offset_read_failures),
+            retries: get(&self.retries),
+            dead_lettered: get(&self.dead_lettered),
+            dead_letter_failures: get(&self.dead_letter_failures),
             blocked_keys: lock(&self.blocked_keys).clone(),
+            retrying_keys,
+            retrying_key_count: retrying_count as u64,
             infeasible_keys,
             infeasible_key_count: infeasible_count as u64,
             park_time: lock(&self.park_time).clone(),
@@ -234,6 +261,12 @@ impl ConsumerStats {
 
     pub(crate) fn set_blocked_keys(&self, keys: Vec<BlockedKey>) {
         *lock(&self.blocked_keys) = keys;
+    }
+
+    pub(crate) fn set_retrying_keys(&self, mut keys: Vec<RetryingKey>) {
+        let count = keys.len();
+        keys.truncate(MAX_LISTED_RETRYING_KEYS);
+        *lock(&self.retrying_keys) = (keys, count);
     }
 
     pub(crate) fn set_infeasible_keys(&self, keys: &[InfeasibleKey], count: usize) {

@@ -29,7 +29,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use keyshift_kafka::{
     ClientSettings, ConsumerStats, DeliveredRecord, ExecHandler, HttpForward,
-    OrderedConsumerBuilder, ParkPolicy, Property,
+    OrderedConsumerBuilder, ParkPolicy, Property, RetryPolicy,
 };
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -119,8 +119,8 @@ pub struct WorkerArgs {
     /// connections; body: one JSON object {"topic", "partition", "offset", "timestamp_ms",
     /// "key", "value", "headers"}, with key_base64/value_base64 in place of key/value for bytes
     /// that are not UTF-8 and headers_base64 for such header values). A 2xx answer means the
-    /// record is done; any other answer, a refused connection or --handler-timeout counts as
-    /// a handler error (logged, keyshift_worker_handler_errors) and the record as processed.
+    /// record is done; any other answer, a refused connection or --handler-timeout is a failed
+    /// attempt (see --max-attempts).
     #[arg(long, value_name = "URL", conflicts_with = "exec")]
     forward: Option<String>,
 
@@ -129,9 +129,31 @@ pub struct WorkerArgs {
     /// "id"), answered on its standard output by one line per record, {"id": N} when done or
     /// {"id": N, "error": "why"}, in any order (up to --concurrency records at once, never two
     /// of one key). Its standard error is the worker's; if it exits, its unanswered records
-    /// fail and the next record starts it again.
+    /// fail (see --max-attempts) and the next record starts it again.
     #[arg(long, value_name = "COMMAND")]
     exec: Option<String>,
+
+    /// Attempts per record with --forward / --exec, the first included; 0 retries forever
+    /// (the key blocks until its record succeeds). A failed record is retried after
+    /// --retry-backoff, doubling up to --max-retry-backoff; only its key waits, other keys
+    /// flow. After the last attempt it goes to --dead-letter-topic and its key continues.
+    #[arg(long, default_value_t = 5)]
+    max_attempts: u32,
+
+    /// Wait before a failed record's second attempt (doubles for each further one), e.g.
+    /// 100ms, 2s.
+    #[arg(long, value_parser = duration_flag, default_value = "100ms", value_name = "DURATION")]
+    retry_backoff: Duration,
+
+    /// Longest wait between two attempts of a failed record.
+    #[arg(long, value_parser = duration_flag, default_value = "10s", value_name = "DURATION")]
+    max_retry_backoff: Duration,
+
+    /// Topic a record goes to when every attempt failed, with its key, value, timestamp and
+    /// headers and keyshift-dlq-error, -topic, -partition, -offset, -group and -attempts
+    /// headers; created (1 partition) if missing [default: <topic>.keyshift-dlq].
+    #[arg(long, value_name = "TOPIC")]
+    dead_letter_topic: Option<String>,
 
     /// Longest one record may take in the application with --forward (the request, connecting
     /// included) or --exec (until its answer), as a number with a unit: 500ms, 30s, 2m.
@@ -443,6 +465,56 @@ impl Collector for StatsCollector {
             let labels = [("key", k.key.clone())];
             ConstGauge::new(k.consumers_needed).encode(family.encode_family(&labels)?)?;
         }
+        counter(
+            &mut e,
+            "keyshift_worker_retries",
+            "Failed attempts that were retried (--forward / --exec)",
+            s.retries,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_dead_lettered",
+            "Records written to the dead-letter topic after their last attempt failed",
+            s.dead_lettered,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_dead_letter_failures",
+            "Dead-letter writes that failed (retried; the record's key waits)",
+            s.dead_letter_failures,
+        )?;
+        gauge(
+            &mut e,
+            "keyshift_worker_retrying_keys",
+            "Keys whose record failed and waits for another attempt: each blocks its later records",
+            s.retrying_key_count,
+        )?;
+        let mut family = e.encode_descriptor(
+            "keyshift_worker_retrying_key_age",
+            "How long each failing key (oldest 50) has been failing",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for k in &s.retrying_keys {
+            let labels = [
+                ("partition", k.partition.to_string()),
+                ("key", String::from_utf8_lossy(&k.key).into_owned()),
+            ];
+            ConstGauge::new(k.age.as_secs_f64()).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = e.encode_descriptor(
+            "keyshift_worker_retrying_key_attempts",
+            "Failed attempts of each failing key's record (oldest 50)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for k in &s.retrying_keys {
+            let labels = [
+                ("partition", k.partition.to_string()),
+                ("key", String::from_utf8_lossy(&k.key).into_owned()),
+            ];
+            ConstGauge::new(u64::from(k.attempts)).encode(family.encode_family(&labels)?)?;
+        }
         let mut family = e.encode_descriptor(
             "keyshift_worker_blocked_key_age",
             "Keys parked longer than --park-timeout-ms: how long each has waited",
@@ -514,6 +586,38 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             )
             .into());
         }
+        if args.max_retry_backoff < args.retry_backoff {
+            return Err(
+                FlagError::new("--max-retry-backoff", "must be at least --retry-backoff").into(),
+            );
+        }
+        let dead_letters = args
+            .dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.keyshift-dlq", args.topic));
+        if dead_letters.trim().is_empty() || dead_letters == args.topic {
+            return Err(FlagError::new(
+                "--dead-letter-topic",
+                "must be a topic other than --topic",
+            )
+            .into());
+        }
+        keyshift_kafka::Admin::new(&settings)
+            .and_then(|admin| admin.create_topic(&dead_letters, 1))
+            .with_context(|| format!("cannot create the dead-letter topic '{dead_letters}'"))?;
+        builder = builder
+            .retry(RetryPolicy {
+                max_attempts: (args.max_attempts > 0).then_some(args.max_attempts),
+                backoff: args.retry_backoff,
+                max_backoff: args.max_retry_backoff,
+            })
+            .dead_letter_topic(dead_letters);
+    } else if args.dead_letter_topic.is_some() {
+        return Err(FlagError::new(
+            "--dead-letter-topic",
+            "the simulated service never fails: use it with --forward or --exec",
+        )
+        .into());
     }
     let consumer = if let Some(url) = &args.forward {
         let forward = HttpForward::new(url, &args.topic, args.handler_timeout)
