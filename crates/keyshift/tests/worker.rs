@@ -496,3 +496,243 @@ fn read_topic(
     }
     out
 }
+
+/// The value of sample `name` on a worker's `/metrics`, or 0 while it is not exported.
+fn worker_sample(addr: &str, name: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics");
+    sample(&body, name).unwrap_or(0.0)
+}
+
+/// Polls `done` until it holds, at most [`PATIENCE`].
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 16's acceptance run: two `keyshift worker --forward --concurrency 32` processes feed
+/// one Python handler (which sees every record of both, so its checks are global), keys are
+/// moved between partitions by a fenced producer while records flow, one worker is killed with
+/// `kill -9` mid-run, and the handler answers 500 to every attempt of one key and to the first
+/// attempt of another. The handler sees every record of every other key done, each key in
+/// order and never two of one key at once, across the moves and the kill; the failing key's
+/// records are all in the dead-letter topic with the error; the survivor commits everything.
+#[test]
+fn forwarding_workers_keep_key_order_across_moves_a_kill_and_failing_keys() {
+    use keyshift_kafka::{KeyshiftProducer, Routes};
+
+    let broker = EmbeddedBroker::start().expect("broker");
+    let (topic, partitions) = ("forward-faults", 4u32);
+    broker.create_topic(topic, partitions).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/python/forward_handler.py"
+    );
+    let (_handler, handler_addr) = spawn_listening(Command::new("python3").args([
+        script,
+        "--port",
+        "0",
+        "--service-ms",
+        "5",
+        "--fail-key",
+        "k3",
+        "--fail-first",
+        "k5",
+    ]));
+    let worker = |name: &str| {
+        spawn_listening(
+            Command::new(env!("CARGO_BIN_EXE_keyshift"))
+                .args(["worker", "--bootstrap-servers", broker.bootstrap_servers()])
+                .args(["--topic", topic, "--group", "forward-faults"])
+                .args(["--client-id", name])
+                .args(["--forward", &format!("http://{handler_addr}/records")])
+                .args(["--concurrency", "32", "--metrics-listen", "127.0.0.1:0"])
+                .args(["--max-attempts", "3", "--retry-backoff", "10ms"])
+                .args(["--session-timeout-ms", "3000"]),
+        )
+    };
+    // As in the consumer crate's crash test: the member that joined first is the one killed
+    // (tansu 0.6 does not hand a dead group leader's partitions over).
+    let (mut victim, victim_addr) = worker("victim");
+    wait_for("the victim to own every partition", || {
+        worker_sample(&victim_addr, "keyshift_worker_owned_partitions") == f64::from(partitions)
+    });
+    let (mut survivor, survivor_addr) = worker("survivor");
+    wait_for("both workers to own partitions", || {
+        worker_sample(&victim_addr, "keyshift_worker_owned_partitions") > 0.0
+            && worker_sample(&survivor_addr, "keyshift_worker_owned_partitions") > 0.0
+    });
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
+        .routes(Routes::Durable(None))
+        .strategy("hash")
+        .partitions(partitions)
+        .build()
+        .expect("producer");
+    let (keys, per_key) = (20u32, 30u32);
+    // Seqs [from, to) of every key; k1 and k2 move to the next partition before seq 5, 12 and
+    // 22 (each move fenced), k5 before seq 17.
+    let send = |from: u32, to: u32| {
+        let mut pending = Vec::new();
+        for seq in from..to {
+            for k in 0..keys {
+                let key = format!("k{k}");
+                let moves = match k {
+                    1 | 2 => [5, 12, 22].contains(&seq),
+                    5 => seq == 17,
+                    _ => false,
+                };
+                if moves {
+                    let now = producer.current_partition(key.as_bytes());
+                    producer
+                        .move_key(key.as_bytes(), (now + 1) % partitions)
+                        .expect("valid partition");
+                }
+                pending.push(
+                    producer
+                        .try_send(key.as_bytes(), seq.to_string().as_bytes(), Vec::new())
+                        .expect("enqueued"),
+                );
+                if seq % 5 == 4 && k == keys - 1 {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        runtime.block_on(async {
+            for p in pending {
+                p.await.expect("delivered");
+            }
+        });
+    };
+    send(0, 15);
+    wait_for("the victim to forward some records", || {
+        worker_sample(&victim_addr, "keyshift_worker_processed_records_total") >= 40.0
+    });
+    let status = signal_and_wait(&mut victim.0, "-KILL", "victim worker");
+    assert!(!status.success(), "kill -9 ends the worker abnormally");
+    send(15, per_key);
+    // Seven moves asked; a move back to a key's hash partition is routed without a new set,
+    // so not every one is a fenced migration.
+    let stats = producer.stats();
+    eprintln!(
+        "producer: {} migrations, {} fences",
+        stats.migrations, stats.fences
+    );
+    assert!(
+        stats.migrations >= 4 && stats.fences >= stats.migrations,
+        "{} migrations, {} fences",
+        stats.migrations,
+        stats.fences
+    );
+
+    let total = u64::from(keys * per_key);
+    let report = || -> serde_json::Value {
+        let (_, body) = http_get(&handler_addr, "/report");
+        serde_json::from_str(&body).expect("report is JSON")
+    };
+    // Every record of the 19 keys that succeed is done at least once.
+    wait_for("every record of the other keys done", || {
+        report()["distinct"] == total - u64::from(per_key)
+    });
+    let letters = read_all_dead_letters(&broker, "forward-faults.keyshift-dlq", per_key as usize);
+    let status = signal_and_wait(&mut survivor.0, "-TERM", "survivor worker");
+    assert!(status.success(), "survivor exit status {status}");
+    let report = report();
+    eprintln!("forward under faults: {report}");
+    for zero in ["overlaps", "out_of_order", "malformed"] {
+        assert_eq!(report[zero], 0, "{zero}: {report}");
+    }
+    assert_eq!(report["keys"], keys - 1, "{report}");
+    assert!(report["max_in_flight"].as_u64().unwrap() > 1, "{report}");
+    // The kill redelivers what the victim processed but had not committed: repeats, in order.
+    eprintln!("repeats after the kill: {}", report["repeats"]);
+    let seqs: std::collections::BTreeSet<u32> = letters
+        .iter()
+        .map(|(key, value, headers)| {
+            assert_eq!(key, "k3");
+            assert!(headers["keyshift-dlq-error"].contains("500"), "{headers:?}");
+            value.parse().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..per_key).collect(),
+        "every k3 record dead-lettered"
+    );
+    let committed = broker
+        .admin()
+        .committed_offsets("forward-faults", topic, partitions)
+        .unwrap();
+    let ends = broker.admin().end_offsets(topic).unwrap();
+    assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>());
+}
+
+/// Reads partition 0 of `topic` until it holds every k3 sequence number `0..per_key` (a kill
+/// may dead-letter a record twice: the victim wrote it, then died before committing).
+fn read_all_dead_letters(
+    broker: &EmbeddedBroker,
+    topic: &str,
+    per_key: usize,
+) -> Vec<(String, String, std::collections::HashMap<String, String>)> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let end = broker.admin().end_offsets(topic).unwrap()[0] as usize;
+        let letters = read_topic(broker, topic, end);
+        let seqs: std::collections::HashSet<&str> =
+            letters.iter().map(|(_, v, _)| v.as_str()).collect();
+        if seqs.len() >= per_key {
+            return letters;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {per_key} dead letters",
+            seqs.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The negative control of the handler-side checks above: two workers in two different groups
+/// each process every record, so the handler sees keys inside two requests at once and every
+/// record twice — the check can fail, and says so.
+#[test]
+fn the_handler_check_sees_two_groups_working_on_one_key_at_once() {
+    let broker = EmbeddedBroker::start().expect("broker");
+    let topic = "two-groups";
+    broker.create_topic(topic, 2).unwrap();
+    let total = produce_sequences(&broker, topic, 10, 40);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/python/forward_handler.py"
+    );
+    let (_handler, handler_addr) = spawn_listening(Command::new("python3").args([
+        script,
+        "--port",
+        "0",
+        "--service-ms",
+        "10",
+    ]));
+    let workers: Vec<_> = ["group-a", "group-b"]
+        .into_iter()
+        .map(|group| {
+            spawn_listening(
+                Command::new(env!("CARGO_BIN_EXE_keyshift"))
+                    .args(["worker", "--bootstrap-servers", broker.bootstrap_servers()])
+                    .args(["--topic", topic, "--group", group])
+                    .args(["--forward", &format!("http://{handler_addr}/records")])
+                    .args(["--concurrency", "16", "--metrics-listen", "127.0.0.1:0"]),
+            )
+        })
+        .collect();
+    for (_, addr) in &workers {
+        wait_for_processed(addr, total);
+    }
+    let (_, report) = http_get(&handler_addr, "/report");
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    eprintln!("two groups: {report}");
+    assert_eq!(report["repeats"], total, "{report}");
+    assert!(report["overlaps"].as_u64().unwrap() > 0, "{report}");
+}
