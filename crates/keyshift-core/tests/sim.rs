@@ -241,3 +241,27 @@ fn hash_never_recovers_from_a_targeted_rotation_judged_rotation_by_rotation() {
     assert_eq!(r.window_records, 10_000);
     assert!(r.unrecovered < rotation.unrecovered, "{r:?}");
 }
+
+#[test]
+fn service_draws_have_the_mean_asked_for_and_io_has_a_heavy_tail() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for dist in [
+        ServiceDist::Fixed,
+        ServiceDist::Exponential,
+        ServiceDist::Io,
+    ] {
+        let mut draws: Vec<f64> = (0..200_000).map(|_| dist.sample(0.032, &mut rng)).collect();
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!((mean / 0.032 - 1.0).abs() < 0.01, "{dist:?}: mean {mean}");
+        assert!(draws.iter().all(|d| d.is_finite() && *d >= 0.0), "{dist:?}");
+        draws.sort_by(f64::total_cmp);
+        let p99 = draws[draws.len() * 99 / 100] / 0.032;
+        let median = draws[draws.len() / 2] / 0.032;
+        if dist == ServiceDist::Io {
+            // Log-normal with σ 0.5: median e^(-σ²/2) ≈ 0.88, p99 e^(-σ²/2 + 2.326 σ) ≈ 2.82.
+            assert!((median - 0.8825).abs() < 0.01, "median {median}");
+            assert!((p99 - 2.82).abs() < 0.06, "p99 {p99}");
+        }
+    }
+}

@@ -17,6 +17,11 @@ pub struct Plan {
     pub strategies: Vec<String>,
     /// Workload, cluster shape, service times and strategy options (the simulator's form).
     pub config: SimConfig,
+    /// Records each worker processes at once (≥ 1), never two of one key; the mean service
+    /// time is multiplied by it, so the group's capacity stays what `utilization` asks for.
+    /// `hash` then runs each partition serially (a classic consumer's thread per partition),
+    /// [`PC`] and the others run key-ordered slots.
+    pub concurrency: usize,
     /// Producer instances the load is spread over (≥ 1); each key's records go through one
     /// producer while any of them is unacknowledged.
     pub producers: u32,
@@ -47,7 +52,35 @@ pub struct Plan {
     pub dashboard: Option<SocketAddr>,
 }
 
+/// The Parallel Consumer baseline: Kafka's hash partitioning, each worker processing up to
+/// `concurrency` records at once in per-key order (key-ordered concurrency inside a
+/// partition, as Confluent's Parallel Consumer does) — the comparison for keyshift at equal
+/// worker capacity.
+pub const PC: &str = "pc";
+
+/// The strategy the producers of experiment strategy `name` route with.
+pub fn producer_strategy(name: &str) -> &str {
+    if name == PC {
+        "hash"
+    } else {
+        name
+    }
+}
+
+/// Whether the workers of strategy `name` process each partition serially: `hash` with
+/// several slots per worker is the classic consumer (one thread per partition), which the
+/// `pc` baseline improves on.
+pub fn partition_serial(name: &str, concurrency: usize) -> bool {
+    name == "hash" && concurrency > 1
+}
+
 impl Plan {
+    /// Mean time a worker's slot spends on one record: the simulator's mean service time
+    /// times the slots per worker, so that the group runs at the utilisation asked for.
+    pub fn mean_service_secs(&self) -> f64 {
+        self.config.mean_service_secs() * self.concurrency as f64
+    }
+
     /// Client settings for `bootstrap`: `defaults` first, then the `-X` properties, which
     /// override them.
     pub fn client_settings(&self, bootstrap: &str, defaults: &[(&str, &str)]) -> ClientSettings {

@@ -311,8 +311,10 @@ pub struct Setup {
     pub records: u64,
     /// Partitions of each fresh topic.
     pub partitions: u32,
-    /// Workers (consumer-group members), each processing one record at a time.
+    /// Workers (consumer-group members).
     pub consumers: u32,
+    /// Records each worker processes at once (`--concurrency`), never two of one key.
+    pub concurrency: usize,
     /// Producer instances the load was spread over (`--producers`).
     pub producers: u32,
     /// Where they kept routes of moved keys: `durable`, `ephemeral` or `coordinated`
@@ -344,6 +346,7 @@ impl Setup {
             records: config.records,
             partitions: config.partitions,
             consumers: config.consumers,
+            concurrency: 1,
             workload: describe_keys(config),
             utilization: config.utilization,
             service_ms: config.mean_service_secs() * 1e3,
@@ -356,7 +359,7 @@ impl Setup {
     /// One line describing the setup, for the text and HTML outputs.
     pub fn describe(&self) -> String {
         format!(
-            "{} records at {} rec/s ({} arrivals), {}, {}{} partitions → {} workers, {} \
+            "{} records at {} rec/s ({} arrivals), {}, {}{} partitions → {} workers{}, {} \
              service of {:.1} ms (utilisation {}), seed {}, warm-up {:.0} %, broker: {}",
             self.records,
             self.rate,
@@ -369,6 +372,11 @@ impl Setup {
             },
             self.partitions,
             self.consumers,
+            if self.concurrency > 1 {
+                format!(" × {} slots", self.concurrency)
+            } else {
+                String::new()
+            },
             self.service,
             self.service_ms,
             self.utilization,

@@ -48,7 +48,7 @@ use keyshift_kafka::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::plan::Plan;
+use crate::plan::{partition_serial, producer_strategy, Plan};
 use crate::report::{
     CoordinationReport, ExperimentReport, LagSample, Measured, Setup, StrategyReport,
 };
@@ -179,6 +179,8 @@ pub fn run(plan: &Plan) -> anyhow::Result<ExperimentReport> {
     };
     let setup = Setup {
         producers: plan.producers,
+        concurrency: plan.concurrency,
+        service_ms: plan.mean_service_secs() * 1e3,
         routes: match &plan.routes {
             Routes::Durable(_) => "durable",
             Routes::Ephemeral => "ephemeral",
@@ -329,14 +331,7 @@ struct ServiceTimes {
 
 impl ServiceTimes {
     fn next(&mut self) -> Duration {
-        let secs = match self.dist {
-            ServiceDist::Fixed => self.mean,
-            ServiceDist::Exponential => {
-                let u: f64 = self.rng.gen();
-                -(1.0 - u).ln() * self.mean
-            }
-        };
-        Duration::from_secs_f64(secs.max(0.0))
+        Duration::from_secs_f64(self.dist.sample(self.mean, &mut self.rng).max(0.0))
     }
 }
 
@@ -385,51 +380,65 @@ fn run_strategy(
     let trace_log = plan.trace.then(|| Arc::new(TraceLog::default()));
 
     let mut workers = Vec::new();
+    let serial_partitions = partition_serial(name, plan.concurrency);
     for w in 0..config.consumers {
-        let mut service = ServiceTimes {
-            mean: config.mean_service_secs(),
-            dist: config.service,
-            rng: ChaCha8Rng::seed_from_u64(config.seed ^ (u64::from(w) << 32) ^ 0x5e41),
-        };
-        let collector = Arc::clone(&collector);
-        let live = Arc::clone(&live);
-        let start_us = Arc::clone(&start_us);
-        let trace_log = trace_log.clone();
-        let handler = move |record: &DeliveredRecord| -> Result<(), std::convert::Infallible> {
-            let service_start_us = unix_us();
-            std::thread::sleep(service.next());
-            if let Some(n) = live.completed.get(record.partition as usize) {
-                n.fetch_add(1, Ordering::Relaxed);
-            }
-            let Some(probe) = &record.probe else {
-                return Ok(());
+        // One lock per partition, taken around the service when partitions run serially.
+        let partition_locks: Arc<Vec<Mutex<()>>> =
+            Arc::new((0..partitions).map(|_| Mutex::new(())).collect());
+        let make_handler = |slot: usize| {
+            let mut service = ServiceTimes {
+                mean: plan.mean_service_secs(),
+                dist: config.service,
+                rng: ChaCha8Rng::seed_from_u64(
+                    config.seed ^ (u64::from(w) << 32) ^ ((slot as u64) << 48) ^ 0x5e41,
+                ),
             };
-            let done_us = unix_us();
-            let mut c = collector.lock().unwrap_or_else(|p| p.into_inner());
-            if record.verdict != Some(SeqVerdict::Duplicate) {
-                c.consumed += 1;
-                c.last_done = Some(Instant::now());
-                live.consumed.fetch_add(1, Ordering::Relaxed);
-            }
-            let start = start_us.load(Ordering::Relaxed);
-            let warm_us = start.saturating_add((warm_at * 1e6) as u64);
-            if probe.sent_us >= warm_us {
-                c.latency
-                    .record_secs(done_us.saturating_sub(probe.sent_us) as f64 / 1e6);
-                if let Some(log) = &trace_log {
-                    let since_fetch = record.fetched_at.elapsed().as_micros() as u64;
-                    log.processed(Processed {
-                        partition: record.partition,
-                        offset: record.offset,
-                        scheduled_us: probe.sent_us,
-                        fetched_us: unix_us().saturating_sub(since_fetch),
-                        parked_us: record.park_time.as_micros() as u64,
-                        start_us: service_start_us,
-                        end_us: done_us,
-                    });
+            let partition_locks = Arc::clone(&partition_locks);
+            let collector = Arc::clone(&collector);
+            let live = Arc::clone(&live);
+            let start_us = Arc::clone(&start_us);
+            let trace_log = trace_log.clone();
+            move |record: &DeliveredRecord| -> Result<(), std::convert::Infallible> {
+                let service_start_us = unix_us();
+                let _partition = serial_partitions.then(|| {
+                    partition_locks[record.partition as usize]
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                });
+                std::thread::sleep(service.next());
+                if let Some(n) = live.completed.get(record.partition as usize) {
+                    n.fetch_add(1, Ordering::Relaxed);
                 }
+                let Some(probe) = &record.probe else {
+                    return Ok(());
+                };
+                let done_us = unix_us();
+                let mut c = collector.lock().unwrap_or_else(|p| p.into_inner());
+                if record.verdict != Some(SeqVerdict::Duplicate) {
+                    c.consumed += 1;
+                    c.last_done = Some(Instant::now());
+                    live.consumed.fetch_add(1, Ordering::Relaxed);
+                }
+                let start = start_us.load(Ordering::Relaxed);
+                let warm_us = start.saturating_add((warm_at * 1e6) as u64);
+                if probe.sent_us >= warm_us {
+                    c.latency
+                        .record_secs(done_us.saturating_sub(probe.sent_us) as f64 / 1e6);
+                    if let Some(log) = &trace_log {
+                        let since_fetch = record.fetched_at.elapsed().as_micros() as u64;
+                        log.processed(Processed {
+                            partition: record.partition,
+                            offset: record.offset,
+                            scheduled_us: probe.sent_us,
+                            fetched_us: unix_us().saturating_sub(since_fetch),
+                            parked_us: record.park_time.as_micros() as u64,
+                            start_us: service_start_us,
+                            end_us: done_us,
+                        });
+                    }
+                }
+                Ok(())
             }
-            Ok(())
         };
         let worker = OrderedConsumerBuilder::new(worker_settings, group.clone(), topic.to_string())
             .commit_interval(Duration::from_secs_f64(config.commit_interval_ms / 1e3))
@@ -438,7 +447,8 @@ fn run_strategy(
             .shared_sequence_check(Arc::clone(&check), true)
             .shared_serial_check(Arc::clone(&serial))
             .thread_name(format!("worker-{name}-{w}"))
-            .spawn(handler)
+            .concurrency(plan.concurrency)
+            .spawn_each(make_handler)
             .with_context(|| format!("starting worker {w}"))?;
         workers.push(worker);
     }
@@ -602,7 +612,7 @@ fn build_producers(
         (0..plan.producers)
             .map(|_| {
                 KeyshiftProducer::builder(settings.clone(), topic)
-                    .strategy(name)
+                    .strategy(producer_strategy(name))
                     .strategy_config(strategy::StrategyConfig {
                         seed: config.seed,
                         ..config.strategy

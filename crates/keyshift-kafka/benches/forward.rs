@@ -69,7 +69,10 @@ fn record(i: usize, keys: usize) -> DeliveredRecord {
         offset: i as i64,
         key: Some(format!("key-{}", i % keys).into_bytes()),
         value: vec![b'x'; 100],
-        headers: vec![("traceparent".into(), Some(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_vec()))],
+        headers: vec![(
+            "traceparent".into(),
+            Some(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_vec()),
+        )],
         timestamp_ms: Some(1_764_806_400_000),
         route: None,
         parked: false,

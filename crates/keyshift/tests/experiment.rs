@@ -420,6 +420,8 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["--warmup", "1.5"][..], "--warmup"),
         (&["--producers", "0"][..], "--producers"),
         (&["--routes", "everywhere"][..], "--routes"),
+        (&["--concurrency", "0"][..], "--concurrency"),
+        (&["--strategies", "pcx"][..], "--strategies"),
     ] {
         let mut all = vec!["experiment"];
         all.extend_from_slice(args);
@@ -430,5 +432,72 @@ fn bad_flags_exit_2_naming_the_flag() {
             stderr.contains(flag),
             "{args:?} should name {flag}: {stderr}"
         );
+    }
+}
+
+/// `--concurrency 4 --service io`: hash (each partition serial, the classic consumer), the
+/// Parallel Consumer baseline `pc` (hash partitioning, key-ordered slots) and keyshift at equal
+/// capacity. Nothing is lost, per-key order and serial processing hold for all three (the
+/// checker sees every slot of every worker), and the report says what ran: four slots per
+/// worker and a service time four times the single-slot one.
+#[test]
+fn hash_pc_and_keyshift_run_at_equal_capacity_with_slots() {
+    let _alone = one_at_a_time();
+    let dir = temp_dir("experiment-concurrency");
+    let json = dir.join("report.json");
+    let out = keyshift(&[
+        "experiment",
+        "--strategies",
+        "hash,pc,keyshift",
+        "--concurrency",
+        "4",
+        "--service",
+        "io",
+        "--partitions",
+        "4",
+        "--consumers",
+        "4",
+        "--records",
+        "1200",
+        "--rate",
+        "300",
+        "--utilization",
+        "0.5",
+        "--keys",
+        "40",
+        "--keyshift-warmup",
+        "1",
+        "--no-html",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("4 workers × 4 slots, io service"),
+        "{stdout}"
+    );
+    let v = read_json(&json);
+    assert_eq!(v["setup"]["concurrency"], 4, "{v}");
+    assert_eq!(v["setup"]["service"], "io", "{v}");
+    // utilisation × consumers × slots ÷ rate = 0.5 × 4 × 4 / 300 s.
+    let service_ms = v["setup"]["service_ms"].as_f64().unwrap();
+    assert!((service_ms - 0.5 * 16.0 / 300.0 * 1e3).abs() < 1e-6, "{v}");
+    let names: Vec<&str> = v["strategies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["strategy"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["hash", "pc", "keyshift"]);
+    for r in v["strategies"].as_array().unwrap() {
+        assert_eq!(r["consumed"], 1200, "{r}");
+        assert_eq!(r["order_violations"], 0, "{r}");
+        assert_eq!(r["concurrent_key_processing"], 0, "{r}");
+        assert_eq!(r["preserves_order"], true, "{r}");
     }
 }

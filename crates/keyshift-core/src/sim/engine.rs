@@ -14,11 +14,11 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 
-use super::config::{assign, ArrivalProcess, ServiceDist, SimConfig};
+use super::config::{assign, ArrivalProcess, SimConfig};
 use super::recovery::{self, Windowing};
 use super::report::{infeasible_keys, InfeasibleKey, SimReport};
 use crate::protocol::{GateRecord, Migrator, OrderGate, RouteHeader, Step};
@@ -620,13 +620,10 @@ impl<'c> Sim<'c> {
         }
         key.max_started = Some(key.max_started.map_or(record.seq, |m| m.max(record.seq)));
         key.in_flight += 1;
-        let service = match self.config.service {
-            ServiceDist::Fixed => self.service_mean,
-            ServiceDist::Exponential => {
-                let u: f64 = self.service_rng.gen();
-                -(1.0 - u).ln() * self.service_mean
-            }
-        };
+        let service = self
+            .config
+            .service
+            .sample(self.service_mean, &mut self.service_rng);
         self.schedule(self.now + service, Kind::ServiceDone(c, rec));
     }
 

@@ -123,6 +123,9 @@ pub enum ServiceArg {
     Fixed,
     /// Exponentially distributed service times.
     Exponential,
+    /// A wait on I/O: log-normal around the mean (σ 0.5, p99 ≈ 2.8 × mean); with
+    /// `experiment --concurrency` each worker waits on many at once.
+    Io,
 }
 
 impl From<ServiceArg> for sim::ServiceDist {
@@ -130,6 +133,7 @@ impl From<ServiceArg> for sim::ServiceDist {
         match s {
             ServiceArg::Fixed => sim::ServiceDist::Fixed,
             ServiceArg::Exponential => sim::ServiceDist::Exponential,
+            ServiceArg::Io => sim::ServiceDist::Io,
         }
     }
 }

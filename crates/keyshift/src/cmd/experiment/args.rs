@@ -23,6 +23,14 @@ use crate::cmd::workload_flags::{
 };
 use crate::exit::FlagError;
 
+/// A strategy of `--strategies`: one of the core's, or the experiment's `pc` baseline.
+fn parse_experiment_strategy(s: &str) -> Result<String, String> {
+    if s.trim() == keyshift_experiment::plan::PC {
+        return Ok(keyshift_experiment::plan::PC.into());
+    }
+    parse_strategy(s).map_err(|e| format!("{e}, pc"))
+}
+
 /// Offered load of the default run (the seed's rate).
 pub const DEFAULT_RATE: f64 = 200.0;
 /// Aggregate utilisation of the default run: with the seed's Zipf keys and Kafka's murmur2
@@ -63,10 +71,20 @@ pub const DEFAULT_RECORDS: u64 = 10_000;
 )]
 pub struct ExperimentArgs {
     /// Strategies to compare, comma-separated, run and printed in this order
-    /// (hash, slops, keyshift, pkg, unordered).
-    #[arg(long, value_delimiter = ',', value_parser = parse_strategy,
+    /// (hash, slops, keyshift, pkg, unordered, and pc: hash partitioning whose workers process
+    /// --concurrency records at once in per-key order, the model of Confluent's Parallel
+    /// Consumer).
+    #[arg(long, value_delimiter = ',', value_parser = parse_experiment_strategy,
           default_value = "hash,keyshift")]
     strategies: Vec<String>,
+
+    /// Records each worker processes at once, never two of one key (slots sleeping the
+    /// service time, as handlers waiting on I/O do). The mean service time is multiplied by
+    /// it, so every strategy gets the same capacity: hash then runs each partition serially
+    /// (a classic consumer), pc and keyshift fill the slots with other keys. Compare
+    /// `--strategies hash,pc,keyshift --concurrency 8 --service io`.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024), default_value_t = 1)]
+    concurrency: u16,
 
     #[command(flatten)]
     workload: WorkloadFlags,
@@ -189,9 +207,13 @@ pub struct ExperimentArgs {
 impl ExperimentArgs {
     /// Resolves and validates the flags; errors name the flag.
     pub fn resolve(self) -> Result<Plan, FlagError> {
-        let strategy = self
-            .strategy
-            .resolve(&self.strategies, self.workload.partitions)?;
+        // The pc baseline routes as hash does: its options are hash's.
+        let routed: Vec<String> = self
+            .strategies
+            .iter()
+            .map(|s| keyshift_experiment::plan::producer_strategy(s).to_owned())
+            .collect();
+        let strategy = self.strategy.resolve(&routed, self.workload.partitions)?;
         let mut config = SimConfig {
             rate: self.rate,
             arrivals: self.arrivals.into(),
@@ -252,6 +274,7 @@ impl ExperimentArgs {
             strategies,
             config,
             producers: self.producers,
+            concurrency: usize::from(self.concurrency),
             routes: match self.routes {
                 RoutesArg::Coordinated => Routes::Coordinated(None),
                 RoutesArg::Durable => Routes::Durable(None),
