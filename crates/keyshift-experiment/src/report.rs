@@ -223,8 +223,17 @@ pub struct StrategyReport {
 }
 
 impl StrategyReport {
-    /// The figures of one run; `config` gives the service time for the utilisation estimate.
+    /// The figures of one run of single-slot workers; `config` gives the service time for the
+    /// utilisation estimate.
     pub fn new(m: Measured, config: &SimConfig) -> Self {
+        Self::with_slots(m, config, 1)
+    }
+
+    /// The figures of one run whose workers had `slots` slots each (`--concurrency`): a slot
+    /// spends `slots` times the single-slot service time on a record, so a key is judged
+    /// infeasible when its records need more than one slot's time — per-key order keeps a key
+    /// in one slot at a time however many a worker has.
+    pub fn with_slots(m: Measured, config: &SimConfig, slots: usize) -> Self {
         let imb = imbalance(&m.partition_load, m.hottest_key_records);
         let loaded: u64 = m.partition_load.iter().sum();
         let busiest = m.partition_load.iter().copied().max().unwrap_or(0);
@@ -239,7 +248,7 @@ impl StrategyReport {
             m.key_records
                 .iter()
                 .map(|(k, n, span)| (k.as_bytes(), *n, *span)),
-            config.mean_service_secs(),
+            config.mean_service_secs() * slots as f64,
         );
         let latency_cdf = if m.latency.is_empty() {
             Vec::new()

@@ -238,7 +238,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<ExperimentReport> {
             &topic,
         )
         .with_context(|| format!("strategy {name} on topic {topic}"))?;
-        let report = StrategyReport::new(measured, &plan.config);
+        let report = StrategyReport::with_slots(measured, &plan.config, plan.concurrency);
         eprintln!(
             "      {name}: produced {}, consumed {}, p99 {:.1} ms, {} migrations, {} order \
              violations, {} concurrent key processing, {:.1} s",
