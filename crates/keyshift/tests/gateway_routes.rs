@@ -23,6 +23,7 @@ mod process_support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use gateway_support::{
@@ -101,6 +102,19 @@ impl Keys {
         self.base = base;
         self
     }
+}
+
+/// Scenarios of this file run one at a time. Each runs a broker, up to three gateways, a
+/// worker and the load; two at once on a 2-core machine (the tests of one binary run in
+/// parallel) stretched produce round trips enough that, once in a full run, records a stopped
+/// replica had already handed to librdkafka landed after the other replicas' fences — the
+/// limit docs/routing.md states for a zombie producer, made likely by the load, not by the
+/// protocol under test.
+static ONE_SCENARIO: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one still runs alone.
+    ONE_SCENARIO.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn metric(base: &str, name: &str) -> f64 {
@@ -340,6 +354,7 @@ struct Outcome {
 
 /// Runs the scenario with `routes` (`durable` or `ephemeral`).
 fn restart_scenario(routes: &str) -> Outcome {
+    let _alone = one_at_a_time();
     let topic = format!("restarts-{routes}");
     let Setup {
         broker,
@@ -530,6 +545,7 @@ fn committed(gw: &GatewayProcess) -> f64 {
 /// settled routes no longer fit) and loads the other two until a new decider has committed
 /// moves of its own.
 fn replicas_scenario(routes: &str, fault: Fault) -> Outcome {
+    let _alone = one_at_a_time();
     let topic = format!("replicas-{routes}-{fault:?}").to_lowercase();
     let setup = Setup::new(&topic);
     let (rt, client) = (&setup.rt, &setup.client);
@@ -784,6 +800,7 @@ fn imbalance(log: &[Rec]) -> f64 {
 
 /// `replicas` coordinated gateways, `batches` batches each posted to a random one.
 fn balance_run(replicas: usize, batches: usize) -> f64 {
+    let _alone = one_at_a_time();
     let topic = format!("balance-{replicas}");
     let setup = Setup::new(&topic);
     // Many keys, none above a partition's fair share: the bound is the mean.
@@ -874,6 +891,7 @@ impl Drop for ProxyProcess {
 /// Then the log and a worker check every key's order, and that nothing is lost.
 #[test]
 fn a_control_topic_outage_pauses_moves_but_not_other_keys() {
+    let _alone = one_at_a_time();
     let topic = "control-outage";
     let setup = Setup::new(topic);
     let (rt, client) = (&setup.rt, &setup.client);
