@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::consumer::{AsyncRecordHandler, DeliveredRecord, HandlerError};
 use crate::forward::record_json;
+use crate::lock;
 
 /// Least time between two starts of the command (a command that dies at once is not spun).
 const RESTART_GAP: Duration = Duration::from_secs(1);
@@ -139,10 +140,6 @@ impl AsyncRecordHandler for ExecHandler {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Inner {

@@ -56,3 +56,11 @@ pub use producer::{
     ProduceError, ProducerBuildError, ProducerBuilder, ProducerStats, Routes, ROUTE_TOPIC_SUFFIX,
 };
 pub use trace_events::{TraceEventError, TraceEventSink};
+
+/// Locks `m`, taking the value of a poisoned lock: the thread that panicked while holding it
+/// (a handler's, say) ends anyway, and what the locks here guard — a consumer's gate and
+/// bookkeeping, statistics, a handler process's waiting records — is never left half-written
+/// in a way that matters to the readers that come after.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -23,6 +23,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
+use crate::lock;
 use crate::trace_events::{unix_nanos, TraceEventSink};
 use keyshift_trace::events::{TraceEvent, CORRELATION_ID_HEADER};
 use keyshift_trace::{ProcessRecord, Tracing};
@@ -164,12 +165,6 @@ struct GateContext {
     /// Notified when a slot finishes a record (see [`super::slots`]).
     done: Arc<Condvar>,
     stats: Arc<ConsumerStats>,
-}
-
-pub(super) fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock ends the consumer thread anyway; the state is only read
-    // again by the rdkafka close path, where any consistent-enough view will do.
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Names consumers in a shared serial check (unique within the process).

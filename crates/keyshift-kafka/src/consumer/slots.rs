@@ -36,8 +36,9 @@ use keyshift_core::serial::SerialCheck;
 use keyshift_trace::ProcessSpan;
 
 use super::retry::{DeadLetters, Failing, RetryPolicy};
-use super::run::{lock, publish, State, NEXT_WORKER_ID};
+use super::run::{publish, State, NEXT_WORKER_ID};
 use super::{ConsumerStats, DeliveredRecord, HandlerError, RecordHandler};
+use crate::lock;
 
 /// An asynchronous handler with its type erased: one boxed future per record.
 pub(super) type AsyncFn = Arc<

@@ -13,12 +13,13 @@
 //! before its migration barrier passed ([`super::ParkPolicy::Release`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use keyshift_core::sim::InfeasibleKey;
 
 use super::retry::RetryingKey;
+use crate::lock;
 
 /// Most failing keys [`StatsSnapshot::retrying_keys`] lists.
 pub const MAX_LISTED_RETRYING_KEYS: usize = 50;
@@ -283,10 +284,4 @@ impl ConsumerStats {
     pub(crate) fn record_e2e(&self, secs: f64) {
         lock(&self.e2e_latency).record_secs(secs);
     }
-}
-
-/// A poisoned histogram or list is still valid (a panic cannot leave it half-written in a way
-/// that matters for statistics), so keep using it.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
