@@ -29,7 +29,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use keyshift_kafka::{
     ClientSettings, ConsumerStats, DeliveredRecord, ExecHandler, HttpForward,
-    OrderedConsumerBuilder, ParkPolicy, Property, RetryPolicy,
+    OrderedConsumerBuilder, ParkPolicy, Property, RetryPolicy, RetryingKey,
 };
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -495,12 +495,15 @@ impl Collector for StatsCollector {
             Some(&Unit::Seconds),
             MetricType::Gauge,
         )?;
-        for k in &s.retrying_keys {
-            let labels = [
+        let retrying_labels = |k: &RetryingKey| {
+            [
                 ("partition", k.partition.to_string()),
                 ("key", String::from_utf8_lossy(&k.key).into_owned()),
-            ];
-            ConstGauge::new(k.age.as_secs_f64()).encode(family.encode_family(&labels)?)?;
+            ]
+        };
+        for k in &s.retrying_keys {
+            ConstGauge::new(k.age.as_secs_f64())
+                .encode(family.encode_family(&retrying_labels(k))?)?;
         }
         let mut family = e.encode_descriptor(
             "keyshift_worker_retrying_key_attempts",
@@ -509,11 +512,8 @@ impl Collector for StatsCollector {
             MetricType::Gauge,
         )?;
         for k in &s.retrying_keys {
-            let labels = [
-                ("partition", k.partition.to_string()),
-                ("key", String::from_utf8_lossy(&k.key).into_owned()),
-            ];
-            ConstGauge::new(u64::from(k.attempts)).encode(family.encode_family(&labels)?)?;
+            ConstGauge::new(u64::from(k.attempts))
+                .encode(family.encode_family(&retrying_labels(k))?)?;
         }
         let mut family = e.encode_descriptor(
             "keyshift_worker_blocked_key_age",
