@@ -79,6 +79,7 @@ fn record(i: usize, keys: usize) -> DeliveredRecord {
         order_exception: false,
         park_time: Duration::ZERO,
         fetched_at: Instant::now(),
+        assignment: 1,
         unordered: false,
         probe: None,
         verdict: None,

@@ -17,7 +17,13 @@
 //! process exits, every record it had fails and the next record starts it again, at most once a
 //! second; closing the handler closes its standard input, which asks it to exit.
 //!
+//! With per-key state ([`WithState`](crate::state::WithState), `worker --state`) each line also
+//! carries the key's state (`"state"`, see [`put_state`]) and an answer may set it with
+//! `"state"` or `"state_base64"` (see [`state_change`]).
+//!
 //! [`record_json`]: crate::forward::record_json
+//! [`put_state`]: crate::forward::put_state
+//! [`state_change`]: crate::forward::state_change
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -30,14 +36,16 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::consumer::{AsyncRecordHandler, DeliveredRecord, HandlerError};
-use crate::forward::record_json;
+use crate::forward::{put_state, record_json, state_change};
 use crate::lock;
+use crate::state::{StateChange, StatefulHandler};
 
 /// Least time between two starts of the command (a command that dies at once is not spun).
 const RESTART_GAP: Duration = Duration::from_secs(1);
 
-/// The answer to one record: done, or the application's reason.
-type Answer = Result<(), String>;
+/// The answer to one record: done (with what it does to the key's state), or the
+/// application's reason.
+type Answer = Result<StateChange, String>;
 
 /// Runs one command for all records; see the [module docs](self).
 #[derive(Clone)]
@@ -94,16 +102,23 @@ impl ExecHandler {
     }
 }
 
-impl AsyncRecordHandler for ExecHandler {
-    fn handle(
+impl ExecHandler {
+    /// Sends `record` (with its key's `state` when state is on) and waits for its answer
+    /// (always [`StateChange::Keep`] without state).
+    fn exchange(
         &self,
         record: DeliveredRecord,
-    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + 'static {
+        state: Option<Option<Vec<u8>>>,
+    ) -> impl std::future::Future<Output = Result<StateChange, HandlerError>> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         async move {
             let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
             let mut line = record_json(&inner.topic, &record);
             line["id"] = id.into();
+            let stateful = state.is_some();
+            if let Some(state) = state {
+                put_state(&mut line, state.as_deref());
+            }
             let mut bytes = serde_json::to_vec(&line).map_err(|e| e.to_string())?;
             bytes.push(b'\n');
             let (tx, rx) = oneshot::channel();
@@ -122,7 +137,8 @@ impl AsyncRecordHandler for ExecHandler {
                 Arc::clone(&p.waiting)
             };
             match tokio::time::timeout(inner.timeout, rx).await {
-                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Ok(change))) if stateful => Ok(change),
+                Ok(Ok(Ok(_))) => Ok(StateChange::Keep),
                 Ok(Ok(Err(why))) => Err(why.into()),
                 Ok(Err(_)) => Err(format!(
                     "{}: the process exited before answering record {id}",
@@ -139,6 +155,26 @@ impl AsyncRecordHandler for ExecHandler {
                 }
             }
         }
+    }
+}
+
+impl AsyncRecordHandler for ExecHandler {
+    fn handle(
+        &self,
+        record: DeliveredRecord,
+    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + 'static {
+        let exchange = self.exchange(record, None);
+        async move { exchange.await.map(|_| ()) }
+    }
+}
+
+impl StatefulHandler for ExecHandler {
+    fn handle(
+        &self,
+        record: DeliveredRecord,
+        state: Option<Vec<u8>>,
+    ) -> impl std::future::Future<Output = Result<StateChange, HandlerError>> + Send + 'static {
+        self.exchange(record, Some(state))
     }
 }
 
@@ -210,7 +246,9 @@ impl Inner {
 }
 
 /// `{"id": N}`, `{"id": N, "ok": true}` → done; `{"id": N, "error": "why"}` or
-/// `{"id": N, "ok": false}` → failed; anything else → not an answer.
+/// `{"id": N, "ok": false}` → failed; anything else → not an answer. A done answer's `"state"`
+/// or `"state_base64"` says what it does to the key's state; one that does not parse fails the
+/// record with the reason.
 fn parse_answer(line: &str) -> Option<(u64, Answer)> {
     let v: Value = serde_json::from_str(line).ok()?;
     let id = v.get("id")?.as_u64()?;
@@ -219,7 +257,7 @@ fn parse_answer(line: &str) -> Option<(u64, Answer)> {
         return Some((id, Err(why)));
     }
     match v.get("ok") {
-        None | Some(Value::Bool(true)) => Some((id, Ok(()))),
+        None | Some(Value::Bool(true)) => Some((id, state_change(&v))),
         Some(Value::Bool(false)) => Some((id, Err("the handler answered ok: false".into()))),
         Some(_) => None,
     }
@@ -231,8 +269,21 @@ mod tests {
 
     #[test]
     fn answers_parse_as_documented() {
-        assert_eq!(parse_answer(r#"{"id": 7}"#), Some((7, Ok(()))));
-        assert_eq!(parse_answer(r#"{"id": 7, "ok": true}"#), Some((7, Ok(()))));
+        let keep = Ok(StateChange::Keep);
+        assert_eq!(parse_answer(r#"{"id": 7}"#), Some((7, keep.clone())));
+        assert_eq!(parse_answer(r#"{"id": 7, "ok": true}"#), Some((7, keep)));
+        assert_eq!(
+            parse_answer(r#"{"id": 7, "state": "3"}"#),
+            Some((7, Ok(StateChange::Set(b"3".to_vec()))))
+        );
+        assert_eq!(
+            parse_answer(r#"{"id": 7, "state": null}"#),
+            Some((7, Ok(StateChange::Delete)))
+        );
+        assert!(matches!(
+            parse_answer(r#"{"id": 7, "state": 3}"#),
+            Some((7, Err(_)))
+        ));
         assert_eq!(
             parse_answer(r#"{"id": 8, "error": "db down"}"#),
             Some((8, Err("db down".into())))

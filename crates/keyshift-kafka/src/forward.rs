@@ -10,6 +10,10 @@
 //! done; any other status, a connection failure or the timeout is the record's error (logged
 //! and counted by the consumer, with the status and the start of the answer's body). reqwest's
 //! pool keeps connections alive between requests, so a record costs no TCP handshake.
+//!
+//! With per-key state ([`WithState`](crate::state::WithState), `worker --state`) the body also
+//! carries the key's state (see [`put_state`]) and a 2xx answer's JSON body may set it
+//! (see [`state_change`]).
 
 use std::time::Duration;
 
@@ -18,6 +22,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use crate::consumer::{AsyncRecordHandler, DeliveredRecord, HandlerError};
+use crate::state::{StateChange, StatefulHandler};
 
 /// Longest piece of a failed answer's body quoted in the record's error.
 const QUOTED_BODY: usize = 200;
@@ -79,12 +84,19 @@ impl HttpForward {
     }
 }
 
-impl AsyncRecordHandler for HttpForward {
-    fn handle(
+impl HttpForward {
+    /// Posts `record` (with its key's `state` when state is on) and reads what the answer does
+    /// to the state (always [`StateChange::Keep`] without state).
+    fn post(
         &self,
         record: DeliveredRecord,
-    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + 'static {
-        let body = record_json(&self.topic, &record);
+        state: Option<Option<Vec<u8>>>,
+    ) -> impl std::future::Future<Output = Result<StateChange, HandlerError>> + Send + 'static {
+        let stateful = state.is_some();
+        let mut body = record_json(&self.topic, &record);
+        if let Some(state) = state {
+            put_state(&mut body, state.as_deref());
+        }
         let request = self.client.post(self.url.clone()).json(&body);
         let url = self.url.clone();
         async move {
@@ -93,13 +105,80 @@ impl AsyncRecordHandler for HttpForward {
                 .await
                 .map_err(|e| format!("POST {url}: {}", error_chain(&e)))?;
             let status = answer.status();
+            let text = answer.bytes().await;
             if status.is_success() {
-                return Ok(());
+                if !stateful {
+                    return Ok(StateChange::Keep);
+                }
+                let text = text.map_err(|e| format!("POST {url}: reading the answer: {e}"))?;
+                if text.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(StateChange::Keep);
+                }
+                let answer: Value = serde_json::from_slice(&text).map_err(|e| {
+                    format!("POST {url} answered {status} with a body that is not JSON ({e}); with state on, answer nothing or {{\"state\": ...}}")
+                })?;
+                return state_change(&answer)
+                    .map_err(|e| format!("POST {url} answered {status}: {e}").into());
             }
-            let text = answer.text().await.unwrap_or_default();
-            let quoted: String = text.chars().take(QUOTED_BODY).collect();
+            let text = text.unwrap_or_default();
+            let quoted: String = String::from_utf8_lossy(&text)
+                .chars()
+                .take(QUOTED_BODY)
+                .collect();
             Err(format!("POST {url} answered {status}: {quoted}").into())
         }
+    }
+}
+
+impl AsyncRecordHandler for HttpForward {
+    fn handle(
+        &self,
+        record: DeliveredRecord,
+    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + 'static {
+        let post = self.post(record, None);
+        async move { post.await.map(|_| ()) }
+    }
+}
+
+impl StatefulHandler for HttpForward {
+    fn handle(
+        &self,
+        record: DeliveredRecord,
+        state: Option<Vec<u8>>,
+    ) -> impl std::future::Future<Output = Result<StateChange, HandlerError>> + Send + 'static {
+        self.post(record, Some(state))
+    }
+}
+
+/// Adds a key's state to a record's JSON object — an interface scripts depend on:
+/// `"state": "<UTF-8 text>"`, `"state": null` when the key has none, or
+/// `"state_base64": "<standard base64>"` in place of `"state"` for bytes that are not UTF-8.
+pub fn put_state(body: &mut Value, state: Option<&[u8]>) {
+    if let Value::Object(out) = body {
+        match state {
+            None => {
+                out.insert("state".into(), Value::Null);
+            }
+            Some(bytes) => put_bytes(out, "state", bytes),
+        }
+    }
+}
+
+/// What an answer object does to its key's state — an interface scripts depend on: no
+/// `"state"` (nor `"state_base64"`) keeps it, `"state": null` deletes it, `"state": "text"` or
+/// `"state_base64": "..."` replaces it. Anything else is an error naming the field.
+pub fn state_change(answer: &Value) -> Result<StateChange, String> {
+    match (answer.get("state"), answer.get("state_base64")) {
+        (None, None) => Ok(StateChange::Keep),
+        (Some(_), Some(_)) => Err("the answer has both \"state\" and \"state_base64\"".into()),
+        (Some(Value::Null), None) => Ok(StateChange::Delete),
+        (Some(Value::String(text)), None) => Ok(StateChange::Set(text.as_bytes().to_vec())),
+        (Some(other), None) => Err(format!("\"state\" must be a string or null, got {other}")),
+        (None, Some(Value::String(b64))) => BASE64
+            .decode(b64)
+            .map(StateChange::Set)
+            .map_err(|e| format!("\"state_base64\" is not standard base64: {e}")),
+        (None, Some(other)) => Err(format!("\"state_base64\" must be a string, got {other}")),
     }
 }
 
@@ -205,6 +284,7 @@ mod tests {
             order_exception: false,
             park_time: Duration::ZERO,
             fetched_at: Instant::now(),
+            assignment: 1,
             unordered: false,
             probe: None,
             verdict: None,
@@ -258,6 +338,41 @@ mod tests {
         assert_eq!(json["value"], "");
         assert_eq!(json["headers"], serde_json::json!({"h": "text"}));
         assert!(json.get("headers_base64").is_none());
+    }
+
+    #[test]
+    fn state_goes_in_as_text_null_or_base64_and_answers_say_keep_set_or_delete() {
+        let mut body = serde_json::json!({"id": 1});
+        put_state(&mut body, Some(b"41"));
+        assert_eq!(body["state"], "41");
+        put_state(&mut body, None);
+        assert_eq!(body["state"], Value::Null);
+        let mut binary = serde_json::json!({});
+        put_state(&mut binary, Some(&[0xff]));
+        assert_eq!(binary["state_base64"], "/w==");
+        assert!(binary.get("state").is_none());
+
+        let change = |v: Value| state_change(&v);
+        assert_eq!(change(serde_json::json!({"id": 1})), Ok(StateChange::Keep));
+        assert_eq!(
+            change(serde_json::json!({"state": null})),
+            Ok(StateChange::Delete)
+        );
+        assert_eq!(
+            change(serde_json::json!({"state": "42"})),
+            Ok(StateChange::Set(b"42".to_vec()))
+        );
+        assert_eq!(
+            change(serde_json::json!({"state_base64": "/w=="})),
+            Ok(StateChange::Set(vec![0xff]))
+        );
+        for bad in [
+            serde_json::json!({"state": 42}),
+            serde_json::json!({"state_base64": "!!"}),
+            serde_json::json!({"state": "a", "state_base64": "YQ=="}),
+        ] {
+            assert!(change(bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]

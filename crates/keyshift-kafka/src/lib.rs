@@ -15,6 +15,8 @@
 //!   HTTP endpoint, for applications in any language (`keyshift worker --forward`), and
 //!   [`exec`]: [`ExecHandler`], one that exchanges JSON lines with a long-lived subprocess
 //!   (`keyshift worker --exec`);
+//! - [`state`]: [`StateStore`], per-key state in a compacted changelog that follows its key
+//!   across migrations and rebalances, applied exactly once per record ([`WithState`]);
 //! - [`trace_events`]: [`TraceEventSink`], kafka-tracing-interceptor events to `_tracing`
 //!   (the producer and consumer also take a `keyshift_trace::Tracing` for OTLP spans);
 //! - [`broker`]: [`EmbeddedBroker`], an in-process tansu broker so that everything runs with
@@ -22,6 +24,45 @@
 //!
 //! Nothing here depends on the broker being tansu: with real bootstrap servers the same
 //! code runs against any Kafka cluster.
+//!
+//! # Example
+//!
+//! Produce one customer's orders with keyshift's partitioner and process them in order with an
+//! ordered consumer (here on the embedded broker; with a cluster, build the
+//! [`ClientSettings`] from its bootstrap servers instead). `examples/order_totals.rs` is a
+//! fuller application: several consumers, an asynchronous handler, a moved key and per-key
+//! state.
+//!
+//! ```
+//! use std::time::Duration;
+//! use keyshift_kafka::{DeliveredRecord, EmbeddedBroker, KeyshiftProducer, OrderedConsumerBuilder};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let broker = EmbeddedBroker::start()?;
+//! broker.create_topic("orders", 4)?;
+//! let producer = KeyshiftProducer::builder(broker.client_settings(), "orders")
+//!     .strategy("keyshift")
+//!     .build()?;
+//! tokio::runtime::Runtime::new()?.block_on(async {
+//!     for i in 0..10 {
+//!         producer.send(b"customer-7", i.to_string().as_bytes(), Vec::new()).await?;
+//!     }
+//!     Ok::<_, keyshift_kafka::ProduceError>(())
+//! })?;
+//!
+//! let (seen, received) = std::sync::mpsc::channel();
+//! let consumer = OrderedConsumerBuilder::new(&broker.client_settings(), "billing", "orders")
+//!     .spawn(move |record: &DeliveredRecord| {
+//!         seen.send(String::from_utf8_lossy(&record.value).into_owned())
+//!     })?;
+//! let values = (0..10)
+//!     .map(|_| received.recv_timeout(Duration::from_secs(60)))
+//!     .collect::<Result<Vec<_>, _>>()?;
+//! assert_eq!(values, ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]);
+//! consumer.stop()?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod admin;
 pub mod bench;
@@ -35,6 +76,7 @@ pub mod forward;
 pub mod lag;
 pub mod producer;
 mod reader;
+pub mod state;
 pub mod trace_events;
 pub mod watermarks;
 
@@ -45,8 +87,8 @@ pub use broker::{
 pub use config::{ClientSettings, ConfigError, Property};
 pub use consumer::{
     AsyncRecordHandler, BlockedKey, ConsumerError, ConsumerStats, DeliveredRecord, HandlerError,
-    OrderedConsumer, OrderedConsumerBuilder, ParkPolicy, RecordHandler, RetryPolicy, RetryingKey,
-    StatsSnapshot, StopHandle,
+    OrderedConsumer, OrderedConsumerBuilder, ParkPolicy, Rebalancing, RecordHandler, RetryPolicy,
+    RetryingKey, StatsSnapshot, StopHandle,
 };
 pub use exec::ExecHandler;
 pub use feedback::{FeedbackError, FeedbackLoop};
@@ -54,6 +96,10 @@ pub use forward::{record_json, ForwardError, HttpForward};
 pub use producer::{
     CoordinationConfig, CoordinationStats, Delivery, KeyshiftProducer, PendingDelivery,
     ProduceError, ProducerBuildError, ProducerBuilder, ProducerStats, Routes, ROUTE_TOPIC_SUFFIX,
+};
+pub use state::{
+    StateChange, StateError, StateStats, StateStore, StateView, StatefulHandler, WithState,
+    STATE_TOPIC_SUFFIX,
 };
 pub use trace_events::{TraceEventError, TraceEventSink};
 

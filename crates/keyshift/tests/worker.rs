@@ -455,12 +455,28 @@ fn worker_hands_records_to_an_exec_subprocess_and_restarts_it() {
     assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>());
 }
 
+/// A record's headers, values as text.
+type Headers = std::collections::HashMap<String, String>;
+
 /// The first `n` records of partition 0 of `topic`: key, value and headers, as text.
 fn read_topic(
     broker: &EmbeddedBroker,
     topic: &str,
     n: usize,
 ) -> Vec<(String, String, std::collections::HashMap<String, String>)> {
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    read_topic_bytes(broker, topic, n)
+        .into_iter()
+        .map(|(k, v, h)| (text(k), text(v), h))
+        .collect()
+}
+
+/// [`read_topic`] with the key and value as bytes.
+fn read_topic_bytes(
+    broker: &EmbeddedBroker,
+    topic: &str,
+    n: usize,
+) -> Vec<(Vec<u8>, Vec<u8>, Headers)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     let consumer: BaseConsumer = broker
@@ -492,7 +508,8 @@ fn read_topic(
                     .collect()
             })
             .unwrap_or_default();
-        out.push((text(m.key()), text(m.payload()), headers));
+        let bytes = |b: Option<&[u8]>| b.unwrap_or_default().to_vec();
+        out.push((bytes(m.key()), bytes(m.payload()), headers));
     }
     out
 }
@@ -573,40 +590,7 @@ fn forwarding_workers_keep_key_order_across_moves_a_kill_and_failing_keys() {
         .build()
         .expect("producer");
     let (keys, per_key) = (20u32, 30u32);
-    // Seqs [from, to) of every key; k1 and k2 move to the next partition before seq 5, 12 and
-    // 22 (each move fenced), k5 before seq 17.
-    let send = |from: u32, to: u32| {
-        let mut pending = Vec::new();
-        for seq in from..to {
-            for k in 0..keys {
-                let key = format!("k{k}");
-                let moves = match k {
-                    1 | 2 => [5, 12, 22].contains(&seq),
-                    5 => seq == 17,
-                    _ => false,
-                };
-                if moves {
-                    let now = producer.current_partition(key.as_bytes());
-                    producer
-                        .move_key(key.as_bytes(), (now + 1) % partitions)
-                        .expect("valid partition");
-                }
-                pending.push(
-                    producer
-                        .try_send(key.as_bytes(), seq.to_string().as_bytes(), Vec::new())
-                        .expect("enqueued"),
-                );
-                if seq % 5 == 4 && k == keys - 1 {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        }
-        runtime.block_on(async {
-            for p in pending {
-                p.await.expect("delivered");
-            }
-        });
-    };
+    let send = |from: u32, to: u32| send_with_moves(&producer, &runtime, keys, from..to);
     send(0, 15);
     wait_for("the victim to forward some records", || {
         worker_sample(&victim_addr, "keyshift_worker_processed_records_total") >= 40.0
@@ -668,6 +652,154 @@ fn forwarding_workers_keep_key_order_across_moves_a_kill_and_failing_keys() {
         .unwrap();
     let ends = broker.admin().end_offsets(topic).unwrap();
     assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>());
+}
+
+/// Sends seqs `seqs` of keys `k0..k<keys>` (the value is the seq) through `producer`, moving
+/// k1 and k2 to the next partition before seq 5, 12 and 22 (each move fenced) and k5 before
+/// seq 17, pausing 50 ms every five rounds so that moves happen while records flow; waits
+/// for every delivery.
+fn send_with_moves(
+    producer: &keyshift_kafka::KeyshiftProducer,
+    runtime: &tokio::runtime::Runtime,
+    keys: u32,
+    seqs: std::ops::Range<u32>,
+) {
+    let partitions = producer.partitions();
+    let mut pending = Vec::new();
+    for seq in seqs {
+        for k in 0..keys {
+            let key = format!("k{k}");
+            let moves = match k {
+                1 | 2 => [5, 12, 22].contains(&seq),
+                5 => seq == 17,
+                _ => false,
+            };
+            if moves {
+                let now = producer.current_partition(key.as_bytes());
+                producer
+                    .move_key(key.as_bytes(), (now + 1) % partitions)
+                    .expect("valid partition");
+            }
+            pending.push(
+                producer
+                    .try_send(key.as_bytes(), seq.to_string().as_bytes(), Vec::new())
+                    .expect("enqueued"),
+            );
+            if seq % 5 == 4 && k == keys - 1 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    runtime.block_on(async {
+        for p in pending {
+            p.await.expect("delivered");
+        }
+    });
+}
+
+/// Issue 16's state hand-off: a per-key counter kept by `worker --forward --state` (the handler
+/// adds one to the state it gets, `--count-state`), two workers, keys moved between partitions
+/// while records flow and one worker killed with `kill -9` mid-run. Every key's last state in
+/// the changelog equals the number of its records: no update lost at a migration or at the
+/// kill, none applied twice by the redelivery that follows it.
+#[test]
+fn stateful_workers_count_every_record_exactly_once_across_moves_and_a_kill() {
+    use keyshift_core::keystate::StateEntry;
+    use keyshift_kafka::{KeyshiftProducer, Routes};
+
+    let broker = EmbeddedBroker::start().expect("broker");
+    let (topic, partitions) = ("state-faults", 4u32);
+    broker.create_topic(topic, partitions).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/python/forward_handler.py"
+    );
+    let (_handler, handler_addr) = spawn_listening(Command::new("python3").args([
+        script,
+        "--port",
+        "0",
+        "--service-ms",
+        "5",
+        "--count-state",
+    ]));
+    let worker = |name: &str| {
+        spawn_listening(
+            Command::new(env!("CARGO_BIN_EXE_keyshift"))
+                .args(["worker", "--bootstrap-servers", broker.bootstrap_servers()])
+                .args(["--topic", topic, "--group", "state-faults", "--state"])
+                .args(["--client-id", name])
+                .args(["--forward", &format!("http://{handler_addr}/records")])
+                .args(["--concurrency", "16", "--metrics-listen", "127.0.0.1:0"])
+                .args(["--session-timeout-ms", "3000"]),
+        )
+    };
+    let (mut victim, victim_addr) = worker("victim");
+    wait_for("the victim to own every partition", || {
+        worker_sample(&victim_addr, "keyshift_worker_owned_partitions") == f64::from(partitions)
+    });
+    let (mut survivor, survivor_addr) = worker("survivor");
+    wait_for("both workers to own partitions", || {
+        worker_sample(&victim_addr, "keyshift_worker_owned_partitions") > 0.0
+            && worker_sample(&survivor_addr, "keyshift_worker_owned_partitions") > 0.0
+    });
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
+        .routes(Routes::Durable(None))
+        .strategy("hash")
+        .partitions(partitions)
+        .build()
+        .expect("producer");
+    let (keys, per_key) = (20u32, 30u32);
+    send_with_moves(&producer, &runtime, keys, 0..15);
+    wait_for("the victim to apply some records", || {
+        worker_sample(&victim_addr, "keyshift_worker_state_writes_total") >= 40.0
+    });
+    let status = signal_and_wait(&mut victim.0, "-KILL", "victim worker");
+    assert!(!status.success(), "kill -9 ends the worker abnormally");
+    send_with_moves(&producer, &runtime, keys, 15..per_key);
+    assert!(producer.stats().migrations >= 4, "{:?}", producer.stats());
+
+    let total = u64::from(keys * per_key);
+    let report = || -> serde_json::Value {
+        let (_, body) = http_get(&handler_addr, "/report");
+        serde_json::from_str(&body).expect("report is JSON")
+    };
+    wait_for("every record done", || report()["distinct"] == total);
+    let refreshes = worker_sample(&survivor_addr, "keyshift_worker_state_refreshes_total");
+    let skipped = worker_sample(
+        &survivor_addr,
+        "keyshift_worker_state_already_applied_total",
+    );
+    let status = signal_and_wait(&mut survivor.0, "-TERM", "survivor worker");
+    assert!(status.success(), "survivor exit status {status}");
+    let report = report();
+    eprintln!(
+        "state under faults: {report}; survivor: {refreshes} refreshes, {skipped} redelivered records already applied"
+    );
+    for zero in ["overlaps", "out_of_order", "malformed"] {
+        assert_eq!(report[zero], 0, "{zero}: {report}");
+    }
+    assert!(refreshes > 0.0, "the survivor took keys over");
+
+    let changelog = "state-faults.keyshift-state";
+    let end = broker.admin().end_offsets(changelog).unwrap()[0] as usize;
+    let mut last = std::collections::BTreeMap::new();
+    for (key, value, _) in read_topic_bytes(&broker, changelog, end) {
+        let entry = StateEntry::decode(&value).expect("a keyshift state entry");
+        last.insert(String::from_utf8(key).unwrap(), entry.value);
+    }
+    let counts: std::collections::BTreeMap<String, String> = last
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.expect("a count")).unwrap()))
+        .collect();
+    let expected = (0..keys)
+        .map(|k| (format!("k{k}"), per_key.to_string()))
+        .collect();
+    assert_eq!(
+        counts, expected,
+        "every key counted exactly once per record"
+    );
 }
 
 /// Reads partition 0 of `topic` until it holds every k3 sequence number `0..per_key` (a kill

@@ -101,6 +101,10 @@ pub(super) struct State {
     pub(super) retries: Vec<(Instant, Job)>,
     /// Records that failed at least once and are not done, by (partition, offset).
     pub(super) failing: HashMap<(u32, i64), Failing>,
+    /// Which assignment each owned partition came with ([`DeliveredRecord::assignment`]).
+    assignments: HashMap<u32, u64>,
+    /// Assignments so far (the next one's number).
+    assignment_count: u64,
 }
 
 impl State {
@@ -136,6 +140,7 @@ impl State {
         self.paused.remove(&partition);
         self.stalled.remove(&partition);
         self.start.remove(&partition);
+        self.assignments.remove(&partition);
         self.parks.retain(|(p, ..), _| *p != partition);
         // Not processed, so not committed: the next owner gets them again, attempts afresh.
         self.retries
@@ -266,6 +271,9 @@ impl ConsumerContext for GateContext {
             }
             state.owned.insert(p as u32, read);
             state.pending.insert(p as u32, 0);
+            state.assignment_count += 1;
+            let n = state.assignment_count;
+            state.assignments.insert(p as u32, n);
             assigned.push((p, start));
         }
         self.publish(&state);
@@ -391,6 +399,8 @@ pub(super) fn spawn(
         finished: 0,
         retries: Vec::new(),
         failing: HashMap::new(),
+        assignments: HashMap::new(),
+        assignment_count: 0,
     }));
     let context = GateContext {
         group: builder.group.clone(),
@@ -407,6 +417,10 @@ pub(super) fn spawn(
         config.set("session.timeout.ms", ms.to_string());
         config.set("heartbeat.interval.ms", heartbeat.to_string());
     }
+    config.set(
+        "partition.assignment.strategy",
+        builder.rebalancing.assignment_strategy(),
+    );
     // The gate decides what is committed; librdkafka must neither commit nor store offsets.
     config.set("enable.auto.commit", "false");
     config.set("enable.auto.offset.store", "false");
@@ -782,7 +796,7 @@ impl Loop {
     fn dispatch(&mut self) -> bool {
         let mut any = false;
         loop {
-            let (released, stored) = {
+            let (released, stored, assignment) = {
                 let mut state = lock(&self.state);
                 if state.in_flight_total >= self.concurrency {
                     return any;
@@ -804,7 +818,12 @@ impl Loop {
                 if stored.is_some() {
                     state.enter_slot(released.partition);
                 }
-                (released, stored)
+                let assignment = state
+                    .assignments
+                    .get(&released.partition)
+                    .copied()
+                    .unwrap_or_default();
+                (released, stored, assignment)
             };
             any = true;
             let Some(stored) = stored else {
@@ -845,6 +864,7 @@ impl Loop {
                 order_exception: released.forced,
                 park_time,
                 fetched_at: stored.consumed_at,
+                assignment,
                 unordered: stored.unordered,
                 probe,
                 verdict,

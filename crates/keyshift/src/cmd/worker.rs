@@ -29,7 +29,8 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use keyshift_kafka::{
     ClientSettings, ConsumerStats, DeliveredRecord, ExecHandler, HttpForward,
-    OrderedConsumerBuilder, ParkPolicy, Property, RetryPolicy, RetryingKey,
+    OrderedConsumerBuilder, ParkPolicy, Property, Rebalancing, RetryPolicy, RetryingKey,
+    StateStore, WithState, STATE_TOPIC_SUFFIX,
 };
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -64,6 +65,16 @@ pub enum ParkPolicyArg {
     Release,
 }
 
+/// `--rebalance`: how the group moves partitions when a worker joins or leaves.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RebalanceArg {
+    /// Incremental (cooperative-sticky): only the partitions that change owner stop; the
+    /// others keep processing, parked and in-flight records included.
+    Cooperative,
+    /// Eager (range,roundrobin): every worker gives up every partition at each rebalance.
+    Eager,
+}
+
 /// Flags of `keyshift worker`.
 #[derive(Debug, Args)]
 #[command(
@@ -75,7 +86,9 @@ pub enum ParkPolicyArg {
                   each record is POSTed as JSON to the application, in any language, instead \
                   (examples/python/forward_handler.py is one); with --exec COMMAND a long-lived \
                   subprocess gets one JSON line per record on its standard input and answers \
-                  each on its standard output (examples/python/exec_handler.py).\n\nGET \
+                  each on its standard output (examples/python/exec_handler.py); with --state \
+                  each record also carries its key's state, which the answer may change and \
+                  which follows the key across migrations, rebalances and crashes.\n\nGET \
                   /metrics exports processed, parked and duplicate records, order violations \
                   (from the experiment probes' per-key sequence numbers), malformed keyshift \
                   headers, handler errors, park time and end-to-end latency; GET /healthz is a health \
@@ -160,9 +173,31 @@ pub struct WorkerArgs {
     #[arg(long, value_parser = duration_flag, default_value = "30s", value_name = "DURATION")]
     handler_timeout: Duration,
 
+    /// Give the application per-key state (with --forward / --exec): each record's JSON also
+    /// carries its key's state, "state": text or null when the key has none ("state_base64" in
+    /// its place for bytes that are not UTF-8), and the answer may set it: {"state": "..."} in
+    /// the --forward answer's body or in the --exec answer line ("state": null deletes it,
+    /// leaving it out keeps it). The state is written to a compacted changelog topic
+    /// (--state-topic) before the record counts as processed, and follows its key to whichever
+    /// worker processes the key's next record, after a migration, a rebalance or a crash; a
+    /// redelivered record that was already applied is not handed to the application again.
+    #[arg(long)]
+    state: bool,
+
+    /// Changelog topic of --state (implies --state); created compacted with 1 partition if
+    /// missing. Every worker of the group reads all of it [default: <topic>.keyshift-state].
+    #[arg(long, value_name = "TOPIC")]
+    state_topic: Option<String>,
+
     /// Address to serve /metrics and /healthz on.
     #[arg(long, default_value = "127.0.0.1:9100")]
     metrics_listen: SocketAddr,
+
+    /// How the group moves partitions when a worker joins or leaves (a deploy, an autoscaler
+    /// step). Every worker of a group must use the same: switch an existing group by stopping
+    /// all its workers first.
+    #[arg(long, value_enum, default_value_t = RebalanceArg::Cooperative)]
+    rebalance: RebalanceArg,
 
     /// Group session timeout in milliseconds [default: librdkafka's].
     #[arg(long, value_parser = clap::value_parser!(u64).range(6..=2_147_483_647))]
@@ -293,8 +328,14 @@ impl WorkerMetrics {
         }
     }
 
-    /// Registers the histograms and a collector of the consumer's `stats`.
-    fn register(&self, registry: &mut Registry, stats: Arc<ConsumerStats>) {
+    /// Registers the histograms and collectors of the consumer's `stats` and of the state
+    /// store, if there is one.
+    fn register(
+        &self,
+        registry: &mut Registry,
+        stats: Arc<ConsumerStats>,
+        state: Option<StateStore>,
+    ) {
         let m = self;
         registry.register_with_unit(
             "keyshift_worker_park_time",
@@ -315,6 +356,55 @@ impl WorkerMetrics {
             m.service_time.clone(),
         );
         registry.register_collector(Box::new(StatsCollector(stats)));
+        if let Some(store) = state {
+            registry.register_collector(Box::new(StateCollector(store)));
+        }
+    }
+}
+
+/// Exports the state store's counters at scrape time.
+#[derive(Debug)]
+struct StateCollector(StateStore);
+
+impl Collector for StateCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let s = self.0.stats();
+        gauge(
+            &mut e,
+            "keyshift_worker_state_keys",
+            "Keys with a state in the changelog (--state), as this worker's cache holds them",
+            s.keys,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_state_refreshes",
+            "Records whose key's state was read from the changelog first: a key new to this worker or handed over by a migration, a rebalance or a crash",
+            s.refreshes,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_state_already_applied",
+            "Redelivered records whose key's state shows them applied: not handed to the application again",
+            s.already_applied,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_state_writes",
+            "Key states written to the changelog and acknowledged",
+            s.writes,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_state_write_failures",
+            "State writes that failed (the record failed and is retried)",
+            s.write_failures,
+        )?;
+        counter(
+            &mut e,
+            "keyshift_worker_state_malformed",
+            "Changelog records that did not decode as a keyshift state entry (skipped)",
+            s.malformed,
+        )
     }
 }
 
@@ -554,6 +644,10 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             ParkPolicyArg::Wait => ParkPolicy::Wait,
             ParkPolicyArg::Release => ParkPolicy::Release,
         })
+        .rebalancing(match args.rebalance {
+            RebalanceArg::Cooperative => Rebalancing::Cooperative,
+            RebalanceArg::Eager => Rebalancing::Eager,
+        })
         .thread_name("keyshift-worker");
     if let Some(ms) = args.session_timeout_ms {
         builder = builder.session_timeout(Duration::from_millis(ms));
@@ -619,19 +713,50 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         )
         .into());
     }
+    let state = if args.state || args.state_topic.is_some() {
+        let flag = if args.state {
+            "--state"
+        } else {
+            "--state-topic"
+        };
+        if external.is_none() {
+            return Err(FlagError::new(
+                flag,
+                "the state belongs to your application: use it with --forward or --exec",
+            )
+            .into());
+        }
+        let topic = args
+            .state_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}{STATE_TOPIC_SUFFIX}", args.topic));
+        if topic.trim().is_empty() || topic == args.topic {
+            return Err(
+                FlagError::new("--state-topic", "must be a topic other than --topic").into(),
+            );
+        }
+        Some(StateStore::open(&settings, &topic, args.handler_timeout)?)
+    } else {
+        None
+    };
     let consumer = if let Some(url) = &args.forward {
         let forward = HttpForward::new(url, &args.topic, args.handler_timeout)
             .map_err(|e| FlagError::new("--forward", e.to_string()))?;
-        builder
-            .concurrency(args.concurrency.unwrap_or(16) as usize)
-            .spawn_async(forward)?
+        let builder = builder.concurrency(args.concurrency.unwrap_or(16) as usize);
+        match &state {
+            Some(store) => builder.spawn_async(WithState::new(store.clone(), forward))?,
+            None => builder.spawn_async(forward)?,
+        }
     } else if let Some(command) = &args.exec {
         if command.trim().is_empty() {
             return Err(FlagError::new("--exec", "must not be empty").into());
         }
-        builder
-            .concurrency(args.concurrency.unwrap_or(16) as usize)
-            .spawn_async(ExecHandler::new(command, &args.topic, args.handler_timeout))?
+        let exec = ExecHandler::new(command, &args.topic, args.handler_timeout);
+        let builder = builder.concurrency(args.concurrency.unwrap_or(16) as usize);
+        match &state {
+            Some(store) => builder.spawn_async(WithState::new(store.clone(), exec))?,
+            None => builder.spawn_async(exec)?,
+        }
     } else {
         builder
             .concurrency(args.concurrency.unwrap_or(1) as usize)
@@ -659,7 +784,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             })?
     };
     let mut registry = Registry::default();
-    metrics.register(&mut registry, Arc::clone(consumer.stats()));
+    metrics.register(&mut registry, Arc::clone(consumer.stats()), state.clone());
 
     println!(
         "keyshift worker: group {} on topic {} at {}; metrics on http://{}/metrics",
