@@ -80,7 +80,10 @@
 //! processed and leaves the group, so its partitions move to other members at once. A
 //! revocation also waits for the records in flight on the partitions it takes away, then
 //! commits them, so a rebalance redelivers no record this member processed and the next owner
-//! never starts on a key this member is still processing. [`OrderedConsumer::crash`] (for tests and fault
+//! never starts on a key this member is still processing. Rebalances are cooperative by
+//! default ([`Rebalancing`]): a member joining or leaving revokes only the partitions that
+//! change owner, so the others keep their parked and in-flight records and keep flowing;
+//! [`Rebalancing::Eager`] revokes everything at every rebalance. [`OrderedConsumer::crash`] (for tests and fault
 //! experiments) abandons the member the way a killed process would: no final commit, no
 //! LeaveGroup; the group notices only when its session times out, and the partitions'
 //! unprocessed records are redelivered to the survivors and gated again.
@@ -146,6 +149,32 @@ pub enum ParkPolicy {
     Release,
 }
 
+/// How the group moves partitions between its members when one joins or leaves
+/// (librdkafka's `partition.assignment.strategy`; a `-X` passthrough still wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rebalancing {
+    /// Incremental cooperative rebalancing (`cooperative-sticky`, KIP-429): only the
+    /// partitions that change owner are revoked; every member keeps processing the others,
+    /// with their parked and in-flight records, through the rebalance.
+    #[default]
+    Cooperative,
+    /// Eager rebalancing (`range,roundrobin`, librdkafka's default): every member gives up
+    /// every partition at each rebalance, then gets its new share. All members must use the
+    /// same kind: switching a group from one to the other needs its members stopped first
+    /// (librdkafka refuses a group whose members mix them).
+    Eager,
+}
+
+impl Rebalancing {
+    /// The `partition.assignment.strategy` value.
+    pub fn assignment_strategy(self) -> &'static str {
+        match self {
+            Rebalancing::Cooperative => "cooperative-sticky",
+            Rebalancing::Eager => "range,roundrobin",
+        }
+    }
+}
+
 /// A record the application may process now, in per-key order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveredRecord {
@@ -174,6 +203,11 @@ pub struct DeliveredRecord {
     /// When this consumer received it from Kafka (before the order gate), so latency can be
     /// split into broker / queueing / parked / service.
     pub fetched_at: Instant,
+    /// Which assignment of its partition to this consumer it was fetched under: a number that
+    /// changes whenever the partition is (re)assigned to this member, so two records with the
+    /// same partition and assignment had no other owner of that partition between them (what
+    /// [`StateStore`](crate::state::StateStore) needs to trust its cache).
+    pub assignment: u64,
     /// True when a keyshift header on it could not be decoded (malformed or unknown version):
     /// it was ordered only within its partition, not across a migration.
     pub unordered: bool,
@@ -327,6 +361,7 @@ pub struct OrderedConsumerBuilder {
     pub(crate) park_timeout: Duration,
     pub(crate) park_policy: ParkPolicy,
     pub(crate) concurrency: usize,
+    pub(crate) rebalancing: Rebalancing,
     pub(crate) retry: RetryPolicy,
     pub(crate) dead_letter_topic: Option<String>,
     pub(crate) shared_check: Option<(Arc<Mutex<SequenceCheck>>, bool)>,
@@ -349,6 +384,7 @@ impl fmt::Debug for OrderedConsumerBuilder {
             .field("park_timeout", &self.park_timeout)
             .field("park_policy", &self.park_policy)
             .field("concurrency", &self.concurrency)
+            .field("rebalancing", &self.rebalancing)
             .field("retry", &self.retry)
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("shared_check", &self.shared_check.is_some())
@@ -379,6 +415,7 @@ impl OrderedConsumerBuilder {
             park_timeout: DEFAULT_PARK_TIMEOUT,
             park_policy: ParkPolicy::Wait,
             concurrency: 1,
+            rebalancing: Rebalancing::default(),
             retry: RetryPolicy::default(),
             dead_letter_topic: None,
             shared_check: None,
@@ -491,6 +528,13 @@ impl OrderedConsumerBuilder {
     /// revocation waits for them.
     pub fn concurrency(mut self, slots: usize) -> Self {
         self.concurrency = slots;
+        self
+    }
+
+    /// How partitions move between members at a rebalance (default
+    /// [`Rebalancing::Cooperative`]: only the partitions that change owner stop).
+    pub fn rebalancing(mut self, rebalancing: Rebalancing) -> Self {
+        self.rebalancing = rebalancing;
         self
     }
 

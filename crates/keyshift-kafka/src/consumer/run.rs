@@ -189,7 +189,9 @@ impl ConsumerContext for GateContext {
             .iter()
             .map(|e| e.partition() as u32)
             .collect();
+        let since = Instant::now();
         let mut state = self.wait_for_slots(lock(&self.state), &revoked);
+        let drained = since.elapsed();
         let mut commit = TopicPartitionList::new();
         for &p in &revoked {
             if let Some(offset) = state.gate.commit_offset(p) {
@@ -220,7 +222,8 @@ impl ConsumerContext for GateContext {
             state.forget(*p);
         }
         self.publish(&state);
-        tracing::info!(group = %self.group, topic = %self.topic, partitions = ?revoked, "partitions revoked");
+        tracing::info!(group = %self.group, topic = %self.topic, partitions = ?revoked, ?drained, took = ?since.elapsed(),
+            "partitions revoked (drained: waiting for their records in flight; took: with the commit)");
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
