@@ -16,11 +16,20 @@ threads here, up to the worker's `--concurrency` at once (never two of one key).
 standard error: standard output carries only answers. End of input means the worker is
 stopping: answer what is running, then exit.
 
+With a state topic (`keyshift worker --state ...`) each line also carries the key's state:
+`"state": "<UTF-8 text>"`, `"state": null` when the key has none, or `"state_base64"` in place
+of `"state"` for bytes that are not UTF-8. A done answer then says what to do with it:
+`{"id": 17, "state": "<text>"}` (or `"state_base64"`) sets the key's state, `"state": null`
+deletes it, leaving `"state"` out keeps it unchanged. `--count-state` answers
+`{"id": 17, "state": "<int(state or "0") + 1>"}`, a count of the key's records (a state that is
+not an integer fails the attempt); a failed attempt never changes the state.
+
 Like `forward_handler.py` it sleeps `--service-ms` per record and checks keyshift's promises;
 `--report-dir DIR` writes what it saw to `DIR/<pid>.json` (every 200 ms and at exit),
 `--fail-key K` fails every attempt of K's records, `--fail-first K` the first attempt of each,
 and `--exit-after N` exits (status 3) after answering N records, to show that the worker starts
-it again.
+it again. The report's fields are those of `GET /report` there (see keyshift_check.py).
+`examples/node/exec_handler.js` is the same handler in Node.js.
 """
 
 import argparse
@@ -30,7 +39,7 @@ import sys
 import threading
 import time
 
-from keyshift_check import Seen, key_and_seq, should_fail, well_formed
+from keyshift_check import Seen, has_state, key_and_seq, next_count, should_fail, well_formed
 
 
 def main():
@@ -40,6 +49,7 @@ def main():
     parser.add_argument("--fail-first", default=None, help="fail the first attempt of each record of this key")
     parser.add_argument("--report-dir", default=None)
     parser.add_argument("--exit-after", type=int, default=0)
+    parser.add_argument("--count-state", action="store_true", help='answer the state int(state or "0") + 1')
     args = parser.parse_args()
     seen = Seen()
     out = threading.Lock()
@@ -66,12 +76,20 @@ def main():
 
     def work(record):
         key, seq = key_and_seq(record)
-        attempt = seen.enter(key, seq)
+        attempt = seen.enter(key, seq, has_state(record))
         time.sleep(args.service_ms / 1000.0)
         failed = should_fail(key, attempt, args.fail_key, args.fail_first)
+        error = f"records of {key} fail on purpose" if failed else None
+        if not failed and args.count_state:
+            try:
+                state = next_count(record)
+            except ValueError as e:
+                failed, error = True, f"record of {key}: {e}"
         seen.leave(key, seq, failed)
         if failed:
-            answer({"id": record["id"], "error": f"records of {key} fail on purpose"})
+            answer({"id": record["id"], "error": error})
+        elif args.count_state:
+            answer({"id": record["id"], "state": state})
         else:
             answer({"id": record["id"]})
 

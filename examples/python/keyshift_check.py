@@ -3,9 +3,11 @@
 Shared by the example handlers (`forward_handler.py` behind `keyshift worker --forward`,
 `exec_handler.py` behind `keyshift worker --exec`): never two records of one key at once, and
 each key's records in order (a value that is an integer is read as the key's sequence number).
-Standard library only.
+Also the `--count-state` counter over the key's state (`next_count`). Standard library only.
+`examples/node/keyshift_check.js` is the same in Node.js; both write the same reports.
 """
 
+import json
 import threading
 
 FIELDS = ("topic", "partition", "offset", "timestamp_ms", "headers")
@@ -25,14 +27,17 @@ class Seen:
         self.repeats = 0  # a (key, seq) seen before: a redelivery
         self.malformed = 0  # a body without the documented fields
         self.failed = 0  # answers that said the record failed
+        self.with_state = 0  # records that arrived with a state ("state" not null, or "state_base64")
         self.attempts = {}  # (key, seq) -> times received, for --fail-first
         self.last = {}  # key -> highest sequence number seen
         self.done = set()
 
-    def enter(self, key, seq=None):
+    def enter(self, key, seq=None, with_state=False):
         """The handler starts a record; returns how many times it has received it."""
         with self.lock:
             self.received += 1
+            if with_state:
+                self.with_state += 1
             n = self.attempts.get((key, seq), 0) + 1
             self.attempts[(key, seq)] = n
             if key in self.inside:
@@ -71,6 +76,7 @@ class Seen:
                 "malformed": self.malformed,
                 "failed": self.failed,
                 "max_in_flight": self.max_in_flight,
+                "with_state": self.with_state,
             }
 
 
@@ -95,3 +101,23 @@ def key_and_seq(record):
 def should_fail(key, attempt, fail_key, fail_first):
     """--fail-key K fails every attempt of K's records; --fail-first K only the first one."""
     return key == fail_key or (key == fail_first and attempt == 1)
+
+
+def has_state(record):
+    """Whether a record arrived with its key's state (`"state": null` means the key has none)."""
+    return record.get("state") is not None or "state_base64" in record
+
+
+def next_count(record):
+    """--count-state: the key's new state, the decimal string of int(state or "0") + 1.
+
+    Raises ValueError when the state is not an integer (or not UTF-8 text: `"state_base64"`);
+    the handler then fails the attempt.
+    """
+    if "state_base64" in record:
+        raise ValueError("state is not UTF-8 text (state_base64), so not a count")
+    state = record.get("state")
+    try:
+        return str(int(state or "0") + 1)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"state is not a decimal integer: {json.dumps(state)}") from None

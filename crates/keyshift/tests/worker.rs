@@ -246,17 +246,32 @@ fn futures_executor_block_on(f: rdkafka::producer::DeliveryFuture) {
 /// everything.
 #[test]
 fn worker_forwards_records_to_an_http_handler_in_key_order_with_concurrency() {
+    forward_to_example("python3", "python/forward_handler.py");
+}
+
+/// The same with the Node example handler (standard library only).
+#[test]
+fn worker_forwards_records_to_a_node_handler() {
+    forward_to_example("node", "node/forward_handler.js");
+}
+
+/// The path of `examples/<name>`.
+fn example(name: &str) -> String {
+    format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `keyshift worker --forward` to the example handler `examples/<script>` run by `interpreter`:
+/// every record done once in per-key order with requests in flight at once, failing records
+/// retried and dead-lettered with their error and coordinates, everything committed.
+fn forward_to_example(interpreter: &str, script: &str) {
     let broker = EmbeddedBroker::start().expect("broker");
     let topic = "forwarded";
     broker.create_topic(topic, 4).unwrap();
     let (keys, per_key) = (20u64, 20u64);
     let total = produce_sequences(&broker, topic, keys, per_key);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/python/forward_handler.py"
-    );
-    let (_handler, handler_addr) = spawn_listening(Command::new("python3").args([
-        script,
+    let script = example(script);
+    let (_handler, handler_addr) = spawn_listening(Command::new(interpreter).args([
+        script.as_str(),
         "--port",
         "0",
         "--service-ms",
@@ -380,26 +395,44 @@ fn wait_for_processed(addr: &str, total: u64) -> String {
 /// one of the processes, none dead-lettered.
 #[test]
 fn worker_hands_records_to_an_exec_subprocess_and_restarts_it() {
+    exec_example("python3", "python/exec_handler.py", false);
+}
+
+/// The same with the Node example handler, and with per-key state (`--state`, the handler
+/// counting each key's records): the records left unanswered at each exit fail and are retried
+/// without changing the state, so every key's count ends exact.
+#[test]
+fn worker_hands_records_and_state_to_a_node_exec_subprocess() {
+    exec_example("node", "node/exec_handler.js", true);
+}
+
+/// `keyshift worker --exec` with the example handler `examples/<script>` run by
+/// `interpreter`, exiting after 150 answers (so started again), with or without `--state`.
+fn exec_example(interpreter: &str, script: &str, state: bool) {
     let broker = EmbeddedBroker::start().expect("broker");
     let topic = "exec";
     broker.create_topic(topic, 4).unwrap();
-    let total = produce_sequences(&broker, topic, 20, 20);
-    let reports = std::env::temp_dir().join(format!("keyshift-exec-{}", std::process::id()));
+    let (keys, per_key) = (20u64, 20u64);
+    let total = produce_sequences(&broker, topic, keys, per_key);
+    let reports = std::env::temp_dir().join(format!(
+        "keyshift-exec-{}-{interpreter}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&reports).unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/python/exec_handler.py"
-    );
     let command = format!(
-        "python3 {script} --service-ms 5 --exit-after 150 --report-dir {}",
-        reports.display()
+        "{interpreter} {} --service-ms 5 --exit-after 150 --report-dir {}{}",
+        example(script),
+        reports.display(),
+        if state { " --count-state" } else { "" }
     );
-    let (mut worker, addr) = spawn_listening(
-        Command::new(env!("CARGO_BIN_EXE_keyshift"))
-            .args(["worker", "--bootstrap-servers", broker.bootstrap_servers()])
-            .args(["--topic", topic, "--group", "execs", "--exec", &command])
-            .args(["--concurrency", "16", "--metrics-listen", "127.0.0.1:0"]),
-    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyshift"));
+    cmd.args(["worker", "--bootstrap-servers", broker.bootstrap_servers()])
+        .args(["--topic", topic, "--group", "execs", "--exec", &command])
+        .args(["--concurrency", "16", "--metrics-listen", "127.0.0.1:0"]);
+    if state {
+        cmd.arg("--state");
+    }
+    let (mut worker, addr) = spawn_listening(&mut cmd);
     let body = wait_for_processed(&addr, total);
     let errors = sample(&body, "keyshift_worker_handler_errors_total").unwrap() as u64;
     assert_eq!(
@@ -453,6 +486,35 @@ fn worker_hands_records_to_an_exec_subprocess_and_restarts_it() {
     let committed = broker.admin().committed_offsets("execs", topic, 4).unwrap();
     let ends = broker.admin().end_offsets(topic).unwrap();
     assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>());
+    if state {
+        let counts = state_counts(&broker, "exec.keyshift-state");
+        let expected = (0..keys)
+            .map(|k| (format!("k{k}"), per_key.to_string()))
+            .collect();
+        assert_eq!(
+            counts, expected,
+            "every key counted exactly once per record"
+        );
+    }
+}
+
+/// The last state of every key in the changelog `topic`, as text.
+fn state_counts(
+    broker: &EmbeddedBroker,
+    topic: &str,
+) -> std::collections::BTreeMap<String, String> {
+    use keyshift_core::keystate::StateEntry;
+    let end = broker.admin().end_offsets(topic).unwrap()[0] as usize;
+    read_topic_bytes(broker, topic, end)
+        .into_iter()
+        .map(|(key, value, _)| {
+            let entry = StateEntry::decode(&value).expect("a keyshift state entry");
+            (
+                String::from_utf8(key).unwrap(),
+                String::from_utf8(entry.value.expect("a state")).unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// A record's headers, values as text.
@@ -704,7 +766,6 @@ fn send_with_moves(
 /// kill, none applied twice by the redelivery that follows it.
 #[test]
 fn stateful_workers_count_every_record_exactly_once_across_moves_and_a_kill() {
-    use keyshift_core::keystate::StateEntry;
     use keyshift_kafka::{KeyshiftProducer, Routes};
 
     let broker = EmbeddedBroker::start().expect("broker");
@@ -782,17 +843,7 @@ fn stateful_workers_count_every_record_exactly_once_across_moves_and_a_kill() {
     }
     assert!(refreshes > 0.0, "the survivor took keys over");
 
-    let changelog = "state-faults.keyshift-state";
-    let end = broker.admin().end_offsets(changelog).unwrap()[0] as usize;
-    let mut last = std::collections::BTreeMap::new();
-    for (key, value, _) in read_topic_bytes(&broker, changelog, end) {
-        let entry = StateEntry::decode(&value).expect("a keyshift state entry");
-        last.insert(String::from_utf8(key).unwrap(), entry.value);
-    }
-    let counts: std::collections::BTreeMap<String, String> = last
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8(v.expect("a count")).unwrap()))
-        .collect();
+    let counts = state_counts(&broker, "state-faults.keyshift-state");
     let expected = (0..keys)
         .map(|k| (format!("k{k}"), per_key.to_string()))
         .collect();
