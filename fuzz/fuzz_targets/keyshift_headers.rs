@@ -1,12 +1,13 @@
 //! Fuzzes the decoders of keyshift's own bytes, which arrive from any producer or from a topic
 //! anyone may write to: the `keyshift-route` and `keyshift-fence` record headers, the route-state
-//! value and the control-log record. Each must answer a named error, never panic, and whatever
+//! value, the control-log record and the per-key state changelog entry. Each must answer a named error, never panic, and whatever
 //! it accepts must survive encoding and decoding again unchanged (varints may arrive in a
 //! longer form than the encoder writes, so the bytes themselves may differ).
 //!
 //! Input: one selector byte, then the value.
 #![no_main]
 
+use keyshift_core::keystate::StateEntry;
 use keyshift_core::protocol::control::Control;
 use keyshift_core::protocol::{FenceHeader, RouteEntry, RouteHeader};
 use libfuzzer_sys::fuzz_target;
@@ -15,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    match mode % 4 {
+    match mode % 5 {
         0 => {
             if let Ok(h) = RouteHeader::decode(rest) {
                 assert_eq!(RouteHeader::decode(&h.encode()), Ok(h));
@@ -31,9 +32,15 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(RouteEntry::decode(&e.encode()), Ok(e));
             }
         }
-        _ => {
+        3 => {
             if let Ok(c) = Control::decode(rest) {
                 assert_eq!(Control::decode(&c.encode()), Ok(c));
+            }
+        }
+        _ => {
+            // Fixed-width fields: what decodes is exactly what the encoder writes.
+            if let Ok(e) = StateEntry::decode(rest) {
+                assert_eq!(e.encode(), rest);
             }
         }
     }

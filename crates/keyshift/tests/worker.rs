@@ -226,6 +226,26 @@ fn worker_rejects_bad_flags_naming_them() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no.such.property"));
+    // State belongs to an application: without --forward/--exec it is refused, by name, before
+    // any broker is contacted.
+    for (flags, named) in [
+        (&["--state"][..], "--state"),
+        (&["--state-topic", "t.state"][..], "--state-topic"),
+        (
+            &["--exec", "cat", "--state-topic", "keyshift"][..],
+            "--state-topic",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_keyshift"))
+            .args(["worker", "--bootstrap-servers", "127.0.0.1:1"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(flags)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(named), "{flags:?}: {err}");
+    }
 }
 
 fn futures_executor_block_on(f: rdkafka::producer::DeliveryFuture) {

@@ -672,6 +672,33 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     } else {
         args.exec.as_ref().map(|_| "--exec")
     };
+    // Checked before anything talks to the cluster, so a wrong flag never waits on it.
+    let state_topic = if args.state || args.state_topic.is_some() {
+        let flag = if args.state {
+            "--state"
+        } else {
+            "--state-topic"
+        };
+        if external.is_none() {
+            return Err(FlagError::new(
+                flag,
+                "the state belongs to your application: use it with --forward or --exec",
+            )
+            .into());
+        }
+        let topic = args
+            .state_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}{STATE_TOPIC_SUFFIX}", args.topic));
+        if topic.trim().is_empty() || topic == args.topic {
+            return Err(
+                FlagError::new("--state-topic", "must be a topic other than --topic").into(),
+            );
+        }
+        Some(topic)
+    } else {
+        None
+    };
     if let Some(flag) = external {
         if args.service_time_ms > 0.0 || args.busy {
             return Err(FlagError::new(
@@ -713,31 +740,9 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         )
         .into());
     }
-    let state = if args.state || args.state_topic.is_some() {
-        let flag = if args.state {
-            "--state"
-        } else {
-            "--state-topic"
-        };
-        if external.is_none() {
-            return Err(FlagError::new(
-                flag,
-                "the state belongs to your application: use it with --forward or --exec",
-            )
-            .into());
-        }
-        let topic = args
-            .state_topic
-            .clone()
-            .unwrap_or_else(|| format!("{}{STATE_TOPIC_SUFFIX}", args.topic));
-        if topic.trim().is_empty() || topic == args.topic {
-            return Err(
-                FlagError::new("--state-topic", "must be a topic other than --topic").into(),
-            );
-        }
-        Some(StateStore::open(&settings, &topic, args.handler_timeout)?)
-    } else {
-        None
+    let state = match &state_topic {
+        Some(topic) => Some(StateStore::open(&settings, topic, args.handler_timeout)?),
+        None => None,
     };
     let consumer = if let Some(url) = &args.forward {
         let forward = HttpForward::new(url, &args.topic, args.handler_timeout)
