@@ -62,7 +62,10 @@ fn measure(log: &Log, from: Instant, to: Instant) -> Step {
         let of_p = || records.iter().filter(move |(_, q, _)| *q == p);
         // Owners before and after the step: the members of the partition's last record before
         // the window and of its first one after it (the run goes on past the last window).
-        let before = of_p().filter(|(t, ..)| *t < from).map(|(.., m)| *m).next_back();
+        let before = of_p()
+            .filter(|(t, ..)| *t < from)
+            .map(|(.., m)| *m)
+            .next_back();
         let after = of_p().find(|(t, ..)| *t > to).map(|(.., m)| *m);
         let times: Vec<Instant> = of_p().map(|(t, ..)| *t).collect();
         let gap = longest_gap(&times, from, to).as_secs_f64();
