@@ -80,10 +80,10 @@
 //! processed and leaves the group, so its partitions move to other members at once. A
 //! revocation also waits for the records in flight on the partitions it takes away, then
 //! commits them, so a rebalance redelivers no record this member processed and the next owner
-//! never starts on a key this member is still processing. Rebalances are cooperative by
-//! default ([`Rebalancing`]): a member joining or leaving revokes only the partitions that
-//! change owner, so the others keep their parked and in-flight records and keep flowing;
-//! [`Rebalancing::Eager`] revokes everything at every rebalance. [`OrderedConsumer::crash`] (for tests and fault
+//! never starts on a key this member is still processing. With
+//! [`Rebalancing::Cooperative`] a member joining or leaving revokes only the partitions that
+//! change owner, so the others keep their parked and in-flight records and keep flowing; the
+//! default, [`Rebalancing::Eager`], revokes everything at every rebalance. [`OrderedConsumer::crash`] (for tests and fault
 //! experiments) abandons the member the way a killed process would: no final commit, no
 //! LeaveGroup; the group notices only when its session times out, and the partitions'
 //! unprocessed records are redelivered to the survivors and gated again.
@@ -153,16 +153,20 @@ pub enum ParkPolicy {
 /// (librdkafka's `partition.assignment.strategy`; a `-X` passthrough still wins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Rebalancing {
+    /// Eager rebalancing (`range,roundrobin`, librdkafka's default): every member gives up
+    /// every partition at each rebalance, then gets its new share. The default, because it is
+    /// correct on every broker: on the embedded broker (tansu 0.6) cooperative rebalancing was
+    /// seen to give one partition to two members and none to another, and never to hand a
+    /// dead member's partitions over.
+    #[default]
+    Eager,
     /// Incremental cooperative rebalancing (`cooperative-sticky`, KIP-429): only the
     /// partitions that change owner are revoked; every member keeps processing the others,
-    /// with their parked and in-flight records, through the rebalance.
-    #[default]
-    Cooperative,
-    /// Eager rebalancing (`range,roundrobin`, librdkafka's default): every member gives up
-    /// every partition at each rebalance, then gets its new share. All members must use the
-    /// same kind: switching a group from one to the other needs its members stopped first
+    /// with their parked and in-flight records, through the rebalance. For Apache Kafka and
+    /// brokers that implement the protocol fully. All members of a group must use the same
+    /// kind: switching a group from one to the other needs its members stopped first
     /// (librdkafka refuses a group whose members mix them).
-    Eager,
+    Cooperative,
 }
 
 impl Rebalancing {
@@ -531,8 +535,8 @@ impl OrderedConsumerBuilder {
         self
     }
 
-    /// How partitions move between members at a rebalance (default
-    /// [`Rebalancing::Cooperative`]: only the partitions that change owner stop).
+    /// How partitions move between members at a rebalance (default [`Rebalancing::Eager`];
+    /// [`Rebalancing::Cooperative`] stops only the partitions that change owner).
     pub fn rebalancing(mut self, rebalancing: Rebalancing) -> Self {
         self.rebalancing = rebalancing;
         self

@@ -68,11 +68,13 @@ pub enum ParkPolicyArg {
 /// `--rebalance`: how the group moves partitions when a worker joins or leaves.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum RebalanceArg {
-    /// Incremental (cooperative-sticky): only the partitions that change owner stop; the
-    /// others keep processing, parked and in-flight records included.
-    Cooperative,
     /// Eager (range,roundrobin): every worker gives up every partition at each rebalance.
+    /// Correct on every broker, the embedded one included.
     Eager,
+    /// Incremental (cooperative-sticky): only the partitions that change owner stop; the
+    /// others keep processing, parked and in-flight records included. For Apache Kafka: the
+    /// embedded broker (tansu 0.6) misassigns partitions with it.
+    Cooperative,
 }
 
 /// Flags of `keyshift worker`.
@@ -196,7 +198,7 @@ pub struct WorkerArgs {
     /// How the group moves partitions when a worker joins or leaves (a deploy, an autoscaler
     /// step). Every worker of a group must use the same: switch an existing group by stopping
     /// all its workers first.
-    #[arg(long, value_enum, default_value_t = RebalanceArg::Cooperative)]
+    #[arg(long, value_enum, default_value_t = RebalanceArg::Eager)]
     rebalance: RebalanceArg,
 
     /// Group session timeout in milliseconds [default: librdkafka's].
