@@ -30,12 +30,13 @@ use std::time::{Duration, Instant};
 
 use tansu_broker::broker::Broker;
 use tansu_broker::coordinator::group::administrator::Controller;
-use tansu_storage::StorageContainer;
+use tansu_storage::{Storage, StorageContainer};
 use tempfile::TempDir;
 use url::Url;
 
 use crate::admin::{Admin, AdminConfig, AdminError, TopicStatus};
-use crate::config::ClientSettings;
+use crate::config::{ClientSettings, Property};
+use crate::sasl_users::SaslUser;
 
 /// The address `keyshift broker` listens on by default (Kafka's usual port).
 pub const DEFAULT_STANDALONE_LISTEN: SocketAddr =
@@ -52,6 +53,8 @@ const PORT_ATTEMPTS: usize = 3;
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const READY_POLL_INTERVAL: Duration = Duration::from_millis(20);
 const METADATA_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Bound for tansu to register its cluster so that SASL users can be added to it.
+const SEED_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Options for [`EmbeddedBroker::start_with`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +66,10 @@ pub struct BrokerOptions {
     pub data_dir: Option<PathBuf>,
     /// How long to wait for the broker to accept connections and answer metadata.
     pub startup_timeout: Duration,
+    /// SASL users: when there are any, every client must authenticate (SASL_PLAINTEXT) with
+    /// SCRAM-SHA-256 or SCRAM-SHA-512 as one of them (tansu 0.6 also accepts PLAIN, with any
+    /// password); see [`crate::sasl_users`]. The broker's own admin client is the first user.
+    pub sasl_users: Vec<SaslUser>,
 }
 
 impl Default for BrokerOptions {
@@ -71,6 +78,7 @@ impl Default for BrokerOptions {
             listen: None,
             data_dir: None,
             startup_timeout: Duration::from_secs(30),
+            sasl_users: Vec::new(),
         }
     }
 }
@@ -116,6 +124,8 @@ pub enum BrokerError {
 pub struct EmbeddedBroker {
     addr: SocketAddr,
     bootstrap: String,
+    /// What a client of this broker needs (SASL as the first user when users are set).
+    settings: ClientSettings,
     data_dir: PathBuf,
     admin: Option<Admin>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -174,12 +184,21 @@ impl EmbeddedBroker {
                 Some(addr) => addr,
                 None => free_loopback_port()?,
             };
-            match launch(addr, storage.clone(), options.startup_timeout) {
+            let settings = client_settings(addr, options.sasl_users.first());
+            match launch(
+                addr,
+                storage.clone(),
+                &settings,
+                options.sasl_users.clone(),
+                options.startup_timeout,
+            ) {
                 Ok((stop, thread, admin)) => {
-                    tracing::info!(%addr, data_dir = %data_dir.display(), "embedded broker ready");
+                    let users = options.sasl_users.len();
+                    tracing::info!(%addr, data_dir = %data_dir.display(), sasl_users = users, "embedded broker ready");
                     return Ok(EmbeddedBroker {
                         addr,
                         bootstrap: addr.to_string(),
+                        settings,
                         data_dir,
                         admin: Some(admin),
                         stop: Some(stop),
@@ -212,9 +231,10 @@ impl EmbeddedBroker {
         &self.data_dir
     }
 
-    /// Client settings pointing at this broker, to add a client id or properties to.
+    /// Client settings pointing at this broker, to add a client id or properties to (with
+    /// SASL users: authenticated as the first one, SCRAM-SHA-512).
     pub fn client_settings(&self) -> ClientSettings {
-        ClientSettings::new(self.bootstrap.clone())
+        self.settings.clone()
     }
 
     /// An admin client for this broker (replication factor 1, the only one it can honour).
@@ -266,10 +286,59 @@ impl std::fmt::Debug for EmbeddedBroker {
 
 type Launched = (tokio::sync::oneshot::Sender<()>, JoinHandle<()>, Admin);
 
+/// What a client of the broker at `addr` needs: SASL as `user` (SCRAM-SHA-512) if there is one.
+fn client_settings(addr: SocketAddr, user: Option<&SaslUser>) -> ClientSettings {
+    let settings = ClientSettings::new(addr.to_string());
+    let Some(user) = user else {
+        return settings;
+    };
+    let property = |k: &str, v: &str| Property::new(k, v).expect("librdkafka knows SASL");
+    settings.properties([
+        property("security.protocol", "SASL_PLAINTEXT"),
+        property("sasl.mechanism", "SCRAM-SHA-512"),
+        property("sasl.username", &user.name),
+        property("sasl.password", &user.password),
+    ])
+}
+
+/// Writes the users' SCRAM credentials into the storage at `storage` once tansu registered
+/// its cluster there (credentials belong to a cluster: written before, they would be dropped),
+/// checking that the first user's credential reads back.
+async fn seed_users(storage: &Url, users: &[SaslUser]) -> Result<(), String> {
+    let container = StorageContainer::builder()
+        .node_id(NODE_ID)
+        .cluster_id(CLUSTER_ID)
+        .advertised_listener(Url::parse("tcp://127.0.0.1:0").expect("a valid URL"))
+        .storage(storage.clone())
+        .build()
+        .await
+        .map_err(|e| format!("cannot open its storage to add SASL users: {e}"))?;
+    let deadline = tokio::time::Instant::now() + SEED_TIMEOUT;
+    loop {
+        crate::sasl_users::seed(&container, users).await?;
+        let first = &users[0].name;
+        let stored = container
+            .user_scram_credential(first, tansu_sans_io::ScramMechanism::Scram512)
+            .await
+            .map_err(|e| format!("cannot read back the SCRAM credentials of {first}: {e}"))?;
+        if stored.is_some() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the SCRAM credentials of {first} did not persist within {SEED_TIMEOUT:?}"
+            ));
+        }
+        tokio::time::sleep(READY_POLL_INTERVAL).await;
+    }
+}
+
 /// Starts tansu on `addr` in a new thread and waits until it is ready.
 fn launch(
     addr: SocketAddr,
     storage: Url,
+    settings: &ClientSettings,
+    users: Vec<SaslUser>,
     timeout: Duration,
 ) -> Result<Launched, (BrokerError, Option<io::ErrorKind>)> {
     let listener = Url::parse(&format!("tcp://{addr}")).expect("a socket address is a valid URL");
@@ -278,14 +347,14 @@ fn launch(
     let (event_tx, event_rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name(format!("keyshift-broker-{}", addr.port()))
-        .spawn(move || run_broker_thread(listener, advertised, storage, stop_rx, event_tx))
+        .spawn(move || run_broker_thread(listener, advertised, storage, users, stop_rx, event_tx))
         .map_err(|err| (BrokerError::Io(err), None))?;
 
     let stop_thread = |stop: tokio::sync::oneshot::Sender<()>, thread: JoinHandle<()>| {
         let _ = stop.send(());
         let _ = thread.join();
     };
-    match wait_ready(addr, timeout, &event_rx) {
+    match wait_ready(addr, settings, timeout, &event_rx) {
         Ok(admin) => Ok((stop_tx, thread, admin)),
         Err(err) => {
             stop_thread(stop_tx, thread);
@@ -298,6 +367,7 @@ fn run_broker_thread(
     listener: Url,
     advertised: Url,
     storage: Url,
+    users: Vec<SaslUser>,
     stop: tokio::sync::oneshot::Receiver<()>,
     events: mpsc::Sender<ThreadEvent>,
 ) {
@@ -322,8 +392,9 @@ fn run_broker_thread(
             .cluster_id(CLUSTER_ID)
             .incarnation_id(uuid::Uuid::new_v4())
             .advertised_listener(advertised)
-            .storage(storage)
+            .storage(storage.clone())
             .listener(listener)
+            .authentication(!users.is_empty())
             .silent(true)
             .build()
             .await;
@@ -340,6 +411,12 @@ fn run_broker_thread(
         // `serve` is spawned rather than awaited in place so that a panic inside tansu is
         // reported as an error instead of tearing down this thread silently.
         let serve = tokio::spawn(async move { broker.serve(tokio::time::Instant::now()).await });
+        if !users.is_empty() {
+            if let Err(message) = seed_users(&storage, &users).await {
+                let _ = events.send(ThreadEvent::Stopped(message, None));
+                return;
+            }
+        }
         tokio::select! {
             result = serve => {
                 let (message, kind) = match result {
@@ -367,6 +444,7 @@ fn io_kind(err: &tansu_broker::Error) -> Option<io::ErrorKind> {
 /// Waits for the port to accept connections, then for a metadata round trip.
 fn wait_ready(
     addr: SocketAddr,
+    settings: &ClientSettings,
     timeout: Duration,
     events: &mpsc::Receiver<ThreadEvent>,
 ) -> Result<Admin, (BrokerError, Option<io::ErrorKind>)> {
@@ -402,7 +480,7 @@ fn wait_ready(
     }
 
     let admin = Admin::with_config(
-        &ClientSettings::new(addr.to_string()).client_id("keyshift-embedded-admin"),
+        &settings.clone().client_id("keyshift-embedded-admin"),
         AdminConfig {
             replication_factor: Some(1),
             ..AdminConfig::default()
@@ -493,6 +571,8 @@ pub struct StandaloneOptions {
     pub topic: Option<(String, u32)>,
     /// Keep data in this directory instead of a temporary one.
     pub data_dir: Option<PathBuf>,
+    /// Require SASL as one of these users (see [`BrokerOptions::sasl_users`]).
+    pub sasl_users: Vec<SaslUser>,
 }
 
 impl Default for StandaloneOptions {
@@ -501,6 +581,7 @@ impl Default for StandaloneOptions {
             listen: DEFAULT_STANDALONE_LISTEN,
             topic: None,
             data_dir: None,
+            sasl_users: Vec::new(),
         }
     }
 }
@@ -535,6 +616,7 @@ where
         let broker = EmbeddedBroker::start_with(BrokerOptions {
             listen: Some(options.listen),
             data_dir: options.data_dir,
+            sasl_users: options.sasl_users,
             ..BrokerOptions::default()
         })?;
         if let Some((topic, partitions)) = &options.topic {

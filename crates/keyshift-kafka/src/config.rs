@@ -113,7 +113,12 @@ impl Property {
 }
 
 fn is_sensitive_key(key: &str) -> bool {
-    key.contains("password") || key.contains("secret") || key == "sasl.oauthbearer.config"
+    key.contains("password")
+        || key.contains("secret")
+        || matches!(
+            key,
+            "sasl.oauthbearer.config" | "sasl.jaas.config" | "ssl.key.pem" | "ssl_key"
+        )
 }
 
 impl FromStr for Property {

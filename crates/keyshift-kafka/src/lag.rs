@@ -26,6 +26,8 @@ use keyshift_core::lag::{
 };
 use keyshift_core::ParamError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::client_errors::{drain, ErrorReporting};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -197,7 +199,7 @@ pub struct LagCollector {
     settings: ClientSettings,
     config: LagCollectorConfig,
     /// Metadata, watermarks and first-unconsumed-record fetches. Never joins a group.
-    probe: BaseConsumer,
+    probe: BaseConsumer<ErrorReporting>,
     /// ListGroups + DescribeGroups only: a broker that resets the connection on a request it
     /// cannot serve (tansu 0.6 on DescribeGroups) then disturbs nothing else.
     describer: BaseConsumer,
@@ -251,7 +253,12 @@ impl LagCollector {
                 cause: Box::new(source),
             })
         };
-        let probe: BaseConsumer = create(&probe_config)?;
+        let probe: BaseConsumer<ErrorReporting> = probe_config
+            .create_with_context(ErrorReporting::default())
+            .map_err(|source| LagError::Client {
+                bootstrap: settings.bootstrap_servers().to_owned(),
+                cause: Box::new(source),
+            })?;
         let describer: BaseConsumer = create(&probe_config)?;
         Ok(LagCollector {
             settings: settings.clone(),
@@ -551,16 +558,24 @@ impl LagCollector {
 
     /// Every non-internal topic with its partition count.
     fn topics(&self, timeout: Duration) -> Result<BTreeMap<String, u32>, LagError> {
-        let metadata =
-            self.probe
-                .fetch_metadata(None, timeout)
-                .map_err(|source| LagError::Request {
-                    operation: format!(
-                        "reading cluster metadata from '{}'",
-                        self.settings.bootstrap_servers()
-                    ),
-                    cause: Box::new(source),
-                })?;
+        let metadata = self.probe.fetch_metadata(None, timeout).map_err(|source| {
+            // The broker's reason (a failed SASL login, a TLS handshake) comes apart from the
+            // request's generic failure: wait briefly for it and name it.
+            drain(&self.probe, Duration::from_secs(1));
+            let said = self
+                .probe
+                .context()
+                .last()
+                .map(|reason| format!(" ({reason})"))
+                .unwrap_or_default();
+            LagError::Request {
+                operation: format!(
+                    "reading cluster metadata from '{}'{said}",
+                    self.settings.bootstrap_servers()
+                ),
+                cause: Box::new(source),
+            }
+        })?;
         Ok(metadata
             .topics()
             .iter()

@@ -3,7 +3,9 @@
 //! The decisions (routing, migration, order gate) live in `keyshift-core`; this crate moves
 //! bytes and answers questions about the cluster:
 //! - [`config`]: [`ClientSettings`], shared by every client of a run (bootstrap servers,
-//!   client id, kcat-style `-X key=value` passthrough, idempotent producer defaults);
+//!   client id, kcat-style `-X key=value` passthrough, idempotent producer defaults), and
+//!   [`client_file`]: [`ClientFile`], the Java client's `client.properties` translated to
+//!   librdkafka's (`--client-config`);
 //! - [`admin`]: [`Admin`], idempotent topic creation, partition counts, end offsets and a
 //!   group's committed offsets — the barrier of fenced migration;
 //! - [`producer`]: [`KeyshiftProducer`], any strategy of the core in front of an idempotent
@@ -67,6 +69,8 @@
 pub mod admin;
 pub mod bench;
 pub mod broker;
+pub mod client_errors;
+pub mod client_file;
 pub mod config;
 pub mod consumer;
 pub mod control;
@@ -76,6 +80,7 @@ pub mod forward;
 pub mod lag;
 pub mod producer;
 mod reader;
+pub mod sasl_users;
 pub mod state;
 pub mod trace_events;
 pub mod watermarks;
@@ -84,6 +89,7 @@ pub use admin::{Admin, AdminConfig, AdminError, TopicStatus};
 pub use broker::{
     run_standalone, serve_standalone, BrokerError, BrokerOptions, EmbeddedBroker, StandaloneOptions,
 };
+pub use client_file::{ClientFile, ClientFileError};
 pub use config::{ClientSettings, ConfigError, Property};
 pub use consumer::{
     AsyncRecordHandler, BlockedKey, ConsumerError, ConsumerStats, DeliveredRecord, HandlerError,
@@ -97,6 +103,7 @@ pub use producer::{
     CoordinationConfig, CoordinationStats, Delivery, KeyshiftProducer, PendingDelivery,
     ProduceError, ProducerBuildError, ProducerBuilder, ProducerStats, Routes, ROUTE_TOPIC_SUFFIX,
 };
+pub use sasl_users::SaslUser;
 pub use state::{
     StateChange, StateError, StateStats, StateStore, StateView, StatefulHandler, WithState,
     STATE_TOPIC_SUFFIX,

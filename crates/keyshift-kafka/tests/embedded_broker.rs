@@ -387,7 +387,7 @@ async fn standalone_runner_creates_the_topic_reports_ready_and_stops() {
         StandaloneOptions {
             listen: addr,
             topic: Some(("standalone".to_owned(), 6)),
-            data_dir: None,
+            ..StandaloneOptions::default()
         },
         async move {
             let _ = stop_rx.await;
@@ -530,4 +530,98 @@ fn the_control_log_replays_and_tails_in_one_order_for_every_member() {
         text.contains("wide.keyshift-control") && text.contains("exactly 1"),
         "{text}"
     );
+}
+
+/// Records librdkafka's error callbacks (where an authentication failure is explained).
+#[derive(Default)]
+struct Errors(std::sync::Mutex<Vec<String>>);
+
+impl rdkafka::ClientContext for Errors {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.0.lock().unwrap().push(format!("{error}: {reason}"));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Errors {}
+
+/// SASL on the embedded broker: with users, the broker's own clients and a client of the
+/// first user (SCRAM-SHA-512) create a topic and produce, another user reads it back with
+/// SCRAM-SHA-256; a wrong password is refused with librdkafka's error naming SCRAM and the
+/// broker's "invalid-proof" (and never the password), and a client without SASL gets no
+/// metadata.
+#[test]
+fn sasl_users_authenticate_with_scram_and_wrong_passwords_are_refused() {
+    use keyshift_kafka::{ClientSettings, SaslUser};
+    let broker = EmbeddedBroker::start_with(BrokerOptions {
+        sasl_users: vec![
+            SaslUser::new("alice", "alice-pw"),
+            SaslUser::new("bob", "bob-pw"),
+        ],
+        ..BrokerOptions::default()
+    })
+    .expect("broker with SASL users");
+    broker.create_topic("secured", 2).unwrap();
+    let sent = produce(&broker, "secured", 2, 20);
+
+    let as_user = |mechanism: &str, user: &str, password: &str| {
+        ClientSettings::new(broker.bootstrap_servers())
+            .parse_properties([
+                "security.protocol=SASL_PLAINTEXT".to_owned(),
+                format!("sasl.mechanism={mechanism}"),
+                format!("sasl.username={user}"),
+                format!("sasl.password={password}"),
+            ])
+            .unwrap()
+    };
+    let bob: BaseConsumer = as_user("SCRAM-SHA-256", "bob", "bob-pw")
+        .consumer_config("readers")
+        .create()
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in 0..2 {
+        assignment
+            .add_partition_offset("secured", p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    bob.assign(&assignment).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let mut read = 0;
+    while read < sent.len() {
+        assert!(
+            Instant::now() < deadline,
+            "bob read {read} of {}",
+            sent.len()
+        );
+        if let Some(Ok(_)) = bob.poll(Duration::from_millis(200)) {
+            read += 1;
+        }
+    }
+
+    let wrong: BaseConsumer<Errors> = as_user("SCRAM-SHA-256", "bob", "not-bobs")
+        .consumer_config("intruders")
+        .create_with_context(Errors::default())
+        .unwrap();
+    assert!(wrong
+        .fetch_metadata(Some("secured"), Duration::from_secs(5))
+        .is_err());
+    // Error callbacks are served by poll.
+    let deadline = Instant::now() + PATIENCE;
+    while wrong.context().0.lock().unwrap().is_empty() && Instant::now() < deadline {
+        let _ = wrong.poll(Duration::from_millis(100));
+    }
+    let said = wrong.context().0.lock().unwrap().join("\n");
+    eprintln!("wrong password: {said}");
+    assert!(
+        said.contains("SASL SCRAM authentication failed") && said.contains("invalid-proof"),
+        "{said}"
+    );
+    assert!(!said.contains("not-bobs"), "{said}");
+
+    let plain: BaseConsumer = ClientSettings::new(broker.bootstrap_servers())
+        .consumer_config("anonymous")
+        .create()
+        .unwrap();
+    assert!(plain
+        .fetch_metadata(Some("secured"), Duration::from_secs(5))
+        .is_err());
 }

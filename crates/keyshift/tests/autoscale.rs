@@ -570,6 +570,64 @@ fn arg<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
         .find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
 }
 
+/// The consumers' `--client-config` names a file of the mounted ConfigMap, whose
+/// `client.properties` translates (as `keyshift` reads it) and takes its password from the
+/// mounted Secret, never from the manifest.
+fn check_client_config(consumers: &k8s_openapi::api::apps::v1::Deployment, docs: &[Value]) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let pod = consumers
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let container = &pod.containers[0];
+    let path = arg(container.args.as_ref().unwrap(), "--client-config").expect("--client-config");
+    let mounts = container.volume_mounts.as_ref().unwrap();
+    let volumes = pod.volumes.as_ref().unwrap();
+    let (dir, file) = path.rsplit_once('/').unwrap();
+    let mount = mounts
+        .iter()
+        .find(|m| m.mount_path == dir)
+        .expect("the file's directory is mounted");
+    let volume = volumes.iter().find(|v| v.name == mount.name).unwrap();
+    let map: ConfigMap = typed(docs, "ConfigMap");
+    assert_eq!(
+        volume.config_map.as_ref().unwrap().name,
+        map.metadata.name.clone().unwrap()
+    );
+    let properties = &map.data.as_ref().unwrap()[file];
+    let secret_dir = mounts
+        .iter()
+        .find(|m| {
+            volumes
+                .iter()
+                .any(|v| v.name == m.name && v.secret.is_some())
+        })
+        .expect("a Secret is mounted")
+        .mount_path
+        .clone();
+    assert!(
+        properties.contains(&format!("password=\"${{file:{secret_dir}/")),
+        "the password comes from the Secret: {properties}"
+    );
+    let translated = keyshift_kafka::ClientFile::parse(
+        &properties
+            .replace("${file:", "${env:")
+            .replace(&format!("{secret_dir}/password"), "PW"),
+        std::path::Path::new(file),
+        &|name| (name == "PW").then(|| "from-the-secret".to_owned()),
+    )
+    .expect("client.properties translates");
+    let keys: Vec<&str> = translated.properties.iter().map(|p| p.key()).collect();
+    assert!(
+        keys.contains(&"sasl.username") && keys.contains(&"sasl.password"),
+        "{keys:?}"
+    );
+}
+
 #[test]
 fn deploy_manifests_are_valid_and_agree_with_the_binary() {
     use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -584,7 +642,9 @@ fn deploy_manifests_are_valid_and_agree_with_the_binary() {
     let autoscaler_docs = manifests("autoscaler.yaml");
     let autoscaler: Deployment = typed(&autoscaler_docs, "Deployment");
     let service: Service = typed(&autoscaler_docs, "Service");
-    let consumers: Deployment = typed(&manifests("consumer-deployment.yaml"), "Deployment");
+    let consumer_docs = manifests("consumer-deployment.yaml");
+    let consumers: Deployment = typed(&consumer_docs, "Deployment");
+    check_client_config(&consumers, &consumer_docs);
     let sts: StatefulSet = typed(&manifests("consumer-statefulset.yaml"), "StatefulSet");
     let hpa_docs = manifests("hpa-external.yaml");
     let hpa: HorizontalPodAutoscaler = typed(&hpa_docs, "HorizontalPodAutoscaler");

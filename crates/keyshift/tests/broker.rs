@@ -146,4 +146,24 @@ fn bad_flags_exit_2_naming_the_flag() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--partitions"));
+
+    // A users file that is missing, or has a line without a password, names the flag and the
+    // line, never a password.
+    let users = std::env::temp_dir().join(format!("keyshift-users-{}", std::process::id()));
+    std::fs::write(&users, "alice:alice-pw-1\nbob\n").unwrap();
+    for (file, says) in [
+        (users.clone(), "line 2"),
+        (users.with_extension("missing"), "cannot read"),
+    ] {
+        let out = keyshift()
+            .args(["broker", "--listen", "127.0.0.1:0", "--sasl-users"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("--sasl-users") && err.contains(says), "{err}");
+        assert!(!err.contains("alice-pw-1"), "{err}");
+    }
+    std::fs::remove_file(&users).unwrap();
 }

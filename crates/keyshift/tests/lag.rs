@@ -183,6 +183,133 @@ fn json_and_table_report_exact_lag_and_status() {
     );
 }
 
+/// `--client-config`: the Java client's `client.properties` (comments, Java-only keys, a JAAS
+/// login, a `${env:...}` secret) works as it is; a property librdkafka refuses is an error
+/// naming the file's line and the key; no secret from the file ever appears in the output.
+#[test]
+fn client_config_files_apply_and_never_show_their_secrets() {
+    let broker = EmbeddedBroker::start().expect("broker");
+    let topic = "audited";
+    broker.create_topic(topic, 2).unwrap();
+    produce(&broker, topic, &[4, 3], now_ms() - 60_000);
+    commit(&broker, "auditors", topic, &[(0, 1), (1, 3)]);
+    let dir = std::env::temp_dir().join(format!("keyshift-client-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("client.properties");
+    let java = "# written for the Java tools\n\
+        bootstrap.servers=elsewhere:9092\n\
+        security.protocol=PLAINTEXT\n\
+        client.dns.lookup=use_all_dns_ips\n\
+        socket.keepalive.enable=${env:KS_TEST_KEEPALIVE}\n\
+        sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required \\\n\
+        \x20   username=\"auditor\" password=\"hunter2-secret\";\n";
+    std::fs::write(&good, java).unwrap();
+    let run = |file: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_keyshift"))
+            .args(["lag", "--bootstrap-servers", broker.bootstrap_servers()])
+            .args(["--group", "auditors", "--json", "--samples", "1"])
+            .arg("--client-config")
+            .arg(file)
+            .env("KS_TEST_KEEPALIVE", "true")
+            .output()
+            .unwrap()
+    };
+    let out = run(&good);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let group: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(group["lag"], 3, "{stdout}");
+    assert!(
+        !stdout.contains("hunter2") && !stderr.contains("hunter2"),
+        "{stdout}{stderr}"
+    );
+
+    let bad = dir.join("bad.properties");
+    std::fs::write(&bad, format!("{java}linger.ms=hunter2-secret\n")).unwrap();
+    let out = run(&bad);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--client-config")
+            && stderr.contains("line 8")
+            && stderr.contains("linger.ms"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    let out = run(&dir.join("missing.properties"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.properties"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The secured path end to end: the embedded broker requires SASL (`--sasl-users` as a
+/// library option here), `keyshift lag` reads a Java `client.properties` with a SCRAM-SHA-512
+/// JAAS login whose password comes from the environment, and reports the lag; with a wrong
+/// password it fails, saying SCRAM authentication failed, and never prints the password.
+#[test]
+fn lag_reaches_a_sasl_scram_broker_through_a_client_config_file() {
+    use keyshift_kafka::SaslUser;
+    let broker = EmbeddedBroker::start_with(BrokerOptions {
+        sasl_users: vec![SaslUser::new("auditor", "right-pw-77")],
+        ..BrokerOptions::default()
+    })
+    .expect("broker with SASL");
+    let topic = "audited";
+    broker.create_topic(topic, 2).unwrap();
+    produce(&broker, topic, &[4, 3], now_ms() - 60_000);
+    commit(&broker, "auditors", topic, &[(0, 1), (1, 3)]);
+    let dir = std::env::temp_dir().join(format!("keyshift-sasl-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("client.properties");
+    std::fs::write(
+        &file,
+        "security.protocol=SASL_PLAINTEXT\n\
+         sasl.mechanism=SCRAM-SHA-512\n\
+         sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \
+         username=\"auditor\" password=\"${env:KS_TEST_PW}\";\n",
+    )
+    .unwrap();
+    let run = |password: &str| {
+        Command::new(env!("CARGO_BIN_EXE_keyshift"))
+            .args(["lag", "--bootstrap-servers", broker.bootstrap_servers()])
+            .args(["--group", "auditors", "--json", "--samples", "1"])
+            .args(["--timeout-ms", "5000"])
+            .arg("--client-config")
+            .arg(&file)
+            .env("KS_TEST_PW", password)
+            .output()
+            .unwrap()
+    };
+    let out = run("right-pw-77");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let group: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(group["lag"], 3, "{stdout}");
+
+    let out = run("wrong-pw-66");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    eprintln!("wrong password: {stderr}");
+    assert!(!out.status.success());
+    assert!(stderr.contains("SCRAM"), "{stderr}");
+    for secret in ["wrong-pw-66", "right-pw-77"] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{stderr}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn bad_input_exits_2_naming_it() {
     let broker = EmbeddedBroker::start().expect("broker");

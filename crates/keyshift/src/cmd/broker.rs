@@ -41,6 +41,13 @@ pub struct BrokerArgs {
     /// Keep the broker's data in this directory (kept on exit) instead of a temporary one.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+
+    /// Require SASL (SASL_PLAINTEXT): FILE holds one name:password per line ('#' comments).
+    /// Clients authenticate with SCRAM-SHA-256 or SCRAM-SHA-512 as one of these users; tansu
+    /// also accepts PLAIN, but with any password, so this is for testing clients'
+    /// configuration, not for securing anything.
+    #[arg(long, value_name = "FILE")]
+    sasl_users: Option<PathBuf>,
 }
 
 impl BrokerArgs {
@@ -64,10 +71,16 @@ impl BrokerArgs {
             (Some(t), Some(p)) => Some((t, p)),
             _ => None,
         };
+        let sasl_users = match &self.sasl_users {
+            Some(path) => keyshift_kafka::SaslUser::read_file(path)
+                .map_err(|e| FlagError::new("--sasl-users", e))?,
+            None => Vec::new(),
+        };
         Ok(StandaloneOptions {
             listen,
             topic,
             data_dir: self.data_dir,
+            sasl_users,
         })
     }
 }

@@ -77,6 +77,9 @@ pub struct DashboardArgs {
     /// librdkafka property passed through to every client, like kcat (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     properties: Vec<Property>,
+
+    #[command(flatten)]
+    client_config: crate::cmd::client_config::ClientConfigFlag,
 }
 
 fn seconds(flag: &str, v: f64, max: f64) -> Result<Duration, FlagError> {
@@ -128,7 +131,7 @@ fn resolve(args: &DashboardArgs) -> Result<DashboardConfig, FlagError> {
         kafka: KafkaOptions {
             settings: ClientSettings::new(&args.bootstrap_servers)
                 .client_id(&args.client_id)
-                .properties(args.properties.iter().cloned()),
+                .properties(args.client_config.merged(&args.properties)?),
             topic: args.topic.clone(),
             groups: args.groups.clone(),
             interval,

@@ -3,6 +3,7 @@
 
 pub mod autoscale;
 pub mod broker;
+pub mod client_config;
 pub mod dashboard;
 pub mod experiment;
 pub mod gateway;

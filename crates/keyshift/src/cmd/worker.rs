@@ -234,6 +234,9 @@ pub struct WorkerArgs {
     properties: Vec<Property>,
 
     #[command(flatten)]
+    client_config: crate::cmd::client_config::ClientConfigFlag,
+
+    #[command(flatten)]
     trace_flags: TraceFlags,
 }
 
@@ -637,7 +640,10 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     }
     let settings = ClientSettings::new(&args.bootstrap_servers)
         .client_id(&args.client_id)
-        .properties(args.properties.iter().cloned());
+        .properties(args.client_config.merged_except(
+            &args.properties,
+            &keyshift_kafka::consumer::MANAGED_PROPERTIES,
+        )?);
     let mut builder = OrderedConsumerBuilder::new(&settings, &args.group, &args.topic)
         .barrier_poll_interval(Duration::from_millis(args.barrier_poll_ms))
         .commit_interval(Duration::from_millis(args.commit_interval_ms))

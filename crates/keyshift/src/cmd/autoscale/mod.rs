@@ -252,6 +252,9 @@ pub struct AutoscaleArgs {
     /// librdkafka property passed through to the lag collector's clients, like kcat (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     properties: Vec<Property>,
+
+    #[command(flatten)]
+    client_config: crate::cmd::client_config::ClientConfigFlag,
 }
 
 /// Resolves the limits flags: none given keeps the HPA default.
@@ -419,7 +422,7 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
     let policy = Policy::new(config)?;
     let settings = ClientSettings::new(&args.bootstrap_servers)
         .client_id(&args.client_id)
-        .properties(args.properties.iter().cloned());
+        .properties(args.client_config.merged(&args.properties)?);
 
     // Topics first: a topic that does not exist (no partitions) is a usage error.
     if !args.topics.is_empty() {

@@ -155,6 +155,9 @@ pub struct ExperimentArgs {
     #[arg(short = 'X', long = "property", value_name = "KEY=VALUE")]
     properties: Vec<Property>,
 
+    #[command(flatten)]
+    client_config: crate::cmd::client_config::ClientConfigFlag,
+
     /// Prefix of the fresh topic (and consumer group) each strategy runs on; the strategy and
     /// a run id are appended.
     #[arg(long, default_value = "keyshift-experiment")]
@@ -281,7 +284,10 @@ impl ExperimentArgs {
                 RoutesArg::Ephemeral => Routes::Ephemeral,
             },
             bootstrap_servers: self.bootstrap_servers.map(|b| b.trim().to_string()),
-            properties: self.properties,
+            properties: self.client_config.merged_except(
+                &self.properties,
+                &keyshift_kafka::consumer::MANAGED_PROPERTIES,
+            )?,
             topic_prefix: self.topic_prefix,
             settle_timeout: Duration::from_secs_f64(self.settle_timeout_secs),
             drain_timeout: Duration::from_secs_f64(self.drain_timeout_secs),

@@ -81,6 +81,9 @@ pub struct GatewayArgs {
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     properties: Vec<Property>,
 
+    #[command(flatten)]
+    client_config: crate::cmd::client_config::ClientConfigFlag,
+
     /// Client id the broker sees.
     #[arg(long, default_value = "keyshift-gateway")]
     client_id: String,
@@ -145,7 +148,7 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let settings = ClientSettings::new(&args.bootstrap_servers)
         .client_id(&args.client_id)
-        .properties(args.properties.iter().cloned());
+        .properties(args.client_config.merged(&args.properties)?);
     let trace = args.trace_flags.open("keyshift-gateway", &settings)?;
     if args
         .consumer_group

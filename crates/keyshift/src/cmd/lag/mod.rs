@@ -102,6 +102,9 @@ pub struct LagArgs {
     /// librdkafka property passed through to every client, like kcat (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     properties: Vec<Property>,
+
+    #[command(flatten)]
+    client_config: crate::cmd::client_config::ClientConfigFlag,
 }
 
 /// The validated form of the flags.
@@ -142,7 +145,7 @@ fn resolve(args: &LagArgs) -> Result<Resolved, FlagError> {
     Ok(Resolved {
         settings: ClientSettings::new(&args.bootstrap_servers)
             .client_id(&args.client_id)
-            .properties(args.properties.iter().cloned()),
+            .properties(args.client_config.merged(&args.properties)?),
         config: LagCollectorConfig {
             timeout,
             window: args.window,

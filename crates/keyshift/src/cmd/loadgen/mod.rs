@@ -69,6 +69,9 @@ pub struct LoadgenArgs {
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     properties: Vec<Property>,
 
+    #[command(flatten)]
+    client_config: crate::cmd::client_config::ClientConfigFlag,
+
     /// Partitions: with --bootstrap-servers, create the topic with this many if missing; for
     /// --workload targeted, the partition count the hot spot rotates over [default: the
     /// topic's, or 10 over HTTP].
@@ -184,7 +187,7 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         Some(bootstrap) => {
             let settings = ClientSettings::new(bootstrap)
                 .client_id("keyshift-loadgen")
-                .properties(args.properties.iter().cloned());
+                .properties(args.client_config.merged(&args.properties)?);
             let (producer, partitions, config) = args.strategy_flags.open_producer(
                 &runtime,
                 settings,
@@ -202,6 +205,13 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         None => {
             if !args.properties.is_empty() {
                 return Err(FlagError::new("-X", "only applies with --bootstrap-servers").into());
+            }
+            if args.client_config.is_set() {
+                return Err(FlagError::new(
+                    "--client-config",
+                    "only applies with --bootstrap-servers",
+                )
+                .into());
             }
             // clap requires at least one --url without --bootstrap-servers.
             let partitions = args.partitions.unwrap_or(10);

@@ -138,6 +138,9 @@ pub struct AggregateArgs {
     /// librdkafka property passed through to every client, like kcat (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     properties: Vec<Property>,
+
+    #[command(flatten)]
+    client_config: crate::cmd::client_config::ClientConfigFlag,
 }
 
 /// The resolved configuration.
@@ -234,7 +237,7 @@ fn resolve(args: &AggregateArgs, env: &[(String, String)]) -> anyhow::Result<Set
             Err(e) => tracing::warn!("ignoring {name}: {e}"),
         }
     }
-    properties.extend(args.properties.iter().cloned());
+    properties.extend(args.client_config.merged(&args.properties)?);
     let client = ClientSettings::new(&bootstrap)
         .client_id(&args.client_id)
         .properties(properties);
