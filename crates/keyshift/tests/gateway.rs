@@ -538,3 +538,82 @@ fn bad_flags_and_missing_topic_are_reported() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&addr), "{err}");
 }
+
+/// Issue 15's secured path end to end: the embedded broker requires SASL, and the gateway
+/// (keyshift strategy) and an ordered worker reach it with the same Java `client.properties`
+/// (SCRAM-SHA-512, password read from a file): every posted record is acknowledged, written
+/// and processed.
+#[test]
+fn gateway_and_worker_reach_a_sasl_broker_with_a_client_config_file() {
+    use keyshift_kafka::{BrokerOptions, EmbeddedBroker, SaslUser};
+    let broker = EmbeddedBroker::start_with(BrokerOptions {
+        sasl_users: vec![SaslUser::new("orders", "orders-pw-19")],
+        ..BrokerOptions::default()
+    })
+    .expect("broker with SASL");
+    let topic = "secured-orders";
+    broker.create_topic(topic, 4).unwrap();
+    let dir = std::env::temp_dir().join(format!("keyshift-gw-sasl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("client.properties");
+    std::fs::write(
+        &file,
+        "security.protocol=SASL_PLAINTEXT\n\
+         sasl.mechanism=SCRAM-SHA-512\n\
+         sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \
+         username=\"orders\" password=\"${file:PW}\";\n"
+            .replace("PW", dir.join("password").to_str().unwrap()),
+    )
+    .unwrap();
+    std::fs::write(dir.join("password"), "orders-pw-19\n").unwrap();
+    let config = file.to_str().unwrap();
+    let (_worker, worker_addr) = spawn_listening(
+        keyshift()
+            .args(["worker", "--bootstrap-servers", broker.bootstrap_servers()])
+            .args(["--topic", topic, "--group", "secured-workers"])
+            .args(["--metrics-listen", "127.0.0.1:0", "--client-config", config]),
+    );
+    let mut gw = GatewayProcess::start(
+        broker.bootstrap_servers(),
+        topic,
+        &["--strategy", "keyshift", "--client-config", config],
+    );
+    let base = gw.base.clone();
+    let total = 60;
+    runtime().block_on(async {
+        let client = reqwest::Client::new();
+        for i in 0..total {
+            let (status, v) = post_json(
+                &client,
+                &format!("{base}/new"),
+                json!({"key": format!("k{}", i % 6), "body": format!("{i}")}),
+            )
+            .await;
+            assert_eq!(status, 200, "{v}");
+        }
+    });
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, body) = process_support::http_get(&worker_addr, "/metrics");
+        let processed = parse_metrics(&body)
+            .get("keyshift_worker_processed_records_total")
+            .copied()
+            .unwrap_or(0.0);
+        if processed == f64::from(total) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker processed {processed} of {total}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut bodies: Vec<i64> = read_all(&broker, topic)
+        .iter()
+        .map(|r| std::str::from_utf8(&r.value).unwrap().parse().unwrap())
+        .collect();
+    bodies.sort_unstable();
+    assert_eq!(bodies, (0..i64::from(total)).collect::<Vec<_>>());
+    assert!(gw.terminate().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
