@@ -555,17 +555,13 @@ fn gateway_and_worker_reach_a_sasl_broker_with_a_client_config_file() {
     broker.create_topic(topic, 4).unwrap();
     let dir = std::env::temp_dir().join(format!("keyshift-gw-sasl-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("client.properties");
-    std::fs::write(
-        &file,
-        "security.protocol=SASL_PLAINTEXT\n\
-         sasl.mechanism=SCRAM-SHA-512\n\
-         sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \
-         username=\"orders\" password=\"${file:PW}\";\n"
-            .replace("PW", dir.join("password").to_str().unwrap()),
-    )
-    .unwrap();
-    std::fs::write(dir.join("password"), "orders-pw-19\n").unwrap();
+    let password = dir.join("password");
+    let file = process_support::scram_client_config(
+        &dir,
+        "orders",
+        &format!("${{file:{}}}", password.display()),
+    );
+    std::fs::write(&password, "orders-pw-19\n").unwrap();
     let config = file.to_str().unwrap();
     let (_worker, worker_addr) = spawn_listening(
         keyshift()

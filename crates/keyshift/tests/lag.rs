@@ -3,6 +3,8 @@
 //! consumer; JSON and table output, `--watch` seeing a rewind, and `--serve` scraped over
 //! real HTTP through a broker outage and back, with the exposition parsed line by line.
 
+mod process_support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -265,15 +267,7 @@ fn lag_reaches_a_sasl_scram_broker_through_a_client_config_file() {
     })
     .expect("broker with SASL");
     let dir = audited_group(&broker, "sasl-config");
-    let file = dir.join("client.properties");
-    std::fs::write(
-        &file,
-        "security.protocol=SASL_PLAINTEXT\n\
-         sasl.mechanism=SCRAM-SHA-512\n\
-         sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \
-         username=\"auditor\" password=\"${env:KS_TEST_PW}\";\n",
-    )
-    .unwrap();
+    let file = process_support::scram_client_config(&dir, "auditor", "${env:KS_TEST_PW}");
     let run = |password: &str| {
         Command::new(env!("CARGO_BIN_EXE_keyshift"))
             .args(["lag", "--bootstrap-servers", broker.bootstrap_servers()])

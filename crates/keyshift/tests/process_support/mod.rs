@@ -90,3 +90,25 @@ pub fn spawn_listening(cmd: &mut Command) -> (Proc, String) {
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     (Proc(child), http_addr(&line))
 }
+
+/// Writes `dir/client.properties`, a Java client configuration for SASL_PLAINTEXT with a
+/// SCRAM-SHA-512 JAAS login as `user` whose password is `password` as written in the file
+/// (a `${env:...}` or `${file:...}` reference, so the secret stays out of it); its path.
+pub fn scram_client_config(
+    dir: &std::path::Path,
+    user: &str,
+    password: &str,
+) -> std::path::PathBuf {
+    let file = dir.join("client.properties");
+    std::fs::write(
+        &file,
+        format!(
+            "security.protocol=SASL_PLAINTEXT\n\
+             sasl.mechanism=SCRAM-SHA-512\n\
+             sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \
+             username=\"{user}\" password=\"{password}\";\n"
+        ),
+    )
+    .expect("write client.properties");
+    file
+}
