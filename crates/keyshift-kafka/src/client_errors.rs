@@ -8,7 +8,9 @@
 //! password in these reasons.
 //!
 //! How: use it as the context of a `BaseConsumer`; after a failed request, [`drain`] serves
-//! the queued callbacks and [`ErrorReporting::last`] returns the latest reason.
+//! the queued callbacks and [`ErrorReporting::take_last`] returns the latest reason and forgets
+//! it, so a later failure (a long-lived client: `lag --watch`, `--serve`) never shows a stale
+//! one.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -24,9 +26,9 @@ pub struct ErrorReporting {
 }
 
 impl ErrorReporting {
-    /// The last error librdkafka reported for this client, if any.
-    pub fn last(&self) -> Option<String> {
-        crate::lock(&self.last).clone()
+    /// The last error librdkafka reported for this client since the previous call, if any.
+    pub fn take_last(&self) -> Option<String> {
+        crate::lock(&self.last).take()
     }
 }
 
@@ -42,7 +44,7 @@ impl ConsumerContext for ErrorReporting {}
 /// Serves `consumer`'s queued callbacks (errors among them) for up to `wait`.
 pub fn drain(consumer: &BaseConsumer<ErrorReporting>, wait: Duration) {
     let until = std::time::Instant::now() + wait;
-    while consumer.context().last().is_none() && std::time::Instant::now() < until {
+    while crate::lock(&consumer.context().last).is_none() && std::time::Instant::now() < until {
         let _ = consumer.poll(Duration::from_millis(20));
     }
 }

@@ -565,7 +565,7 @@ impl LagCollector {
             let said = self
                 .probe
                 .context()
-                .last()
+                .take_last()
                 .map(|reason| format!(" ({reason})"))
                 .unwrap_or_default();
             LagError::Request {
