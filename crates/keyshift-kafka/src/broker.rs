@@ -172,6 +172,23 @@ impl EmbeddedBroker {
             }
         };
         let storage = storage_url(&data_dir.join(DATABASE_FILE))?;
+        // The broker's incarnation, shared with the SASL seeding below so that the cluster it
+        // registers is the one tansu registers again when it starts.
+        let incarnation = uuid::Uuid::new_v4();
+        if !options.sasl_users.is_empty() {
+            // Before tansu opens the database: two writers of one sqlite file meet its lock.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime
+                .block_on(seed_users(&storage, incarnation, &options.sasl_users))
+                .map_err(|message| BrokerError::Failed {
+                    addr: options
+                        .listen
+                        .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)),
+                    message,
+                })?;
+        }
 
         let attempts = if options.listen.is_some() {
             1
@@ -189,7 +206,8 @@ impl EmbeddedBroker {
                 addr,
                 storage.clone(),
                 &settings,
-                options.sasl_users.clone(),
+                incarnation,
+                !options.sasl_users.is_empty(),
                 options.startup_timeout,
             ) {
                 Ok((stop, thread, admin)) => {
@@ -301,33 +319,50 @@ fn client_settings(addr: SocketAddr, user: Option<&SaslUser>) -> ClientSettings 
     ])
 }
 
-/// Writes the users' SCRAM credentials into the storage at `storage` once tansu registered
-/// its cluster there (credentials belong to a cluster: written before, they would be dropped),
-/// checking that the first user's credential reads back.
-async fn seed_users(storage: &Url, users: &[SaslUser]) -> Result<(), String> {
-    let container = StorageContainer::builder()
-        .node_id(NODE_ID)
-        .cluster_id(CLUSTER_ID)
-        .advertised_listener(Url::parse("tcp://127.0.0.1:0").expect("a valid URL"))
-        .storage(storage.clone())
-        .build()
-        .await
-        .map_err(|e| format!("cannot open its storage to add SASL users: {e}"))?;
+/// Writes the users' SCRAM credentials into the storage at `storage` before tansu starts,
+/// registering its cluster there first (credentials belong to a cluster: without its row they
+/// would be dropped), checking that the first user's credential reads back.
+async fn seed_users(
+    storage: &Url,
+    incarnation: uuid::Uuid,
+    users: &[SaslUser],
+) -> Result<(), String> {
+    let first = &users[0].name;
     let deadline = tokio::time::Instant::now() + SEED_TIMEOUT;
     loop {
-        crate::sasl_users::seed(&container, users).await?;
-        let first = &users[0].name;
-        let stored = container
-            .user_scram_credential(first, tansu_sans_io::ScramMechanism::Scram512)
-            .await
-            .map_err(|e| format!("cannot read back the SCRAM credentials of {first}: {e}"))?;
-        if stored.is_some() {
-            return Ok(());
-        }
+        let attempt = async {
+            let container = StorageContainer::builder()
+                .node_id(NODE_ID)
+                .cluster_id(CLUSTER_ID)
+                .advertised_listener(Url::parse("tcp://127.0.0.1:0").expect("a valid URL"))
+                .storage(storage.clone())
+                .build()
+                .await
+                .map_err(|e| format!("cannot open its storage to add SASL users: {e}"))?;
+            // Register the cluster as tansu does when it starts serving (the same request, which
+            // it repeats): credentials need the cluster's row.
+            container
+                .register_broker(tansu_storage::BrokerRegistrationRequest {
+                    broker_id: NODE_ID,
+                    cluster_id: CLUSTER_ID.to_owned(),
+                    incarnation_id: incarnation,
+                    rack: None,
+                })
+                .await
+                .map_err(|e| format!("cannot register the cluster to add SASL users: {e}"))?;
+            crate::sasl_users::seed(&container, users).await?;
+            container
+                .user_scram_credential(first, tansu_sans_io::ScramMechanism::Scram512)
+                .await
+                .map_err(|e| format!("cannot read back the SCRAM credentials of {first}: {e}"))
+        };
+        let why = match attempt.await {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => format!("the SCRAM credentials of {first} did not persist"),
+            Err(e) => e,
+        };
         if tokio::time::Instant::now() >= deadline {
-            return Err(format!(
-                "the SCRAM credentials of {first} did not persist within {SEED_TIMEOUT:?}"
-            ));
+            return Err(format!("{why} (tried for {SEED_TIMEOUT:?})"));
         }
         tokio::time::sleep(READY_POLL_INTERVAL).await;
     }
@@ -338,7 +373,8 @@ fn launch(
     addr: SocketAddr,
     storage: Url,
     settings: &ClientSettings,
-    users: Vec<SaslUser>,
+    incarnation: uuid::Uuid,
+    authentication: bool,
     timeout: Duration,
 ) -> Result<Launched, (BrokerError, Option<io::ErrorKind>)> {
     let listener = Url::parse(&format!("tcp://{addr}")).expect("a socket address is a valid URL");
@@ -347,7 +383,17 @@ fn launch(
     let (event_tx, event_rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name(format!("keyshift-broker-{}", addr.port()))
-        .spawn(move || run_broker_thread(listener, advertised, storage, users, stop_rx, event_tx))
+        .spawn(move || {
+            run_broker_thread(
+                listener,
+                advertised,
+                storage,
+                incarnation,
+                authentication,
+                stop_rx,
+                event_tx,
+            )
+        })
         .map_err(|err| (BrokerError::Io(err), None))?;
 
     let stop_thread = |stop: tokio::sync::oneshot::Sender<()>, thread: JoinHandle<()>| {
@@ -367,7 +413,8 @@ fn run_broker_thread(
     listener: Url,
     advertised: Url,
     storage: Url,
-    users: Vec<SaslUser>,
+    incarnation: uuid::Uuid,
+    authentication: bool,
     stop: tokio::sync::oneshot::Receiver<()>,
     events: mpsc::Sender<ThreadEvent>,
 ) {
@@ -390,11 +437,11 @@ fn run_broker_thread(
         let built = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
             .node_id(NODE_ID)
             .cluster_id(CLUSTER_ID)
-            .incarnation_id(uuid::Uuid::new_v4())
+            .incarnation_id(incarnation)
             .advertised_listener(advertised)
-            .storage(storage.clone())
+            .storage(storage)
             .listener(listener)
-            .authentication(!users.is_empty())
+            .authentication(authentication)
             .silent(true)
             .build()
             .await;
@@ -411,12 +458,6 @@ fn run_broker_thread(
         // `serve` is spawned rather than awaited in place so that a panic inside tansu is
         // reported as an error instead of tearing down this thread silently.
         let serve = tokio::spawn(async move { broker.serve(tokio::time::Instant::now()).await });
-        if !users.is_empty() {
-            if let Err(message) = seed_users(&storage, &users).await {
-                let _ = events.send(ThreadEvent::Stopped(message, None));
-                return;
-            }
-        }
         tokio::select! {
             result = serve => {
                 let (message, kind) = match result {
