@@ -97,6 +97,10 @@ pub enum Control {
         member: MemberId,
         /// Its load since its previous heartbeat.
         load: Load,
+        /// When the member wrote it, in microseconds of the member's own clock. Only the member
+        /// itself interprets it: having read back its heartbeat written at `t`, it has read
+        /// every record written before `t` (the log's order is the order of writes).
+        written_us: u64,
     },
     /// The fence is written: the key's route is now `entry` (`None`: home, no header).
     Commit {
@@ -182,7 +186,11 @@ impl Control {
                 debug_assert!(*fence_offset >= 0, "negative fence offset");
                 put_varint(&mut out, *fence_offset as u64);
             }
-            Control::Heartbeat { member, load } => {
+            Control::Heartbeat {
+                member,
+                load,
+                written_us,
+            } => {
                 out.push(5);
                 put_varint(&mut out, *member);
                 put_varint(&mut out, load.partitions.len() as u64);
@@ -194,6 +202,7 @@ impl Control {
                     key(&mut out, k);
                     put_varint(&mut out, *n);
                 }
+                put_varint(&mut out, *written_us);
             }
             Control::Commit {
                 id: i,
@@ -284,6 +293,7 @@ impl Control {
                         partitions,
                         keys: load_keys,
                     },
+                    written_us: r.u64("written_us")?,
                 }
             }
             3 => {
@@ -416,6 +426,8 @@ pub enum Effect {
     Heartbeat {
         /// The member.
         member: MemberId,
+        /// When it wrote the heartbeat, in microseconds of its own clock.
+        written_us: u64,
     },
     /// The key's route changed: release its held records along `entry`.
     Moved {
@@ -553,7 +565,12 @@ impl ControlLog {
                     entry: *entry,
                 }
             }
-            Control::Heartbeat { member, .. } => Effect::Heartbeat { member: *member },
+            Control::Heartbeat {
+                member, written_us, ..
+            } => Effect::Heartbeat {
+                member: *member,
+                written_us: *written_us,
+            },
             Control::Abort { id, member, key } => {
                 if let Some(reject) = self.finish(*id, *member, key) {
                     return Effect::Ignored(reject);
@@ -666,6 +683,7 @@ mod tests {
             Control::Heartbeat {
                 member: u64::MAX,
                 load: Load::default(),
+                written_us: u64::MAX,
             },
             Control::Heartbeat {
                 member: 7,
@@ -673,6 +691,7 @@ mod tests {
                     partitions: vec![0, 1, u64::MAX],
                     keys: vec![(b"hot".as_slice().into(), 900), (b"".as_slice().into(), 1)],
                 },
+                written_us: 1_500_000,
             },
             Control::Commit {
                 id: id(1, 2),

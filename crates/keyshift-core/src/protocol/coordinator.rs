@@ -31,13 +31,20 @@
 //!
 //! Liveness: the adapter heartbeats; a member claims the next term when the decider was silent
 //! for the lease ([`Membership::should_claim`]); the new term aborts every move the old
-//! decider left open. A member that has not read its own heartbeat back for two thirds of the
-//! member timeout routes nothing ([`Coordinator::out_of_touch`]): the decider stops waiting for
-//! a member only after the full member timeout since it read that member's last heartbeat, so a
-//! member that was stopped (SIGSTOP, a long pause) catches up with the log — including the
-//! moves made without it — before its next record. This assumes the two read the log within a
-//! third of the member timeout of each other. Records a member had already handed to its Kafka
-//! client when it stopped are not covered (`docs/routing.md`, Limits).
+//! decider left open. A member routes nothing once the latest of its own heartbeats it has
+//! read back was *written* more than two thirds of the member timeout ago
+//! ([`Coordinator::out_of_touch`]). Why that is enough: a member that read back its heartbeat
+//! written at `w` has read every propose written before `w`, and holds those keys. A propose
+//! written after `w` is read by the decider after `w` (it applies the log in order), and the
+//! decider stops waiting for the member only a full member timeout after it read the member's
+//! latest heartbeat, so not before `w` + the timeout, a third of the timeout after the member
+//! stopped routing. A member that was stopped (SIGSTOP, a long pause) therefore catches up with
+//! the log — including the moves made without it — before its next record, however late either
+//! of them reads the log. (Counting the time a heartbeat was *read* instead would let a resumed
+//! member, which reads its pre-pause heartbeat first, route before it has read the moves made
+//! during the pause.) The remaining third covers a record handed to the Kafka client just
+//! before the member went out of touch; records a member had already handed to its client when
+//! it stopped are not covered (`docs/routing.md`, Limits).
 //!
 //! Times are seconds since the member's own origin; nothing here reads a clock.
 
@@ -156,7 +163,8 @@ pub struct Coordinator {
     pub last_heartbeat: Option<f64>,
     /// Whether this member has read its own first heartbeat back (it may send from then on).
     pub joined: bool,
-    /// When it last read one of its own heartbeats back (seconds since the origin).
+    /// When the latest of its own heartbeats it has read back was written (seconds since the
+    /// origin): it has read every record written before then.
     pub last_own_read: f64,
     /// Records per key since the last heartbeat (bounded, see [`SUMMARY_TRACKED`]).
     key_counts: FxHashMap<Box<[u8]>, u64>,
@@ -254,9 +262,9 @@ impl Coordinator {
         c
     }
 
-    /// How long ago this member last read its own heartbeat back, if that is longer than it
-    /// may route on what it knows: two thirds of the member timeout, so that it stops before
-    /// the decider stops waiting for it (see the module docs).
+    /// How long ago the latest of its own heartbeats it has read back was written, if that is
+    /// longer than it may route on what it knows: two thirds of the member timeout, so that it
+    /// stops before the decider stops waiting for it (see the module docs).
     pub fn out_of_touch(&self, now: f64) -> Option<f64> {
         let silent = now - self.last_own_read;
         (silent > self.config.member_timeout.as_secs_f64() * 2.0 / 3.0).then_some(silent)
@@ -416,10 +424,14 @@ impl Coordinator {
     /// do with held records.
     pub fn apply(&mut self, record: &Control, effect: &Effect, now: f64) -> Action {
         match effect {
-            Effect::Heartbeat { member } => {
+            Effect::Heartbeat { member, written_us } => {
                 self.membership.heartbeat(*member, now);
                 if *member == self.me {
-                    self.last_own_read = now;
+                    // When it was written, not when it was read: a member resumed after a pause
+                    // reads back a heartbeat it wrote before the pause ahead of every move made
+                    // during the pause, and must not count as in touch until it has read those.
+                    let written = *written_us as f64 / 1e6;
+                    self.last_own_read = self.last_own_read.max(written);
                 }
                 if *member == self.me && !self.joined {
                     self.joined = true;
@@ -598,6 +610,7 @@ mod tests {
             .map(|&member| Control::Heartbeat {
                 member,
                 load: Load::default(),
+                written_us: (now * 1e6) as u64,
             })
             .collect();
         history.push(Control::Claim { term: 1, member: 1 });
@@ -858,7 +871,11 @@ mod tests {
                 match op {
                     Op::Heartbeat(m) => {
                         heard.insert(m, now);
-                        let hb = Control::Heartbeat { member: m, load: Load::default() };
+                        let hb = Control::Heartbeat {
+                            member: m,
+                            load: Load::default(),
+                            written_us: (now * 1e6) as u64,
+                        };
                         feed(&mut c, &mut log, &[hb], now);
                     }
                     Op::Propose(k, to) => {
@@ -930,6 +947,150 @@ mod tests {
                                 proptest::prop_assert_eq!(c.current(key).0, e.partition);
                                 proptest::prop_assert!(!c.holds(key));
                             }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn heartbeat(member: MemberId, written: f64) -> Control {
+        Control::Heartbeat {
+            member,
+            load: Load::default(),
+            written_us: (written * 1e6) as u64,
+        }
+    }
+
+    /// The regression behind the zombie rule: a member stopped just after writing a heartbeat
+    /// reads it back first when it resumes, ahead of the moves made meanwhile; it stays out of
+    /// touch until it has read a heartbeat written after the pause.
+    #[test]
+    fn a_heartbeat_written_before_a_pause_does_not_put_its_member_back_in_touch() {
+        let mut c = Coordinator::new(2, CoordinationConfig::default(), Hasher::default(), 6, 0.0);
+        let mut log = ControlLog::new();
+        feed(&mut c, &mut log, &[heartbeat(2, 0.0)], 0.1);
+        assert!(c.joined);
+        assert_eq!(c.out_of_touch(1.0), None);
+        // Stopped from 1.0 to 10.0, with a heartbeat written at 1.0 not yet read back.
+        feed(&mut c, &mut log, &[heartbeat(2, 1.0)], 10.0);
+        assert_eq!(c.out_of_touch(10.0), Some(9.0));
+        feed(&mut c, &mut log, &[heartbeat(2, 10.0)], 10.2);
+        assert_eq!(c.out_of_touch(10.2), None);
+        // A heartbeat read out of order never moves the mark back.
+        feed(&mut c, &mut log, &[heartbeat(2, 5.0)], 10.3);
+        assert_eq!(c.out_of_touch(11.0), None);
+    }
+
+    /// One step of two members sharing a log: the decider (member 1) and a follower (member 2)
+    /// that can be stopped; each reads the log at its own pace.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Wait(f64),
+        FollowerBeat,
+        FollowerReads(usize),
+        FollowerReady,
+        DeciderBeat,
+        DeciderReads(usize),
+        Propose(usize),
+        Decide,
+        StopOrResume,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (0.0f64..2.5).prop_map(Step::Wait),
+            2 => Just(Step::FollowerBeat),
+            2 => (1usize..6).prop_map(Step::FollowerReads),
+            1 => Just(Step::FollowerReady),
+            1 => Just(Step::DeciderBeat),
+            2 => (1usize..6).prop_map(Step::DeciderReads),
+            2 => (0usize..3).prop_map(Step::Propose),
+            2 => Just(Step::Decide),
+            1 => Just(Step::StopOrResume),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The zombie rule, whatever either member's reading lag and however long the follower
+        /// is stopped: whenever the follower may route (joined, not stopped, not out of touch),
+        /// every commit in the log it has not read yet is of a move whose propose it has read —
+        /// so it holds that key, and no record of it goes to the old partition behind the
+        /// commit's fence.
+        #[test]
+        fn a_member_in_touch_has_read_every_move_committed_without_it(
+            steps in proptest::collection::vec(step(), 1..200),
+        ) {
+            use std::collections::{HashMap, HashSet};
+            let config = CoordinationConfig::default();
+            let keys: Vec<Box<[u8]>> = ["a", "b", "c"].iter().map(|k| key(k)).collect();
+            let mut shared: Vec<Control> =
+                vec![heartbeat(1, 0.0), heartbeat(2, 0.0), Control::Claim { term: 1, member: 1 }];
+            let mut decider = Coordinator::new(1, config, Hasher::default(), 6, 0.0);
+            let mut follower = Coordinator::new(2, config, Hasher::default(), 6, 0.0);
+            let (mut dlog, mut flog) = (ControlLog::new(), ControlLog::new());
+            let (mut dcur, mut fcur) = (0usize, 0usize);
+            let mut proposed_at: HashMap<MoveId, usize> = HashMap::new();
+            let mut readied: HashSet<MoveId> = HashSet::new();
+            let mut stopped = false;
+            let mut now = 0.0;
+            for step in steps {
+                match step {
+                    Step::Wait(dt) => now += dt,
+                    Step::FollowerBeat if !stopped => shared.push(heartbeat(2, now)),
+                    Step::FollowerReads(n) if !stopped => {
+                        let end = (fcur + n).min(shared.len());
+                        feed(&mut follower, &mut flog, &shared[fcur..end], now);
+                        fcur = end;
+                    }
+                    Step::FollowerReady if !stopped => {
+                        for k in &keys {
+                            if let Some((id, ..)) = follower.fence_of(k) {
+                                if readied.insert(id) {
+                                    shared.push(Control::Ready { id, member: 2, fence_offset: 5 });
+                                }
+                            }
+                        }
+                    }
+                    Step::DeciderBeat => shared.push(heartbeat(1, now)),
+                    Step::DeciderReads(n) => {
+                        let end = (dcur + n).min(shared.len());
+                        for r in &shared[dcur..end] {
+                            let effect = dlog.apply(r);
+                            decider.apply(r, &effect, now);
+                            if let Control::Propose { id, member: 1, .. } = r {
+                                decider.own_fence_acked(*id, 3);
+                            }
+                        }
+                        dcur = end;
+                    }
+                    Step::Propose(k) => {
+                        let at = shared.len();
+                        for p in decider.proposals(vec![Move {
+                            key: keys[k].clone(),
+                            from: 0,
+                            to: 1 + k as u32,
+                            at: now,
+                        }]) {
+                            if let Control::Propose { id, .. } = &p {
+                                proposed_at.insert(*id, at);
+                            }
+                            shared.push(p);
+                        }
+                    }
+                    Step::Decide => shared.extend(decider.verdicts(now)),
+                    Step::StopOrResume => stopped = !stopped,
+                    _ => {}
+                }
+                if !stopped && follower.joined && follower.out_of_touch(now).is_none() {
+                    for r in &shared[fcur..] {
+                        if let Control::Commit { id, .. } = r {
+                            proptest::prop_assert!(
+                                proposed_at[id] < fcur,
+                                "at {now:.2} s the follower may route, but has not read the \
+                                 propose of {id:?}, committed without it"
+                            );
                         }
                     }
                 }

@@ -96,20 +96,20 @@ pub enum ProduceError {
         /// The topic.
         topic: String,
     },
-    /// A coordinated producer has not read its own heartbeat back from the control log for
-    /// longer than it may route on what it knows (it was stopped, or the control topic is
-    /// slow): the other producers may have moved keys meanwhile. Nothing was decided; retry
+    /// The latest heartbeat a coordinated producer has read back from the control log was
+    /// written longer ago than it may route on what it knows (it was stopped, or the control
+    /// topic is slow): the other producers may have moved keys meanwhile. Nothing was decided; retry
     /// shortly ([`super::KeyshiftProducer::send`] does).
     #[error(
         "producer for topic '{topic}' is out of touch with control topic '{control_topic}' \
-         (its last heartbeat read back {silent:?} ago); retry shortly"
+         (the latest heartbeat it read back was written {silent:?} ago); retry shortly"
     )]
     OutOfTouch {
         /// The topic.
         topic: String,
         /// The control topic.
         control_topic: String,
-        /// Since when this producer has not read its own heartbeat back.
+        /// How long ago the latest heartbeat it read back was written.
         silent: Duration,
     },
     /// librdkafka refused to enqueue the record (e.g. larger than `message.max.bytes`, or a

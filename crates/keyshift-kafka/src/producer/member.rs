@@ -109,7 +109,7 @@ impl Inner {
         let Some(coord) = st.coord.as_mut() else {
             return;
         };
-        if let Control::Heartbeat { member, load } = record {
+        if let Control::Heartbeat { member, load, .. } = record {
             // The decider balances every member's traffic, not only its own.
             if *member != coord.me && coord.is_decider() {
                 st.strategy.absorb(&load.partitions, &load.keys, now);
@@ -294,7 +294,11 @@ impl Inner {
             coord.last_heartbeat = Some(now);
             let me = coord.me;
             let load = coord.load_summary(&st.counters.per_partition);
-            self.control_write(Control::Heartbeat { member: me, load });
+            self.control_write(Control::Heartbeat {
+                member: me,
+                load,
+                written_us: micros(now),
+            });
         }
         let coord = st.coord.as_mut().expect("checked");
         let next = coord.term + 1;
@@ -446,6 +450,7 @@ impl Inner {
                 .enqueue(&Control::Heartbeat {
                     member: me,
                     load: Default::default(),
+                    written_us: micros(now),
                 })
                 .map_err(|e| e.to_string())?;
         }
@@ -462,6 +467,11 @@ impl Inner {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Seconds since the member's origin as the microseconds a heartbeat carries.
+fn micros(seconds: f64) -> u64 {
+    (seconds * 1e6) as u64
 }
 
 /// A member id unlikely to repeat across processes and restarts: wall-clock nanoseconds mixed

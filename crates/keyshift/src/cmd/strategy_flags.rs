@@ -98,8 +98,9 @@ pub struct RouteFlags {
     coordination_lease: Option<f64>,
 
     /// --routes coordinated: seconds of silence after which a move stops waiting for a
-    /// producer; a producer that has not read its own heartbeat back for two thirds of this
-    /// holds off new records until it has caught up with the control log [default: 3].
+    /// producer; a producer whose latest heartbeat read back from the control log was written
+    /// more than two thirds of this ago holds off new records until it has caught up with the
+    /// log [default: 3].
     #[arg(long, value_name = "SECS", value_parser = positive_f64)]
     coordination_member_timeout: Option<f64>,
 
