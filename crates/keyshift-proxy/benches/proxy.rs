@@ -19,6 +19,13 @@
 //!
 //! The latency probes use a fresh one-partition topic per variant and round.
 //!
+//! With `KEYSHIFT_BENCH_TLS=1` every client connection is TLS (certificates made at start with
+//! `rcgen`). The embedded broker serves no TLS, so `direct` then means clients → a TLS
+//! terminator → broker, the terminator being a second proxy child (TLS towards clients,
+//! plaintext to the broker) standing in for a TLS broker; `proxy` means clients → the measured
+//! proxy (TLS towards clients *and* towards the terminator, checking its certificate) →
+//! terminator → broker. The ratio is what one TLS proxy hop costs over a TLS path.
+//!
 //! Raw requests (built with the `kafka-protocol` codecs) make the latency probes measure the
 //! network path itself, not a client library's batching timers. Reported: medians over the
 //! rounds of records/s, proxy/direct ratios, latency p50/p99 and the proxy's added latency,
@@ -48,7 +55,7 @@ use keyshift_proxy::kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use keyshift_proxy::metrics::{MetricsConfig, ProxyMetrics};
-use keyshift_proxy::{Proxy, ProxyConfig};
+use keyshift_proxy::{CertKeyFiles, ClientTls, Proxy, ProxyConfig, UpstreamTls};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -60,12 +67,18 @@ const CHILD_ENV: &str = "KEYSHIFT_PROXY_BENCH_CHILD";
 const PRODUCE_VERSION: i16 = 7;
 const FETCH_VERSION: i16 = 11;
 
+/// Where the TLS files are, for the children (set by the parent in TLS mode).
+const TLS_DIR_ENV: &str = "KEYSHIFT_PROXY_BENCH_TLS_DIR";
+/// `terminator` or `proxy`: which TLS proxy child this is.
+const TLS_ROLE_ENV: &str = "KEYSHIFT_PROXY_BENCH_TLS_ROLE";
+
 fn main() {
     match std::env::var(CHILD_ENV).as_deref() {
         Ok("broker") => return run_broker_child(),
         Ok(upstream) if !upstream.is_empty() => return run_proxy_child(upstream),
         _ => {}
     }
+    let tls = std::env::var("KEYSHIFT_BENCH_TLS").as_deref() == Ok("1");
     // `cargo test --all-targets` runs benches without `--bench`: a smoke run keeps them from
     // rotting without spending the test suite's time on measurement.
     let smoke = !std::env::args().any(|a| a == "--bench");
@@ -78,9 +91,28 @@ fn main() {
             env_or("KEYSHIFT_BENCH_PROBES", 1_000),
         )
     };
-    let (bootstrap, mut broker) = spawn_child("broker");
-    let (proxy_addr, mut proxy) = spawn_child(&bootstrap);
-    let admin = Admin::new(&ClientSettings::new(bootstrap.clone())).expect("admin client");
+    let (broker_addr, mut broker) = spawn_child("broker", &[]);
+    let pki = tls.then(Pki::new);
+    let (bootstrap, mut terminator, proxy_addr, mut proxy) = match &pki {
+        None => {
+            let (proxy_addr, proxy) = spawn_child(&broker_addr, &[]);
+            (broker_addr.clone(), None, proxy_addr, proxy)
+        }
+        Some(pki) => {
+            let dir = pki.dir.to_str().unwrap();
+            let (term_addr, term) = spawn_child(
+                &broker_addr,
+                &[(TLS_DIR_ENV, dir), (TLS_ROLE_ENV, "terminator")],
+            );
+            let (proxy_addr, proxy) =
+                spawn_child(&term_addr, &[(TLS_DIR_ENV, dir), (TLS_ROLE_ENV, "proxy")]);
+            (term_addr, Some(term), proxy_addr, proxy)
+        }
+    };
+    let client = Client {
+        ca: pki.as_ref().map(|p| p.dir.join("ca.pem")),
+    };
+    let admin = Admin::new(&ClientSettings::new(broker_addr.clone())).expect("admin client");
     let keys = zipf_keys(records);
     let data_mb = records as f64 * (VALUE_BYTES as f64 + 12.0) / 1e6;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -89,8 +121,9 @@ fn main() {
         .expect("runtime");
 
     println!(
-        "direct vs proxy: {records} records of {VALUE_BYTES} B per round, {rounds} rounds \
-         (+1 warm-up), {PARTITIONS} partitions, {probes} sequential requests per latency probe"
+        "direct vs proxy{}: {records} records of {VALUE_BYTES} B per round, {rounds} rounds \
+         (+1 warm-up), {PARTITIONS} partitions, {probes} sequential requests per latency probe",
+        if tls { " over TLS" } else { "" }
     );
     let variants = ["direct", "proxy"];
     let mut results: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
@@ -103,16 +136,16 @@ fn main() {
             admin.create_topic(&topic, PARTITIONS).expect("topic");
             let cpu0 = process_cpu(proxy.id());
             let t = Instant::now();
-            runtime.block_on(produce_all(addr, &topic, &keys));
+            runtime.block_on(produce_all(&client, addr, &topic, &keys));
             let produce_rate = records as f64 / t.elapsed().as_secs_f64();
             let cpu1 = process_cpu(proxy.id());
             let t = Instant::now();
-            fetch_all(addr, &topic, records);
+            fetch_all(&client, addr, &topic, records);
             let fetch_rate = records as f64 / t.elapsed().as_secs_f64();
             let cpu2 = process_cpu(proxy.id());
             let probe_topic = format!("{topic}-probe");
             admin.create_topic(&probe_topic, 1).expect("probe topic");
-            let (produce_lat, fetch_lat) = probe_latency(addr, &probe_topic, probes);
+            let (produce_lat, fetch_lat) = probe_latency(&client, addr, &probe_topic, probes);
             eprintln!(
                 "round {round} {}: produce {produce_rate:.0}/s, fetch {fetch_rate:.0}/s, \
                  produce p99 {:.0} µs, fetch p99 {:.0} µs",
@@ -135,10 +168,73 @@ fn main() {
         }
     }
     report(&variants, &results);
-    for child in [&mut proxy, &mut broker] {
+    let children = [Some(&mut proxy), terminator.as_mut(), Some(&mut broker)];
+    for child in children.into_iter().flatten() {
         // Closing its stdin tells a child to stop.
         drop(child.stdin.take());
         let _ = child.wait();
+    }
+}
+
+/// The TLS files of a run, in a fresh directory: a CA and a certificate for `127.0.0.1` (the
+/// terminator's and the proxy's) signed by it.
+struct Pki {
+    dir: std::path::PathBuf,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = std::env::temp_dir().join(format!("keyshift-bench-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("TLS dir");
+        let mut ca = CertificateParams::new(Vec::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct subjects: OpenSSL (librdkafka) takes a leaf whose subject equals its
+        // issuer's for self-signed, and rcgen gives both the same default name.
+        ca.distinguished_name
+            .push(DnType::CommonName, "keyshift bench CA");
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        leaf.distinguished_name
+            .push(DnType::CommonName, "keyshift bench proxy");
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        for (name, text) in [
+            ("ca.pem", ca_cert.pem()),
+            ("server.pem", cert.pem()),
+            ("server.key", key.serialize_pem()),
+        ] {
+            std::fs::write(dir.join(name), text).expect("TLS file");
+        }
+        Pki { dir }
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How the clients connect: plaintext, or TLS trusting `ca`.
+struct Client {
+    ca: Option<std::path::PathBuf>,
+}
+
+impl Client {
+    fn settings(&self, addr: &str, client_id: &str) -> ClientSettings {
+        let settings = ClientSettings::new(addr).client_id(client_id);
+        match &self.ca {
+            None => settings,
+            Some(ca) => settings
+                .parse_properties([
+                    "security.protocol=SSL".to_owned(),
+                    format!("ssl.ca.location={}", ca.display()),
+                ])
+                .expect("TLS properties"),
+        }
     }
 }
 
@@ -214,9 +310,9 @@ fn report(variants: &[&str], results: &[Vec<Sample>]) {
 }
 
 /// Sends every key with an idempotent rdkafka producer and awaits every acknowledgement.
-async fn produce_all(addr: &str, topic: &str, keys: &[Vec<u8>]) {
-    let producer: FutureProducer = ClientSettings::new(addr)
-        .client_id("bench-producer")
+async fn produce_all(client: &Client, addr: &str, topic: &str, keys: &[Vec<u8>]) {
+    let producer: FutureProducer = client
+        .settings(addr, "bench-producer")
         .producer_config()
         .create()
         .expect("producer");
@@ -244,9 +340,9 @@ async fn produce_all(addr: &str, topic: &str, keys: &[Vec<u8>]) {
 }
 
 /// Reads `records` records of `topic` from the beginning with an assigned rdkafka consumer.
-fn fetch_all(addr: &str, topic: &str, records: usize) {
-    let consumer: BaseConsumer = ClientSettings::new(addr)
-        .client_id("bench-consumer")
+fn fetch_all(client: &Client, addr: &str, topic: &str, records: usize) {
+    let consumer: BaseConsumer = client
+        .settings(addr, "bench-consumer")
         .consumer_config("bench-unused")
         .create()
         .expect("consumer");
@@ -269,14 +365,37 @@ fn fetch_all(addr: &str, topic: &str, records: usize) {
 
 /// A raw Kafka connection: one request in flight at a time.
 struct Raw {
-    stream: TcpStream,
+    stream: Box<dyn ReadWrite>,
     correlation_id: i32,
 }
 
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
 impl Raw {
-    fn connect(addr: &str) -> Raw {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_nodelay(true).unwrap();
+    fn connect(client: &Client, addr: &str) -> Raw {
+        let tcp = TcpStream::connect(addr).expect("connect");
+        tcp.set_nodelay(true).unwrap();
+        let stream: Box<dyn ReadWrite> = match &client.ca {
+            None => Box::new(tcp),
+            Some(ca) => {
+                use rustls::pki_types::pem::PemObject;
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("CA") {
+                    roots.add(cert.expect("CA certificate")).expect("CA root");
+                }
+                let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .expect("TLS versions")
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                let host = addr.rsplit_once(':').expect("HOST:PORT").0.to_owned();
+                let name = rustls::pki_types::ServerName::try_from(host).expect("server name");
+                let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS");
+                Box::new(rustls::StreamOwned::new(conn, tcp))
+            }
+        };
         Raw {
             stream,
             correlation_id: 0,
@@ -315,8 +434,8 @@ impl Raw {
 }
 
 /// Sequential produce and fetch round trips on one raw connection, in seconds.
-fn probe_latency(addr: &str, topic: &str, probes: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut raw = Raw::connect(addr);
+fn probe_latency(client: &Client, addr: &str, topic: &str, probes: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut raw = Raw::connect(client, addr);
     let name = TopicName(StrBytes::from_string(topic.to_owned()));
     let mut produce = Vec::with_capacity(probes);
     for i in 0..probes {
@@ -411,11 +530,12 @@ fn quantile(values: &[f64], q: f64) -> f64 {
     v[i]
 }
 
-/// Starts this binary again as a child (`broker`, or a proxy to the given upstream) and reads
-/// the address it prints.
-fn spawn_child(role: &str) -> (String, Child) {
+/// Starts this binary again as a child (`broker`, or a proxy to the given upstream, with `env`)
+/// and reads the address it prints.
+fn spawn_child(role: &str, env: &[(&str, &str)]) -> (String, Child) {
     let mut child = Command::new(std::env::current_exe().expect("own path"))
         .env(CHILD_ENV, role)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -452,11 +572,25 @@ fn run_proxy_child(upstream: &str) {
         .build()
         .expect("runtime");
     let metrics = ProxyMetrics::new(MetricsConfig::default()).expect("metrics");
+    let mut config = ProxyConfig::new(upstream, "127.0.0.1:0".parse().unwrap());
+    if let Ok(dir) = std::env::var(TLS_DIR_ENV) {
+        let dir = std::path::Path::new(&dir);
+        config.client_tls = Some(ClientTls {
+            certs: vec![CertKeyFiles {
+                cert: dir.join("server.pem"),
+                key: dir.join("server.key"),
+            }],
+            client_ca: None,
+        });
+        if std::env::var(TLS_ROLE_ENV).as_deref() == Ok("proxy") {
+            config.upstream_tls = Some(UpstreamTls {
+                ca: Some(dir.join("ca.pem")),
+                ..UpstreamTls::default()
+            });
+        }
+    }
     let proxy = runtime
-        .block_on(Proxy::start(
-            ProxyConfig::new(upstream, "127.0.0.1:0".parse().unwrap()),
-            Arc::new(metrics.clone()),
-        ))
+        .block_on(Proxy::start(config, Arc::new(metrics.clone())))
         .expect("proxy");
     announce_and_wait(&proxy.bootstrap_addr().to_string());
     // Reading the snapshot keeps the metrics honest: they were updated all along.

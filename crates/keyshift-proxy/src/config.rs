@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::error::ProxyError;
+use crate::tls::{ClientTls, UpstreamTls};
 
 /// Kafka's own default for `socket.request.max.bytes`: a broker refuses larger requests.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
@@ -46,8 +47,12 @@ pub struct ProxyConfig {
     pub pass_through_non_kafka: bool,
     /// How long to wait for a new client's first 8 bytes before deciding it is not Kafka.
     pub detect_timeout: Duration,
-    /// Timeout for connecting to a broker.
+    /// Timeout for connecting to a broker (with the TLS handshake, when there is one).
     pub connect_timeout: Duration,
+    /// TLS towards clients; `None`: the listeners speak plaintext.
+    pub client_tls: Option<ClientTls>,
+    /// TLS towards the brokers; `None`: plaintext connections to them.
+    pub upstream_tls: Option<UpstreamTls>,
 }
 
 impl ProxyConfig {
@@ -65,6 +70,8 @@ impl ProxyConfig {
             pass_through_non_kafka: true,
             detect_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            client_tls: None,
+            upstream_tls: None,
         }
     }
 

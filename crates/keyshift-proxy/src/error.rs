@@ -22,4 +22,13 @@ pub enum ProxyError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A TLS file could not be used (missing, not PEM, a key that does not fit its
+    /// certificate, ...).
+    #[error("TLS: {what}: {reason}")]
+    Tls {
+        /// What was being loaded, with its file.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
 }

@@ -17,6 +17,10 @@
 //!   produced and fetched record batches (keys, headers, offsets, timestamps), produce acks,
 //!   log-end watermarks and group offset commits.
 //!
+//! - [`tls`] terminates TLS towards clients and originates it towards the brokers, so the
+//!   proxy decodes and measures inside TLS; SASL handshakes are relayed and counted per
+//!   mechanism (their credentials are never decoded into an event).
+//!
 //! Bad input closes only its own connection, with a reason ([`observe::CloseReason`]); nothing
 //! a peer sends makes the proxy panic or allocate beyond its configured limits.
 
@@ -26,11 +30,14 @@ pub mod metrics;
 pub mod observe;
 mod server;
 pub mod stats;
+mod stream;
+pub mod tls;
 pub mod wire;
 
 pub use config::{BrokerMapping, ProxyConfig};
 pub use error::ProxyError;
 pub use server::{Listener, Proxy, RunningProxy};
+pub use tls::{CertKeyFiles, ClientTls, UpstreamTls};
 
 /// The codec crate, re-exported so observers can match on decoded bodies without depending on
 /// it (and on its exact version) themselves.

@@ -51,6 +51,68 @@ pub trait Observer: Send + Sync + 'static {
     /// A request the codec cannot decode, relayed as it is (its response is relayed without
     /// decoding too). Called after [`Observer::request`] for the same frame.
     fn relayed_opaque(&self, _event: &OpaqueRelay<'_>) {}
+    /// A TLS handshake on one side of a connection finished (`Ok`) or failed (`Err`, then the
+    /// connection closes with [`CloseReason::ClientTls`] or [`CloseReason::UpstreamTls`]).
+    fn tls_handshake(&self, _conn: &ConnInfo, _side: TlsSide, _outcome: Result<(), &str>) {}
+    /// The answer to a SaslHandshake or SaslAuthenticate request. The credentials themselves
+    /// are never decoded into an event: the SaslAuthenticate request reaches
+    /// [`Observer::request`] without a body.
+    fn sasl(&self, _event: &SaslEvent<'_>) {}
+}
+
+/// Which side of the proxy a TLS session is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsSide {
+    /// Between the client and the proxy (the proxy terminates it).
+    Client,
+    /// Between the proxy and the broker (the proxy originates it).
+    Upstream,
+}
+
+impl TlsSide {
+    /// A stable label: `client` or `upstream`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsSide::Client => "client",
+            TlsSide::Upstream => "upstream",
+        }
+    }
+}
+
+/// A step of SASL authentication, as the broker answered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SaslStep {
+    /// SaslHandshake: the client names a mechanism; the broker accepts or refuses it.
+    Handshake,
+    /// SaslAuthenticate: one round of the mechanism's exchange (SCRAM takes two).
+    Authenticate,
+}
+
+impl SaslStep {
+    /// A stable label: `handshake` or `authenticate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslStep::Handshake => "handshake",
+            SaslStep::Authenticate => "authenticate",
+        }
+    }
+}
+
+/// A SaslHandshake or SaslAuthenticate response.
+#[derive(Debug)]
+pub struct SaslEvent<'a> {
+    /// The connection.
+    pub conn: &'a ConnInfo,
+    /// Which step.
+    pub step: SaslStep,
+    /// The mechanism the client asked for in its SaslHandshake (as the client spelled it;
+    /// `unknown` for a SaslAuthenticate without a handshake seen on this connection).
+    pub mechanism: &'a str,
+    /// The broker's error code (0: accepted); −1 (UNKNOWN_SERVER_ERROR) when the connection
+    /// closed before the broker answered (some brokers close instead of answering a failed
+    /// login); 58 (SASL_AUTHENTICATION_FAILED) for a SCRAM round the broker answered with
+    /// error code 0 but a server error (`e=...`) inside the exchange.
+    pub error_code: i16,
 }
 
 /// An observer that ignores everything (for benchmarks and for running without metrics).
@@ -106,11 +168,18 @@ pub enum CloseReason {
     Frame(FrameError),
     /// The proxy is shutting down.
     Shutdown,
+    /// The TLS handshake with the client failed (e.g. it does not trust the proxy's
+    /// certificate, or presented none when one is required).
+    ClientTls(String),
+    /// The TLS handshake with the broker failed (e.g. its certificate is not signed by a
+    /// trusted CA, or does not name the broker).
+    UpstreamTls(String),
 }
 
 impl CloseReason {
     /// A short fixed label: `client_closed`, `upstream_closed`, `upstream_connect`, `io`,
-    /// `shutdown`, or the frame error's label (see [`FrameError::label`]).
+    /// `shutdown`, `client_tls`, `upstream_tls`, or the frame error's label (see
+    /// [`FrameError::label`]).
     pub fn label(&self) -> &'static str {
         match self {
             CloseReason::ClientClosed => "client_closed",
@@ -119,6 +188,8 @@ impl CloseReason {
             CloseReason::Io(_) => "io",
             CloseReason::Frame(e) => e.label(),
             CloseReason::Shutdown => "shutdown",
+            CloseReason::ClientTls(_) => "client_tls",
+            CloseReason::UpstreamTls(_) => "upstream_tls",
         }
     }
 
@@ -137,6 +208,10 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Io(e) => write!(f, "socket error: {e}"),
             CloseReason::Frame(e) => write!(f, "{e}"),
             CloseReason::Shutdown => f.write_str("proxy shutting down"),
+            CloseReason::ClientTls(e) => write!(f, "TLS handshake with the client failed: {e}"),
+            CloseReason::UpstreamTls(e) => {
+                write!(f, "TLS handshake with the broker failed: {e}")
+            }
         }
     }
 }

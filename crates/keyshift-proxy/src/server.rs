@@ -21,13 +21,18 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::config::ProxyConfig;
+use rustls::pki_types::ServerName;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::config::{split_host_port, ProxyConfig};
 use crate::error::ProxyError;
 use crate::observe::{
     CloseReason, ConnInfo, DecodeFailure, Direction, FetchedBatch, Observer, OffsetCommitEvent,
-    OpaqueRelay, ProduceAck, ProducedBatch, RequestEvent, ResponseEvent, Watermark,
-    WatermarkSource,
+    OpaqueRelay, ProduceAck, ProducedBatch, RequestEvent, ResponseEvent, SaslEvent, SaslStep,
+    TlsSide, Watermark, WatermarkSource,
 };
+use crate::stream::{ReadHalf, Stream, WriteHalf};
+use crate::tls;
 use crate::wire::codec::{self, api_name, OpaqueRequest, Request};
 use crate::wire::frame::{self, FrameReader, MIN_REQUEST_BYTES, MIN_RESPONSE_BYTES};
 use crate::wire::records::{self, Detail, Limits};
@@ -56,6 +61,12 @@ impl Proxy {
         observer: Arc<dyn Observer>,
     ) -> Result<RunningProxy, ProxyError> {
         config.validate()?;
+        let acceptor = config.client_tls.as_ref().map(tls::acceptor).transpose()?;
+        let connector = config
+            .upstream_tls
+            .as_ref()
+            .map(tls::connector)
+            .transpose()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let advertised_host = config
             .advertised_host
@@ -71,6 +82,8 @@ impl Proxy {
             },
             config,
             observer,
+            acceptor,
+            connector,
             advertised_host,
             listeners: Mutex::new(Listeners {
                 by_upstream: HashMap::new(),
@@ -151,6 +164,11 @@ struct Shared {
     config: ProxyConfig,
     limits: Limits,
     observer: Arc<dyn Observer>,
+    /// TLS towards clients, when configured.
+    acceptor: Option<TlsAcceptor>,
+    /// TLS towards brokers, when configured, with the name every broker is checked against
+    /// (`None`: each broker's own host).
+    connector: Option<(TlsConnector, Option<ServerName<'static>>)>,
     advertised_host: String,
     listeners: Mutex<Listeners>,
     /// Held while a newly named broker gets its listener.
@@ -299,7 +317,11 @@ async fn run_connection(shared: Arc<Shared>, client: TcpStream, conn: ConnInfo) 
 /// seeing its connection end can rely on the observer already knowing why.
 fn report_close(shared: &Shared, conn: &ConnInfo, reason: &CloseReason) {
     match reason {
-        CloseReason::Frame(_) | CloseReason::UpstreamConnect(_) | CloseReason::Io(_) => {
+        CloseReason::Frame(_)
+        | CloseReason::UpstreamConnect(_)
+        | CloseReason::Io(_)
+        | CloseReason::ClientTls(_)
+        | CloseReason::UpstreamTls(_) => {
             tracing::warn!(conn = conn.id, client = %conn.client, upstream = %conn.upstream,
                 reason = %reason, "closing connection");
         }
@@ -308,19 +330,95 @@ fn report_close(shared: &Shared, conn: &ConnInfo, reason: &CloseReason) {
     shared.observer.connection_closed(conn, reason);
 }
 
-async fn serve(shared: &Arc<Shared>, mut client: TcpStream, conn: &ConnInfo) {
-    let reason = serve_with(shared, &mut client, conn).await;
+async fn serve(shared: &Arc<Shared>, client: TcpStream, conn: &ConnInfo) {
+    let client = match &shared.acceptor {
+        None => Stream::Plain(client),
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(shared.config.detect_timeout, acceptor.accept(client));
+            match handshake.await {
+                Ok(Ok(s)) => {
+                    shared.observer.tls_handshake(conn, TlsSide::Client, Ok(()));
+                    Stream::Tls(Box::new(s.into()))
+                }
+                Ok(Err(e)) => return tls_failed(shared, conn, TlsSide::Client, e.to_string()),
+                Err(_) => {
+                    let e = format!("no handshake within {:?}", shared.config.detect_timeout);
+                    return tls_failed(shared, conn, TlsSide::Client, e);
+                }
+            }
+        }
+    };
+    // The client's halves live until the close is reported (see `report_close`).
+    let (mut cr, mut cw) = client.into_split();
+    let reason = serve_with(shared, &mut cr, &mut cw, conn).await;
     report_close(shared, conn, &reason);
 }
 
-async fn serve_with(shared: &Arc<Shared>, client: &mut TcpStream, conn: &ConnInfo) -> CloseReason {
+fn tls_failed(shared: &Shared, conn: &ConnInfo, side: TlsSide, error: String) {
+    shared.observer.tls_handshake(conn, side, Err(&error));
+    let reason = match side {
+        TlsSide::Client => CloseReason::ClientTls(error),
+        TlsSide::Upstream => CloseReason::UpstreamTls(error),
+    };
+    report_close(shared, conn, &reason);
+}
+
+/// Connects to `conn`'s broker, over TLS when configured, within the connect timeout.
+async fn connect_upstream(shared: &Shared, conn: &ConnInfo) -> Result<Stream, CloseReason> {
+    let timeout = shared.config.connect_timeout;
+    let connect = async {
+        let tcp = TcpStream::connect(&conn.upstream)
+            .await
+            .map_err(|e| CloseReason::UpstreamConnect(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let Some((connector, fixed)) = &shared.connector else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let name = match fixed {
+            Some(n) => n.clone(),
+            None => {
+                let host = split_host_port(&conn.upstream).map_or("", |(h, _)| h);
+                tls::server_name(host).map_err(CloseReason::UpstreamTls)?
+            }
+        };
+        match connector.connect(name, tcp).await {
+            Ok(s) => {
+                shared
+                    .observer
+                    .tls_handshake(conn, TlsSide::Upstream, Ok(()));
+                Ok(Stream::Tls(Box::new(s.into())))
+            }
+            Err(e) => {
+                let e = e.to_string();
+                shared
+                    .observer
+                    .tls_handshake(conn, TlsSide::Upstream, Err(&e));
+                Err(CloseReason::UpstreamTls(e))
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(r) => r,
+        Err(_) => Err(CloseReason::UpstreamConnect(format!(
+            "timed out after {timeout:?}"
+        ))),
+    }
+}
+
+async fn serve_with(
+    shared: &Arc<Shared>,
+    client_r: &mut ReadHalf,
+    client_w: &mut WriteHalf,
+    conn: &ConnInfo,
+) -> CloseReason {
     let cfg = &shared.config;
     let mut reader = FrameReader::new(cfg.max_frame_bytes, MIN_REQUEST_BYTES);
     // Detection: wait for the first 8 bytes (Kafka clients speak first).
     let detect = async {
         while reader.buffered() < 8 {
             reader.buffer().reserve(64 * 1024);
-            match client.read_buf(reader.buffer()).await {
+            match client_r.read_buf(reader.buffer()).await {
                 Ok(0) => return Err(CloseReason::ClientClosed),
                 Ok(_) => {}
                 Err(e) => return Err(CloseReason::Io(e.to_string())),
@@ -340,26 +438,24 @@ async fn serve_with(shared: &Arc<Shared>, client: &mut TcpStream, conn: &ConnInf
     if !is_kafka && !cfg.pass_through_non_kafka {
         return CloseReason::Frame(FrameError::NotKafka);
     }
-    let upstream =
-        match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&conn.upstream)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return CloseReason::UpstreamConnect(e.to_string()),
-            Err(_) => return CloseReason::UpstreamConnect("timed out".to_string()),
-        };
-    let _ = upstream.set_nodelay(true);
-    if !is_kafka {
-        return pass_through(shared, client, upstream, reader.take_all(), conn).await;
-    }
-    let (cr, cw) = client.split();
+    let upstream = match connect_upstream(shared, conn).await {
+        Ok(s) => s,
+        Err(reason) => return reason,
+    };
     let (ur, uw) = upstream.into_split();
+    if !is_kafka {
+        return pass_through(shared, client_r, client_w, ur, uw, reader.take_all(), conn).await;
+    }
+    let (cr, cw) = (client_r, client_w);
     let state = Mutex::new(ConnState {
         pending: VecDeque::new(),
         client_done: false,
+        sasl_mechanism: None,
     });
     let requests = relay_requests(shared, conn, reader, cr, uw, &state);
     let responses = relay_responses(shared, conn, ur, cw, &state);
     tokio::pin!(requests, responses);
-    tokio::select! {
+    let reason = tokio::select! {
         r = &mut requests => match r {
             Err(reason) => reason,
             Ok(()) => {
@@ -378,19 +474,40 @@ async fn serve_with(shared: &Arc<Shared>, client: &mut TcpStream, conn: &ConnInf
             Ok(()) => CloseReason::ClientClosed,
             Err(reason) => reason,
         },
+    };
+    // A broker may close the connection instead of answering a failed login (tansu does): a
+    // SASL request left unanswered counts as failed.
+    let unanswered: Vec<Pending> = lock(&state).pending.drain(..).collect();
+    for p in &unanswered {
+        if let PendingWork::Sasl { step, mechanism } = &p.work {
+            shared.observer.sasl(&SaslEvent {
+                conn,
+                step: *step,
+                mechanism,
+                error_code: SASL_UNANSWERED,
+            });
+        }
     }
+    reason
 }
+
+/// The error code a [`SaslEvent`] carries for a SASL request the connection closed on before
+/// its answer: Kafka's UNKNOWN_SERVER_ERROR.
+const SASL_UNANSWERED: i16 = -1;
+
+/// Kafka's SASL_AUTHENTICATION_FAILED, for a SCRAM exchange the server refused in band.
+const SASL_AUTHENTICATION_FAILED: i16 = 58;
 
 /// Relays a non-Kafka connection untouched, counting bytes.
 async fn pass_through(
     shared: &Arc<Shared>,
-    client: &mut TcpStream,
-    upstream: TcpStream,
+    cr: &mut ReadHalf,
+    cw: &mut WriteHalf,
+    mut ur: ReadHalf,
+    mut uw: WriteHalf,
     first: Bytes,
     conn: &ConnInfo,
 ) -> CloseReason {
-    let (mut cr, mut cw) = client.split();
-    let (mut ur, mut uw) = upstream.into_split();
     let obs = &shared.observer;
     let up = async {
         obs.passthrough(conn, Direction::ToBroker, first.len());
@@ -427,6 +544,8 @@ async fn pass_through(
 struct ConnState {
     pending: VecDeque<Pending>,
     client_done: bool,
+    /// The mechanism of the connection's SaslHandshake, for its SaslAuthenticate rounds.
+    sasl_mechanism: Option<Arc<str>>,
 }
 
 /// What a response needs from its request.
@@ -456,6 +575,11 @@ enum PendingWork {
     Fetch(HashMap<(Arc<str>, i32), i64>),
     /// Partitions asked for their latest offset (timestamp −1).
     ListLatest(HashSet<(Arc<str>, i32)>),
+    /// A SaslHandshake or SaslAuthenticate, with the connection's mechanism.
+    Sasl {
+        step: SaslStep,
+        mechanism: Arc<str>,
+    },
 }
 
 async fn relay_requests(
@@ -519,7 +643,9 @@ fn handle_request(
         correlation_id: h.correlation_id,
         client_id: id,
         bytes: frame.len(),
-        body: Some(&req.body),
+        // A SaslAuthenticate carries the credentials (PLAIN sends the password itself): no
+        // observer ever sees them.
+        body: (!matches!(req.body, RequestKind::SaslAuthenticate(_))).then_some(&req.body),
         at,
     });
     let work = match &req.body {
@@ -620,6 +746,21 @@ fn handle_request(
             }
             PendingWork::Fetch(from)
         }
+        RequestKind::SaslHandshake(h) => {
+            let mechanism: Arc<str> = Arc::from(h.mechanism.as_str());
+            lock(state).sasl_mechanism = Some(mechanism.clone());
+            PendingWork::Sasl {
+                step: SaslStep::Handshake,
+                mechanism,
+            }
+        }
+        RequestKind::SaslAuthenticate(_) => PendingWork::Sasl {
+            step: SaslStep::Authenticate,
+            mechanism: lock(state)
+                .sasl_mechanism
+                .clone()
+                .unwrap_or_else(|| Arc::from("unknown")),
+        },
         _ => PendingWork::None,
     };
     if codec::expects_response(Some(&req.body)) {
@@ -1018,6 +1159,31 @@ fn observe_response_body(
                 }
                 _ => {}
             }
+        }
+        (ResponseKind::SaslHandshake(r), PendingWork::Sasl { step, mechanism }) => {
+            obs.sasl(&SaslEvent {
+                conn,
+                step: *step,
+                mechanism,
+                error_code: r.error_code,
+            });
+        }
+        (ResponseKind::SaslAuthenticate(r), PendingWork::Sasl { step, mechanism }) => {
+            // A SCRAM server may refuse the proof inside the exchange (RFC 5802's
+            // server-final-message `e=...`) with error code 0, as tansu does: that is a failed
+            // login too. The server's messages carry no secret (nonce, salt, verifier).
+            let refused_in_band =
+                mechanism.starts_with("SCRAM-") && r.auth_bytes.starts_with(b"e=");
+            let error_code = match r.error_code {
+                0 if refused_in_band => SASL_AUTHENTICATION_FAILED,
+                code => code,
+            };
+            obs.sasl(&SaslEvent {
+                conn,
+                step: *step,
+                mechanism,
+                error_code,
+            });
         }
         (ResponseKind::ListOffsets(r), PendingWork::ListLatest(latest)) => {
             for t in &r.topics {

@@ -40,6 +40,38 @@ pub struct Stats {
     /// Requests the codec could not decode, relayed as they were (and their responses too).
     #[serde(default)]
     pub opaque_requests: Vec<OpaqueRequestCount>,
+    /// TLS handshakes per side and outcome.
+    #[serde(default)]
+    pub tls_handshakes: Vec<TlsHandshakeCount>,
+    /// SASL handshakes and authentication rounds per mechanism and outcome.
+    #[serde(default)]
+    pub sasl: Vec<SaslCount>,
+}
+
+/// TLS handshakes on one side of the proxy with one outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsHandshakeCount {
+    /// `client` (the proxy terminates TLS) or `upstream` (it originates TLS to a broker).
+    pub side: String,
+    /// `ok` or `failed`.
+    pub outcome: String,
+    /// Handshakes.
+    pub count: u64,
+}
+
+/// Answers to SASL requests of one step and mechanism with one outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaslCount {
+    /// `handshake` (the mechanism accepted or refused) or `authenticate` (one round of the
+    /// exchange; SCRAM takes two per login).
+    pub step: String,
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, `OAUTHBEARER`, `GSSAPI`, `AWS_MSK_IAM`,
+    /// `other` for any other name, `unknown` for rounds without a handshake seen.
+    pub mechanism: String,
+    /// `ok` (error code 0) or `failed`.
+    pub outcome: String,
+    /// Answers.
+    pub count: u64,
 }
 
 /// Requests of one API key relayed undecoded for one reason.

@@ -89,6 +89,33 @@ impl Collector for StatsCollector {
             |r, e| ctr(r.count, e),
             |r| vec![("reason", r.name.clone())],
         )?;
+        family(
+            &mut e,
+            "keyshift_proxy_tls_handshakes",
+            "TLS handshakes by side (client: terminated by the proxy; upstream: originated to a \
+             broker) and outcome",
+            None,
+            MetricType::Counter,
+            &s.tls_handshakes,
+            |r, e| ctr(r.count, e),
+            |r| vec![("side", r.side.clone()), ("outcome", r.outcome.clone())],
+        )?;
+        family(
+            &mut e,
+            "keyshift_proxy_sasl",
+            "SASL answers by step (handshake, authenticate), mechanism and outcome",
+            None,
+            MetricType::Counter,
+            &s.sasl,
+            |r, e| ctr(r.count, e),
+            |r| {
+                vec![
+                    ("step", r.step.clone()),
+                    ("mechanism", r.mechanism.clone()),
+                    ("outcome", r.outcome.clone()),
+                ]
+            },
+        )?;
         let passthrough = [
             ("in", c.passthrough_bytes_in),
             ("out", c.passthrough_bytes_out),

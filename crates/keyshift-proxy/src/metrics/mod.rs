@@ -29,7 +29,7 @@ use keyshift_core::ParamError;
 use crate::stats::{
     ApiBytes, ApiLatency, ConnectionStats, DecodeFailureCount, ErrorCount, GroupCommits,
     GroupPartition, HotKeyStats, LabelOverflow, NamedCount, OpaqueRequestCount, PartitionStats,
-    RequestCount, Stats, TopicHotKeys, TopicLatency,
+    RequestCount, SaslCount, Stats, TlsHandshakeCount, TopicHotKeys, TopicLatency,
 };
 use histogram::Histogram;
 
@@ -249,7 +249,32 @@ struct State {
     /// (API key, reason) → requests relayed undecoded; keys outside
     /// [`OPAQUE_API_KEYS`] are counted under `None`.
     opaque_requests: BTreeMap<(Option<i16>, &'static str), u64>,
+    /// (side, ok) → TLS handshakes.
+    tls_handshakes: BTreeMap<(&'static str, bool), u64>,
+    /// (step, mechanism, ok) → SASL answers; mechanisms are folded by [`sasl_mechanism`].
+    sasl: BTreeMap<(&'static str, &'static str, bool), u64>,
     overflow: [u64; Capped::ALL.len()],
+}
+
+/// SASL mechanisms with their own label value; any other name a client sends is `other`, so a
+/// client cannot grow the label set.
+const SASL_MECHANISMS: [&str; 7] = [
+    "PLAIN",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-512",
+    "OAUTHBEARER",
+    "GSSAPI",
+    "AWS_MSK_IAM",
+    "unknown",
+];
+
+/// The label value of a SASL mechanism name.
+fn sasl_mechanism(name: &str) -> &'static str {
+    SASL_MECHANISMS
+        .iter()
+        .find(|m| m.eq_ignore_ascii_case(name))
+        .copied()
+        .unwrap_or("other")
 }
 
 /// API keys counted under their own label value in `keyshift_proxy_opaque_requests_total`
@@ -340,6 +365,8 @@ impl ProxyMetrics {
                     produce_to_fetch: HashMap::new(),
                     decode_failures: BTreeMap::new(),
                     opaque_requests: BTreeMap::new(),
+                    tls_handshakes: BTreeMap::new(),
+                    sasl: BTreeMap::new(),
                     overflow: [0; Capped::ALL.len()],
                 }),
             }),
@@ -631,6 +658,17 @@ impl ProxyMetrics {
             .or_default() += 1;
     }
 
+    /// A TLS handshake on `side` (`client` or `upstream`) succeeded or failed.
+    fn tls_handshake(&self, side: &'static str, ok: bool) {
+        *self.state().tls_handshakes.entry((side, ok)).or_default() += 1;
+    }
+
+    /// A SASL `step` of `mechanism` (as the client named it) was answered with `error_code`.
+    fn sasl(&self, step: &'static str, mechanism: &str, error_code: i16) {
+        let key = (step, sasl_mechanism(mechanism), error_code == 0);
+        *self.state().sasl.entry(key).or_default() += 1;
+    }
+
     /// Everything measured so far; see [`Stats`].
     pub fn snapshot(&self) -> Stats {
         let now = Instant::now();
@@ -810,10 +848,32 @@ impl ProxyMetrics {
             })
             .collect();
 
+        let outcome = |ok: bool| if ok { "ok" } else { "failed" }.to_owned();
+        let tls_handshakes = s
+            .tls_handshakes
+            .iter()
+            .map(|(&(side, ok), &count)| TlsHandshakeCount {
+                side: side.to_owned(),
+                outcome: outcome(ok),
+                count,
+            })
+            .collect();
+        let sasl = s
+            .sasl
+            .iter()
+            .map(|(&(step, mechanism, ok), &count)| SaslCount {
+                step: step.to_owned(),
+                mechanism: mechanism.to_owned(),
+                outcome: outcome(ok),
+                count,
+            })
+            .collect();
         Stats {
             uptime_secs: now_secs,
             decode_failures,
             opaque_requests,
+            tls_handshakes,
+            sasl,
             connections: ConnectionStats {
                 accepted: s.accepted,
                 open: s.conns.len() as u64,

@@ -2,7 +2,8 @@
 
 use crate::observe::{
     CloseReason, ConnInfo, DecodeFailure, Direction, FetchedBatch, Observer, OffsetCommitEvent,
-    OpaqueRelay, ProduceAck, ProducedBatch, RequestEvent, ResponseEvent, Watermark,
+    OpaqueRelay, ProduceAck, ProducedBatch, RequestEvent, ResponseEvent, SaslEvent, TlsSide,
+    Watermark,
 };
 use crate::wire::records::RecordBatch;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
@@ -25,6 +26,14 @@ fn offsets(batch: &RecordBatch) -> impl Iterator<Item = i64> + '_ {
 impl Observer for ProxyMetrics {
     fn connection_opened(&self, conn: &ConnInfo) {
         ProxyMetrics::connection_opened(self, conn.id);
+    }
+
+    fn tls_handshake(&self, _conn: &ConnInfo, side: TlsSide, outcome: Result<(), &str>) {
+        ProxyMetrics::tls_handshake(self, side.as_str(), outcome.is_ok());
+    }
+
+    fn sasl(&self, e: &SaslEvent<'_>) {
+        ProxyMetrics::sasl(self, e.step.as_str(), e.mechanism, e.error_code);
     }
 
     fn connection_closed(&self, conn: &ConnInfo, reason: &CloseReason) {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyshift_kafka::EmbeddedBroker;
+use keyshift_kafka::{BrokerOptions, EmbeddedBroker};
 use keyshift_proxy::metrics::{MetricsConfig, ProxyMetrics};
 use keyshift_proxy::{Proxy, ProxyConfig, RunningProxy};
 
@@ -25,7 +25,16 @@ impl Setup {
     /// A broker and a proxy in front of it on a free loopback port, with `tune` applied to
     /// the proxy's config and `metrics` limits.
     pub fn start(tune: impl FnOnce(&mut ProxyConfig), metrics: MetricsConfig) -> Setup {
-        let broker = EmbeddedBroker::start().expect("embedded broker");
+        Setup::start_with(BrokerOptions::default(), tune, metrics)
+    }
+
+    /// [`Setup::start`] with a broker started with `options` (e.g. SASL users).
+    pub fn start_with(
+        options: BrokerOptions,
+        tune: impl FnOnce(&mut ProxyConfig),
+        metrics: MetricsConfig,
+    ) -> Setup {
+        let broker = EmbeddedBroker::start_with(options).expect("embedded broker");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("proxy-under-test")
@@ -47,6 +56,14 @@ impl Setup {
             runtime,
             broker,
         }
+    }
+
+    /// Another proxy with `config`, reporting to `metrics`, on this setup's runtime (stopped
+    /// when dropped).
+    pub fn another_proxy(&self, config: ProxyConfig, metrics: &ProxyMetrics) -> RunningProxy {
+        self.runtime
+            .block_on(Proxy::start(config, Arc::new(metrics.clone())))
+            .expect("proxy starts")
     }
 
     /// The proxy's bootstrap address for clients.

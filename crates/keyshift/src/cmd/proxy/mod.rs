@@ -7,6 +7,7 @@
 //! SIGINT/SIGTERM stop the listeners and close every connection.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -14,7 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use clap::Args;
 use keyshift_proxy::metrics::{MetricsConfig, ProxyMetrics};
-use keyshift_proxy::{BrokerMapping, Proxy, ProxyConfig};
+use keyshift_proxy::{BrokerMapping, CertKeyFiles, ClientTls, Proxy, ProxyConfig, UpstreamTls};
 use prometheus_client::registry::Registry;
 
 use super::workload_flags::{at_least_one_usize, positive_f64};
@@ -33,9 +34,14 @@ use crate::http::{self, Health, HttpServer};
                   address given with --broker).\n\nGET /metrics on --metrics-listen serves \
                   Prometheus metrics (requests, errors and latency per API, client and version; \
                   bytes; produced/fetched records per topic and partition; hot keys per topic; \
-                  consumer-group commits and lag; produce→fetch latency), GET /api/stats the \
-                  same as JSON, GET /healthz a health probe. A malformed or oversized frame \
-                  closes only its own connection."
+                  consumer-group commits and lag; produce→fetch latency; TLS handshakes; SASL \
+                  handshakes and authentications per mechanism), GET /api/stats the same as \
+                  JSON, GET /healthz a health probe. A malformed or oversized frame, or a failed \
+                  TLS handshake, closes only its own connection.\n\nTLS: --tls-cert/--tls-key \
+                  terminate TLS from clients (the proxy decodes inside it); --upstream-tls \
+                  (or --upstream-ca) connects to TLS brokers. SASL is relayed: clients \
+                  authenticate to the brokers through the proxy, which counts each mechanism's \
+                  outcomes and never sees a credential in an event or a log."
 )]
 pub struct ProxyArgs {
     /// The bootstrap broker to relay to, HOST:PORT.
@@ -102,6 +108,44 @@ pub struct ProxyArgs {
     /// Consumer-group partitions with their own offset and lag series.
     #[arg(long, value_parser = at_least_one_usize, default_value_t = MetricsConfig::default().max_group_partitions)]
     max_group_partitions: usize,
+
+    /// Serve TLS to clients with this certificate chain (PEM, leaf first), decoding inside it.
+    /// Repeat --tls-cert/--tls-key pairs to serve several names: each client gets the first
+    /// certificate valid for the server name it asks for (SNI), else the first.
+    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_keys")]
+    tls_certs: Vec<PathBuf>,
+
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of the --tls-cert in the same position.
+    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_certs")]
+    tls_keys: Vec<PathBuf>,
+
+    /// Require client certificates signed by a CA in this PEM bundle (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_certs")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// Connect to the brokers over TLS, trusting the Mozilla root CAs (those of managed
+    /// clusters) unless --upstream-ca names others.
+    #[arg(long)]
+    upstream_tls: bool,
+
+    /// CA bundle (PEM) the brokers' certificates must chain to; implies --upstream-tls.
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) the proxy presents to the brokers, for clusters that
+    /// require mutual TLS; implies --upstream-tls.
+    #[arg(long, value_name = "FILE", requires = "upstream_key")]
+    upstream_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --upstream-cert.
+    #[arg(long, value_name = "FILE", requires = "upstream_cert")]
+    upstream_key: Option<PathBuf>,
+
+    /// Check every broker's certificate against this name instead of the host the broker
+    /// advertises (brokers reached by an address their certificates do not name); implies
+    /// --upstream-tls.
+    #[arg(long, value_name = "NAME")]
+    upstream_server_name: Option<String>,
 }
 
 /// `HOST:PORT=ADDR` → a broker mapping.
@@ -138,6 +182,8 @@ impl ProxyArgs {
         config.max_in_flight = self.max_in_flight;
         config.decode_records = !self.no_record_decoding;
         config.pass_through_non_kafka = !self.reject_non_kafka;
+        config.client_tls = self.client_tls()?;
+        config.upstream_tls = self.upstream_tls();
         config.validate().map_err(|e| match e {
             keyshift_proxy::ProxyError::Config { field, msg } => {
                 FlagError::new(format!("--{}", field.replace('_', "-")), msg)
@@ -156,6 +202,56 @@ impl ProxyArgs {
         };
         metrics.validate()?;
         Ok((config, metrics))
+    }
+}
+
+impl ProxyArgs {
+    /// --tls-cert/--tls-key pairs and --tls-client-ca (the files are read at start).
+    fn client_tls(&self) -> Result<Option<ClientTls>, FlagError> {
+        if self.tls_certs.len() != self.tls_keys.len() {
+            return Err(FlagError::new(
+                "--tls-key",
+                format!(
+                    "{} --tls-cert but {} --tls-key: give one key per certificate, in the same \
+                     order",
+                    self.tls_certs.len(),
+                    self.tls_keys.len()
+                ),
+            ));
+        }
+        if self.tls_certs.is_empty() {
+            return Ok(None);
+        }
+        let certs = self
+            .tls_certs
+            .iter()
+            .zip(&self.tls_keys)
+            .map(|(cert, key)| CertKeyFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .collect();
+        Ok(Some(ClientTls {
+            certs,
+            client_ca: self.tls_client_ca.clone(),
+        }))
+    }
+
+    /// --upstream-tls and the flags that imply it.
+    fn upstream_tls(&self) -> Option<UpstreamTls> {
+        let wanted = self.upstream_tls
+            || self.upstream_ca.is_some()
+            || self.upstream_cert.is_some()
+            || self.upstream_server_name.is_some();
+        wanted.then(|| UpstreamTls {
+            ca: self.upstream_ca.clone(),
+            client_cert: self
+                .upstream_cert
+                .clone()
+                .zip(self.upstream_key.clone())
+                .map(|(cert, key)| CertKeyFiles { cert, key }),
+            server_name: self.upstream_server_name.clone(),
+        })
     }
 }
 
@@ -185,11 +281,17 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let server = HttpServer::bind(args.metrics_listen).await?;
         let upstream = config.upstream.clone();
+        let tls = match (&config.client_tls, &config.upstream_tls) {
+            (None, None) => "",
+            (Some(_), None) => " (TLS to clients)",
+            (None, Some(_)) => " (TLS to brokers)",
+            (Some(_), Some(_)) => " (TLS to clients and brokers)",
+        };
         let proxy = Proxy::start(config, Arc::new(metrics.clone()))
             .await
             .context("cannot start the proxy")?;
         println!(
-            "keyshift proxy: {} -> {upstream}; metrics on http://{addr}/metrics, stats on http://{addr}/api/stats",
+            "keyshift proxy: {} -> {upstream}{tls}; metrics on http://{addr}/metrics, stats on http://{addr}/api/stats",
             proxy.bootstrap_addr(),
             addr = server.local_addr()
         );
@@ -245,6 +347,56 @@ mod tests {
         assert_eq!(p.max_frame_bytes, 1 << 20);
         assert!(!p.decode_records);
         assert_eq!(m.hot_keys, 5);
+    }
+
+    #[test]
+    fn tls_flags_pair_certificates_with_keys() {
+        let args = parse(&[
+            "--upstream",
+            "k:9093",
+            "--tls-cert",
+            "a.pem",
+            "--tls-key",
+            "a.key",
+            "--tls-cert",
+            "b.pem",
+            "--tls-key",
+            "b.key",
+            "--tls-client-ca",
+            "ca.pem",
+            "--upstream-ca",
+            "broker-ca.pem",
+        ])
+        .unwrap();
+        let (p, _) = args.resolve().unwrap();
+        let tls = p.client_tls.unwrap();
+        assert_eq!(tls.certs.len(), 2);
+        assert_eq!(tls.certs[1].key, PathBuf::from("b.key"));
+        assert_eq!(tls.client_ca, Some(PathBuf::from("ca.pem")));
+        let up = p
+            .upstream_tls
+            .expect("--upstream-ca implies --upstream-tls");
+        assert_eq!(up.ca, Some(PathBuf::from("broker-ca.pem")));
+        assert!(up.client_cert.is_none());
+
+        let e = parse(&[
+            "--upstream",
+            "k:9093",
+            "--tls-cert",
+            "a.pem",
+            "--tls-cert",
+            "b.pem",
+            "--tls-key",
+            "a.key",
+        ])
+        .unwrap()
+        .resolve()
+        .unwrap_err();
+        assert_eq!(e.flag, "--tls-key");
+        assert!(parse(&["--upstream", "k:1", "--tls-cert", "a.pem"]).is_err());
+        assert!(parse(&["--upstream", "k:1", "--upstream-cert", "c.pem"]).is_err());
+        let (p, _) = parse(&["--upstream", "k:1"]).unwrap().resolve().unwrap();
+        assert!(p.client_tls.is_none() && p.upstream_tls.is_none());
     }
 
     #[test]
