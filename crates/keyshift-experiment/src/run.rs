@@ -57,6 +57,8 @@ use crate::trace::{Processed, TraceLog};
 /// How long the group must look settled before the load starts: a member that joins late
 /// triggers one more rebalance, which this outlasts.
 const SETTLE_STABLE: Duration = Duration::from_millis(1500);
+/// How long the first metadata request to a given cluster (`--bootstrap-servers`) may take.
+const REACHABLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Lead time between planning the first send and making it, so the schedule starts on time.
 const START_LEAD: Duration = Duration::from_millis(100);
 /// `fetch.wait.max.ms` of the workers (a `-X` property still wins). A Kafka broker answers a
@@ -174,8 +176,14 @@ pub fn run(plan: &Plan) -> anyhow::Result<ExperimentReport> {
     );
     let admin = match &broker {
         Some(b) => b.admin().clone(),
-        None => Admin::with_config(&settings, AdminConfig::default())
-            .with_context(|| format!("connecting to {bootstrap}"))?,
+        None => {
+            // At once and with the broker's reason (a refused login names its mechanism),
+            // rather than as a timeout when the first topic is created.
+            keyshift_kafka::client_errors::check_reachable(&settings, REACHABLE_TIMEOUT)
+                .map_err(anyhow::Error::msg)?;
+            Admin::with_config(&settings, AdminConfig::default())
+                .with_context(|| format!("connecting to {bootstrap}"))?
+        }
     };
     let setup = Setup {
         producers: plan.producers,

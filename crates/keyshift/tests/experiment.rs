@@ -506,3 +506,67 @@ fn hash_pc_and_keyshift_run_at_equal_capacity_with_slots() {
         assert_eq!(r["preserves_order"], true, "{r}");
     }
 }
+
+/// Issue 15: the experiment against a cluster that requires SASL, with the Java client's
+/// `client.properties` (SCRAM-SHA-512, the password from the environment): both strategies
+/// run to the end with nothing lost and per-key order kept. With a wrong password it stops
+/// with an error that names the mechanism, and the password appears nowhere in its output.
+#[test]
+fn experiment_runs_against_a_sasl_broker_with_a_client_config() {
+    use keyshift_kafka::{BrokerOptions, EmbeddedBroker, SaslUser};
+    let _alone = one_at_a_time();
+    let password = "exp-secret-2026";
+    let broker = EmbeddedBroker::start_with(BrokerOptions {
+        sasl_users: vec![SaslUser::new("researcher", password)],
+        ..BrokerOptions::default()
+    })
+    .expect("broker with SASL");
+    let dir = temp_dir("experiment-sasl");
+    let config = process_support::scram_client_config(&dir, "researcher", "${env:KS_EXP_PW}");
+    let json = dir.join("report.json");
+    let run = |pw: &str, json: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_keyshift"))
+            .args([
+                "experiment",
+                "--bootstrap-servers",
+                broker.bootstrap_servers(),
+            ])
+            .args(["--client-config", config.to_str().unwrap()])
+            .args(["--strategies", "hash,keyshift", "--partitions", "4"])
+            .args(["--consumers", "2", "--records", "400", "--rate", "200"])
+            .args(["--keys", "40", "--utilization", "0.5"])
+            .args(["--json", json.to_str().unwrap()])
+            .env("KS_EXP_PW", pw)
+            .output()
+            .expect("the keyshift binary runs")
+    };
+    let out = run(password, &json);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}:\n{stderr}", out.status);
+    let v = read_json(&json);
+    let runs = v["strategies"].as_array().expect("a strategies array");
+    assert_eq!(runs.len(), 2);
+    for r in runs {
+        assert_eq!(r["produced"].as_u64().unwrap(), 400, "{r}");
+        assert_eq!(r["consumed"].as_u64().unwrap(), 400, "{r}");
+        assert_eq!(r["lost"].as_u64().unwrap(), 0, "{r}");
+        assert_eq!(r["order_violations"].as_u64().unwrap(), 0, "{r}");
+    }
+
+    let wrong = "not-the-exp-secret";
+    let out = run(wrong, &dir.join("wrong.json"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "a wrong password must fail:\n{text}");
+    assert!(
+        text.contains("SCRAM-SHA-512"),
+        "the error names the mechanism:\n{text}"
+    );
+    for secret in [password, wrong] {
+        assert!(!text.contains(secret), "a password in the output:\n{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -545,6 +545,17 @@ fn bad_flags_and_missing_topic_are_reported() {
 /// and processed.
 #[test]
 fn gateway_and_worker_reach_a_sasl_broker_with_a_client_config_file() {
+    gateway_and_worker_over_sasl("SCRAM-SHA-512");
+}
+
+/// The same with PLAIN (which the embedded broker accepts with any password, so only the
+/// SCRAM test shows that the password is checked).
+#[test]
+fn gateway_and_worker_reach_a_sasl_broker_with_plain() {
+    gateway_and_worker_over_sasl("PLAIN");
+}
+
+fn gateway_and_worker_over_sasl(mechanism: &str) {
     use keyshift_kafka::{BrokerOptions, EmbeddedBroker, SaslUser};
     let broker = EmbeddedBroker::start_with(BrokerOptions {
         sasl_users: vec![SaslUser::new("orders", "orders-pw-19")],
@@ -553,11 +564,15 @@ fn gateway_and_worker_reach_a_sasl_broker_with_a_client_config_file() {
     .expect("broker with SASL");
     let topic = "secured-orders";
     broker.create_topic(topic, 4).unwrap();
-    let dir = std::env::temp_dir().join(format!("keyshift-gw-sasl-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "keyshift-gw-sasl-{mechanism}-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let password = dir.join("password");
-    let file = process_support::scram_client_config(
+    let file = process_support::sasl_client_config(
         &dir,
+        mechanism,
         "orders",
         &format!("${{file:{}}}", password.display()),
     );

@@ -99,13 +99,28 @@ pub fn scram_client_config(
     user: &str,
     password: &str,
 ) -> std::path::PathBuf {
+    sasl_client_config(dir, "SCRAM-SHA-512", user, password)
+}
+
+/// [`scram_client_config`] for `mechanism`: `SCRAM-SHA-256`, `SCRAM-SHA-512` or `PLAIN` (each
+/// with its JAAS login module, as a Java client's file has it).
+pub fn sasl_client_config(
+    dir: &std::path::Path,
+    mechanism: &str,
+    user: &str,
+    password: &str,
+) -> std::path::PathBuf {
+    let module = match mechanism {
+        "PLAIN" => "org.apache.kafka.common.security.plain.PlainLoginModule",
+        _ => "org.apache.kafka.common.security.scram.ScramLoginModule",
+    };
     let file = dir.join("client.properties");
     std::fs::write(
         &file,
         format!(
             "security.protocol=SASL_PLAINTEXT\n\
-             sasl.mechanism=SCRAM-SHA-512\n\
-             sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \
+             sasl.mechanism={mechanism}\n\
+             sasl.jaas.config={module} required \
              username=\"{user}\" password=\"{password}\";\n"
         ),
     )
