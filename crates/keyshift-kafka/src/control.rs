@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use keyshift_core::protocol::control::{Control, ControlLog, Effect};
+use keyshift_core::protocol::control::{Control, ControlLog, Effect, MemberId};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -84,6 +84,10 @@ pub struct Replayed {
     pub log: ControlLog,
     /// Offset to tail from.
     pub next_offset: i64,
+    /// Members whose heartbeat is the last word of them in the log (neither a leave nor a
+    /// tombstone followed), in id order: a member starting from this log accounts for them as
+    /// if just heard (`Coordinator::from_log`), since one of them may only be stopped.
+    pub members: Vec<MemberId>,
 }
 
 impl ControlTopic {
@@ -138,13 +142,15 @@ impl ControlTopic {
             producer,
             skipped: Arc::new(AtomicU64::new(0)),
         };
-        let log = replay(settings, name, &topic.skipped, end, timeout, seed).map_err(err)?;
+        let (log, members) =
+            replay(settings, name, &topic.skipped, end, timeout, seed).map_err(err)?;
         tracing::info!(topic = name, records = end, term = log.term(), decider = ?log.decider(), "control log replayed");
         Ok((
             topic,
             Replayed {
                 log,
                 next_offset: end,
+                members,
             },
         ))
     }
@@ -169,6 +175,7 @@ impl ControlTopic {
         };
         let skipped = AtomicU64::new(0);
         replay(settings, name, &skipped, end, timeout, ControlLog::new())
+            .map(|(log, _)| log)
             .map(Some)
             .map_err(err)
     }
@@ -298,7 +305,8 @@ impl ControlTopic {
     }
 }
 
-/// Applies the records of `name` from the beginning up to `end` to `log`.
+/// Applies the records of `name` from the beginning up to `end` to `log`; answers it and the
+/// members the log still names (see [`Replayed::members`]).
 fn replay(
     settings: &ClientSettings,
     name: &str,
@@ -306,9 +314,10 @@ fn replay(
     end: i64,
     timeout: Duration,
     mut log: ControlLog,
-) -> Result<ControlLog, String> {
+) -> Result<(ControlLog, Vec<MemberId>), String> {
+    let mut members = std::collections::BTreeSet::new();
     if end <= 0 {
-        return Ok(log);
+        return Ok((log, Vec::new()));
     }
     let consumer = state_reader(
         settings,
@@ -330,13 +339,32 @@ fn replay(
             Some(Err(e)) => return Err(format!("cannot read it: {e}")),
             Some(Ok(m)) => {
                 next = m.offset() + 1;
-                if let Some(record) = decode(name, skipped, &m) {
-                    log.apply(&record);
+                match decode(name, skipped, &m) {
+                    Some(record) => {
+                        match &record {
+                            Control::Heartbeat { member, .. } => members.insert(*member),
+                            Control::Leave { member } => members.remove(member),
+                            _ => false,
+                        };
+                        log.apply(&record);
+                    }
+                    None if m.payload().is_none() => {
+                        // A tombstone of `hb/<member>`: a decider forgot the member.
+                        let member = m
+                            .key()
+                            .and_then(|k| std::str::from_utf8(k).ok())
+                            .and_then(|k| k.strip_prefix("hb/"))
+                            .and_then(|m| m.parse::<MemberId>().ok());
+                        if let Some(member) = member {
+                            members.remove(&member);
+                        }
+                    }
+                    None => {}
                 }
             }
         }
     }
-    Ok(log)
+    Ok((log, members.into_iter().collect()))
 }
 
 /// The record's control value, or `None` for a tombstone or a value that does not decode

@@ -537,6 +537,23 @@ fn bad_flags_and_missing_topic_are_reported() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&addr), "{err}");
+
+    // A delivery timeout longer than coordinated producers allow (eight member timeouts) is
+    // refused, naming the setting and the limit; "0" (no timeout) too.
+    for value in ["message.timeout.ms=300000", "delivery.timeout.ms=0"] {
+        let out = keyshift()
+            .args(["gateway", "--bootstrap-servers", broker.bootstrap_servers()])
+            .args(["--topic", "exists", "--listen", "127.0.0.1:0", "-X", value])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let setting = value.split('=').next().unwrap();
+        assert!(
+            err.contains(setting) && err.contains("24000 ms"),
+            "{value}: {err}"
+        );
+    }
 }
 
 /// Issue 15's secured path end to end: the embedded broker requires SASL, and the gateway

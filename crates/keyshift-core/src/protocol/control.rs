@@ -113,6 +113,13 @@ pub enum Control {
         /// The key's new route.
         entry: Option<RouteEntry>,
     },
+    /// `member` closed cleanly: every record it sent is acknowledged or failed and it sends no
+    /// more. Liveness only, like a heartbeat, whose log key it shares, so compaction keeps the
+    /// departure rather than an older heartbeat.
+    Leave {
+        /// The member.
+        member: MemberId,
+    },
     /// The move is called off: the key stays where it was.
     Abort {
         /// The move.
@@ -135,7 +142,9 @@ impl Control {
             Control::Ready { id, member, .. } => {
                 format!("ready/{}/{}/{member}", id.term, id.seq)
             }
-            Control::Heartbeat { member, .. } => format!("hb/{member}"),
+            Control::Heartbeat { member, .. } | Control::Leave { member } => {
+                format!("hb/{member}")
+            }
         }
     }
 }
@@ -145,7 +154,8 @@ impl Control {
     /// byte strings as a varint length then the bytes. Tags and fields:
     /// claim `0 | term | member`; propose `1 | term | seq | member | key | to`;
     /// ready `2 | term | seq | member | fence_offset`; heartbeat `5 | member | partitions |
-    /// records per partition … | keys | (key | records) …`; commit `3 | term | seq | member | key | 0` (home) or
+    /// records per partition … | keys | (key | records) … | written_us`; leave `6 | member`;
+    /// commit `3 | term | seq | member | key | 0` (home) or
     /// `… | 1 | partition | set_index | from_partition | fence_offset`;
     /// abort `4 | term | seq | member | key`.
     pub fn encode(&self) -> Vec<u8> {
@@ -203,6 +213,10 @@ impl Control {
                     put_varint(&mut out, *n);
                 }
                 put_varint(&mut out, *written_us);
+            }
+            Control::Leave { member } => {
+                out.push(6);
+                put_varint(&mut out, *member);
             }
             Control::Commit {
                 id: i,
@@ -331,6 +345,9 @@ impl Control {
                     entry,
                 }
             }
+            6 => Control::Leave {
+                member: r.u64("member")?,
+            },
             4 => {
                 let (id, member) = id(&mut r)?;
                 Control::Abort {
@@ -428,6 +445,11 @@ pub enum Effect {
         member: MemberId,
         /// When it wrote the heartbeat, in microseconds of its own clock.
         written_us: u64,
+    },
+    /// `member` left cleanly.
+    Left {
+        /// The member.
+        member: MemberId,
     },
     /// The key's route changed: release its held records along `entry`.
     Moved {
@@ -571,6 +593,7 @@ impl ControlLog {
                 member: *member,
                 written_us: *written_us,
             },
+            Control::Leave { member } => Effect::Left { member: *member },
             Control::Abort { id, member, key } => {
                 if let Some(reject) = self.finish(*id, *member, key) {
                     return Effect::Ignored(reject);
@@ -693,6 +716,7 @@ mod tests {
                 },
                 written_us: 1_500_000,
             },
+            Control::Leave { member: u64::MAX },
             Control::Commit {
                 id: id(1, 2),
                 member: 3,

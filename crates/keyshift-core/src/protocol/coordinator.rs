@@ -13,10 +13,10 @@
 //!    idempotent data producer — so the fence is behind every record of K it sent to A — and,
 //!    once the fence is acknowledged, writes *ready* with the fence's offset (the decider
 //!    counts its own fence at once and writes no ready: [`Coordinator::own_fence_acked`]);
-//! 3. once every member live at the propose is ready (or was silent for the member timeout),
-//!    the decider writes *commit* ([`Coordinator::verdicts`]), whose route waits for the
-//!    highest of the members' fence offsets; a move still waiting after the move timeout is
-//!    aborted instead;
+//! 3. once every member known at the propose is ready, the decider writes *commit*
+//!    ([`Coordinator::verdicts`]), whose route waits for the highest of the members' fence
+//!    offsets; a move is aborted instead when a member it waits for goes silent for the member
+//!    timeout or leaves, or when it is still waiting after the move timeout;
 //! 4. every member, on reading the commit, installs the route and releases K's held records to
 //!    B with the route header ([`Action::Install`]); on an abort it releases them to A.
 //!
@@ -35,16 +35,24 @@
 //! read back was *written* more than two thirds of the member timeout ago
 //! ([`Coordinator::out_of_touch`]). Why that is enough: a member that read back its heartbeat
 //! written at `w` has read every propose written before `w`, and holds those keys. A propose
-//! written after `w` is read by the decider after `w` (it applies the log in order), and the
-//! decider stops waiting for the member only a full member timeout after it read the member's
-//! latest heartbeat, so not before `w` + the timeout, a third of the timeout after the member
-//! stopped routing. A member that was stopped (SIGSTOP, a long pause) therefore catches up with
-//! the log — including the moves made without it — before its next record, however late either
-//! of them reads the log. (Counting the time a heartbeat was *read* instead would let a resumed
-//! member, which reads its pre-pause heartbeat first, route before it has read the moves made
-//! during the pause.) The remaining third covers a record handed to the Kafka client just
-//! before the member went out of touch; records a member had already handed to its client when
-//! it stopped are not covered (`docs/routing.md`, Limits).
+//! written after `w` is read by the decider after `w` (it applies the log in order). A member
+//! that was stopped (SIGSTOP, a long pause) therefore catches up with the log — including the
+//! moves made without it — before its next record, however late either of them reads the log.
+//! (Counting the time a heartbeat was *read* instead would let a resumed member, which reads
+//! its pre-pause heartbeat first, route before it has read the moves made during the pause.)
+//!
+//! Records a member had already handed to its Kafka client when it stopped are the other half
+//! of the zombie case: they may reach the old partition whenever it resumes. So a move never
+//! commits without the fence of a member the decider still knows ([`Membership::waiting_for`]):
+//! a member silent for the member timeout makes the moves waiting for it abort (their keys stay
+//! where they are, so its late records are in their place) and the decider proposes nothing
+//! until every member is heard again or is forgotten, ten member timeouts after its last
+//! heartbeat ([`Membership::unaccounted`]). A forgotten member's records cannot land any more:
+//! it stopped handing records to its client two thirds of a member timeout after its last
+//! heartbeat, and its client fails every record it could not deliver within the message
+//! timeout, which coordinated producers cap at [`CoordinationConfig::max_message_timeout`], a
+//! member timeout short of the horizon. A member that closes cleanly flushes its records and
+//! then writes [`Control::Leave`], which forgets it at once, so a redeploy does not pause moves.
 //!
 //! Times are seconds since the member's own origin; nothing here reads a clock.
 
@@ -53,7 +61,7 @@ use std::time::Duration;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::control::{note_ready, Control, ControlLog, Effect, Load, MemberId, MoveId, Rejected};
-use super::membership::Membership;
+use super::membership::{Membership, Wait};
 use super::{FenceHeader, RouteEntry, RouteHeader};
 use crate::hash::Hasher;
 use crate::stats::LatencyHistogram;
@@ -74,6 +82,22 @@ pub struct CoordinationConfig {
     pub member_timeout: Duration,
     /// A move not committed after this long is aborted (its key is released where it was).
     pub move_timeout: Duration,
+}
+
+impl CoordinationConfig {
+    /// Silence after which a member is forgotten (moves stop waiting for it): ten member
+    /// timeouts, as [`Membership::horizon_secs`].
+    pub fn forget_after(&self) -> Duration {
+        self.member_timeout * 10
+    }
+
+    /// The longest a member's Kafka client may keep trying to deliver a record (librdkafka's
+    /// `message.timeout.ms`): the forget horizon less two member timeouts, so that every
+    /// record a member handed to its client before it fell silent has landed or failed before
+    /// the decider forgets it (see the module docs). 24 s at the defaults.
+    pub fn max_message_timeout(&self) -> Duration {
+        self.member_timeout * 8
+    }
 }
 
 impl Default for CoordinationConfig {
@@ -99,8 +123,8 @@ pub struct Pending {
     pub set_index: u32,
     /// The route header of that set, if it has one.
     pub route: Option<RouteHeader>,
-    /// Members live when the propose was read (the decider waits for them).
-    pub live_at_propose: Vec<MemberId>,
+    /// Members known when the propose was read (the decider waits for them).
+    pub known_at_propose: Vec<MemberId>,
     /// Members that answered ready.
     pub ready: Vec<MemberId>,
     /// Their fence offsets (same order).
@@ -179,6 +203,9 @@ pub struct Coordinator {
     obsolete: Vec<String>,
     /// From reading a propose to reading its commit or abort, at this member.
     pub hold_time: LatencyHistogram,
+    /// Whether this member is leaving: it flushed its records and writes (or wrote)
+    /// [`Control::Leave`]; it sends, heartbeats and claims nothing more.
+    pub leaving: bool,
 }
 
 impl Coordinator {
@@ -219,20 +246,28 @@ impl Coordinator {
             last_commit: FxHashMap::default(),
             obsolete: Vec::new(),
             hold_time: LatencyHistogram::new(),
+            leaving: false,
         }
     }
 
     /// A member starting from the replayed log: its term, decider and routes, and the moves
     /// pending there (this member joins them: it holds their keys and writes its fences).
+    /// `members` are the members the log still names (heartbeats not followed by a leave or
+    /// a tombstone): they count as heard at `now`, since one of them may be stopped with
+    /// records in its client, and moves must wait for it (or its forgetting) as for any other.
     pub fn from_log(
         me: MemberId,
         config: CoordinationConfig,
         hasher: Hasher,
         partitions: u32,
         log: &ControlLog,
+        members: &[MemberId],
         now: f64,
     ) -> Self {
         let mut c = Self::new(me, config, hasher, partitions, now);
+        for &m in members {
+            c.membership.heartbeat(m, now);
+        }
         c.term = log.term();
         c.decider = log.decider();
         c.routes = log.routes().map(|(k, e)| (k.into(), *e)).collect();
@@ -248,7 +283,7 @@ impl Coordinator {
                     from,
                     set_index,
                     route,
-                    live_at_propose: Vec::new(),
+                    known_at_propose: Vec::new(),
                     ready: p.ready.clone(),
                     fences: p.fences.clone(),
                     fence_offset: p.fence_offset,
@@ -268,6 +303,19 @@ impl Coordinator {
     pub fn out_of_touch(&self, now: f64) -> Option<f64> {
         let silent = now - self.last_own_read;
         (silent > self.config.member_timeout.as_secs_f64() * 2.0 / 3.0).then_some(silent)
+    }
+
+    /// Whether this member should claim the next term now: it has joined, has not claimed it
+    /// yet, is in touch with the log, and the decider was silent for the lease
+    /// ([`Membership::should_claim`]). In touch, because a member resumed after a pause still
+    /// holds the decider's pre-pause heartbeat as the latest it heard: it must read the log
+    /// written meanwhile (the decider's later heartbeats among it) before judging the decider.
+    pub fn should_claim(&self, now: f64) -> bool {
+        self.joined
+            && !self.leaving
+            && self.claimed < self.term + 1
+            && self.out_of_touch(now).is_none()
+            && self.membership.should_claim(self.decider, now)
     }
 
     /// Counts one record of `key` for the next heartbeat's load summary.
@@ -312,10 +360,14 @@ impl Coordinator {
         }
     }
 
-    /// Proposals for the strategy's `moves` this decider should write (not pending, not being
-    /// proposed, not where the key already is), with their ids.
-    pub fn proposals(&mut self, moves: Vec<Move>) -> Vec<Control> {
+    /// Proposals for the strategy's `moves` this decider should write at `now` (not pending,
+    /// not being proposed, not where the key already is), with their ids; none while a known
+    /// member is unaccounted for (see the module docs).
+    pub fn proposals(&mut self, moves: Vec<Move>, now: f64) -> Vec<Control> {
         let mut out = Vec::new();
+        if !self.membership.unaccounted(now).is_empty() {
+            return out;
+        }
         for m in moves {
             let (current, _, _) = self.current(&m.key);
             if current == m.to
@@ -390,10 +442,11 @@ impl Coordinator {
             if p.decided || p.id.term != self.term {
                 continue;
             }
-            let waiting = self
+            let wait = self
                 .membership
-                .waiting_for(&p.live_at_propose, &p.ready, now);
-            if waiting.is_empty() && p.fence_offset >= 0 {
+                .waiting_for(&p.known_at_propose, &p.ready, now);
+            let lost = matches!(wait, Wait::Lost(_));
+            if wait == Wait::Ready && p.fence_offset >= 0 {
                 p.decided = true;
                 out.push(Control::Commit {
                     id: p.id,
@@ -408,7 +461,7 @@ impl Coordinator {
                         },
                     }),
                 });
-            } else if now - p.read_at > self.config.move_timeout.as_secs_f64() {
+            } else if lost || now - p.read_at > self.config.move_timeout.as_secs_f64() {
                 p.decided = true;
                 out.push(Control::Abort {
                     id: p.id,
@@ -438,6 +491,11 @@ impl Coordinator {
                     return Action::Joined;
                 }
                 Action::None
+            }
+            Effect::Left { member } => {
+                self.membership.leave(*member, now);
+                // A move that waited for its ready aborts now rather than at the move timeout.
+                Action::Decide
             }
             Effect::Decider {
                 term,
@@ -471,7 +529,7 @@ impl Coordinator {
                         from,
                         set_index,
                         route,
-                        live_at_propose: self.membership.live(now),
+                        known_at_propose: self.membership.known(now),
                         ready: Vec::new(),
                         fences: Vec::new(),
                         fence_offset: -1,
@@ -624,12 +682,15 @@ mod tests {
     #[test]
     fn the_decider_counts_its_own_fence_without_a_ready() {
         let (mut c, mut log) = decider(&[], 0.1);
-        let proposals = c.proposals(vec![Move {
-            key: key("k"),
-            from: 0,
-            to: 4,
-            at: 0.2,
-        }]);
+        let proposals = c.proposals(
+            vec![Move {
+                key: key("k"),
+                from: 0,
+                to: 4,
+                at: 0.2,
+            }],
+            0.2,
+        );
         feed(&mut c, &mut log, &proposals, 0.3);
         let id = c.pending[&key("k")].id;
         assert!(
@@ -675,10 +736,10 @@ mod tests {
             to: 4,
             at: 0.2,
         }];
-        let proposals = c.proposals(moves.clone());
+        let proposals = c.proposals(moves.clone(), 0.2);
         assert_eq!(proposals.len(), 1);
         assert!(
-            c.proposals(moves).is_empty(),
+            c.proposals(moves, 0.2).is_empty(),
             "a key being proposed is not proposed again"
         );
         feed(&mut c, &mut log, &proposals, 0.3);
@@ -720,12 +781,15 @@ mod tests {
     fn finished_moves_leave_only_the_last_commit_of_each_key() {
         let (mut c, mut log) = decider(&[], 0.0);
         let move_to = |c: &mut Coordinator, log: &mut ControlLog, to: u32, now: f64| {
-            let proposals = c.proposals(vec![Move {
-                key: key("k"),
-                from: 0,
-                to,
-                at: now,
-            }]);
+            let proposals = c.proposals(
+                vec![Move {
+                    key: key("k"),
+                    from: 0,
+                    to,
+                    at: now,
+                }],
+                now,
+            );
             feed(c, log, &proposals, now);
             let id = c.pending[&key("k")].id;
             let ready = Control::Ready {
@@ -756,53 +820,100 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_member_is_not_waited_for_and_a_stuck_move_is_aborted() {
+    fn a_silent_member_aborts_its_moves_and_pauses_new_ones_until_forgotten() {
         let (mut c, mut log) = decider(&[2], 0.0);
-        let proposals = c.proposals(vec![Move {
-            key: key("a"),
-            from: 0,
-            to: 3,
-            at: 0.0,
-        }]);
+        let mv = |k: &str, at: f64| {
+            vec![Move {
+                key: key(k),
+                from: 0,
+                to: 3,
+                at,
+            }]
+        };
+        let proposals = c.proposals(mv("a", 0.0), 0.0);
         feed(&mut c, &mut log, &proposals, 0.5);
         let id = c.pending[&key("a")].id;
-        feed(
-            &mut c,
-            &mut log,
-            &[Control::Ready {
-                id,
-                member: 1,
-                fence_offset: 5,
-            }],
-            0.6,
-        );
-        // Member 2 went silent at 0.0: waited for until the 3 s member timeout.
+        assert!(c.own_fence_acked(id, 5));
+        // Member 2 went silent at 0.0: waited for until the 3 s member timeout, then the move
+        // cannot commit without its fence (records it handed to its client may still land on
+        // the old partition) and is aborted at once, not at the move timeout.
         assert!(c.verdicts(2.9).is_empty());
-        assert!(matches!(c.verdicts(3.1)[..], [Control::Commit { .. }]));
+        assert!(matches!(c.verdicts(3.1)[..], [Control::Abort { .. }]));
+        // While member 2 is unaccounted for, nothing is proposed ...
+        assert!(c.proposals(mv("b", 4.0), 4.0).is_empty());
+        assert_eq!(c.membership.unaccounted(29.9), [2]);
+        // ... until it is forgotten, ten member timeouts after its last heartbeat.
+        let beat = |at: f64| Control::Heartbeat {
+            member: 1,
+            load: Load::default(),
+            written_us: (at * 1e6) as u64,
+        };
+        feed(&mut c, &mut log, &[beat(30.0)], 30.0);
+        let proposals = c.proposals(mv("b", 30.1), 30.1);
+        assert_eq!(proposals.len(), 1);
+        feed(&mut c, &mut log, &proposals, 30.1);
+        assert_eq!(c.pending[&key("b")].known_at_propose, [1]);
 
         // A move nobody answers (not even the decider's own fence) is aborted after 10 s.
-        let to = (c.current(b"b").0 + 1) % 6;
-        let proposals = c.proposals(vec![Move {
-            key: key("b"),
-            from: 0,
-            to,
-            at: 4.0,
-        }]);
-        assert_eq!(proposals.len(), 1);
-        feed(&mut c, &mut log, &proposals, 4.0);
-        assert!(c.verdicts(13.9).is_empty());
-        assert!(matches!(c.verdicts(14.1)[..], [Control::Abort { .. }]));
+        feed(&mut c, &mut log, &[beat(39.0)], 39.0);
+        assert!(c.verdicts(40.0).is_empty());
+        assert!(matches!(c.verdicts(40.2)[..], [Control::Abort { .. }]));
+    }
+
+    #[test]
+    fn a_member_that_leaves_is_forgotten_at_once() {
+        let (mut c, mut log) = decider(&[2, 3], 0.0);
+        let proposals = c.proposals(
+            vec![Move {
+                key: key("k"),
+                from: 0,
+                to: 3,
+                at: 0.1,
+            }],
+            0.1,
+        );
+        feed(&mut c, &mut log, &proposals, 0.1);
+        let id = c.pending[&key("k")].id;
+        assert!(c.own_fence_acked(id, 5));
+        let ready = Control::Ready {
+            id,
+            member: 3,
+            fence_offset: 9,
+        };
+        feed(&mut c, &mut log, &[ready], 0.2);
+        // Member 2 leaves before answering: its records are all acknowledged, but some may
+        // be behind the fences already written, so the move aborts rather than commits.
+        let leave = Control::Leave { member: 2 };
+        let effect = log.apply(&leave);
+        assert!(matches!(c.apply(&leave, &effect, 0.3), Action::Decide));
+        assert!(matches!(c.verdicts(0.3)[..], [Control::Abort { .. }]));
+        // Nobody is unaccounted for: the next move goes ahead and waits for 1 and 3 only.
+        assert!(c.membership.unaccounted(0.4).is_empty());
+        let proposals = c.proposals(
+            vec![Move {
+                key: key("j"),
+                from: 0,
+                to: 3,
+                at: 0.4,
+            }],
+            0.4,
+        );
+        feed(&mut c, &mut log, &proposals, 0.4);
+        assert_eq!(c.pending[&key("j")].known_at_propose, [1, 3]);
     }
 
     #[test]
     fn a_new_term_releases_open_moves_and_silences_this_decider() {
         let (mut c, mut log) = decider(&[], 0.0);
-        let proposals = c.proposals(vec![Move {
-            key: key("k"),
-            from: 0,
-            to: 5,
-            at: 0.0,
-        }]);
+        let proposals = c.proposals(
+            vec![Move {
+                key: key("k"),
+                from: 0,
+                to: 5,
+                at: 0.0,
+            }],
+            0.0,
+        );
         feed(&mut c, &mut log, &proposals, 0.1);
         assert!(c.holds(b"k"));
         let claim = Control::Claim { term: 2, member: 2 };
@@ -818,13 +929,14 @@ mod tests {
         assert!(c.verdicts(100.0).is_empty(), "a follower writes no verdict");
     }
 
-    /// The model's view of a move: members live at its propose, readies, when it was read.
+    /// The model's view of a move: members known at its propose, readies, when it was read.
     type ModelMove = (Vec<u64>, std::collections::HashMap<u64, i64>, f64);
 
     /// One step of a random history: time passes, then something happens.
     #[derive(Debug, Clone)]
     enum Op {
         Heartbeat(u64),
+        Leave(u64),
         Propose(usize, u32),
         Ready(u64, usize, i64),
         /// The decider's (member 1's) own fence acknowledged, before its ready is read.
@@ -835,20 +947,22 @@ mod tests {
     fn op() -> impl proptest::strategy::Strategy<Value = (f64, Op)> {
         use proptest::prelude::*;
         let op = prop_oneof![
-            (1u64..=3).prop_map(Op::Heartbeat),
-            (0usize..4, 0u32..6).prop_map(|(k, to)| Op::Propose(k, to)),
-            (1u64..=3, 0usize..4, 0i64..1000).prop_map(|(m, k, f)| Op::Ready(m, k, f)),
-            (0usize..4, 0i64..1000).prop_map(|(k, f)| Op::OwnFence(k, f)),
-            Just(Op::Decide),
+            6 => (1u64..=3).prop_map(Op::Heartbeat),
+            1 => (2u64..=3).prop_map(Op::Leave),
+            3 => (0usize..4, 0u32..6).prop_map(|(k, to)| Op::Propose(k, to)),
+            3 => (1u64..=3, 0usize..4, 0i64..1000).prop_map(|(m, k, f)| Op::Ready(m, k, f)),
+            2 => (0usize..4, 0i64..1000).prop_map(|(k, f)| Op::OwnFence(k, f)),
+            3 => Just(Op::Decide),
         ];
-        (0.0f64..1.5, op)
+        (0.0f64..4.0, op)
     }
 
     proptest::proptest! {
-        /// Against a model that tracks heartbeats and readies itself: the decider (member 1)
-        /// commits a move only when every member it heard within the member timeout at the
-        /// propose is ready or has since been silent for the member timeout, with the highest
-        /// ready fence offset and at least one ready; aborts only after the move timeout;
+        /// Against a model that tracks heartbeats, departures and readies itself: the decider
+        /// (member 1) proposes nothing while another member it knows (heard within the forget
+        /// horizon) is silent for the member timeout; commits a move only when every member it
+        /// knew at the propose is ready, with the highest ready fence offset; aborts only
+        /// after the move timeout or once a member the move waits for is silent or gone;
         /// writes one verdict per move; and every member ends up routing a committed key
         /// along the commit.
         #[test]
@@ -858,19 +972,24 @@ mod tests {
             use std::collections::HashMap;
             let config = CoordinationConfig::default();
             let timeout = config.member_timeout.as_secs_f64();
+            let horizon = config.forget_after().as_secs_f64();
             let keys: Vec<Box<[u8]>> = ["a", "b", "c", "d"].iter().map(|k| key(k)).collect();
             let (mut c, mut log) = decider(&[], 0.0);
             let mut now = 0.0;
             // Model: last heartbeat per member (member 1 counts from its start).
             let mut heard: HashMap<u64, f64> = HashMap::from([(1, 0.0)]);
-            // Per pending move id: members live at its propose, readies, when it was read.
+            let mut left = std::collections::HashSet::new();
             let mut model: HashMap<MoveId, ModelMove> = HashMap::new();
             let mut decided: Vec<MoveId> = Vec::new();
             for (dt, op) in ops {
                 now += dt;
                 match op {
                     Op::Heartbeat(m) => {
-                        heard.insert(m, now);
+                        // A member that left never comes back (ids are unique per start); a
+                        // heartbeat of it read after its leave was written before it.
+                        if !left.contains(&m) {
+                            heard.insert(m, now);
+                        }
                         let hb = Control::Heartbeat {
                             member: m,
                             load: Load::default(),
@@ -878,21 +997,36 @@ mod tests {
                         };
                         feed(&mut c, &mut log, &[hb], now);
                     }
+                    Op::Leave(m) => {
+                        heard.remove(&m);
+                        left.insert(m);
+                        feed(&mut c, &mut log, &[Control::Leave { member: m }], now);
+                    }
                     Op::Propose(k, to) => {
-                        let proposals = c.proposals(vec![Move {
-                            key: keys[k].clone(),
-                            from: 0,
-                            to,
-                            at: now,
-                        }]);
+                        let unaccounted = heard
+                            .iter()
+                            .any(|(&m, &t)| m != 1 && now - t > timeout && now - t <= horizon);
+                        let proposals = c.proposals(
+                            vec![Move {
+                                key: keys[k].clone(),
+                                from: 0,
+                                to,
+                                at: now,
+                            }],
+                            now,
+                        );
+                        proptest::prop_assert!(
+                            !unaccounted || proposals.is_empty(),
+                            "proposed at {now:.2} s while a member is unaccounted for"
+                        );
                         for p in &proposals {
                             if let Control::Propose { id, .. } = p {
-                                let live = heard
+                                let known = heard
                                     .iter()
-                                    .filter(|(_, &t)| now - t <= timeout)
+                                    .filter(|(_, &t)| now - t <= horizon)
                                     .map(|(&m, _)| m)
                                     .collect();
-                                model.insert(*id, (live, HashMap::new(), now));
+                                model.insert(*id, (known, HashMap::new(), now));
                             }
                         }
                         feed(&mut c, &mut log, &proposals, now);
@@ -923,22 +1057,28 @@ mod tests {
                             };
                             proptest::prop_assert!(!decided.contains(&id), "two verdicts of {id:?}");
                             decided.push(id);
-                            let (live, readies, read_at) = &model[&id];
+                            let (known, readies, read_at) = &model[&id];
                             match commit {
                                 Some(e) => {
-                                    for m in live {
-                                        let silent = now - heard[m] > timeout;
+                                    for m in known {
                                         proptest::prop_assert!(
-                                            readies.contains_key(m) || silent,
-                                            "committed {id:?} without live member {m}"
+                                            readies.contains_key(m),
+                                            "committed {id:?} without known member {m}"
                                         );
                                     }
                                     let max = readies.values().copied().max();
                                     proptest::prop_assert_eq!(Some(e.route.fence_offset), max);
                                 }
-                                None => proptest::prop_assert!(
-                                    now - read_at > config.move_timeout.as_secs_f64()
-                                ),
+                                None => {
+                                    let lost = known.iter().any(|m| {
+                                        !readies.contains_key(m)
+                                            && heard.get(m).is_none_or(|&t| now - t > timeout)
+                                    });
+                                    proptest::prop_assert!(
+                                        lost || now - read_at > config.move_timeout.as_secs_f64(),
+                                        "aborted {id:?} early"
+                                    );
+                                }
                             }
                         }
                         feed(&mut c, &mut log, &verdicts, now);
@@ -982,6 +1122,35 @@ mod tests {
         assert_eq!(c.out_of_touch(11.0), None);
     }
 
+    /// A member resumed after a pause judges the decider only once it has caught up with the
+    /// log: before, the decider's latest heartbeat it knows is the pre-pause one.
+    #[test]
+    fn a_resumed_member_claims_only_after_catching_up() {
+        let mut c = Coordinator::new(2, CoordinationConfig::default(), Hasher::default(), 6, 0.0);
+        let mut log = ControlLog::new();
+        let history = [
+            Control::Claim { term: 1, member: 1 },
+            heartbeat(1, 0.0),
+            heartbeat(2, 0.0),
+        ];
+        feed(&mut c, &mut log, &history, 0.1);
+        assert!(!c.should_claim(1.0));
+        // Stopped from 1.0 to 10.0: the decider is silent as far as it knows, but so is its own
+        // latest heartbeat, so it does not claim ...
+        assert!(!c.should_claim(10.0));
+        // ... and reading what was written meanwhile shows the decider alive.
+        feed(
+            &mut c,
+            &mut log,
+            &[heartbeat(1, 9.5), heartbeat(2, 10.0)],
+            10.1,
+        );
+        assert!(!c.should_claim(10.1));
+        // A decider silent for the lease while this member is in touch is replaced.
+        feed(&mut c, &mut log, &[heartbeat(2, 13.2)], 13.2);
+        assert!(c.should_claim(13.2));
+    }
+
     /// One step of two members sharing a log: the decider (member 1) and a follower (member 2)
     /// that can be stopped; each reads the log at its own pace.
     #[derive(Debug, Clone)]
@@ -1013,88 +1182,89 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The zombie rule, whatever either member's reading lag and however long the follower
-        /// is stopped: whenever the follower may route (joined, not stopped, not out of touch),
-        /// every commit in the log it has not read yet is of a move whose propose it has read —
-        /// so it holds that key, and no record of it goes to the old partition behind the
-        /// commit's fence.
-        #[test]
-        fn a_member_in_touch_has_read_every_move_committed_without_it(
-            steps in proptest::collection::vec(step(), 1..200),
-        ) {
-            use std::collections::{HashMap, HashSet};
-            let config = CoordinationConfig::default();
-            let keys: Vec<Box<[u8]>> = ["a", "b", "c"].iter().map(|k| key(k)).collect();
-            let mut shared: Vec<Control> =
-                vec![heartbeat(1, 0.0), heartbeat(2, 0.0), Control::Claim { term: 1, member: 1 }];
-            let mut decider = Coordinator::new(1, config, Hasher::default(), 6, 0.0);
-            let mut follower = Coordinator::new(2, config, Hasher::default(), 6, 0.0);
-            let (mut dlog, mut flog) = (ControlLog::new(), ControlLog::new());
-            let (mut dcur, mut fcur) = (0usize, 0usize);
-            let mut proposed_at: HashMap<MoveId, usize> = HashMap::new();
-            let mut readied: HashSet<MoveId> = HashSet::new();
-            let mut stopped = false;
-            let mut now = 0.0;
-            for step in steps {
-                match step {
-                    Step::Wait(dt) => now += dt,
-                    Step::FollowerBeat if !stopped => shared.push(heartbeat(2, now)),
-                    Step::FollowerReads(n) if !stopped => {
-                        let end = (fcur + n).min(shared.len());
-                        feed(&mut follower, &mut flog, &shared[fcur..end], now);
-                        fcur = end;
-                    }
-                    Step::FollowerReady if !stopped => {
-                        for k in &keys {
-                            if let Some((id, ..)) = follower.fence_of(k) {
-                                if readied.insert(id) {
-                                    shared.push(Control::Ready { id, member: 2, fence_offset: 5 });
+            /// The zombie rule, whatever either member's reading lag and however long the follower
+            /// is stopped: whenever the follower may route (joined, not stopped, not out of touch),
+            /// every commit in the log it has not read yet is of a move whose propose it has read —
+            /// so it holds that key, and no record of it goes to the old partition behind the
+            /// commit's fence.
+            #[test]
+            fn a_member_in_touch_has_read_every_move_committed_without_it(
+                steps in proptest::collection::vec(step(), 1..200),
+            ) {
+                use std::collections::{HashMap, HashSet};
+                let config = CoordinationConfig::default();
+                let keys: Vec<Box<[u8]>> = ["a", "b", "c"].iter().map(|k| key(k)).collect();
+                let mut shared: Vec<Control> =
+                    vec![heartbeat(1, 0.0), heartbeat(2, 0.0), Control::Claim { term: 1, member: 1 }];
+                let mut decider = Coordinator::new(1, config, Hasher::default(), 6, 0.0);
+                let mut follower = Coordinator::new(2, config, Hasher::default(), 6, 0.0);
+                let (mut dlog, mut flog) = (ControlLog::new(), ControlLog::new());
+                let (mut dcur, mut fcur) = (0usize, 0usize);
+                let mut proposed_at: HashMap<MoveId, usize> = HashMap::new();
+                let mut readied: HashSet<MoveId> = HashSet::new();
+                let mut stopped = false;
+                let mut now = 0.0;
+                for step in steps {
+                    match step {
+                        Step::Wait(dt) => now += dt,
+                        Step::FollowerBeat if !stopped => shared.push(heartbeat(2, now)),
+                        Step::FollowerReads(n) if !stopped => {
+                            let end = (fcur + n).min(shared.len());
+                            feed(&mut follower, &mut flog, &shared[fcur..end], now);
+                            fcur = end;
+                        }
+                        Step::FollowerReady if !stopped => {
+                            for k in &keys {
+                                if let Some((id, ..)) = follower.fence_of(k) {
+                                    if readied.insert(id) {
+                                        shared.push(Control::Ready { id, member: 2, fence_offset: 5 });
+                                    }
                                 }
                             }
                         }
-                    }
-                    Step::DeciderBeat => shared.push(heartbeat(1, now)),
-                    Step::DeciderReads(n) => {
-                        let end = (dcur + n).min(shared.len());
-                        for r in &shared[dcur..end] {
-                            let effect = dlog.apply(r);
-                            decider.apply(r, &effect, now);
-                            if let Control::Propose { id, member: 1, .. } = r {
-                                decider.own_fence_acked(*id, 3);
+                        Step::DeciderBeat => shared.push(heartbeat(1, now)),
+                        Step::DeciderReads(n) => {
+                            let end = (dcur + n).min(shared.len());
+                            for r in &shared[dcur..end] {
+                                let effect = dlog.apply(r);
+                                decider.apply(r, &effect, now);
+                                if let Control::Propose { id, member: 1, .. } = r {
+                                    decider.own_fence_acked(*id, 3);
+                                }
+                            }
+                            dcur = end;
+                        }
+                        Step::Propose(k) => {
+                            let at = shared.len();
+                            for p in decider.proposals(
+    vec![Move {
+                                key: keys[k].clone(),
+                                from: 0,
+                                to: 1 + k as u32,
+                                at: now,
+                            }], now) {
+                                if let Control::Propose { id, .. } = &p {
+                                    proposed_at.insert(*id, at);
+                                }
+                                shared.push(p);
                             }
                         }
-                        dcur = end;
+                        Step::Decide => shared.extend(decider.verdicts(now)),
+                        Step::StopOrResume => stopped = !stopped,
+                        _ => {}
                     }
-                    Step::Propose(k) => {
-                        let at = shared.len();
-                        for p in decider.proposals(vec![Move {
-                            key: keys[k].clone(),
-                            from: 0,
-                            to: 1 + k as u32,
-                            at: now,
-                        }]) {
-                            if let Control::Propose { id, .. } = &p {
-                                proposed_at.insert(*id, at);
+                    if !stopped && follower.joined && follower.out_of_touch(now).is_none() {
+                        for r in &shared[fcur..] {
+                            if let Control::Commit { id, .. } = r {
+                                proptest::prop_assert!(
+                                    proposed_at[id] < fcur,
+                                    "at {now:.2} s the follower may route, but has not read the \
+                                     propose of {id:?}, committed without it"
+                                );
                             }
-                            shared.push(p);
-                        }
-                    }
-                    Step::Decide => shared.extend(decider.verdicts(now)),
-                    Step::StopOrResume => stopped = !stopped,
-                    _ => {}
-                }
-                if !stopped && follower.joined && follower.out_of_touch(now).is_none() {
-                    for r in &shared[fcur..] {
-                        if let Control::Commit { id, .. } = r {
-                            proptest::prop_assert!(
-                                proposed_at[id] < fcur,
-                                "at {now:.2} s the follower may route, but has not read the \
-                                 propose of {id:?}, committed without it"
-                            );
                         }
                     }
                 }
             }
         }
-    }
 }

@@ -266,6 +266,8 @@ pub(super) struct State {
     pub fence_rtt: LatencyHistogram,
     /// Coordinated producers ([`super::Routes::Coordinated`]), else `None`.
     pub coord: Option<Coordinator>,
+    /// Members the coordinator last found silent but not forgotten (logged when it changes).
+    pub unaccounted: Vec<keyshift_core::protocol::control::MemberId>,
 }
 
 impl State {
@@ -286,6 +288,7 @@ impl State {
             },
             fence_rtt: LatencyHistogram::new(),
             coord: None,
+            unaccounted: Vec::new(),
         }
     }
 

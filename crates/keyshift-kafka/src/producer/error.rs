@@ -59,6 +59,22 @@ pub enum ProducerBuildError {
         /// What failed.
         reason: String,
     },
+    /// A coordinated producer whose client may keep trying to deliver a record for longer than
+    /// the coordination allows (see `CoordinationConfig::max_message_timeout`).
+    #[error(
+        "{setting}={found_ms} is longer than coordinated producers allow ({max_ms} ms, eight \
+         member timeouts): a record a stopped producer still held could then land behind a \
+         move's fence after the other producers forgot it; lower {setting} or raise the \
+         member timeout"
+    )]
+    MessageTimeout {
+        /// The librdkafka property given (`message.timeout.ms` or `delivery.timeout.ms`).
+        setting: &'static str,
+        /// Its value, in milliseconds.
+        found_ms: u64,
+        /// The largest allowed.
+        max_ms: u64,
+    },
     /// A strategy that moves keys with a producer setting that can lose or reorder a fence.
     #[error(
         "strategy '{strategy}' moves keys between partitions, which needs {setting}={expected} \

@@ -45,6 +45,14 @@ impl Inner {
         now: f64,
     ) -> Result<Submitted, (ProduceError, Vec<(String, Vec<u8>)>)> {
         let coord = st.coord.as_mut().expect("coordinated");
+        if coord.leaving {
+            return Err((
+                ProduceError::Closed {
+                    topic: self.topic.clone(),
+                },
+                headers,
+            ));
+        }
         if let Some(silent) = coord.out_of_touch(now) {
             return Err((
                 ProduceError::OutOfTouch {
@@ -78,7 +86,7 @@ impl Inner {
                 });
             }
             if !moves.is_empty() {
-                for proposal in coord.proposals(moves) {
+                for proposal in coord.proposals(moves, now) {
                     self.control_write(proposal);
                 }
             }
@@ -273,7 +281,12 @@ impl Inner {
         };
         for verdict in coord.verdicts(now) {
             if let Control::Abort { key, .. } = &verdict {
-                tracing::warn!(topic = %self.topic, key = %String::from_utf8_lossy(key), "move not ready within the move timeout; aborting it");
+                tracing::warn!(
+                    topic = %self.topic,
+                    key = %String::from_utf8_lossy(key),
+                    unaccounted = ?coord.membership.unaccounted(now),
+                    "aborting a move: a producer it waits for is silent or left, or it was not ready within the move timeout"
+                );
             }
             self.control_write(verdict);
         }
@@ -287,6 +300,24 @@ impl Inner {
         let Some(coord) = st.coord.as_mut() else {
             return;
         };
+        if coord.leaving {
+            return;
+        }
+        let unaccounted = coord.membership.unaccounted(now);
+        if coord.is_decider() && unaccounted != st.unaccounted {
+            if unaccounted.is_empty() {
+                tracing::info!(topic = %self.topic, "every producer is accounted for again; moves resume");
+            } else {
+                tracing::warn!(
+                    topic = %self.topic,
+                    members = ?unaccounted,
+                    forgotten_after = ?coord.config.forget_after(),
+                    "a producer is silent: its moves are aborted and no key moves until it is heard again or forgotten"
+                );
+            }
+        }
+        st.unaccounted = unaccounted;
+        let coord = st.coord.as_mut().expect("checked");
         if coord
             .last_heartbeat
             .is_none_or(|t| now - t >= HEARTBEAT.as_secs_f64())
@@ -302,8 +333,7 @@ impl Inner {
         }
         let coord = st.coord.as_mut().expect("checked");
         let next = coord.term + 1;
-        if coord.joined && coord.claimed < next && coord.membership.should_claim(coord.decider, now)
-        {
+        if coord.should_claim(now) {
             coord.claimed = next;
             coord.counters.claims += 1;
             tracing::info!(topic = %self.topic, term = next, member = coord.me, decider = ?coord.decider, "claiming the decision");
@@ -390,7 +420,7 @@ impl Inner {
                         coord.claimed = term - 1;
                     }
                 }
-                Control::Heartbeat { .. } => {}
+                Control::Heartbeat { .. } | Control::Leave { .. } => {}
             }
         });
     }

@@ -114,7 +114,7 @@ use crate::config::{ClientSettings, Property};
 use crate::control::{ControlTopic, CONTROL_TOPIC_SUFFIX};
 use crate::trace_events::TraceEventSink;
 use engine::{Enqueued, Inner, RuntimeHandle, State, Submitted, QUEUE_FULL_BACKOFF};
-use keyshift_core::protocol::control::ControlLog;
+use keyshift_core::protocol::control::{Control, ControlLog};
 use keyshift_core::protocol::coordinator::Coordinator;
 use keyshift_trace::Tracing;
 use routes::RouteTopic;
@@ -352,6 +352,7 @@ impl ProducerBuilder {
                         return Err(ParamError::new(what, "must be a positive duration").into());
                     }
                 }
+                cap_message_timeout(&mut config, self.coordination.max_message_timeout())?;
                 // Routes a durable producer of this topic left (an upgrade to coordinated
                 // routes): every member seeds its log with them, so moved keys keep their set.
                 let seed = RouteTopic::read_existing(
@@ -457,6 +458,7 @@ impl ProducerBuilder {
                     self.strategy_config.hasher,
                     partitions,
                     &replayed.log,
+                    &replayed.members,
                     origin.elapsed().as_secs_f64(),
                 ));
                 (Some(topic), Some(replayed))
@@ -736,6 +738,7 @@ impl KeyshiftProducer {
                     decider: c.is_decider(),
                     term: c.term,
                     live_members: c.membership.live(now).len(),
+                    unaccounted_members: c.membership.unaccounted(now).len(),
                     proposed: c.counters.proposed,
                     committed: c.counters.committed,
                     aborted: c.counters.aborted,
@@ -783,6 +786,50 @@ impl KeyshiftProducer {
         })
     }
 
+    /// Flushes like [`KeyshiftProducer::flush`], then, for a coordinated producer, leaves the
+    /// producer group: it writes a leave record to the control log, so the others stop waiting
+    /// for it at once instead of pausing moves until it is forgotten (ten member timeouts; see
+    /// `docs/routing.md`). Records sent after `close` fail with [`ProduceError::Closed`]. When
+    /// the flush fails, nothing is written: the others then treat this producer as silent,
+    /// which is safe whatever happens to the records it still holds.
+    pub async fn close(&self, timeout: Duration) -> Result<(), ProduceError> {
+        let deadline = Instant::now() + timeout;
+        if self.inner.control.is_none() {
+            return self.flush(timeout).await;
+        }
+        // Stop taking records first, so the flush below covers every record this member sends.
+        let me = self.inner.lock().coord.as_mut().map(|coord| {
+            coord.leaving = true;
+            coord.me
+        });
+        let Some(me) = me else {
+            return self.flush(timeout).await;
+        };
+        self.flush(timeout).await?;
+        let control = self.inner.control.as_ref().expect("checked");
+        let leave = Control::Leave { member: me };
+        let left = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            control.write(&leave),
+        )
+        .await;
+        match left {
+            Ok(Ok(_)) => {
+                tracing::info!(topic = %self.inner.topic, member = me, "left the producer group")
+            }
+            Ok(Err(e)) => tracing::warn!(
+                topic = %self.inner.topic,
+                error = %e,
+                "could not write the leave record; the others pause moves until they forget this producer"
+            ),
+            Err(_) => tracing::warn!(
+                topic = %self.inner.topic,
+                "the leave record was not acknowledged in time; the others pause moves until they forget this producer"
+            ),
+        }
+        Ok(())
+    }
+
     /// The topic records go to.
     pub fn topic(&self) -> &str {
         &self.inner.topic
@@ -812,6 +859,37 @@ impl KeyshiftProducer {
     pub fn rdkafka(&self) -> &FutureProducer {
         &self.inner.producer
     }
+}
+
+/// Caps librdkafka's delivery timeout of a coordinated producer at `max` (sets it when the
+/// user did not; refuses a larger value): the zombie argument of
+/// `keyshift_core::protocol::coordinator` needs every record a silent member held to land or
+/// fail before the decider forgets it. librdkafka checks a record's timeout before it puts the
+/// record into a produce request, and times out a request by its first record's remaining time.
+fn cap_message_timeout(
+    config: &mut rdkafka::ClientConfig,
+    max: Duration,
+) -> Result<(), ProducerBuildError> {
+    let max_ms = max.as_millis() as u64;
+    for setting in ["message.timeout.ms", "delivery.timeout.ms"] {
+        let Some(found) = config.get(setting) else {
+            continue;
+        };
+        let found_ms: u64 = found.trim().parse().map_err(|_| {
+            ParamError::new(setting, format!("expected milliseconds, got '{found}'"))
+        })?;
+        // 0 is librdkafka's "no timeout": the longest of all.
+        if found_ms == 0 || found_ms > max_ms {
+            return Err(ProducerBuildError::MessageTimeout {
+                setting,
+                found_ms,
+                max_ms,
+            });
+        }
+        return Ok(());
+    }
+    config.set("message.timeout.ms", max_ms.to_string());
+    Ok(())
 }
 
 impl std::fmt::Debug for KeyshiftProducer {

@@ -64,6 +64,9 @@ pub struct CoordinationStats {
     pub term: u64,
     /// Members heard from within the member timeout (this one included).
     pub live_members: usize,
+    /// Members silent for the member timeout but not yet forgotten: while there is one, no
+    /// key moves (see `docs/routing.md`, "A producer that stops").
+    pub unaccounted_members: usize,
     /// Moves this member proposed (as decider).
     pub proposed: u64,
     /// Moves committed, read from the log.

@@ -439,6 +439,12 @@ fn coordination(
         "Producers heard from within the member timeout, this one included",
         saturating(c.live_members),
     )?;
+    gauge(
+        encoder,
+        "keyshift_producer_coordination_unaccounted_members",
+        "Producers silent for the member timeout and not yet forgotten (or left): while above 0 no key moves",
+        saturating(c.unaccounted_members),
+    )?;
     let mut e = encoder.encode_descriptor(
         "keyshift_producer_coordination_moves",
         "Moves by outcome: proposed (by this producer as decider), committed and aborted (read from the control log)",

@@ -279,7 +279,7 @@ where
         .await?;
     tracing::info!("HTTP stopped; flushing the producer");
     producer
-        .flush(options.flush_timeout)
+        .close(options.flush_timeout)
         .await
         .context("flushing outstanding records at shutdown")?;
     let stats = producer.stats();

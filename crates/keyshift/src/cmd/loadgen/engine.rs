@@ -357,7 +357,7 @@ impl Sink for ProducerSink {
     fn finish(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {
             self.producer
-                .flush(self.flush_timeout)
+                .close(self.flush_timeout)
                 .await
                 .map_err(|e| e.to_string())
         })
