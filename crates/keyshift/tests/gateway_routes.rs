@@ -1035,7 +1035,9 @@ fn a_control_topic_outage_pauses_moves_but_not_other_keys() {
     let setup = Setup::new(topic);
     let (rt, client) = (&setup.rt, &setup.client);
     let proxy = ProxyProcess::start(&setup.bootstrap);
-    let mut flags = keyshift_flags("coordinated");
+    // The default member timeout (3 s): the outages below are timed against it.
+    let mut flags: Vec<&str> = GATEWAY_FLAGS.to_vec();
+    flags.extend(["--routes", "coordinated"]);
     flags.extend(["--control-bootstrap-servers", proxy.addr.as_str()]);
     let mut gateways: Vec<GatewayProcess> = (0..2)
         .map(|_| GatewayProcess::start(&setup.bootstrap, topic, &flags))
