@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use keyshift_core::protocol::control::{Control, ControlLog, Effect, MemberId};
+use keyshift_core::protocol::control::{member_of_key, Control, ControlLog, Effect, MemberId};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -349,12 +349,11 @@ fn replay(
                         log.apply(&record);
                     }
                     None if m.payload().is_none() => {
-                        // A tombstone of `hb/<member>`: a decider forgot the member.
+                        // A tombstone of a member's key: a decider forgot the member.
                         let member = m
                             .key()
                             .and_then(|k| std::str::from_utf8(k).ok())
-                            .and_then(|k| k.strip_prefix("hb/"))
-                            .and_then(|m| m.parse::<MemberId>().ok());
+                            .and_then(member_of_key);
                         if let Some(member) = member {
                             members.remove(&member);
                         }

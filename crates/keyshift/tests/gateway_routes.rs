@@ -124,8 +124,8 @@ fn metric(base: &str, name: &str) -> f64 {
     parse_metrics(&body).get(name).copied().unwrap_or(0.0)
 }
 
-/// One batch of `BATCH` skewed probe records, and the (key, sequence number) of each.
-fn build_batch(keys: &mut Keys, seqs: &mut [u64]) -> (Vec<Value>, Vec<(String, u64)>) {
+/// One batch of `BATCH` skewed probe records.
+fn build_batch(keys: &mut Keys, seqs: &mut [u64]) -> Vec<Value> {
     let now_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -139,14 +139,12 @@ fn build_batch(keys: &mut Keys, seqs: &mut [u64]) -> (Vec<Value>, Vec<(String, u
                 body: String::new(),
             };
             seqs[k] += 1;
-            let key = format!("location_{k}");
-            let record = json!({
-                "key": key,
+            json!({
+                "key": format!("location_{k}"),
                 "body": String::from_utf8(probe.encode()).unwrap(),
-            });
-            (record, (key, probe.seq))
+            })
         })
-        .unzip()
+        .collect()
 }
 
 /// Posts one batch of `BATCH` skewed probe records to the gateway.
@@ -157,7 +155,7 @@ fn send_batch(
     keys: &mut Keys,
     seqs: &mut [u64],
 ) {
-    let (batch, _) = build_batch(keys, seqs);
+    let batch = build_batch(keys, seqs);
     let status = rt.block_on(async {
         client
             .post(format!("{}/batch", gw.base))
@@ -632,7 +630,7 @@ fn replicas_scenario(routes: &str, fault: Fault) -> Outcome {
         for s in seqs.iter_mut() {
             *s += GAP;
         }
-        let (batch, _) = build_batch(&mut keys, &mut seqs);
+        let batch = build_batch(&mut keys, &mut seqs);
         let after_batch = std::mem::replace(&mut seqs, at_pause.clone());
         let post = client
             .post(format!("{}/batch", gateways[2].base))

@@ -142,9 +142,7 @@ impl Control {
             Control::Ready { id, member, .. } => {
                 format!("ready/{}/{}/{member}", id.term, id.seq)
             }
-            Control::Heartbeat { member, .. } | Control::Leave { member } => {
-                format!("hb/{member}")
-            }
+            Control::Heartbeat { member, .. } | Control::Leave { member } => member_key(*member),
         }
     }
 }
@@ -391,6 +389,17 @@ pub fn note_ready(
 /// The log key of a move's records (a tombstone of it removes the move after compaction).
 pub fn move_key(id: MoveId) -> String {
     format!("move/{}/{}", id.term, id.seq)
+}
+
+/// The log key of a member's heartbeats and leave (a tombstone of it forgets the member).
+pub fn member_key(member: MemberId) -> String {
+    format!("hb/{member}")
+}
+
+/// The member whose heartbeats [`member_key`] names, if `log_key` is such a key (a tombstone
+/// carries only its key).
+pub fn member_of_key(log_key: &str) -> Option<MemberId> {
+    log_key.strip_prefix("hb/")?.parse().ok()
 }
 
 /// Why a record did not count.
@@ -732,6 +741,10 @@ mod tests {
         for r in all {
             assert_eq!(Control::decode(&r.encode()), Ok(r));
         }
+        let leave = Control::Leave { member: 7 };
+        assert_eq!(member_of_key(&leave.log_key()), Some(7));
+        assert_eq!(member_of_key("term/1/7"), None);
+        assert_eq!(member_of_key("hb/x"), None);
     }
 
     #[test]

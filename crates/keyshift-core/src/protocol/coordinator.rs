@@ -61,7 +61,7 @@ use std::time::Duration;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::control::{note_ready, Control, ControlLog, Effect, Load, MemberId, MoveId, Rejected};
-use super::membership::{Membership, Wait};
+use super::membership::{Membership, Wait, FORGET_AFTER_TIMEOUTS};
 use super::{FenceHeader, RouteEntry, RouteHeader};
 use crate::hash::Hasher;
 use crate::stats::LatencyHistogram;
@@ -88,7 +88,7 @@ impl CoordinationConfig {
     /// Silence after which a member is forgotten (moves stop waiting for it): ten member
     /// timeouts, as [`Membership::horizon_secs`].
     pub fn forget_after(&self) -> Duration {
-        self.member_timeout * 10
+        self.member_timeout * FORGET_AFTER_TIMEOUTS
     }
 
     /// The longest a member's Kafka client may keep trying to deliver a record (librdkafka's
@@ -96,7 +96,7 @@ impl CoordinationConfig {
     /// record a member handed to its client before it fell silent has landed or failed before
     /// the decider forgets it (see the module docs). 24 s at the defaults.
     pub fn max_message_timeout(&self) -> Duration {
-        self.member_timeout * 8
+        self.member_timeout * (FORGET_AFTER_TIMEOUTS - 2)
     }
 }
 
@@ -843,19 +843,14 @@ mod tests {
         assert!(c.proposals(mv("b", 4.0), 4.0).is_empty());
         assert_eq!(c.membership.unaccounted(29.9), [2]);
         // ... until it is forgotten, ten member timeouts after its last heartbeat.
-        let beat = |at: f64| Control::Heartbeat {
-            member: 1,
-            load: Load::default(),
-            written_us: (at * 1e6) as u64,
-        };
-        feed(&mut c, &mut log, &[beat(30.0)], 30.0);
+        feed(&mut c, &mut log, &[heartbeat(1, 30.0)], 30.0);
         let proposals = c.proposals(mv("b", 30.1), 30.1);
         assert_eq!(proposals.len(), 1);
         feed(&mut c, &mut log, &proposals, 30.1);
         assert_eq!(c.pending[&key("b")].known_at_propose, [1]);
 
         // A move nobody answers (not even the decider's own fence) is aborted after 10 s.
-        feed(&mut c, &mut log, &[beat(39.0)], 39.0);
+        feed(&mut c, &mut log, &[heartbeat(1, 39.0)], 39.0);
         assert!(c.verdicts(40.0).is_empty());
         assert!(matches!(c.verdicts(40.2)[..], [Control::Abort { .. }]));
     }

@@ -26,6 +26,9 @@ use rustc_hash::FxHashMap;
 use super::control::MemberId;
 use crate::ParamError;
 
+/// Member timeouts of silence after which a member is forgotten (the horizon).
+pub const FORGET_AFTER_TIMEOUTS: u32 = 10;
+
 /// Liveness as one member sees it; see the module docs.
 #[derive(Debug, Clone)]
 pub struct Membership {
@@ -88,35 +91,36 @@ impl Membership {
             .is_some_and(|&t| now - t <= self.member_timeout_secs)
     }
 
-    /// Silence after which a member is forgotten: ten member timeouts.
+    /// Silence after which a member is forgotten: [`FORGET_AFTER_TIMEOUTS`] member timeouts.
     pub fn horizon_secs(&self) -> f64 {
-        10.0 * self.member_timeout_secs
+        f64::from(FORGET_AFTER_TIMEOUTS) * self.member_timeout_secs
+    }
+
+    /// Members heard from within `secs` of `now`, in id order.
+    fn heard_within(&self, secs: f64, now: f64) -> Vec<MemberId> {
+        let mut heard: Vec<MemberId> = self
+            .last_seen
+            .iter()
+            .filter(|&(_, &t)| now - t <= secs)
+            .map(|(&m, _)| m)
+            .collect();
+        heard.sort_unstable();
+        heard
     }
 
     /// Members heard from within the forget horizon, in id order: the ones a move proposed
     /// now waits for.
     pub fn known(&self, now: f64) -> Vec<MemberId> {
-        let horizon = self.horizon_secs();
-        let mut known: Vec<MemberId> = self
-            .last_seen
-            .iter()
-            .filter(|&(_, &t)| now - t <= horizon)
-            .map(|(&m, _)| m)
-            .collect();
-        known.sort_unstable();
-        known
+        self.heard_within(self.horizon_secs(), now)
     }
 
     /// Other members that are known but silent for more than the member timeout, in id order:
     /// while there is one, moves pause (see the module docs).
     pub fn unaccounted(&self, now: f64) -> Vec<MemberId> {
-        let mut out: Vec<MemberId> = self
-            .known(now)
+        self.known(now)
             .into_iter()
             .filter(|&m| m != self.me && !self.is_live(m, now))
-            .collect();
-        out.sort_unstable();
-        out
+            .collect()
     }
 
     /// `member` left cleanly: every record it sent is acknowledged or failed, and it sends no
@@ -131,14 +135,7 @@ impl Membership {
 
     /// Members heard from within the member timeout, in id order.
     pub fn live(&self, now: f64) -> Vec<MemberId> {
-        let mut live: Vec<MemberId> = self
-            .last_seen
-            .keys()
-            .copied()
-            .filter(|&m| self.is_live(m, now))
-            .collect();
-        live.sort_unstable();
-        live
+        self.heard_within(self.member_timeout_secs, now)
     }
 
     /// Whether this member should claim the next term, given the decider of the term in force.

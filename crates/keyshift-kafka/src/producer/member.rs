@@ -18,7 +18,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use keyshift_core::protocol::control::{Control, Effect, MemberId, MoveId};
+use keyshift_core::protocol::control::{member_key, Control, Effect, MemberId, MoveId};
 use keyshift_core::protocol::coordinator::Action;
 use keyshift_core::protocol::Step;
 use keyshift_core::strategy::Move;
@@ -347,7 +347,7 @@ impl Inner {
         if coord.is_decider() {
             // Departed members' last heartbeats would otherwise stay in the topic for good.
             for member in gone {
-                self.control_tombstone(format!("hb/{member}"));
+                self.control_tombstone(member_key(member));
             }
         }
         self.decide(st);

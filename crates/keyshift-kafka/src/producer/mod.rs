@@ -794,9 +794,6 @@ impl KeyshiftProducer {
     /// which is safe whatever happens to the records it still holds.
     pub async fn close(&self, timeout: Duration) -> Result<(), ProduceError> {
         let deadline = Instant::now() + timeout;
-        if self.inner.control.is_none() {
-            return self.flush(timeout).await;
-        }
         // Stop taking records first, so the flush below covers every record this member sends.
         let me = self.inner.lock().coord.as_mut().map(|coord| {
             coord.leaving = true;
@@ -806,7 +803,7 @@ impl KeyshiftProducer {
             return self.flush(timeout).await;
         };
         self.flush(timeout).await?;
-        let control = self.inner.control.as_ref().expect("checked");
+        let control = self.inner.control.as_ref().expect("coordinated");
         let leave = Control::Leave { member: me };
         let left = tokio::time::timeout(
             deadline.saturating_duration_since(Instant::now()),
