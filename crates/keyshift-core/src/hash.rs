@@ -26,10 +26,18 @@ impl Hasher {
     /// user's `partitions` once, up front, with a [`crate::ParamError`]).
     #[inline]
     pub fn partition(self, key: &[u8], partitions: u32) -> u32 {
+        self.positive_hash(key) % partitions
+    }
+
+    /// The non-negative hash whose remainder by the partition count is the key's partition:
+    /// computed once, it gives the key's home under several partition counts.
+    #[inline]
+    pub fn positive_hash(self, key: &[u8]) -> u32 {
         match self {
-            Hasher::Murmur2 => kafka_partition(key, partitions),
+            // to_positive's result is in 0..=i32::MAX, so the cast is lossless.
+            Hasher::Murmur2 => to_positive(murmur2(key)) as u32,
             // Go's `int32(h) & 0x7fffffff` keeps the low 31 bits, same as masking the u32.
-            Hasher::Fnv1a => (fnv1a32(key) & 0x7fff_ffff) % partitions,
+            Hasher::Fnv1a => fnv1a32(key) & 0x7fff_ffff,
         }
     }
 }

@@ -29,6 +29,12 @@
 //! 4. Commits. Whenever a consumer commits offset c for a partition, every record below c has
 //!    been processed, and the group's committed offset never goes backwards.
 //!
+//! The topic also grows at random ([`Growth`]): the consumers own every partition from the
+//! start and the producer homes keys on fewer; a growth appends the epoch fences, holds the
+//! records of keys whose home changes until it completes, then homes keys on more partitions,
+//! and keys the strategy left at their old home follow their new one. The producer that grows
+//! without fences ([`Mode::Unfenced`], a plain Kafka producer) must be caught.
+//!
 //! Deliberately broken consumers (routes ignored, commits at the fetch position, fences
 //! without their route, barriers passed on uncommitted local progress, unconfirmed barriers
 //! never committed synchronously) must be caught, so the checks cannot pass vacuously.
@@ -36,6 +42,7 @@
 use std::collections::VecDeque;
 
 use keyshift_core::hash::Hasher;
+use keyshift_core::protocol::epoch::{Growth, EPOCH_KEY};
 use keyshift_core::protocol::{
     FenceHeader, GateRecord, Migrator, Offered, OrderGate, Released, RouteHeader, Step,
 };
@@ -61,12 +68,17 @@ enum Mode {
     /// [`OrderGate::unconfirmed_barriers`] (the runtime before the fix of CI's stalled restart
     /// test): progress past a fence that only an asynchronous commit carried is never learnt.
     NoConfirm,
+    /// Broken producer: the topic grows as with a plain Kafka producer, without epoch headers.
+    Unfenced,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Cfg {
     keys: usize,
+    /// Partitions keys are homed on at the start.
     partitions: u32,
+    /// Partitions of the topic: the active count may grow up to it.
+    max_partitions: u32,
     consumers: usize,
 }
 
@@ -94,6 +106,9 @@ struct Stats {
     crashes: u64,
     rebalances: u64,
     replays: u64,
+    growths: u64,
+    chained_epoch_fences: u64,
+    growth_held: u64,
 }
 
 struct Consumer {
@@ -121,6 +136,12 @@ struct World {
     /// Fence in flight per key: Some(offset) if written, None if its write failed.
     inflight: Vec<Option<Option<i64>>>,
     fail_fences: bool,
+    /// Partitions keys are homed on now.
+    active: u32,
+    /// A growth whose epoch fences are written, with their offsets.
+    growth: Option<(Growth, Vec<i64>)>,
+    /// Index of [`EPOCH_KEY`] in `keys` (after the user keys).
+    epoch_key: usize,
     consumers: Vec<Consumer>,
     violations: Vec<String>,
     stats: Stats,
@@ -129,12 +150,13 @@ struct World {
 impl World {
     fn new(cfg: Cfg, mode: Mode, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let keys: Vec<Vec<u8>> = (0..cfg.keys)
+        let mut keys: Vec<Vec<u8>> = (0..cfg.keys)
             .map(|k| format!("location_{k}").into_bytes())
             .collect();
+        keys.push(EPOCH_KEY.to_vec());
         let mig = Migrator::new(cfg.partitions, Hasher::Murmur2).unwrap();
-        let target = keys.iter().map(|k| mig.home(k)).collect();
-        let n = cfg.partitions as usize;
+        let target = keys[..cfg.keys].iter().map(|k| mig.home(k)).collect();
+        let n = cfg.max_partitions as usize;
         let mut consumers: Vec<Consumer> = (0..cfg.consumers)
             .map(|_| Consumer {
                 gate: OrderGate::new(),
@@ -142,7 +164,7 @@ impl World {
                 in_app: Vec::new(),
             })
             .collect();
-        for p in 0..cfg.partitions {
+        for p in 0..cfg.max_partitions {
             let c = rng.gen_range(0..cfg.consumers);
             consumers[c].gate.assign(p, 0);
             consumers[c].pos[p as usize] = Some(0);
@@ -154,14 +176,17 @@ impl World {
             keys,
             logs: (0..n).map(|_| Vec::new()).collect(),
             committed: vec![0; n],
-            key_seq: vec![0; cfg.keys],
-            key_done: vec![0; cfg.keys],
-            key_last: vec![None; cfg.keys],
+            key_seq: vec![0; cfg.keys + 1],
+            key_done: vec![0; cfg.keys + 1],
+            key_last: vec![None; cfg.keys + 1],
             mig,
             target,
             held: vec![VecDeque::new(); cfg.keys],
             inflight: vec![None; cfg.keys],
             fail_fences: true,
+            active: cfg.partitions,
+            growth: None,
+            epoch_key: cfg.keys,
             consumers,
             violations: Vec::new(),
             stats: Stats::default(),
@@ -199,8 +224,72 @@ impl World {
         self.pump(key);
     }
 
+    /// Whether a growth in progress holds `key`: its home changes and it has no entry (the
+    /// adapter's rule; keys with an entry keep their set).
+    fn growth_holds(&self, key: usize) -> bool {
+        let k = &self.keys[key];
+        self.growth
+            .as_ref()
+            .is_some_and(|(g, _)| g.remaps(Hasher::Murmur2, k) && !self.mig.has_entry(k))
+    }
+
+    /// Writes the epoch fences of a growth to `to` partitions.
+    fn start_growth(&mut self, b: u16) {
+        if self.growth.is_some() || self.active >= self.cfg.max_partitions {
+            return;
+        }
+        let to = self.active + 1 + u32::from(b) % (self.cfg.max_partitions - self.active);
+        let g = Growth::start(self.mig.epoch(), self.active, to).unwrap();
+        let fences = g.fences().to_vec();
+        let mut offsets = Vec::with_capacity(fences.len());
+        for f in fences {
+            if f.route.is_some() {
+                self.stats.chained_epoch_fences += 1;
+            }
+            offsets.push(self.append(f.partition, self.epoch_key, f.route, Some(f.header)));
+        }
+        self.growth = Some((g, offsets));
+    }
+
+    /// Every epoch fence is acknowledged: keys are homed on more partitions from now on.
+    fn finish_growth(&mut self) {
+        let Some((mut g, offsets)) = self.growth.take() else {
+            return;
+        };
+        let (from, to) = g.counts();
+        if self.mode == Mode::Unfenced {
+            self.mig.grow_unfenced(to).unwrap();
+        } else {
+            let mut epoch = None;
+            for (i, &o) in offsets.iter().enumerate() {
+                epoch = g.acked(i, o);
+            }
+            self.mig.grow(epoch.expect("all acknowledged")).unwrap();
+        }
+        self.active = to;
+        self.stats.growths += 1;
+        // The strategy now homes keys on the new count: most keys it left at their old home
+        // follow their new home (held records too, as the adapter re-routes them).
+        for key in 0..self.cfg.keys {
+            let k = &self.keys[key];
+            let (old, new) = (Hasher::Murmur2.partition(k, from), self.mig.home(k));
+            if old != new && self.target[key] == old && self.rng.gen_ratio(3, 4) {
+                self.target[key] = new;
+                self.held[key]
+                    .iter_mut()
+                    .filter(|p| **p == old)
+                    .for_each(|p| *p = new);
+            }
+            self.pump(key);
+        }
+    }
+
     /// Offers the key's held records to the migrator, in order, until one must wait.
     fn pump(&mut self, key: usize) {
+        if self.growth_holds(key) {
+            self.stats.growth_held += u64::from(!self.held[key].is_empty());
+            return;
+        }
         while let Some(&partition) = self.held[key].front() {
             match self.mig.on_record(&self.keys[key], partition) {
                 Step::Send { partition, header } => {
@@ -270,6 +359,11 @@ impl World {
         let i = self.index_of(partition, offset);
         let rec = &mut self.logs[partition as usize][i];
         let (key, seq) = (rec.key, rec.seq);
+        if key == self.epoch_key {
+            // Epoch fences of different partitions have no order between them.
+            rec.done = true;
+            return;
+        }
         self.key_last[key] = Some(seq);
         if rec.done {
             self.stats.replays += 1;
@@ -335,7 +429,7 @@ impl World {
     }
 
     fn owned(&self, c: usize) -> Vec<u32> {
-        (0..self.cfg.partitions)
+        (0..self.cfg.max_partitions)
             .filter(|&p| self.consumers[c].pos[p as usize].is_some())
             .collect()
     }
@@ -440,7 +534,7 @@ impl World {
         }
         // An unsolicited OffsetFetch, of a partition this consumer does not own (the runtime
         // never reads its own partitions' committed offsets).
-        let a = extra % self.cfg.partitions;
+        let a = extra % self.cfg.max_partitions;
         if !self.consumers[c].gate.owns(a) {
             let v = self.committed[a as usize];
             self.consumers[c].gate.observe_committed(a, v);
@@ -502,9 +596,9 @@ impl World {
     fn step(&mut self, (kind, a, b): Action) {
         let key = a as usize % self.cfg.keys;
         let c = b as usize % self.cfg.consumers;
-        match kind % 12 {
+        match kind % 14 {
             0..=2 => self.produce(key),
-            3 => self.target[key] = u32::from(b) % self.cfg.partitions,
+            3 => self.target[key] = u32::from(b) % self.active,
             4 => self.ack(key),
             5 | 6 => {
                 let owned = self.owned(c);
@@ -526,11 +620,14 @@ impl World {
                 }
             }
             10 => self.observe(c, u32::from(a)),
-            _ if a % 3 == 0 => self.crash(c),
-            _ if a % 3 == 1 => {
-                self.rebalance(u32::from(a) % self.cfg.partitions, c, b % 2 == 0);
+            11 if a % 3 == 0 => self.crash(c),
+            11 if a % 3 == 1 => {
+                self.rebalance(u32::from(a) % self.cfg.max_partitions, c, b % 2 == 0);
             }
-            _ => self.commit(c, false),
+            11 => self.commit(c, false),
+            12 if a % 4 == 0 => self.start_growth(b),
+            12 => {}
+            _ => self.finish_growth(),
         }
     }
 
@@ -550,6 +647,7 @@ impl World {
     /// Everything settles: fences acknowledged, all partitions owned and processing continues.
     fn drain(&mut self) {
         self.fail_fences = false;
+        self.finish_growth();
         while (0..self.cfg.keys).any(|k| self.inflight[k].is_some()) {
             for k in 0..self.cfg.keys {
                 self.ack(k);
@@ -618,9 +716,11 @@ fn run(cfg: Cfg, actions: &[Action], seed: u64, mode: Mode) -> (Vec<String>, Sta
 }
 
 fn random_case(rng: &mut ChaCha8Rng) -> (Cfg, Vec<Action>, u64) {
+    let partitions = rng.gen_range(3..=4);
     let cfg = Cfg {
         keys: rng.gen_range(2..=4),
-        partitions: rng.gen_range(3..=4),
+        partitions,
+        max_partitions: partitions + rng.gen_range(0..=3),
         consumers: rng.gen_range(1..=3),
     };
     let n = rng.gen_range(50..400);
@@ -629,10 +729,13 @@ fn random_case(rng: &mut ChaCha8Rng) -> (Cfg, Vec<Action>, u64) {
 }
 
 fn cfg() -> impl Strategy<Value = Cfg> {
-    (2usize..=4, 3u32..=4, 1usize..=3).prop_map(|(keys, partitions, consumers)| Cfg {
-        keys,
-        partitions,
-        consumers,
+    (2usize..=4, 3u32..=4, 0u32..=3, 1usize..=3).prop_map(|(keys, partitions, extra, consumers)| {
+        Cfg {
+            keys,
+            partitions,
+            max_partitions: partitions + extra,
+            consumers,
+        }
     })
 }
 
@@ -667,6 +770,9 @@ fn random_histories_cover_the_interesting_cases() {
         total.crashes += s.crashes;
         total.rebalances += s.rebalances;
         total.replays += s.replays;
+        total.growths += s.growths;
+        total.chained_epoch_fences += s.chained_epoch_fences;
+        total.growth_held += s.growth_held;
     }
     assert!(total.migrations > 0, "{total:?}");
     assert!(total.parked_releases > 0, "{total:?}");
@@ -675,6 +781,9 @@ fn random_histories_cover_the_interesting_cases() {
     assert!(total.crashes > 0, "{total:?}");
     assert!(total.rebalances > 0, "{total:?}");
     assert!(total.replays > 0, "{total:?}");
+    assert!(total.growths > 0, "{total:?}");
+    assert!(total.chained_epoch_fences > 0, "{total:?}");
+    assert!(total.growth_held > 0, "{total:?}");
 }
 
 /// Count of random histories (out of `histories`) on which `mode` breaks a check of the given
@@ -724,6 +833,15 @@ fn the_liveness_check_catches_a_consumer_that_never_confirms_its_barriers() {
 #[test]
 fn the_commit_check_catches_a_consumer_committing_what_it_fetched() {
     assert!(broken_runs(Mode::CommitFetched, "commit:") > 0);
+}
+
+/// Why growth needs epoch fences: a producer that homes keys on more partitions as a plain
+/// Kafka producer does lets a key's new records overtake its older ones.
+#[test]
+fn the_order_check_catches_a_topic_grown_without_epoch_fences() {
+    let n = broken_runs_of(1000, Mode::Unfenced, "order:");
+    eprintln!("{n} of 1000 histories break order when the topic grows unfenced");
+    assert!(n > 0);
 }
 
 /// Why a fence carries the route of the set it closes: without it, a key that moves

@@ -118,6 +118,14 @@ pub enum HeaderError {
     /// A fence offset is negative (Kafka offsets of written records never are).
     #[error("keyshift-route header: fence_offset must be >= 0, found {0}")]
     NegativeOffset(i64),
+    /// Every field decoded, but together they describe nothing valid.
+    #[error("{header} is invalid: {reason}")]
+    Invalid {
+        /// Name of the value.
+        header: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl RouteHeader {

@@ -49,6 +49,14 @@
 //! recorded is unknown, so neither set may get records). [`Migrator::new`] keeps routes in
 //! memory only: a restart then forgets moved keys (unsafe across restarts).
 //!
+//! # Epochs
+//!
+//! After the topic grew ([`Migrator::grow`], see [`super::epoch`]) a key's home is its hash
+//! over the new partition count, and a key without an entry whose home changed carries the
+//! epoch's header ([`super::epoch::Epoch::header`]) on every record, and on a fence that
+//! moves it away before any record reached its new home. No entry is kept for it: the header
+//! is a function of the key and the epoch.
+//!
 //! The fence record itself belongs to the set it closes: it carries that set's route header
 //! (if any) next to its [`FenceHeader`]. Without it a key that moves A → B → C before any record
 //! reached B would leave C waiting only for B's fence, which nothing orders after A's records.
@@ -57,6 +65,7 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 
+use super::epoch::Epoch;
 use super::header::{FenceHeader, RouteHeader};
 use super::route_state::{RouteChange, RouteEntry};
 use crate::hash::Hasher;
@@ -118,6 +127,8 @@ pub struct Migrator {
     /// Whether route changes are queued for the route state ([`Migrator::restore`]).
     durable: bool,
     changes: VecDeque<RouteChange>,
+    /// The last growth of the topic, if it grew while keyshift routed it.
+    epoch: Option<Epoch>,
 }
 
 impl Migrator {
@@ -137,6 +148,7 @@ impl Migrator {
             migrations: 0,
             durable: false,
             changes: VecDeque::new(),
+            epoch: None,
         })
     }
 
@@ -206,6 +218,79 @@ impl Migrator {
         self.hasher.partition(key, self.partitions)
     }
 
+    /// Partitions keys are homed on (the active count: the topic may have more).
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The epoch in force, if the topic grew.
+    pub fn epoch(&self) -> Option<&Epoch> {
+        self.epoch.as_ref()
+    }
+
+    /// The header a key without an entry carries: its epoch barrier if its home changed.
+    fn epoch_header(&self, key: &[u8]) -> Option<RouteHeader> {
+        self.epoch.as_ref().and_then(|e| e.header(self.hasher, key))
+    }
+
+    /// The topic grew to `epoch.to` partitions and every fence of `epoch` is written: keys
+    /// are homed over the new count from now on (see [`super::epoch`]). Entries keep their
+    /// sets (an entry at its old home is simply a routed key now). Refused unless the epoch
+    /// grows from the current count; refused in durable mode until the caller recorded the
+    /// epoch ([`Self::resume_epoch`] is for restoring it).
+    pub fn grow(&mut self, epoch: Epoch) -> Result<(), ParamError> {
+        if epoch.from != self.partitions
+            || epoch.to <= epoch.from
+            || epoch.fences.len() != epoch.from as usize
+        {
+            return Err(ParamError::new(
+                "epoch",
+                format!(
+                    "epoch {} grows {} → {} partitions with {} fences, but keys are homed on {}",
+                    epoch.number,
+                    epoch.from,
+                    epoch.to,
+                    epoch.fences.len(),
+                    self.partitions
+                ),
+            ));
+        }
+        self.partitions = epoch.to;
+        self.epoch = Some(epoch);
+        Ok(())
+    }
+
+    /// Homes keys on `to` partitions with no fence and no header: what a plain Kafka producer
+    /// does when partitions are added (records of a key whose home changed may be processed
+    /// before its older ones). For comparisons only (`keyshift experiment`'s `hash` baseline).
+    pub fn grow_unfenced(&mut self, to: u32) -> Result<(), ParamError> {
+        if to <= self.partitions {
+            return Err(ParamError::new(
+                "partitions",
+                format!("{to} is not more than the {} in use", self.partitions),
+            ));
+        }
+        self.partitions = to;
+        self.epoch = None;
+        Ok(())
+    }
+
+    /// Restores the epoch recorded in the route state into a migrator built for `epoch.to`
+    /// partitions (at restart). Refused when the counts differ.
+    pub fn resume_epoch(&mut self, epoch: Epoch) -> Result<(), ParamError> {
+        if epoch.to != self.partitions || epoch.fences.len() != epoch.from as usize {
+            return Err(ParamError::new(
+                "route state",
+                format!(
+                    "the recorded epoch {} homes keys on {} partitions, not {}",
+                    epoch.number, epoch.to, self.partitions
+                ),
+            ));
+        }
+        self.epoch = Some(epoch);
+        Ok(())
+    }
+
     /// The partition of the key's current set (its last records went there).
     pub fn current(&self, key: &[u8]) -> u32 {
         match self.entries.get(key) {
@@ -220,13 +305,11 @@ impl Migrator {
         debug_assert!(partition < self.partitions, "partition out of range");
         let home = self.home(key);
         let Some(entry) = self.entries.get_mut(key) else {
+            let header = self.epoch_header(key);
             if partition == home {
-                return Step::Send {
-                    partition,
-                    header: None,
-                };
+                return Step::Send { partition, header };
             }
-            return self.start_fence(key, home, 0, None, partition);
+            return self.start_fence(key, home, 0, header, partition);
         };
         if entry.fence.is_some() || entry.saving {
             return Step::Hold;
@@ -347,7 +430,8 @@ impl Migrator {
     /// [`Migrator::record_acked`] once acknowledged: a headed record at the key's home (the
     /// only ones whose acknowledgement drops an entry). Lets an adapter watch just those.
     pub fn wants_ack(&self, key: &[u8], partition: u32, header: Option<RouteHeader>) -> bool {
-        header.is_some() && partition == self.home(key)
+        // An epoch header on a key without an entry drops nothing: no need to watch it.
+        header.is_some() && partition == self.home(key) && self.entries.contains_key(key)
     }
 
     /// The next route change to write to the route state, in the order they must be written
@@ -365,12 +449,20 @@ impl Migrator {
     /// [`Migrator::on_record`] decides again (a new fence if the strategy still moves it).
     pub fn fence_failed(&mut self, key: &[u8]) {
         let home = self.home(key);
+        let bare = self.epoch_header(key);
         if let Some(entry) = self.entries.get_mut(key) {
             entry.fence = None;
-            if entry.route.is_none() && entry.partition == home {
+            // Back to what the key had without an entry: its home, with the epoch's header.
+            if entry.route == bare && entry.partition == home {
                 self.entries.remove(key);
             }
         }
+    }
+
+    /// Whether `key` has an entry (it is away from home, or its set needs a header or a fence
+    /// of it is in flight).
+    pub fn has_entry(&self, key: &[u8]) -> bool {
+        self.entries.contains_key(key)
     }
 
     /// Whether a fence of `key` is in flight (its records are held).
@@ -667,6 +759,78 @@ mod tests {
         assert_eq!(
             Migrator::new(0, Hasher::Murmur2).unwrap_err().name,
             "partitions"
+        );
+    }
+
+    #[test]
+    fn after_growth_only_keys_whose_home_changed_carry_the_epoch_barrier() {
+        use crate::protocol::epoch::Growth;
+        let mut m = Migrator::new(4, Hasher::Murmur2).unwrap();
+        let key_at = |pred: &dyn Fn(u32, u32) -> bool| -> Vec<u8> {
+            (0..)
+                .map(|i| format!("location_{i}").into_bytes())
+                .find(|k| {
+                    pred(
+                        Hasher::Murmur2.partition(k, 4),
+                        Hasher::Murmur2.partition(k, 8),
+                    )
+                })
+                .unwrap()
+        };
+        let (stays, moves) = (key_at(&|a, b| a == b && a != 0), key_at(&|a, b| a != b));
+        let routed = key_at(&|a, _| a == 0);
+        // A key moved before the growth keeps its set across it.
+        assert!(matches!(m.on_record(&routed, 1), Step::Fence { .. }));
+        assert!(m.fence_acked(&routed, 3));
+        let mut g = Growth::start(m.epoch(), 4, 8).unwrap();
+        let epoch = (0..g.fences().len())
+            .map(|i| g.acked(i, 10 + i as i64))
+            .last()
+            .flatten()
+            .unwrap();
+        m.grow(epoch.clone()).unwrap();
+        assert_eq!(m.partitions(), 8);
+        let home = |k: &[u8]| Hasher::Murmur2.partition(k, 8);
+        assert_eq!(
+            m.on_record(&stays, home(&stays)),
+            Step::Send {
+                partition: home(&stays),
+                header: None
+            }
+        );
+        let old = Hasher::Murmur2.partition(&moves, 4);
+        let barrier = RouteHeader {
+            set_index: 0,
+            from_partition: old,
+            fence_offset: 10 + i64::from(old),
+        };
+        assert_eq!(
+            m.on_record(&moves, home(&moves)),
+            Step::Send {
+                partition: home(&moves),
+                header: Some(barrier)
+            }
+        );
+        assert!(
+            !m.wants_ack(&moves, home(&moves), Some(barrier)),
+            "no entry to drop"
+        );
+        assert_eq!(m.len(), 1, "only the routed key has an entry");
+        // Moved away before any record reached its new home: the fence there carries the
+        // barrier, so the next partition waits for the old home too.
+        let away = (home(&moves) + 1) % 8;
+        match m.on_record(&moves, away) {
+            Step::Fence {
+                fence_partition,
+                route,
+                ..
+            } => assert_eq!((fence_partition, route), (home(&moves), Some(barrier))),
+            other => panic!("expected a fence, got {other:?}"),
+        }
+        assert_eq!(m.current(&routed), 1);
+        assert!(
+            m.grow(epoch).is_err(),
+            "an epoch from 4 when keys are homed on 8"
         );
     }
 }

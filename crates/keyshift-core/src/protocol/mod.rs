@@ -22,9 +22,13 @@
 //! [`membership`] holds each member's own judgement of who is alive and when to claim;
 //! [`coordinator`] is one member's side of a move (hold, own fence, ready, the decider's
 //! commit or abort) around those rules.
+//!
+//! Growing the topic: [`epoch`] turns a change of the partition count into one fence per old
+//! partition and a route header on the records of keys whose home changed.
 
 pub mod control;
 pub mod coordinator;
+pub mod epoch;
 mod gate;
 mod header;
 pub mod membership;
