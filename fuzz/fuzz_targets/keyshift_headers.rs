@@ -1,6 +1,6 @@
 //! Fuzzes the decoders of keyshift's own bytes, which arrive from any producer or from a topic
 //! anyone may write to: the `keyshift-route` and `keyshift-fence` record headers, the route-state
-//! value, the control-log record and the per-key state changelog entry. Each must answer a named error, never panic, and whatever
+//! value, the growth epoch, the control-log record and the per-key state changelog entry. Each must answer a named error, never panic, and whatever
 //! it accepts must survive encoding and decoding again unchanged (varints may arrive in a
 //! longer form than the encoder writes, so the bytes themselves may differ).
 //!
@@ -9,6 +9,7 @@
 
 use keyshift_core::keystate::StateEntry;
 use keyshift_core::protocol::control::Control;
+use keyshift_core::protocol::epoch::Epoch;
 use keyshift_core::protocol::{FenceHeader, RouteEntry, RouteHeader};
 use libfuzzer_sys::fuzz_target;
 
@@ -16,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    match mode % 5 {
+    match mode % 6 {
         0 => {
             if let Ok(h) = RouteHeader::decode(rest) {
                 assert_eq!(RouteHeader::decode(&h.encode()), Ok(h));
@@ -35,6 +36,11 @@ fuzz_target!(|data: &[u8]| {
         3 => {
             if let Ok(c) = Control::decode(rest) {
                 assert_eq!(Control::decode(&c.encode()), Ok(c));
+            }
+        }
+        4 => {
+            if let Ok(e) = Epoch::decode(rest) {
+                assert_eq!(Epoch::decode(&e.encode()), Ok(e));
             }
         }
         _ => {

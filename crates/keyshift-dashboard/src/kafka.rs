@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use keyshift_core::protocol::epoch::EPOCH_KEY;
 use keyshift_core::protocol::{is_fence, FenceHeader, FENCE_HEADER};
 use keyshift_kafka::lag::{GroupLag, LagCollector, LagCollectorConfig};
 use keyshift_kafka::{Admin, AdminConfig, ClientSettings};
@@ -309,7 +310,9 @@ fn fence_loop(
                         .find(|h| h.key == FENCE_HEADER)
                         .map(|h| h.value.unwrap_or_default().to_vec())
                 });
-                if !is_fence(header.is_some(), m.payload()) {
+                // A growth's epoch fences close every key homed on a partition, not one key's
+                // set: they are no move.
+                if !is_fence(header.is_some(), m.payload()) || m.key() == Some(EPOCH_KEY) {
                     continue;
                 }
                 let decoded = header.as_deref().and_then(|v| FenceHeader::decode(v).ok());

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -70,6 +70,16 @@ impl Default for AdminConfig {
 /// A failed admin call; every variant names the topic or group it was about.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
+    /// The broker refused to add partitions (CreatePartitions), or does not implement it.
+    #[error("cannot add partitions to topic '{topic}' (to {partitions}): {reason}")]
+    CreatePartitions {
+        /// The topic.
+        topic: String,
+        /// The partition count asked for.
+        partitions: u32,
+        /// The broker's or the client's reason.
+        reason: String,
+    },
     /// The rdkafka client could not be created (usually a bad passthrough property).
     #[error("cannot create a Kafka client for '{bootstrap}': {source}")]
     Client {
@@ -269,6 +279,40 @@ impl Admin {
         };
         self.wait_visible(topic, partitions)?;
         Ok(status)
+    }
+
+    /// Grows `topic` to `partitions` partitions in all (CreatePartitions) and waits until
+    /// metadata shows them. A topic that already has that many is left as it is.
+    pub fn create_partitions(&self, topic: &str, partitions: u32) -> Result<(), AdminError> {
+        let refused = |reason: String| AdminError::CreatePartitions {
+            topic: topic.to_owned(),
+            partitions,
+            reason,
+        };
+        if self.partitions(topic)? >= partitions {
+            return Ok(());
+        }
+        let total = usize::try_from(partitions)
+            .ok()
+            .filter(|&n| n > 0 && n <= i32::MAX as usize)
+            .ok_or_else(|| AdminError::InvalidPartitions {
+                topic: topic.to_owned(),
+                partitions,
+            })?;
+        let timeout = self.timeout();
+        let options = AdminOptions::new()
+            .request_timeout(Some(timeout))
+            .operation_timeout(Some(timeout));
+        let request = NewPartitions::new(topic, total);
+        let results =
+            futures_executor::block_on(self.inner.client.create_partitions([&request], &options))
+                .map_err(|e| refused(e.to_string()))?;
+        match results.into_iter().next() {
+            Some(Ok(_)) => {}
+            Some(Err((_, code))) => return Err(refused(code.to_string())),
+            None => return Err(refused("no result for the topic".into())),
+        }
+        self.wait_visible(topic, partitions)
     }
 
     fn wait_visible(&self, topic: &str, partitions: u32) -> Result<(), AdminError> {

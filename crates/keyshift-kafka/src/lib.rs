@@ -21,6 +21,8 @@
 //!   across migrations and rebalances, applied exactly once per record ([`WithState`]);
 //! - [`trace_events`]: [`TraceEventSink`], kafka-tracing-interceptor events to `_tracing`
 //!   (the producer and consumer also take a `keyshift_trace::Tracing` for OTLP spans);
+//! - [`expand`]: growing a topic's partitions without breaking per-key order (`keyshift
+//!   expand`: CreatePartitions, the producer's epoch fences, the group's drain past them);
 //! - [`broker`]: [`EmbeddedBroker`], an in-process tansu broker so that everything runs with
 //!   no setup, and [`run_standalone`] for `keyshift broker`.
 //!
@@ -75,6 +77,7 @@ pub mod config;
 pub mod consumer;
 pub mod control;
 pub mod exec;
+pub mod expand;
 pub mod feedback;
 pub mod forward;
 pub mod lag;
@@ -100,8 +103,9 @@ pub use exec::ExecHandler;
 pub use feedback::{FeedbackError, FeedbackLoop};
 pub use forward::{record_json, ForwardError, HttpForward};
 pub use producer::{
-    CoordinationConfig, CoordinationStats, Delivery, KeyshiftProducer, PendingDelivery,
-    ProduceError, ProducerBuildError, ProducerBuilder, ProducerStats, Routes, ROUTE_TOPIC_SUFFIX,
+    CoordinationConfig, CoordinationStats, Delivery, GrowthReport, KeyshiftProducer,
+    PendingDelivery, ProduceError, ProducerBuildError, ProducerBuilder, ProducerStats, Routes,
+    ROUTE_TOPIC_SUFFIX,
 };
 pub use sasl_users::SaslUser;
 pub use state::{

@@ -459,6 +459,15 @@ impl Migrator {
         }
     }
 
+    /// Keys whose current set is away from their home, with its partition (what a strategy
+    /// rebuilt for another partition count must keep).
+    pub fn routed(&self) -> impl Iterator<Item = (&[u8], u32)> + '_ {
+        self.entries
+            .iter()
+            .filter(|(k, e)| e.partition != self.home(k))
+            .map(|(k, e)| (&**k, e.partition))
+    }
+
     /// Whether `key` has an entry (it is away from home, or its set needs a header or a fence
     /// of it is in flight).
     pub fn has_entry(&self, key: &[u8]) -> bool {

@@ -39,16 +39,17 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use keyshift_core::hash::Hasher;
 use keyshift_core::protocol::{
     FenceHeader, Migrator, RouteChange, RouteHeader, Step, FENCE_HEADER, FENCE_VALUE, ROUTE_HEADER,
 };
 use keyshift_core::stats::LatencyHistogram;
-use keyshift_core::strategy::Strategy;
+use keyshift_core::strategy::{Strategy, StrategyConfig};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -183,10 +184,17 @@ impl HoldQueue {
             attempts: 0,
         }
     }
+
+    /// Sends every held record to `partition` when released (a growth re-homed the key).
+    pub(super) fn retarget(&mut self, partition: u32) {
+        for r in &mut self.records {
+            r.partition = partition;
+        }
+    }
 }
 
 /// What to do once a held or backlogged record (or fence) is handed to librdkafka.
-enum After {
+pub(super) enum After {
     /// A data record: pass the delivery future to the waiting caller.
     Reply {
         reply: Reply,
@@ -196,6 +204,8 @@ enum After {
     Fence { started: Instant },
     /// This member's fence for a coordinated move: await it, then write its ready.
     MemberFence { id: MoveId, started: Instant },
+    /// Epoch fence `index` of the growth in progress (`growth.rs`).
+    EpochFence { index: usize },
 }
 
 /// A decided record that found librdkafka's queue full (owned copy).
@@ -268,6 +278,8 @@ pub(super) struct State {
     pub coord: Option<Coordinator>,
     /// Members the coordinator last found silent but not forgotten (logged when it changes).
     pub unaccounted: Vec<keyshift_core::protocol::control::MemberId>,
+    /// A growth of the partitions keys are homed on, while it runs (`growth.rs`).
+    pub(super) growth: Option<super::growth::Running>,
 }
 
 impl State {
@@ -289,6 +301,7 @@ impl State {
             fence_rtt: LatencyHistogram::new(),
             coord: None,
             unaccounted: Vec::new(),
+            growth: None,
         }
     }
 
@@ -315,7 +328,10 @@ pub(super) enum Submitted {
 pub(super) struct Inner {
     pub producer: FutureProducer,
     pub topic: String,
-    pub partitions: u32,
+    /// Partitions keys are homed on (the topic may have more); grows with `growth.rs`.
+    pub partitions: AtomicU32,
+    /// The strategy's options, to rebuild it for a new partition count.
+    pub strategy_config: StrategyConfig,
     pub origin: Instant,
     pub strategy_name: &'static str,
     pub fence_attempts: u32,
@@ -345,6 +361,11 @@ fn is_queue_full(err: &KafkaError) -> bool {
 }
 
 impl Inner {
+    /// The hash that homes keys without a route.
+    pub fn hasher(&self) -> Hasher {
+        self.strategy_config.hasher
+    }
+
     /// Locks the state; a panic elsewhere while holding it leaves consistent-enough state
     /// (every mutation is a few field writes), so poisoning is ignored rather than spread.
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -396,13 +417,18 @@ impl Inner {
                 partition = pinned;
             }
         }
-        let Some(migrator) = st.migrator.as_mut() else {
+        if st.migrator.is_none() {
             return self.send_direct(st, key, partition, None, value, headers);
-        };
+        }
         if st.held.contains_key(key) {
             // A fence of this key is in flight (or being retried): wait behind it.
             return Ok(self.hold(st, key, partition, value, headers));
         }
+        if st.growth.is_some() && self.growth_holds(st, key, true) {
+            // Its home changes in a growth whose epoch fences are being written.
+            return Ok(self.hold(st, key, partition, value, headers));
+        }
+        let migrator = st.migrator.as_mut().expect("checked above");
         match migrator.on_record(key, partition) {
             Step::Send { partition, header } => {
                 self.send_direct(st, key, partition, header, value, headers)
@@ -568,7 +594,7 @@ impl Inner {
     }
 
     /// Sends a held/backlog-bound record or fence, behind the backlog if it is non-empty.
-    fn emit(self: &Arc<Self>, st: &mut State, rec: Outgoing<'_>, after: After) {
+    pub(super) fn emit(self: &Arc<Self>, st: &mut State, rec: Outgoing<'_>, after: After) {
         if !st.backlog.is_empty() {
             st.backlog.push_back(rec.to_owned(after));
             self.ensure_drainer(st);
@@ -683,6 +709,7 @@ impl Inner {
             After::MemberFence { id, started } => {
                 self.member_fence_sent(st, key, id, started, result)
             }
+            After::EpochFence { index } => self.epoch_fence_sent(st, index, result),
         }
     }
 
@@ -959,6 +986,11 @@ impl Inner {
     /// pending; then every record goes along the key's current route.
     pub(super) fn release(self: &Arc<Self>, st: &mut State, key: &[u8]) {
         if st.coord.as_ref().is_some_and(|c| c.holds(key)) {
+            return;
+        }
+        if st.growth.is_some() && st.held.contains_key(key) && self.growth_holds(st, key, false) {
+            // It lost its route (a failed fence) while a growth changes its home: it waits
+            // for the growth (which re-offers it) like the keys it held from the start.
             return;
         }
         loop {

@@ -190,6 +190,15 @@ pub enum ProduceError {
         /// The last attempt's error.
         source: Box<KafkaError>,
     },
+    /// [`super::KeyshiftProducer::grow`] was refused or called off; nothing was homed on the
+    /// new partition count.
+    #[error("cannot grow topic '{topic}': {reason}")]
+    Growth {
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
     /// [`super::KeyshiftProducer::move_key`] on a producer whose settings can lose a fence.
     #[error(
         "cannot move key '{key}' of topic '{topic}': moving keys needs an idempotent producer \

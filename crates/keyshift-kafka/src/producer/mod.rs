@@ -90,6 +90,7 @@
 
 mod engine;
 mod error;
+mod growth;
 mod member;
 mod routes;
 mod stats;
@@ -97,7 +98,7 @@ mod trace;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -121,6 +122,7 @@ use routes::RouteTopic;
 use trace::RecordTrace;
 
 pub use error::{ProduceError, ProducerBuildError};
+pub use growth::GrowthReport;
 pub use keyshift_core::protocol::coordinator::CoordinationConfig;
 pub use member::HEARTBEAT;
 pub use routes::{Routes, ROUTE_TOPIC_SUFFIX};
@@ -292,7 +294,7 @@ impl ProducerBuilder {
         if self.fence_attempts == 0 {
             return Err(ParamError::new("fence-attempts", "must be at least 1").into());
         }
-        let partitions = match self.partitions {
+        let mut partitions = match self.partitions {
             Some(0) => return Err(ProducerBuildError::ZeroPartitions { topic: self.topic }),
             Some(n) => n,
             None => Admin::new(&self.settings)
@@ -302,7 +304,7 @@ impl ProducerBuilder {
                     source,
                 })?,
         };
-        let strategy = build_with(&self.strategy, partitions, &self.strategy_config)?;
+        let mut strategy = build_with(&self.strategy, partitions, &self.strategy_config)?;
         let mut config = self.settings.producer_config();
         for (key, value) in self.properties {
             let property = Property::new(key, value)?;
@@ -429,13 +431,32 @@ impl ProducerBuilder {
                         ),
                     });
                 }
-                let (routes, restored) =
+                let (routes, restored, epoch) =
                     RouteTopic::open(&self.settings, name, self.routes_timeout)?;
-                let migrator = Migrator::restore(partitions, self.strategy_config.hasher, restored)
-                    .map_err(|e| ProducerBuildError::RouteState {
-                        topic: routes.name.clone(),
-                        reason: e.reason,
-                    })?;
+                // A recorded growth decides the partitions keys are homed on.
+                if let Some(e) = &epoch {
+                    if e.to != partitions {
+                        tracing::info!(
+                            topic = %self.topic,
+                            epoch = e.number,
+                            partitions = e.to,
+                            asked = partitions,
+                            "the route state records a growth: keys are homed on its count"
+                        );
+                    }
+                    partitions = e.to;
+                    strategy = build_with(&self.strategy, partitions, &self.strategy_config)?;
+                }
+                let state_error = |e: keyshift_core::ParamError| ProducerBuildError::RouteState {
+                    topic: routes.name.clone(),
+                    reason: e.reason,
+                };
+                let mut migrator =
+                    Migrator::restore(partitions, self.strategy_config.hasher, restored)
+                        .map_err(state_error)?;
+                if let Some(e) = epoch {
+                    migrator.resume_epoch(e).map_err(state_error)?;
+                }
                 (Some(migrator), Some(routes))
             }
         };
@@ -475,7 +496,8 @@ impl ProducerBuilder {
             inner: Arc::new(Inner {
                 producer,
                 topic: self.topic,
-                partitions,
+                partitions: AtomicU32::new(partitions),
+                strategy_config: self.strategy_config,
                 origin,
                 strategy_name,
                 fence_attempts: self.fence_attempts,
@@ -660,11 +682,12 @@ impl KeyshiftProducer {
                 found: u.found.clone(),
             });
         }
-        if partition >= self.inner.partitions {
+        let partitions = self.inner.partitions.load(Ordering::Relaxed);
+        if partition >= partitions {
             return Err(ProduceError::InvalidPartition {
                 topic: self.inner.topic.clone(),
                 partition,
-                partitions: self.inner.partitions,
+                partitions,
             });
         }
         let mut st = self.inner.lock();
@@ -699,7 +722,10 @@ impl KeyshiftProducer {
         let st = self.inner.lock();
         match &st.migrator {
             Some(m) => m.current(key),
-            None => keyshift_core::hash::kafka_partition(key, self.inner.partitions),
+            None => self
+                .inner
+                .hasher()
+                .partition(key, self.inner.partitions.load(Ordering::Relaxed)),
         }
     }
 
@@ -834,7 +860,73 @@ impl KeyshiftProducer {
 
     /// The topic's partition count the strategy routes over.
     pub fn partitions(&self) -> u32 {
-        self.inner.partitions
+        self.inner.partitions.load(Ordering::Relaxed)
+    }
+
+    /// Homes keys on `to` partitions from now on, keeping per-key order: one epoch fence per
+    /// partition in use, and the records of keys whose home changes carry the barrier of their
+    /// old home (`keyshift_core::protocol::epoch`). The topic must already have `to`
+    /// partitions (CreatePartitions, or a topic created larger than the count in use). Only
+    /// the keys whose home changes and that have no route of their own wait, until every
+    /// fence is acknowledged (and, with durable routes, the epoch recorded). Refused for
+    /// coordinated producers and while another growth runs ([`ProduceError::Growth`]).
+    pub async fn grow(&self, to: u32) -> Result<GrowthReport, ProduceError> {
+        self.check_topic_has(to).await?;
+        let rx = self.inner.start_growth(to, true)?;
+        rx.await.unwrap_or_else(|_| {
+            Err(ProduceError::Closed {
+                topic: self.inner.topic.clone(),
+            })
+        })
+    }
+
+    /// Refuses a growth beyond the partitions the topic has (records would fail), reading
+    /// fresh metadata, which also tells librdkafka about partitions added since it looked.
+    async fn check_topic_has(&self, to: u32) -> Result<(), ProduceError> {
+        let producer = self.inner.producer.clone();
+        let topic = self.inner.topic.clone();
+        let count = tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(
+                metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .map_or(0, |t| t.partitions().len()),
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        let refuse = |reason: String| ProduceError::Growth {
+            topic: self.inner.topic.clone(),
+            reason,
+        };
+        match count {
+            Err(e) => Err(refuse(format!(
+                "cannot read the topic's partition count: {e}"
+            ))),
+            Ok(n) if (n as u64) < u64::from(to) => Err(refuse(format!(
+                "the topic has {n} partitions, fewer than {to}: add partitions first \
+                 (`keyshift expand` does, where the broker supports CreatePartitions)"
+            ))),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// Homes keys on `to` partitions at once with no fence, as a plain Kafka producer does
+    /// when partitions are added: a key whose home changes may have its new records processed
+    /// before its older ones. For comparisons (`keyshift experiment`'s `hash` baseline).
+    pub fn grow_unfenced(&self, to: u32) -> Result<GrowthReport, ProduceError> {
+        let mut rx = self.inner.start_growth(to, false)?;
+        rx.try_recv().unwrap_or_else(|_| {
+            Err(ProduceError::Closed {
+                topic: self.inner.topic.clone(),
+            })
+        })
     }
 
     /// The strategy's name.
@@ -893,7 +985,7 @@ impl std::fmt::Debug for KeyshiftProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyshiftProducer")
             .field("topic", &self.inner.topic)
-            .field("partitions", &self.inner.partitions)
+            .field("partitions", &self.partitions())
             .field("strategy", &self.inner.strategy_name)
             .finish_non_exhaustive()
     }

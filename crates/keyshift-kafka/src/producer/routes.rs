@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use keyshift_core::hash::kafka_partition;
+use keyshift_core::protocol::epoch::{Epoch, EPOCH_KEY};
 use keyshift_core::protocol::RouteEntry;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -67,13 +68,16 @@ pub(super) struct RouteTopic {
 /// The route state read at start: the last value of every key still routed.
 pub(super) type Restored = Vec<(Box<[u8]>, RouteEntry)>;
 
+/// The route state read at start, with the epoch of the last growth if the topic grew.
+type Read = (Restored, Option<Epoch>);
+
 impl RouteTopic {
     /// Creates (if missing) and reads the route topic `name`; see the module docs.
     pub fn open(
         settings: &ClientSettings,
         name: String,
         timeout: Duration,
-    ) -> Result<(Self, Restored), ProducerBuildError> {
+    ) -> Result<(Self, Restored, Option<Epoch>), ProducerBuildError> {
         let err = |reason: String| ProducerBuildError::RouteState {
             topic: name.clone(),
             reason,
@@ -86,7 +90,9 @@ impl RouteTopic {
             Err(AdminError::PartitionMismatch { existing, .. }) => existing,
             Err(e) => return Err(err(format!("cannot create it: {e}"))),
         };
-        Self::read_whole(settings, &admin, name.clone(), partitions, timeout).map_err(err)
+        Self::read_whole(settings, &admin, name.clone(), partitions, timeout)
+            .map(|(topic, (restored, epoch))| (topic, restored, epoch))
+            .map_err(err)
     }
 
     /// Reads the route topic `name` if it exists, without creating it: what coordinated
@@ -106,9 +112,16 @@ impl RouteTopic {
             Err(AdminError::UnknownTopic { .. }) => return Ok(None),
             Err(e) => return Err(err(format!("cannot tell whether it exists: {e}"))),
         };
-        Self::read_whole(settings, &admin, name.clone(), partitions, timeout)
-            .map(|(_, restored)| Some(restored))
-            .map_err(err)
+        let (_, (restored, epoch)) =
+            Self::read_whole(settings, &admin, name.clone(), partitions, timeout).map_err(err)?;
+        if let Some(e) = epoch {
+            return Err(err(format!(
+                "the topic grew to {} partitions with durable routes (epoch {}); coordinated \
+                 producers cannot continue a grown topic yet: keep durable routes",
+                e.to, e.number
+            )));
+        }
+        Ok(Some(restored))
     }
 
     /// The topic `name` of `partitions`, read from the beginning to its current end.
@@ -118,7 +131,7 @@ impl RouteTopic {
         name: String,
         partitions: u32,
         timeout: Duration,
-    ) -> Result<(Self, Restored), String> {
+    ) -> Result<(Self, Read), String> {
         let ends = admin
             .end_offsets(&name)
             .map_err(|e| format!("cannot read its end offsets: {e}"))?;
@@ -133,7 +146,7 @@ impl RouteTopic {
         settings: &ClientSettings,
         ends: &[i64],
         timeout: Duration,
-    ) -> Result<Restored, String> {
+    ) -> Result<Read, String> {
         let consumer = state_reader(
             settings,
             "keyshift-routes-reader",
@@ -143,6 +156,7 @@ impl RouteTopic {
         )?;
         let mut todo: Vec<bool> = ends.iter().map(|&end| end > 0).collect();
         let mut last: HashMap<Box<[u8]>, Option<RouteEntry>> = HashMap::new();
+        let mut epoch = None;
         let deadline = Instant::now() + timeout;
         let mut read = 0u64;
         while todo.iter().any(|&t| t) {
@@ -177,6 +191,16 @@ impl RouteTopic {
                     "record at partition {p} offset {offset} has no key (expected the user key)"
                 ));
             };
+            if key == EPOCH_KEY {
+                // The last growth (see `growth.rs`); a later one replaces it.
+                let value = message.payload().unwrap_or_default();
+                epoch =
+                    Some(Epoch::decode(value).map_err(|e| {
+                        format!("epoch record at partition {p} offset {offset}: {e}")
+                    })?);
+                read += 1;
+                continue;
+            }
             let entry = match message.payload() {
                 None => None,
                 Some(value) => Some(RouteEntry::decode(value).map_err(|e| {
@@ -197,9 +221,10 @@ impl RouteTopic {
             topic = %self.name,
             records = read,
             routed_keys = restored.len(),
+            epoch = epoch.as_ref().map(|e| e.number),
             "route state read"
         );
-        Ok(restored)
+        Ok((restored, epoch))
     }
 
     /// The record that writes one route change: the key's new set, or a tombstone.

@@ -1,0 +1,356 @@
+//! Growing the partitions keys are homed on, with one epoch fence per old partition
+//! ([`keyshift_core::protocol::epoch`] has the protocol and why it keeps per-key order).
+//!
+//! [`super::KeyshiftProducer::grow`] writes the epoch fences through the producer's one
+//! idempotent client, so each lands behind every record already sent to its partition. Until
+//! all are acknowledged (and, with durable routes, the epoch is recorded in the route topic
+//! under [`EPOCH_KEY`]) records of keys whose home changes and that have no route of their own
+//! wait in their key's hold queue — the same queue a moving key's records wait in; every
+//! other key keeps flowing. Then the migrator homes keys on the new count, the strategy is
+//! rebuilt for it (keys it had moved keep their partition), and the held keys are released to
+//! their new home with the barrier of their old one.
+//!
+//! A fence that cannot be written calls the growth off: nothing was homed on the new count, so
+//! the held records go where they would have gone before (an epoch fence with nobody waiting
+//! on it is harmless). A failed write of the epoch to the route topic is retried until it
+//! succeeds, the held keys waiting, because the record may have landed.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keyshift_core::protocol::epoch::{Epoch, Growth, EPOCH_KEY};
+use keyshift_core::protocol::{Migrator, FENCE_VALUE};
+use keyshift_core::strategy::build_with;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::DeliveryFuture;
+use rustc_hash::FxHashSet;
+use tokio::sync::oneshot;
+
+use super::engine::{After, Inner, Outgoing, State};
+use super::error::ProduceError;
+
+/// What a growth did, answered by [`super::KeyshiftProducer::grow`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrowthReport {
+    /// Partitions keys were homed on before.
+    pub from: u32,
+    /// Partitions keys are homed on now.
+    pub to: u32,
+    /// The epoch's number (`None` for an unfenced growth or a strategy that keeps no order).
+    pub epoch: Option<u32>,
+    /// Epoch fences written.
+    pub fences: usize,
+    /// Per old partition (index = partition), the offset of the epoch fence records of keys
+    /// homed there before wait for: once a consumer group's committed offset of every old
+    /// partition is past its barrier, no record of that group waits for the growth any more.
+    /// Empty for an unfenced growth.
+    pub barriers: Vec<i64>,
+    /// Keys whose records waited for the growth to complete.
+    pub held_keys: usize,
+    /// Records that waited.
+    pub held_records: u64,
+    /// From the first fence sent to the switch.
+    pub took: Duration,
+}
+
+/// A growth in progress.
+pub(super) struct Running {
+    growth: Growth,
+    /// Keys whose records wait for it.
+    held: FxHashSet<Box<[u8]>>,
+    held_records: u64,
+    started: Instant,
+    /// The epoch once every fence is acknowledged (durable routes: while it is recorded).
+    epoch: Option<Epoch>,
+    done: Option<oneshot::Sender<Result<GrowthReport, ProduceError>>>,
+}
+
+impl Running {
+    /// Whether `key`'s records must wait: its home changes and it has no route of its own.
+    fn holds(&self, inner: &Inner, migrator: &Migrator, key: &[u8]) -> bool {
+        self.growth.remaps(inner.hasher(), key) && !migrator.has_entry(key)
+    }
+}
+
+impl Inner {
+    /// Whether a growth in progress holds `key`; if so the key is noted for release (and
+    /// `new_record` counted).
+    pub(super) fn growth_holds(&self, st: &mut State, key: &[u8], new_record: bool) -> bool {
+        let (Some(run), Some(migrator)) = (st.growth.as_mut(), st.migrator.as_ref()) else {
+            return false;
+        };
+        if !run.holds(self, migrator, key) {
+            return false;
+        }
+        if !run.held.contains(key) {
+            run.held.insert(key.into());
+        }
+        run.held_records += u64::from(new_record);
+        true
+    }
+
+    /// Starts growing to `to` partitions; the receiver answers when it completed or failed.
+    /// `fenced: false` homes keys on `to` at once, as a plain producer would.
+    pub(super) fn start_growth(
+        self: &Arc<Self>,
+        to: u32,
+        fenced: bool,
+    ) -> Result<oneshot::Receiver<Result<GrowthReport, ProduceError>>, ProduceError> {
+        let refuse = |reason: String| ProduceError::Growth {
+            topic: self.topic.clone(),
+            reason,
+        };
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let from = self.partitions.load(Ordering::Relaxed);
+        if st.coord.is_some() {
+            return Err(refuse(
+                "coordinated producers cannot grow the topic yet; use durable routes (one \
+                 producer) for a topic that grows"
+                    .into(),
+            ));
+        }
+        if st.growth.is_some() {
+            return Err(refuse("a growth is already in progress".into()));
+        }
+        if to <= from {
+            return Err(refuse(format!(
+                "{to} partitions is not more than the {from} keys are homed on"
+            )));
+        }
+        let (tx, rx) = oneshot::channel();
+        let started = Instant::now();
+        let Some(migrator) = st.migrator.as_mut().filter(|_| fenced) else {
+            // Unfenced, or a strategy that keeps no order: home keys on `to` now.
+            if let Some(m) = st.migrator.as_mut() {
+                m.grow_unfenced(to).map_err(|e| refuse(e.reason))?;
+            }
+            self.rehome(st, to)?;
+            let _ = tx.send(Ok(GrowthReport {
+                from,
+                to,
+                epoch: None,
+                fences: 0,
+                barriers: Vec::new(),
+                held_keys: 0,
+                held_records: 0,
+                took: started.elapsed(),
+            }));
+            return Ok(rx);
+        };
+        let growth = Growth::start(migrator.epoch(), from, to).map_err(|e| refuse(e.reason))?;
+        tracing::info!(
+            topic = %self.topic,
+            from,
+            to,
+            epoch = growth.number(),
+            fences = growth.fences().len(),
+            "growing: writing one epoch fence per old partition"
+        );
+        let fences = growth.fences().to_vec();
+        st.growth = Some(Running {
+            growth,
+            held: FxHashSet::default(),
+            held_records: 0,
+            started,
+            epoch: None,
+            done: Some(tx),
+        });
+        for (index, f) in fences.into_iter().enumerate() {
+            st.counters.fences += 1;
+            let rec = Outgoing {
+                key: EPOCH_KEY,
+                partition: f.partition,
+                value: FENCE_VALUE.as_slice(),
+                headers: &[],
+                route: f.route,
+                fence: Some(f.header),
+            };
+            self.emit(st, rec, After::EpochFence { index });
+        }
+        Ok(rx)
+    }
+
+    /// An epoch fence was handed to librdkafka (or refused).
+    pub(super) fn epoch_fence_sent(
+        self: &Arc<Self>,
+        st: &mut State,
+        index: usize,
+        result: Result<DeliveryFuture, KafkaError>,
+    ) {
+        let future = match result {
+            Ok(f) => f,
+            Err(err) => return self.growth_failed(st, &err.to_string()),
+        };
+        let inner = Arc::clone(self);
+        self.runtime.handle.spawn(async move {
+            let report = future.await;
+            let mut guard = inner.lock();
+            let st = &mut *guard;
+            match report {
+                Ok(Ok(delivery)) => inner.epoch_fence_acked(st, index, delivery.offset),
+                Ok(Err((err, _))) => inner.growth_failed(st, &err.to_string()),
+                Err(_canceled) => inner.growth_failed(st, "the fence's report was lost"),
+            }
+        });
+    }
+
+    fn epoch_fence_acked(self: &Arc<Self>, st: &mut State, index: usize, offset: i64) {
+        let Some(run) = st.growth.as_mut() else {
+            return;
+        };
+        let Some(epoch) = run.growth.acked(index, offset) else {
+            return;
+        };
+        if self.routes.is_some() {
+            run.epoch = Some(epoch.clone());
+            self.record_epoch(epoch, 0);
+        } else {
+            self.apply_epoch(st, epoch);
+        }
+    }
+
+    /// Durable routes: writes the epoch to the route topic, then applies it; retried until
+    /// acknowledged (it may have landed even when its report failed).
+    fn record_epoch(self: &Arc<Self>, epoch: Epoch, failures: u32) {
+        let Some(routes) = &self.routes else {
+            return;
+        };
+        let value = epoch.encode();
+        let sent = self
+            .producer
+            .send_result(routes.record(EPOCH_KEY, Some(&value)))
+            .map_err(|(err, _)| err);
+        let inner = Arc::clone(self);
+        self.runtime.handle.spawn(async move {
+            let outcome = match sent {
+                Ok(future) => match future.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((err, _))) => Err(err.to_string()),
+                    Err(_) => Err("the write's report was lost".to_owned()),
+                },
+                Err(err) => Err(err.to_string()),
+            };
+            match outcome {
+                Ok(()) => {
+                    let mut guard = inner.lock();
+                    inner.apply_epoch(&mut guard, epoch);
+                }
+                Err(error) => {
+                    let failures = failures + 1;
+                    tracing::warn!(
+                        topic = %inner.topic,
+                        failures,
+                        %error,
+                        "the epoch could not be recorded in the route topic; retrying"
+                    );
+                    tokio::time::sleep(inner.fence_backoff * failures.min(10)).await;
+                    inner.record_epoch(epoch, failures);
+                }
+            }
+        });
+    }
+
+    /// Every fence is written (and the epoch recorded): home keys on the new count and
+    /// release the held keys to their new home.
+    fn apply_epoch(self: &Arc<Self>, st: &mut State, epoch: Epoch) {
+        let Some(run) = st.growth.take() else {
+            return;
+        };
+        let (from, to, number) = (epoch.from, epoch.to, epoch.number);
+        let barriers = epoch.fences.clone();
+        let grown = st.migrator.as_mut().map(|m| m.grow(epoch));
+        if let Some(Err(e)) = grown {
+            // Cannot happen: the growth started from the migrator's count under this lock.
+            st.growth = Some(run);
+            return self.growth_failed(st, &e.reason);
+        }
+        if let Err(e) = self.rehome(st, to) {
+            tracing::error!(topic = %self.topic, error = %e, "strategy not rebuilt");
+        }
+        let held_keys = run.held.len();
+        for key in &run.held {
+            self.send_held_home(st, key);
+        }
+        let report = GrowthReport {
+            from,
+            to,
+            epoch: Some(number),
+            fences: run.growth.fences().len(),
+            barriers,
+            held_keys,
+            held_records: run.held_records,
+            took: run.started.elapsed(),
+        };
+        tracing::info!(
+            topic = %self.topic,
+            from,
+            to,
+            epoch = number,
+            held_keys,
+            held_records = run.held_records,
+            took_ms = report.took.as_millis() as u64,
+            "grown: keys are homed on the new partition count"
+        );
+        if let Some(done) = run.done {
+            let _ = done.send(Ok(report));
+        }
+    }
+
+    /// Re-offers a key held by the growth, its records bound for its new home.
+    fn send_held_home(self: &Arc<Self>, st: &mut State, key: &[u8]) {
+        let Some(home) = st.migrator.as_ref().map(|m| m.current(key)) else {
+            return;
+        };
+        if let Some(queue) = st.held.get_mut(key) {
+            queue.retarget(home);
+        }
+        self.release(st, key);
+    }
+
+    /// A fence could not be written: the growth is called off and the held keys go on as
+    /// before it.
+    fn growth_failed(self: &Arc<Self>, st: &mut State, error: &str) {
+        let Some(run) = st.growth.take() else {
+            return;
+        };
+        st.counters.fence_failures += 1;
+        tracing::error!(
+            topic = %self.topic,
+            %error,
+            "an epoch fence could not be written; growth called off"
+        );
+        for key in &run.held {
+            self.release(st, key);
+        }
+        if let Some(done) = run.done {
+            let _ = done.send(Err(ProduceError::Growth {
+                topic: self.topic.clone(),
+                reason: format!("an epoch fence could not be written: {error}"),
+            }));
+        }
+    }
+
+    /// Homes the strategy and counters on `to` partitions; keys the migrator routes away from
+    /// their home keep their partition in the new strategy.
+    fn rehome(&self, st: &mut State, to: u32) -> Result<(), ProduceError> {
+        let mut strategy =
+            build_with(self.strategy_name, to, &self.strategy_config).map_err(|e| {
+                ProduceError::Growth {
+                    topic: self.topic.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        let now = self.origin.elapsed().as_secs_f64();
+        if let Some(m) = &st.migrator {
+            for (key, partition) in m.routed() {
+                strategy.adopt(key, partition, now);
+            }
+        }
+        st.strategy = strategy;
+        st.counters.per_partition.resize(to as usize, 0);
+        self.partitions.store(to, Ordering::Relaxed);
+        Ok(())
+    }
+}
