@@ -29,6 +29,8 @@ enum Command {
     Broker(cmd::broker::BrokerArgs),
     /// Run loadgen → producer → broker → workers for each strategy and compare them.
     Experiment(cmd::experiment::ExperimentArgs),
+    /// Grow a keyed topic's partitions without breaking per-key order.
+    Expand(cmd::expand::ExpandArgs),
     /// HTTP gateway: POST /new {"key","body"} → keyshift producer → Kafka.
     Gateway(cmd::gateway::GatewayArgs),
     /// Open-loop load generator (the seed's client) to the gateway or straight to Kafka.
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Broker(args) => cmd::broker::run(args),
         Command::Experiment(args) => cmd::experiment::run(args),
+        Command::Expand(args) => cmd::expand::run(args),
         Command::Gateway(args) => cmd::gateway::run(args),
         Command::Loadgen(args) => cmd::loadgen::run(args),
         Command::Worker(args) => cmd::worker::run(args),

@@ -1135,3 +1135,99 @@ fn a_control_topic_outage_pauses_moves_but_not_other_keys() {
     assert_eq!(out.violations, 0);
     assert!(out.unordered.is_empty(), "{:#?}", out.unordered);
 }
+
+/// Issue 13 with real processes: a gateway homes keys on 6 of the topic's 12 partitions
+/// (`--active-partitions`, the path of a broker without CreatePartitions), `keyshift expand`
+/// grows it to 12 between two rounds of skewed load, then the gateway is killed with
+/// `kill -9` and restarted with the flags it started with: the route state's epoch, not the
+/// flag, decides where keys are homed. The log check and a worker owning every partition see
+/// every key in order across the growth and the restart. (The unfenced growth that breaks order
+/// is the negative control of `experiment.rs`.)
+#[test]
+fn expand_grows_a_gateway_s_partitions_and_a_restart_keeps_the_epoch() {
+    let _alone = one_at_a_time();
+    let topic = "grow-6-to-12";
+    let broker = broker_with_topic(topic, 2 * PARTITIONS);
+    let bootstrap = broker.bootstrap_servers().to_owned();
+    let (rt, client) = (runtime(), reqwest::Client::new());
+    let active = PARTITIONS.to_string();
+    let mut flags = keyshift_flags("durable");
+    flags.extend(["--active-partitions", active.as_str()]);
+    let mut keys = Keys::new();
+    let mut seqs = vec![0u64; KEYS];
+    let mut gw = GatewayProcess::start(&bootstrap, topic, &flags);
+    load_batches(&rt, &client, &gw, &mut keys, &mut seqs, 30);
+    let before = read_all(&broker, topic);
+    assert!(
+        before.iter().all(|r| r.partition < PARTITIONS),
+        "nothing on the partitions not in use yet"
+    );
+
+    let expand = keyshift()
+        .args([
+            "expand",
+            "--bootstrap-servers",
+            &bootstrap,
+            "--topic",
+            topic,
+        ])
+        .args(["--partitions", "12", "--gateway", &gw.base, "--json"])
+        .output()
+        .expect("keyshift expand runs");
+    let stderr = String::from_utf8_lossy(&expand.stderr);
+    assert!(expand.status.success(), "expand failed: {stderr}");
+    assert!(stderr.contains("has 12 partitions already"), "{stderr}");
+    let summary: Value = serde_json::from_slice(&expand.stdout).expect("one JSON summary");
+    assert_eq!(
+        (summary["from"].as_u64(), summary["to"].as_u64()),
+        (Some(6), Some(12))
+    );
+    assert_eq!(summary["epoch"], 1, "{summary}");
+    assert_eq!(
+        summary["epoch_fences"], 6,
+        "one per old partition: {summary}"
+    );
+    assert_eq!(summary["remapped_share"], 0.5, "{summary}");
+    // A second growth to the same count is refused, naming why.
+    let again = keyshift()
+        .args([
+            "expand",
+            "--bootstrap-servers",
+            &bootstrap,
+            "--topic",
+            topic,
+        ])
+        .args(["--partitions", "12", "--gateway", &gw.base])
+        .output()
+        .expect("keyshift expand runs");
+    assert_eq!(again.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("not more than the 12"), "{stderr}");
+
+    load_batches(&rt, &client, &gw, &mut keys, &mut seqs, 30);
+    let status = signal_and_wait(&mut gw.child, "-KILL", "gateway");
+    assert!(!status.success());
+    // Restarted with `--active-partitions 6` again: the recorded epoch homes keys on 12.
+    let mut gw = GatewayProcess::start(&bootstrap, topic, &flags);
+    load_batches(&rt, &client, &gw, &mut keys, &mut seqs, 30);
+    assert!(gw.terminate().success());
+
+    let log = read_all(&broker, topic);
+    let on_new = log
+        .iter()
+        .filter(|r| !r.fence && r.partition >= PARTITIONS)
+        .count();
+    let headed = log
+        .iter()
+        .filter(|r| !r.fence && r.route.is_some_and(|h| h.set_index == 0))
+        .count();
+    eprintln!("{on_new} records on the new partitions, {headed} with an epoch barrier");
+    assert!(
+        on_new > 0,
+        "keys are homed on 12 after the growth and the restart"
+    );
+    assert!(headed > 0, "remapped keys carry their old home's barrier");
+    let out = check_log(&broker, topic, "check-grow", &seqs, 0);
+    assert_eq!(out.violations, 0);
+    assert!(out.unordered.is_empty(), "{:#?}", out.unordered);
+}

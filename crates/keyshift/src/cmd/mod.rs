@@ -5,6 +5,7 @@ pub mod autoscale;
 pub mod broker;
 pub mod client_config;
 pub mod dashboard;
+pub mod expand;
 pub mod experiment;
 pub mod gateway;
 pub mod lag;

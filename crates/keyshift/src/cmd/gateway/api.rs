@@ -87,7 +87,8 @@ pub fn routes(gateway: Arc<Gateway>) -> Router {
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                "the requested resource could not be found (POST /new, POST /batch, GET /metrics, GET /healthz)",
+                "the requested resource could not be found (POST /new, POST /batch, POST \
+                 /admin/grow, GET /metrics, GET /healthz)",
             )
         })
         .method_not_allowed_fallback(|| async {
@@ -108,7 +109,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -116,7 +117,11 @@ impl ApiError {
         }
     }
 
-    fn field(status: StatusCode, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(super) fn field(
+        status: StatusCode,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         let field = field.into();
         ApiError {
             status,
@@ -144,7 +149,10 @@ struct Record {
 }
 
 /// Checks the content type and turns the bytes into JSON.
-fn parse_json(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+pub(super) fn parse_json(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Value, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap_or("(not text)"));

@@ -9,6 +9,7 @@
 //! it accepted (each waits for its broker acknowledgement), then flushes the producer — so
 //! every record it acknowledged, or accepted with `--no-wait`, is in Kafka when it exits.
 
+pub mod admin;
 pub mod api;
 pub mod metrics;
 
@@ -68,6 +69,14 @@ pub struct GatewayArgs {
     /// must exist].
     #[arg(long, value_parser = at_least_one)]
     partitions: Option<u32>,
+
+    /// Home keys on the first N partitions of the topic only [default: all of them]. The
+    /// others wait until a growth (`POST /admin/grow`, which `keyshift expand` sends) moves
+    /// keys onto them with one epoch fence per partition in use: the path for a broker
+    /// without CreatePartitions, or for capacity added ahead of need. With durable routes a
+    /// recorded growth decides instead.
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    active_partitions: Option<u32>,
 
     /// Partitioning strategy (hash, slops, keyshift, pkg, unordered).
     #[arg(long, value_parser = parse_strategy, default_value = "keyshift")]
@@ -165,6 +174,9 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         &args.strategy,
         &args.route_flags,
         |mut builder| {
+            if let Some(n) = args.active_partitions {
+                builder = builder.partitions(n);
+            }
             if let Some(t) = &trace.tracing {
                 builder = builder.tracing(t.clone());
             }
@@ -174,6 +186,17 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
             builder
         },
     )?;
+    if let Some(n) = args.active_partitions.filter(|&n| n > partitions) {
+        return Err(FlagError::new(
+            "--active-partitions",
+            format!(
+                "{n} is more than the {partitions} partitions of topic '{}'",
+                args.topic
+            ),
+        )
+        .into());
+    }
+    let homed = producer.partitions();
     let limits = Limits {
         max_key_bytes: args.max_key_bytes,
         max_body_bytes: args.max_body_bytes,
@@ -199,10 +222,15 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         let server = HttpServer::bind(args.listen).await?;
         // One line on stdout with the real address (useful with --listen 127.0.0.1:0).
         println!(
-            "keyshift gateway listening on http://{} (topic {}, {} partitions, strategy {})",
+            "keyshift gateway listening on http://{} (topic {}, {} partitions{}, strategy {})",
             server.local_addr(),
             args.topic,
             partitions,
+            if homed < partitions {
+                format!(", keys homed on {homed}")
+            } else {
+                String::new()
+            },
             args.strategy
         );
         std::io::Write::flush(&mut std::io::stdout())?;
@@ -269,7 +297,9 @@ where
         hot_keys,
     });
     let health = Health::new();
-    let router = http::routes(Arc::new(registry), health.clone()).merge(api::routes(gateway));
+    let router = http::routes(Arc::new(registry), health.clone())
+        .merge(api::routes(gateway))
+        .merge(admin::routes(producer.clone()));
     let draining = health.clone();
     server
         .serve(router, async move {
