@@ -50,6 +50,27 @@ pub struct Plan {
     pub trace: bool,
     /// Where to serve the live dashboard, if anywhere (`--dashboard`).
     pub dashboard: Option<SocketAddr>,
+    /// A growth of the partitions keys are homed on during the load (`--grow-at`,
+    /// `--grow-to`), if any.
+    pub grow: Option<Grow>,
+}
+
+/// One growth step: the topic is created with `to` partitions, keys are homed on the
+/// configured count until `at` of the records are sent, then on `to`. `hash` (and [`PC`])
+/// grow as a plain Kafka producer does, with no fence; the other ordered strategies through
+/// keyshift's epoch fences.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Grow {
+    /// Share of the records sent before the growth (0 < at < 1).
+    pub at: f64,
+    /// Partitions keys are homed on after it (more than the configured count).
+    pub to: u32,
+}
+
+/// Whether strategy `name` grows as a plain Kafka producer (no epoch fences): the baselines
+/// that stand for Kafka's own partitioner.
+pub fn grows_unfenced(name: &str) -> bool {
+    name == "hash" || name == PC
 }
 
 /// The Parallel Consumer baseline: Kafka's hash partitioning, each worker processing up to
@@ -75,6 +96,11 @@ pub fn partition_serial(name: &str, concurrency: usize) -> bool {
 }
 
 impl Plan {
+    /// Partitions of each run's topic: the growth's count, or the configured one.
+    pub fn topic_partitions(&self) -> u32 {
+        self.grow.map_or(self.config.partitions, |g| g.to)
+    }
+
     /// Mean time a worker's slot spends on one record: the simulator's mean service time
     /// times the slots per worker, so that the group runs at the utilisation asked for.
     pub fn mean_service_secs(&self) -> f64 {

@@ -85,6 +85,43 @@ pub struct Measured {
     pub lag: Vec<LagSample>,
     /// Where latency went (`--trace` only).
     pub latency_breakdown: Option<LatencyBreakdown>,
+    /// What the growth step did (`--grow-at`), if there was one.
+    pub growth: Option<GrowthFigures>,
+}
+
+/// What a growth step (`--grow-at`, `--grow-to`) did and what it cost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GrowthFigures {
+    /// Partitions keys were homed on before.
+    pub from: u32,
+    /// Partitions keys were homed on after.
+    pub to: u32,
+    /// Seconds after the first scheduled send when it started.
+    pub at_s: f64,
+    /// Whether it went through epoch fences (false: as a plain Kafka producer).
+    pub fenced: bool,
+    /// Epoch fences written.
+    pub epoch_fences: usize,
+    /// Keys whose records the producer held until the fences were acknowledged.
+    pub held_keys: usize,
+    /// Records it held.
+    pub held_records: u64,
+    /// From the first epoch fence to the switch, milliseconds.
+    pub switch_ms: f64,
+    /// Records a worker parked behind an epoch barrier (keys whose home changed).
+    pub parked_records: u64,
+    /// Their park time: median, 90th and 99th percentile and maximum, milliseconds — the delay
+    /// the growth added to remapped keys.
+    pub park_p50_ms: f64,
+    /// 90th percentile.
+    pub park_p90_ms: f64,
+    /// 99th percentile.
+    pub park_p99_ms: f64,
+    /// Maximum.
+    pub park_max_ms: f64,
+    /// Records parked of keys whose home did not change and that no move routed (the goal is
+    /// 0: the growth never delays them).
+    pub unchanged_keys_parked: u64,
 }
 
 /// How coordinated producers (`--routes coordinated`) made their moves, summed or merged over
@@ -220,6 +257,9 @@ pub struct StrategyReport {
     /// Where latency went (`--trace` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_breakdown: Option<LatencyBreakdown>,
+    /// What the growth step did (`--grow-at`; absent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub growth: Option<GrowthFigures>,
 }
 
 impl StrategyReport {
@@ -302,6 +342,7 @@ impl StrategyReport {
             infeasible_keys,
             lag: m.lag,
             latency_breakdown: m.latency_breakdown,
+            growth: m.growth,
         }
     }
 }
@@ -513,6 +554,55 @@ pub const ROWS: &[(&str, Cell)] = &[
     }),
     ("parked (records)", |r| r.parked_records.to_string()),
     ("parked (ms total)", |r| format!("{:.1}", r.parked_ms)),
+    ("growth (partitions)", |r| {
+        r.growth
+            .as_ref()
+            .map_or("-".to_string(), |g| format!("{} → {}", g.from, g.to))
+    }),
+    ("growth: at (s)", |r| {
+        r.growth
+            .as_ref()
+            .map_or("-".to_string(), |g| format!("{:.1}", g.at_s))
+    }),
+    ("growth: epoch fences", |r| {
+        r.growth.as_ref().map_or("-".to_string(), |g| {
+            if g.fenced {
+                g.epoch_fences.to_string()
+            } else {
+                "unfenced".to_string()
+            }
+        })
+    }),
+    ("growth: held keys / records", |r| {
+        r.growth.as_ref().map_or("-".to_string(), |g| {
+            format!("{} / {}", g.held_keys, g.held_records)
+        })
+    }),
+    ("growth: parked records", |r| {
+        r.growth
+            .as_ref()
+            .map_or("-".to_string(), |g| g.parked_records.to_string())
+    }),
+    ("growth: park p50 (ms)", |r| {
+        r.growth
+            .as_ref()
+            .map_or("-".to_string(), |g| format!("{:.0}", g.park_p50_ms))
+    }),
+    ("growth: park p99 (ms)", |r| {
+        r.growth
+            .as_ref()
+            .map_or("-".to_string(), |g| format!("{:.0}", g.park_p99_ms))
+    }),
+    ("growth: park max (ms)", |r| {
+        r.growth
+            .as_ref()
+            .map_or("-".to_string(), |g| format!("{:.0}", g.park_max_ms))
+    }),
+    ("growth: unchanged keys parked", |r| {
+        r.growth
+            .as_ref()
+            .map_or("-".to_string(), |g| g.unchanged_keys_parked.to_string())
+    }),
     ("order violations", |r| r.order_violations.to_string()),
     ("concurrent key processing", |r| {
         r.concurrent_key_processing.to_string()

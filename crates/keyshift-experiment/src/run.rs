@@ -35,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use keyshift_core::probe::{Probe, SeqVerdict, SequenceCheck};
+use keyshift_core::protocol::epoch::EPOCH_SET_INDEX;
 use keyshift_core::serial::SerialCheck;
 use keyshift_core::sim::{ArrivalProcess, Assignor, ServiceDist, SimConfig};
 use keyshift_core::stats::LatencyHistogram;
@@ -43,14 +44,14 @@ use keyshift_core::workload::{key_name, Schedule, Workload};
 use keyshift_dashboard::{Background, Dashboard, DashboardConfig, KafkaOptions, Source};
 use keyshift_kafka::{
     Admin, AdminConfig, ClientSettings, CoordinationStats, DeliveredRecord, EmbeddedBroker,
-    KeyshiftProducer, OrderedConsumer, OrderedConsumerBuilder, ProducerStats, Routes,
+    GrowthReport, KeyshiftProducer, OrderedConsumer, OrderedConsumerBuilder, ProducerStats, Routes,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::plan::{partition_serial, producer_strategy, Plan};
+use crate::plan::{grows_unfenced, partition_serial, producer_strategy, Grow, Plan};
 use crate::report::{
-    CoordinationReport, ExperimentReport, LagSample, Measured, Setup, StrategyReport,
+    CoordinationReport, ExperimentReport, GrowthFigures, LagSample, Measured, Setup, StrategyReport,
 };
 use crate::trace::{Processed, TraceLog};
 
@@ -216,8 +217,20 @@ pub fn run(plan: &Plan) -> anyhow::Result<ExperimentReport> {
     let run_id = radix36(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64);
     let mut reports = Vec::new();
     for (i, name) in plan.strategies.iter().enumerate() {
+        let growth = plan.grow.map_or(String::new(), |g| {
+            format!(
+                ", growing to {} at {:.0} % ({})",
+                g.to,
+                g.at * 100.0,
+                if grows_unfenced(name) {
+                    "unfenced, as Kafka's partitioner"
+                } else {
+                    "epoch fences"
+                }
+            )
+        });
         eprintln!(
-            "[{}/{}] {name}: {} records at {} rec/s over {} partitions, {} workers",
+            "[{}/{}] {name}: {} records at {} rec/s over {} partitions{growth}, {} workers",
             i + 1,
             plan.strategies.len(),
             plan.config.records,
@@ -227,7 +240,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<ExperimentReport> {
         );
         let topic = format!("{}-{name}-{run_id}", plan.topic_prefix);
         admin
-            .create_topic(&topic, plan.config.partitions)
+            .create_topic(&topic, plan.topic_partitions())
             .with_context(|| format!("strategy {name}: creating topic {topic}"))?;
         if let Some(d) = &dashboard {
             d.show(Source {
@@ -328,6 +341,10 @@ struct Collector {
     latency: LatencyHistogram,
     /// When the last distinct record was processed.
     last_done: Option<Instant>,
+    /// Park time of records parked behind an epoch barrier (a growth step only).
+    growth_park: LatencyHistogram,
+    /// Parked records of keys whose home the growth did not change, outside any move's set.
+    unchanged_parked: u64,
 }
 
 /// Draws service times like the simulator: the mean, or exponential around it.
@@ -365,8 +382,12 @@ fn run_strategy(
     topic: &str,
 ) -> anyhow::Result<Measured> {
     let config = &plan.config;
-    let partitions = config.partitions;
+    // Every partition of the topic, those a growth step starts using included.
+    let partitions = plan.topic_partitions();
     let group = group_of(topic);
+    let grow = plan.grow;
+    let homes = grow.map(|g| (config.partitions, g.to));
+    let hasher = config.strategy.hasher;
 
     // Warm-up cut-off by scheduled time: records scheduled before it are left out.
     let warm = warmup_index(config);
@@ -422,6 +443,17 @@ fn run_strategy(
                 };
                 let done_us = unix_us();
                 let mut c = collector.lock().unwrap_or_else(|p| p.into_inner());
+                if let (Some((from, to)), true) = (homes, record.parked) {
+                    let epoch = record.route.is_some_and(|r| r.set_index == EPOCH_SET_INDEX);
+                    if epoch {
+                        c.growth_park.record_secs(record.park_time.as_secs_f64());
+                    }
+                    let key = record.key.as_deref().unwrap_or_default();
+                    let home = |n| hasher.partition(key, n);
+                    if home(from) == home(to) && (epoch || record.route.is_none()) {
+                        c.unchanged_parked += 1;
+                    }
+                }
                 if record.verdict != Some(SeqVerdict::Duplicate) {
                     c.consumed += 1;
                     c.last_done = Some(Instant::now());
@@ -498,7 +530,13 @@ fn run_strategy(
 
     start_us.store(origin_unix_us, Ordering::Relaxed);
     let start_unix_us = origin_unix_us;
+    let grow_step = grow.map(|g| GrowStep {
+        index: ((load.len() as f64) * g.at) as usize,
+        grow: g,
+        fenced: !grows_unfenced(name),
+    });
     let sent = runtime.block_on(send_all(
+        grow_step,
         &producers,
         ChaCha8Rng::seed_from_u64(config.seed ^ 0x9d0d_c0de),
         load,
@@ -542,6 +580,8 @@ fn run_strategy(
                 consumed: c.consumed,
                 latency: c.latency.clone(),
                 last_done: c.last_done,
+                growth_park: c.growth_park.clone(),
+                unchanged_parked: c.unchanged_parked,
             }
         });
     let check = check.lock().unwrap_or_else(|p| p.into_inner());
@@ -597,6 +637,22 @@ fn run_strategy(
         drained,
         lag,
         latency_breakdown: trace_log.map(|log| log.breakdown()),
+        growth: sent.growth.map(|(at_s, g)| GrowthFigures {
+            from: g.from,
+            to: g.to,
+            at_s,
+            fenced: g.epoch.is_some(),
+            epoch_fences: g.fences,
+            held_keys: g.held_keys,
+            held_records: g.held_records,
+            switch_ms: g.took.as_secs_f64() * 1e3,
+            parked_records: collector.growth_park.len(),
+            park_p50_ms: collector.growth_park.quantile_ms(0.5),
+            park_p90_ms: collector.growth_park.quantile_ms(0.9),
+            park_p99_ms: collector.growth_park.quantile_ms(0.99),
+            park_max_ms: collector.growth_park.max_ms(),
+            unchanged_keys_parked: collector.unchanged_parked,
+        }),
     })
 }
 
@@ -755,6 +811,18 @@ struct Sent {
     partition_load: Vec<u64>,
     /// Scheduled send → broker acknowledgement, for records after the warm-up.
     ack_latency: LatencyHistogram,
+    /// The growth step: seconds after the origin it started, and what it did.
+    growth: Option<(f64, GrowthReport)>,
+}
+
+/// When the growth step happens during the load, and how.
+#[derive(Debug, Clone, Copy)]
+struct GrowStep {
+    /// Index of the first record sent after it started.
+    index: usize,
+    grow: Grow,
+    /// Through epoch fences (else as a plain Kafka producer).
+    fenced: bool,
 }
 
 /// Sends every planned record at its scheduled time without waiting for earlier ones.
@@ -765,6 +833,7 @@ struct Sent {
 /// key's requests concurrently would. Routing cannot order what the application did not.
 #[allow(clippy::too_many_arguments)]
 async fn send_all(
+    grow: Option<GrowStep>,
     producers: &[KeyshiftProducer],
     mut rng: ChaCha8Rng,
     load: &[Planned],
@@ -781,11 +850,27 @@ async fn send_all(
         errors: 0,
         partition_load: vec![0; partitions as usize],
         ack_latency: LatencyHistogram::new(),
+        growth: None,
     };
     let mut acks = tokio::task::JoinSet::new();
     let mut sticky = InFlight::default();
+    let mut growing = None;
     for (i, p) in load.iter().enumerate() {
         tokio::time::sleep_until(origin + Duration::from_secs_f64(p.at)).await;
+        if let Some(g) = grow.filter(|g| g.index == i) {
+            // Started, not awaited: the load goes on while the epoch fences are written (the
+            // producer holds only the records whose home changes meanwhile).
+            let producer = producers[0].clone();
+            let at_s = origin.elapsed().as_secs_f64();
+            growing = Some(tokio::spawn(async move {
+                let done = if g.fenced {
+                    producer.grow(g.grow.to).await
+                } else {
+                    producer.grow_unfenced(g.grow.to)
+                };
+                (at_s, done)
+            }));
+        }
         let producer = &producers[sticky.take(p.key, || rng.gen_range(0..producers.len()))];
         let key = key_name(p.key);
         let scheduled = origin + Duration::from_secs_f64(p.at);
@@ -831,6 +916,13 @@ async fn send_all(
     }
     while let Some(done) = acks.join_next().await {
         sent.tally_joined(done, warm, live);
+    }
+    if let Some(task) = growing {
+        match task.await {
+            Ok((at_s, Ok(report))) => sent.growth = Some((at_s, report)),
+            Ok((_, Err(err))) => tracing::error!(%err, "the growth step failed"),
+            Err(err) => tracing::error!(%err, "the growth step's task ended abnormally"),
+        }
     }
     for producer in producers {
         if let Err(err) = producer.flush(Duration::from_secs(30)).await {

@@ -393,6 +393,93 @@ fn three_coordinated_producers_keep_order_and_report_coordination() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 13's acceptance: skewed load with a backlog on the workers, the partitions keys are
+/// homed on grown 8 → 16 half-way through. Kafka's partitioner (`hash`, unfenced) lets a
+/// remapped key's new records overtake its backlog on the old partition: order violations.
+/// keyshift's epoch fences keep every key in order, lose nothing, hold and park only keys
+/// whose home changed, and the report carries the park time the growth caused.
+#[test]
+fn growing_8_to_16_partitions_keeps_order_with_epoch_fences_and_breaks_it_without() {
+    let _alone = one_at_a_time();
+    let dir = temp_dir("experiment-grow");
+    let json = dir.join("report.json");
+    let out = keyshift(&[
+        "experiment",
+        "--strategies",
+        "hash,keyshift",
+        "--partitions",
+        "8",
+        "--consumers",
+        "8",
+        "--grow-at",
+        "50%",
+        "--grow-to",
+        "16",
+        // A hot partition with a backlog when the topic grows: 200 skewed keys at 0.9.
+        "--records",
+        "3000",
+        "--rate",
+        "300",
+        "--utilization",
+        "0.9",
+        "--keys",
+        "200",
+        "--no-html",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stderr.contains("growing to 16 at 50 %"), "{stderr}");
+    assert!(stdout.contains("growth: park p99 (ms)"), "{stdout}");
+    let v = read_json(&json);
+    assert_eq!(
+        v["setup"]["routes"], "durable",
+        "the default with --grow-at: {v}"
+    );
+    let (hash, ks) = (&v["strategies"][0], &v["strategies"][1]);
+    for r in [hash, ks] {
+        assert_eq!(r["produced"], 3000, "{r}");
+        assert_eq!(r["consumed"], 3000, "nothing lost: {r}");
+        assert_eq!(r["partition_load"].as_array().unwrap().len(), 16, "{r}");
+        let g = &r["growth"];
+        assert_eq!(
+            (g["from"].as_u64(), g["to"].as_u64()),
+            (Some(8), Some(16)),
+            "{r}"
+        );
+    }
+    // keyshift: one epoch fence per old partition, 0 violations, remapped keys parked.
+    let g = &ks["growth"];
+    assert_eq!(g["fenced"], true, "{ks}");
+    assert_eq!(g["epoch_fences"], 8, "{ks}");
+    assert_eq!(ks["order_violations"], 0, "{ks}");
+    assert_eq!(ks["concurrent_key_processing"], 0, "{ks}");
+    assert!(
+        g["parked_records"].as_u64().unwrap() > 0,
+        "remapped keys waited: {ks}"
+    );
+    assert_eq!(g["unchanged_keys_parked"], 0, "{ks}");
+    // hash: the same growth as Kafka's partitioner does it breaks order (the test can fail).
+    assert_eq!(hash["growth"]["fenced"], false, "{hash}");
+    assert_eq!(hash["growth"]["epoch_fences"], 0, "{hash}");
+    let broken = hash["order_violations"].as_u64().unwrap();
+    eprintln!(
+        "hash: {broken} order violations; keyshift: growth parked {} records, p99 {} ms",
+        g["parked_records"], g["park_p99_ms"]
+    );
+    assert!(
+        broken > 0,
+        "an unfenced growth under a backlog breaks order: {hash}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "hash's violations are reported: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn dashboard_address_in_use_exits_2_naming_the_flag_before_running() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();

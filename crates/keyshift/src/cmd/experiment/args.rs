@@ -142,9 +142,27 @@ pub struct ExperimentArgs {
     /// Where the producers keep the routes of moved keys (`keyshift gateway --routes`).
     /// `durable` is the single-producer path (compare its cost with the default); several
     /// producers with durable or ephemeral routes move keys each on their own: per-key order
-    /// breaks, and the run shows it (a negative control).
-    #[arg(long, value_enum, default_value_t = RoutesArg::Coordinated)]
-    routes: RoutesArg,
+    /// breaks, and the run shows it (a negative control). [default: coordinated; durable
+    /// with --grow-at, a growth coordinated producers cannot make yet]
+    #[arg(long, value_enum)]
+    routes: Option<RoutesArg>,
+
+    /// Grow the topic during the load: once this share of the records is sent (e.g. `50%`
+    /// or `0.5`), keys are homed on --grow-to partitions instead of --partitions. Each run's
+    /// topic is created with --grow-to partitions and the workers own them all from the
+    /// start (the path a broker without CreatePartitions takes). `hash` and `pc` grow as
+    /// Kafka's partitioner does, with no fence (a key's new records may overtake its old
+    /// ones); the other ordered strategies write one epoch fence per old partition and the
+    /// workers park a remapped key until its old partition is processed past it. The report
+    /// adds the park time the growth caused.
+    #[arg(long, value_name = "SHARE", value_parser = share, requires = "grow_to")]
+    grow_at: Option<f64>,
+
+    /// Partitions keys are homed on after the growth step (more than --partitions; with
+    /// --grow-at).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=100_000),
+          requires = "grow_at")]
+    grow_to: Option<u32>,
 
     /// Kafka bootstrap servers; without it an embedded broker is started in the process.
     #[arg(long, value_name = "HOST:PORT,...")]
@@ -265,6 +283,40 @@ impl ExperimentArgs {
             seen.push(s.clone());
             new
         });
+        let grow = match (self.grow_at, self.grow_to) {
+            (Some(at), Some(to)) => {
+                if to <= config.partitions {
+                    return Err(FlagError::new(
+                        "--grow-to",
+                        format!(
+                            "{to} is not more than --partitions {}: a growth adds partitions",
+                            config.partitions
+                        ),
+                    ));
+                }
+                if self.producers > 1 {
+                    return Err(FlagError::new(
+                        "--grow-at",
+                        "a growth step runs with one producer (--producers 1): coordinated \
+                         producers cannot grow a topic yet",
+                    ));
+                }
+                if self.routes == Some(RoutesArg::Coordinated) {
+                    return Err(FlagError::new(
+                        "--routes",
+                        "coordinated producers cannot grow a topic yet: use durable (the \
+                         default with --grow-at) or ephemeral",
+                    ));
+                }
+                Some(keyshift_experiment::plan::Grow { at, to })
+            }
+            _ => None,
+        };
+        let routes = self.routes.unwrap_or(if grow.is_some() {
+            RoutesArg::Durable
+        } else {
+            RoutesArg::Coordinated
+        });
         let html = if self.no_html {
             None
         } else {
@@ -278,7 +330,7 @@ impl ExperimentArgs {
             config,
             producers: self.producers,
             concurrency: usize::from(self.concurrency),
-            routes: match self.routes {
+            routes: match routes {
                 RoutesArg::Coordinated => Routes::Coordinated(None),
                 RoutesArg::Durable => Routes::Durable(None),
                 RoutesArg::Ephemeral => Routes::Ephemeral,
@@ -296,11 +348,27 @@ impl ExperimentArgs {
             html,
             trace: self.trace,
             dashboard: self.dashboard,
+            grow,
         })
     }
 }
 
 /// `report.json` → `report.html`; without `--json`, `experiment.html` here.
+/// A share of the records: `50%` or `0.5`, strictly between 0 and 1.
+fn share(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| format!("'{s}' is not a share (expected e.g. 50% or 0.5)"))?;
+    if v.is_finite() && v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("'{s}' must be strictly between 0% and 100%"))
+    }
+}
+
 fn default_html_path(json: Option<&Path>) -> PathBuf {
     match json {
         Some(j) => {
