@@ -186,12 +186,20 @@ fn max_is_capped_at_the_partition_count_and_min_is_a_floor() {
             .contains(&Reason::CappedAtPartitions { partitions: 24 }),
         "{d}"
     );
+    // The lag asks for about 10 000 replicas: growing the topic would let the group scale —
+    // proposed, never done by the policy itself.
+    assert!(d.expand_to.is_some_and(|m| m >= 9_999), "{d}");
+    assert!(d.to_string().contains("expand the topic to"), "{d}");
 
     let mut c = PolicyConfig::hpa(HpaMetric::LagRecords, 100.0);
     c.max_replicas = 6;
     let d = Policy::new(c).unwrap().decide(0.0, &obs(5, 1_000_000));
     assert_eq!(d.desired, 6);
     assert!(d.reasons.contains(&Reason::CappedAtMax { max: 6 }), "{d}");
+    assert_eq!(
+        d.expand_to, None,
+        "max_replicas caps it, not the partitions: {d}"
+    );
 
     let mut c = PolicyConfig::hpa(HpaMetric::LagRecords, 100.0);
     c.min_replicas = 3;

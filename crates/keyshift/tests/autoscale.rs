@@ -256,6 +256,8 @@ fn statefulset_scale_is_capped_at_the_partition_count_and_api_errors_are_clear()
         text.contains("scale 2 -> 4") && text.contains("capped at 4 partitions"),
         "{text}"
     );
+    // The growth the lag asks for is proposed, not made (no --allow-expand).
+    assert!(text.contains("expand the topic to 36 partitions"), "{text}");
     assert_eq!(
         api.replicas("statefulsets", "batch", "orders-worker"),
         Some(4)

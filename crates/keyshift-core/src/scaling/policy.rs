@@ -467,6 +467,11 @@ pub struct Decision {
     pub desired: u32,
     /// Why, in the order the steps applied.
     pub reasons: Vec<Reason>,
+    /// Partitions the recommendation needs when the topic's partitions cap it (more
+    /// replicas than partitions would idle): growing the topic to this count (`keyshift
+    /// expand`) would let the group scale as far as the mode asks, within `max_replicas`.
+    /// `None` when the partitions do not cap the recommendation.
+    pub expand_to: Option<u32>,
 }
 
 impl Decision {
@@ -486,6 +491,9 @@ impl fmt::Display for Decision {
         for (i, r) in self.reasons.iter().enumerate() {
             f.write_str(if i == 0 { ": " } else { "; " })?;
             write!(f, "{r}")?;
+        }
+        if let Some(m) = self.expand_to {
+            write!(f, "; expand the topic to {m} partitions to scale further")?;
         }
         Ok(())
     }
@@ -540,15 +548,22 @@ impl Policy {
     pub fn decide(&mut self, now_secs: f64, obs: &Observation) -> Decision {
         let current = obs.current_replicas;
         let mut reasons = Vec::new();
-        let decision = |recommended: u32, desired: u32, reasons: Vec<Reason>| Decision {
+        let mut expand_to = None;
+        let decision = |recommended: u32, desired: u32, reasons: Vec<Reason>, expand_to| Decision {
             at_secs: now_secs,
             current,
             recommended,
             desired,
             reasons,
+            expand_to,
         };
         if let Some(field) = invalid_field(obs) {
-            return decision(current, current, vec![Reason::InvalidObservation { field }]);
+            return decision(
+                current,
+                current,
+                vec![Reason::InvalidObservation { field }],
+                None,
+            );
         }
 
         // 1. Activation and scale to zero.
@@ -563,7 +578,7 @@ impl Policy {
         let min = self.config.min_replicas.max(1).min(max);
         if current == 0 {
             if !active {
-                return decision(0, 0, vec![Reason::Idle]);
+                return decision(0, 0, vec![Reason::Idle], None);
             }
             reasons.push(Reason::Activated {
                 lag_records: obs.lag_records,
@@ -574,18 +589,20 @@ impl Policy {
             reasons.append(&mut why);
             let desired = clamp(rec.max(1), min, max, &max_reason, &mut reasons);
             self.record_change(now_secs, 0, desired);
-            return decision(desired, desired, reasons);
+            let expand_to = self.expansion(rec, obs.partitions);
+            return decision(desired, desired, reasons, expand_to);
         }
         if self.config.min_replicas == 0 && !active && idle_secs >= self.config.cooldown_secs {
             self.recommendations.clear();
             self.record_change(now_secs, current, 0);
-            return decision(0, 0, vec![Reason::ScaleToZero { idle_secs }]);
+            return decision(0, 0, vec![Reason::ScaleToZero { idle_secs }], None);
         }
 
         // 2. Recommendation within bounds.
         let (raw, mut why) = self.recommend(now_secs, obs, current);
         reasons.append(&mut why);
         let recommended = clamp(raw, min, max, &max_reason, &mut reasons);
+        expand_to = expand_to.or(self.expansion(raw, obs.partitions));
 
         // 3. Stabilization.
         let stabilized = self.stabilize(now_secs, current, recommended, &mut reasons);
@@ -600,7 +617,13 @@ impl Policy {
             limited
         };
         self.record_change(now_secs, current, desired);
-        decision(recommended, desired, reasons)
+        decision(recommended, desired, reasons, expand_to)
+    }
+
+    /// The partitions a raw recommendation needs beyond the topic's, within `max_replicas`.
+    fn expansion(&self, raw: u32, partitions: u32) -> Option<u32> {
+        let wanted = raw.min(self.config.max_replicas);
+        (wanted > partitions).then_some(wanted)
     }
 
     /// The upper bound for `partitions` and which reason applies when it caps.

@@ -241,6 +241,17 @@ pub struct AutoscaleArgs {
     #[arg(long, requires = "kubernetes")]
     context: Option<String>,
 
+    /// Grow the topic when the replicas the lag asks for exceed its partitions (the decision's
+    /// `expand_to`, which every run reports): CreatePartitions, then the epoch fences of the
+    /// keyshift gateway producing to it — what `keyshift expand` does. Never without this
+    /// flag. Needs --gateway and exactly one --topic.
+    #[arg(long, requires = "gateway")]
+    allow_expand: bool,
+
+    /// The keyshift gateway producing to the topic (base URL), for --allow-expand.
+    #[arg(long, value_name = "URL", requires = "allow_expand")]
+    gateway: Option<String>,
+
     /// Serve /api/v1/scale (JSON for KEDA), /metrics and /healthz on this address.
     #[arg(long, value_name = "ADDR")]
     serve: Option<SocketAddr>,
@@ -340,6 +351,20 @@ impl AutoscaleArgs {
                 return Err(FlagError::new("--name", "must not be empty"));
             }
         }
+        if self.allow_expand && self.topics.len() != 1 {
+            return Err(FlagError::new(
+                "--allow-expand",
+                "needs exactly one --topic: the topic to grow",
+            ));
+        }
+        if let Some(g) = &self.gateway {
+            if !(g.starts_with("http://") || g.starts_with("https://")) {
+                return Err(FlagError::new(
+                    "--gateway",
+                    format!("'{g}' is not an http(s):// URL"),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -412,6 +437,8 @@ struct Autoscaler {
     shared: Shared,
     json: bool,
     started: Instant,
+    /// With --allow-expand: the gateway, the topic and an admin client to grow it.
+    expand: Option<(String, String, Admin)>,
 }
 
 /// Runs `keyshift autoscale` until SIGINT/SIGTERM or `--iterations`.
@@ -548,6 +575,10 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
         shared,
         json: args.json,
         started: Instant::now(),
+        expand: match (&args.gateway, args.allow_expand) {
+            (Some(g), true) => Some((g.clone(), args.topics[0].clone(), Admin::new(&settings)?)),
+            _ => None,
+        },
     };
     let target = match &autoscaler.actuator {
         Actuator::Kubernetes(k) => k.target().to_string(),
@@ -684,7 +715,13 @@ impl Autoscaler {
                 }
             }
         }
-        self.report(&obs, &decision)?;
+        let expanded = match (decision.expand_to, &self.expand) {
+            (Some(m), Some((gateway, topic, admin))) => {
+                Some(self.grow(gateway, topic, admin, m).await)
+            }
+            _ => None,
+        };
+        self.report(&obs, &decision, expanded.as_ref())?;
         self.shared.evaluated(ScaleStatus {
             group: self.group.clone(),
             mode: self.mode,
@@ -707,8 +744,38 @@ impl Autoscaler {
         self.shared.collect_failed(error);
     }
 
+    /// --allow-expand: grows `topic` to `m` partitions (CreatePartitions, then the gateway's
+    /// epoch fences); the outcome as one line for the report.
+    async fn grow(&self, gateway: &str, topic: &str, admin: &Admin, m: u32) -> String {
+        let (gateway, topic, admin) = (gateway.to_owned(), topic.to_owned(), admin.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            keyshift_kafka::expand::ensure_partitions(&admin, &topic, m)?;
+            keyshift_kafka::expand::ask_gateway(&gateway, m, Duration::from_secs(120))
+        })
+        .await;
+        match outcome {
+            Ok(Ok(g)) => {
+                tracing::info!(from = g.from, to = g.to, epoch = ?g.epoch, "topic grown");
+                format!(
+                    "grew {} → {} partitions (epoch fences: {})",
+                    g.from, g.to, g.fences
+                )
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot grow the topic");
+                format!("growth to {m} partitions failed: {e}")
+            }
+            Err(e) => format!("growth to {m} partitions failed: {e}"),
+        }
+    }
+
     /// Prints the decision: one text line, or one JSON object with `--json`.
-    fn report(&self, obs: &Observation, d: &Decision) -> std::io::Result<()> {
+    fn report(
+        &self,
+        obs: &Observation,
+        d: &Decision,
+        expanded: Option<&String>,
+    ) -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
         if self.json {
             let line = serde_json::json!({
@@ -722,6 +789,8 @@ impl Autoscaler {
                 "changed": d.changed(),
                 "reasons": d.reasons,
                 "reason": reasons_text(d),
+                "expand_to": d.expand_to,
+                "expanded": expanded,
             });
             writeln!(out, "{line}")?;
         } else {
@@ -737,6 +806,9 @@ impl Autoscaler {
                 rate(obs.consumption_rate),
                 obs.partitions,
             )?;
+            if let Some(e) = expanded {
+                writeln!(out, "           {e}")?;
+            }
         }
         out.flush()
     }
