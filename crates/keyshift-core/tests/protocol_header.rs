@@ -1,6 +1,7 @@
 //! The fence and route header codec: the documented test vector, round trips, and clear errors
-//! for every malformed input.
+//! for every malformed input; the same for the growth epoch of the route state.
 
+use keyshift_core::protocol::epoch::Epoch;
 use keyshift_core::protocol::{
     is_fence, FenceHeader, HeaderError, RouteHeader, FENCE_HEADER, FENCE_VALUE, ROUTE_HEADER,
 };
@@ -162,6 +163,36 @@ proptest! {
         }
         if let Ok(h) = f {
             prop_assert_eq!(FenceHeader::decode(&h.encode()), Ok(h));
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic_the_epoch_decoder(
+        bytes in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        if let Ok(e) = Epoch::decode(&bytes) {
+            prop_assert_eq!(Epoch::decode(&e.encode()), Ok(e));
+        }
+    }
+
+    #[test]
+    fn epochs_round_trip_and_every_strict_prefix_is_refused(
+        from in 1u32..40,
+        more in 1u32..40,
+        fences in proptest::collection::vec(0i64..i64::MAX, 40),
+        earlier in proptest::collection::vec(1u32..1000, 0..4),
+    ) {
+        let e = Epoch {
+            number: earlier.len() as u32 + 1,
+            from,
+            to: from + more,
+            fences: fences[..from as usize].to_vec(),
+            earlier,
+        };
+        let bytes = e.encode();
+        prop_assert_eq!(Epoch::decode(&bytes), Ok(e));
+        for cut in 0..bytes.len() {
+            prop_assert!(Epoch::decode(&bytes[..cut]).is_err(), "prefix of {} bytes", cut);
         }
     }
 

@@ -154,7 +154,9 @@ pub struct ExperimentArgs {
     /// Kafka's partitioner does, with no fence (a key's new records may overtake its old
     /// ones); the other ordered strategies write one epoch fence per old partition and the
     /// workers park a remapped key until its old partition is processed past it. The report
-    /// adds the park time the growth caused.
+    /// adds the park time the growth caused. The workers then use the round-robin assignor:
+    /// with range, the partitions not in use yet would all go to half of the workers, idling
+    /// them until the growth.
     #[arg(long, value_name = "SHARE", value_parser = share, requires = "grow_to")]
     grow_at: Option<f64>,
 
@@ -308,6 +310,9 @@ impl ExperimentArgs {
                          default with --grow-at) or ephemeral",
                     ));
                 }
+                // Round-robin spreads the partitions in use over every worker (range would give
+                // the unused upper half to half of the workers).
+                config.assignor = keyshift_core::sim::Assignor::RoundRobin;
                 Some(keyshift_experiment::plan::Grow { at, to })
             }
             _ => None,
