@@ -645,7 +645,7 @@ fn run_strategy(
             epoch_fences: g.fences,
             held_keys: g.held_keys,
             held_records: g.held_records,
-            switch_ms: g.took.as_secs_f64() * 1e3,
+            switch_ms: g.took_ms,
             parked_records: collector.growth_park.len(),
             park_p50_ms: collector.growth_park.quantile_ms(0.5),
             park_p90_ms: collector.growth_park.quantile_ms(0.9),

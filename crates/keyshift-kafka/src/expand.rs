@@ -18,9 +18,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-
 use crate::admin::{Admin, AdminError};
+use crate::producer::GrowthReport;
 
 /// Why an expansion stopped; each names what failed.
 #[derive(Debug, thiserror::Error)]
@@ -99,34 +98,13 @@ pub fn ensure_partitions(
     Ok(Partitions { had, added: true })
 }
 
-/// The gateway's answer to `POST /admin/grow`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct GrowthAnswer {
-    /// Partitions keys were homed on before.
-    pub from: u32,
-    /// Partitions keys are homed on now.
-    pub to: u32,
-    /// The epoch's number (`null` when the producer's strategy keeps no order).
-    pub epoch: Option<u32>,
-    /// Epoch fences written.
-    pub fences: usize,
-    /// Per old partition, the fence offset records of remapped keys wait for.
-    pub barriers: Vec<i64>,
-    /// Keys whose records the producer held during the growth.
-    pub held_keys: usize,
-    /// Records it held.
-    pub held_records: u64,
-    /// From the first fence to the switch, milliseconds.
-    pub took_ms: f64,
-}
-
 /// Step 2: asks the gateway at `base` (e.g. `http://127.0.0.1:8080`) to home keys on
 /// `partitions` partitions; returns once it has.
 pub fn ask_gateway(
     base: &str,
     partitions: u32,
     timeout: Duration,
-) -> Result<GrowthAnswer, ExpandError> {
+) -> Result<GrowthReport, ExpandError> {
     let url = format!("{}/admin/grow", base.trim_end_matches('/'));
     let failed = |reason: String| ExpandError::Gateway {
         url: url.clone(),

@@ -932,3 +932,62 @@ fn shipped_hpa_settings_apply_every_step_and_the_docs_list_the_exceptions() {
         );
     }
 }
+
+/// `--allow-expand`: a decision whose replicas the partitions cap grows the topic — here on
+/// the embedded broker, which has no CreatePartitions, so the growth fails, the failure is
+/// reported in the decision with the broker's reason and the way around it, and the
+/// autoscaler keeps running (exit 0 after its iterations). Without one --topic, or without
+/// --gateway, the flag is refused.
+#[test]
+fn allow_expand_grows_the_topic_or_says_why_it_cannot() {
+    let broker = broker_with_lag(100, &[10, 10, 10, 10]);
+    let base = [
+        "--bootstrap-servers",
+        broker.bootstrap_servers(),
+        "--group",
+        GROUP,
+        "--target",
+        "10",
+        "--replicas",
+        "2",
+        "--iterations",
+        "1",
+        "--json",
+    ];
+    let mut args = base.to_vec();
+    args.extend([
+        "--topic",
+        TOPIC,
+        "--allow-expand",
+        "--gateway",
+        "http://127.0.0.1:9",
+    ]);
+    let out = keyshift(&args);
+    assert!(out.status.success(), "{}", describe(&out));
+    let d = &decisions(&out)[0];
+    assert_eq!(d["expand_to"], 36, "{d}");
+    let expanded = d["expanded"].as_str().unwrap_or_default();
+    assert!(
+        expanded.contains("growth to 36 partitions failed")
+            && expanded.contains("cannot add partitions to topic 'orders'")
+            && expanded.contains("--active-partitions"),
+        "{d}"
+    );
+
+    // Without --allow-expand the growth is only proposed.
+    let out = keyshift(&base);
+    let d = &decisions(&out)[0];
+    assert_eq!(d["expand_to"], 36, "{d}");
+    assert!(d["expanded"].is_null(), "{d}");
+
+    let mut no_topic = base.to_vec();
+    no_topic.extend(["--allow-expand", "--gateway", "http://127.0.0.1:9"]);
+    let out = keyshift(&no_topic);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-expand"));
+    let mut no_gateway = base.to_vec();
+    no_gateway.extend(["--topic", TOPIC, "--allow-expand"]);
+    let out = keyshift(&no_gateway);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--gateway"));
+}

@@ -17,7 +17,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use keyshift_core::protocol::epoch::{Epoch, Growth, EPOCH_KEY};
 use keyshift_core::protocol::{Migrator, FENCE_VALUE};
@@ -25,13 +25,15 @@ use keyshift_core::strategy::build_with;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::DeliveryFuture;
 use rustc_hash::FxHashSet;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::engine::{After, Inner, Outgoing, State};
 use super::error::ProduceError;
 
-/// What a growth did, answered by [`super::KeyshiftProducer::grow`].
-#[derive(Debug, Clone, PartialEq)]
+/// What a growth did, answered by [`super::KeyshiftProducer::grow`]; also the JSON body of
+/// the gateway's `POST /admin/grow`, which `keyshift expand` reads back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GrowthReport {
     /// Partitions keys were homed on before.
     pub from: u32,
@@ -50,8 +52,8 @@ pub struct GrowthReport {
     pub held_keys: usize,
     /// Records that waited.
     pub held_records: u64,
-    /// From the first fence sent to the switch.
-    pub took: Duration,
+    /// From the first fence sent to the switch, milliseconds.
+    pub took_ms: f64,
 }
 
 /// A growth in progress.
@@ -135,7 +137,7 @@ impl Inner {
                 barriers: Vec::new(),
                 held_keys: 0,
                 held_records: 0,
-                took: started.elapsed(),
+                took_ms: started.elapsed().as_secs_f64() * 1e3,
             }));
             return Ok(rx);
         };
@@ -281,7 +283,7 @@ impl Inner {
             barriers,
             held_keys,
             held_records: run.held_records,
-            took: run.started.elapsed(),
+            took_ms: run.started.elapsed().as_secs_f64() * 1e3,
         };
         tracing::info!(
             topic = %self.topic,
@@ -290,7 +292,7 @@ impl Inner {
             epoch = number,
             held_keys,
             held_records = run.held_records,
-            took_ms = report.took.as_millis() as u64,
+            took_ms = report.took_ms,
             "grown: keys are homed on the new partition count"
         );
         if let Some(done) = run.done {

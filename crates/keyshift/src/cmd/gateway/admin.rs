@@ -2,7 +2,8 @@
 //! partitions of the topic from now on, keeping per-key order through one epoch fence per
 //! partition in use (`KeyshiftProducer::grow`). `keyshift expand` calls it after adding the
 //! partitions; it answers once the growth completed:
-//! `200 {"from","to","epoch","fences","barriers","held_keys","held_records","took_ms"}`.
+//! `200 {"from","to","epoch","fences","barriers","held_keys","held_records","took_ms"}`
+//! (`keyshift_kafka::GrowthReport`).
 //! Refusals name the reason: `422` for a body that is not `{"partitions": <integer>}`, `409`
 //! when the producer cannot grow (not more partitions than in use, fewer in the topic,
 //! coordinated routes, a growth already running).
@@ -17,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use keyshift_kafka::{GrowthReport, KeyshiftProducer};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::api::{parse_json, ApiError};
 
@@ -34,7 +35,7 @@ async fn grow(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match handle(&producer, &headers, body).await {
-        Ok(r) => Json(report_json(&r)).into_response(),
+        Ok(r) => Json(r).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -81,23 +82,10 @@ fn requested_partitions(value: &Value) -> Result<u32, ApiError> {
         .ok_or_else(|| unprocessable("partitions", "must be a positive integer"))
 }
 
-/// The growth's answer body.
-pub fn report_json(r: &GrowthReport) -> Value {
-    json!({
-        "from": r.from,
-        "to": r.to,
-        "epoch": r.epoch,
-        "fences": r.fences,
-        "barriers": r.barriers,
-        "held_keys": r.held_keys,
-        "held_records": r.held_records,
-        "took_ms": r.took.as_secs_f64() * 1e3,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn only_a_positive_partition_count_is_accepted() {
