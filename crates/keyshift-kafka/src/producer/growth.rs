@@ -63,8 +63,6 @@ pub(super) struct Running {
     held: FxHashSet<Box<[u8]>>,
     held_records: u64,
     started: Instant,
-    /// The epoch once every fence is acknowledged (durable routes: while it is recorded).
-    epoch: Option<Epoch>,
     done: Option<oneshot::Sender<Result<GrowthReport, ProduceError>>>,
 }
 
@@ -156,7 +154,6 @@ impl Inner {
             held: FxHashSet::default(),
             held_records: 0,
             started,
-            epoch: None,
             done: Some(tx),
         });
         for (index, f) in fences.into_iter().enumerate() {
@@ -206,7 +203,6 @@ impl Inner {
             return;
         };
         if self.routes.is_some() {
-            run.epoch = Some(epoch.clone());
             self.record_epoch(epoch, 0);
         } else {
             self.apply_epoch(st, epoch);
