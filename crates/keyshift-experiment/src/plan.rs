@@ -68,9 +68,10 @@ pub struct Grow {
 }
 
 /// Whether strategy `name` grows as a plain Kafka producer (no epoch fences): the baselines
-/// that stand for Kafka's own partitioner.
+/// that stand for Kafka's own partitioner, and the strategies that keep no order (nothing to
+/// fence).
 pub fn grows_unfenced(name: &str) -> bool {
-    name == "hash" || name == PC
+    matches!(name, "hash" | PC | "pkg" | "unordered")
 }
 
 /// The Parallel Consumer baseline: Kafka's hash partitioning, each worker processing up to

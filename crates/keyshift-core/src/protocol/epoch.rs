@@ -130,27 +130,13 @@ impl Epoch {
                 reason: format!("partition counts must grow from at least 1, got {from} → {to}"),
             });
         }
-        // Each offset takes at least one byte: a count beyond the bytes left is truncated
-        // input, and checking first keeps a hostile count from reserving memory.
-        if (from as usize) > r.remaining() {
-            return Err(HeaderError::Truncated {
-                header: EPOCH_STATE,
-                field: "fence_offset",
-            });
-        }
-        let mut fences = Vec::with_capacity(from as usize);
+        let mut fences = Vec::with_capacity(counted(&r, from, "fence_offset")?);
         for _ in 0..from {
             let raw = r.u64("fence_offset")?;
             fences.push(i64::try_from(raw).map_err(|_| HeaderError::NegativeOffset(raw as i64))?);
         }
         let count = r.u32("earlier")?;
-        if (count as usize) > r.remaining() {
-            return Err(HeaderError::Truncated {
-                header: EPOCH_STATE,
-                field: "earlier",
-            });
-        }
-        let mut earlier = Vec::with_capacity(count as usize);
+        let mut earlier = Vec::with_capacity(counted(&r, count, "earlier")?);
         for _ in 0..count {
             let n = r.u32("earlier")?;
             if n == 0 {
@@ -170,6 +156,19 @@ impl Epoch {
             earlier,
         })
     }
+}
+
+/// `count` varints of `field` follow: each takes at least one byte, so a count beyond the bytes
+/// left is truncated input — checked before anything is reserved, so a hostile count cannot
+/// reserve memory.
+fn counted(r: &Reader<'_>, count: u32, field: &'static str) -> Result<usize, HeaderError> {
+    if count as usize > r.remaining() {
+        return Err(HeaderError::Truncated {
+            header: EPOCH_STATE,
+            field,
+        });
+    }
+    Ok(count as usize)
 }
 
 /// Whether `key`'s home differs between `from` and `to` partitions.
