@@ -555,17 +555,13 @@ pub const ROWS: &[(&str, Cell)] = &[
     ("parked (records)", |r| r.parked_records.to_string()),
     ("parked (ms total)", |r| format!("{:.1}", r.parked_ms)),
     ("growth (partitions)", |r| {
-        r.growth
-            .as_ref()
-            .map_or("-".to_string(), |g| format!("{} → {}", g.from, g.to))
+        growth(r, |g| format!("{} → {}", g.from, g.to))
     }),
     ("growth: at (s)", |r| {
-        r.growth
-            .as_ref()
-            .map_or("-".to_string(), |g| format!("{:.1}", g.at_s))
+        growth(r, |g| format!("{:.1}", g.at_s))
     }),
     ("growth: epoch fences", |r| {
-        r.growth.as_ref().map_or("-".to_string(), |g| {
+        growth(r, |g| {
             if g.fenced {
                 g.epoch_fences.to_string()
             } else {
@@ -574,34 +570,22 @@ pub const ROWS: &[(&str, Cell)] = &[
         })
     }),
     ("growth: held keys / records", |r| {
-        r.growth.as_ref().map_or("-".to_string(), |g| {
-            format!("{} / {}", g.held_keys, g.held_records)
-        })
+        growth(r, |g| format!("{} / {}", g.held_keys, g.held_records))
     }),
     ("growth: parked records", |r| {
-        r.growth
-            .as_ref()
-            .map_or("-".to_string(), |g| g.parked_records.to_string())
+        growth(r, |g| g.parked_records.to_string())
     }),
     ("growth: park p50 (ms)", |r| {
-        r.growth
-            .as_ref()
-            .map_or("-".to_string(), |g| format!("{:.0}", g.park_p50_ms))
+        growth(r, |g| format!("{:.0}", g.park_p50_ms))
     }),
     ("growth: park p99 (ms)", |r| {
-        r.growth
-            .as_ref()
-            .map_or("-".to_string(), |g| format!("{:.0}", g.park_p99_ms))
+        growth(r, |g| format!("{:.0}", g.park_p99_ms))
     }),
     ("growth: park max (ms)", |r| {
-        r.growth
-            .as_ref()
-            .map_or("-".to_string(), |g| format!("{:.0}", g.park_max_ms))
+        growth(r, |g| format!("{:.0}", g.park_max_ms))
     }),
     ("growth: unchanged keys parked", |r| {
-        r.growth
-            .as_ref()
-            .map_or("-".to_string(), |g| g.unchanged_keys_parked.to_string())
+        growth(r, |g| g.unchanged_keys_parked.to_string())
     }),
     ("order violations", |r| r.order_violations.to_string()),
     ("concurrent key processing", |r| {
@@ -613,6 +597,11 @@ pub const ROWS: &[(&str, Cell)] = &[
     ("lost (produced − consumed)", |r| r.lost.to_string()),
     ("duration (s)", |r| format!("{:.1}", r.duration_s)),
 ];
+
+/// A growth row's cell: `cell` of the run's growth figures, or `-` for a run without growth.
+fn growth(r: &StrategyReport, cell: impl FnOnce(&GrowthFigures) -> String) -> String {
+    r.growth.as_ref().map_or_else(|| "-".to_string(), cell)
+}
 
 /// Plain-language conclusions: the p99 ratio against hash and the correctness checks.
 pub fn verdict(report: &ExperimentReport) -> Vec<String> {

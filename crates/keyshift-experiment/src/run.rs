@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use keyshift_core::probe::{Probe, SeqVerdict, SequenceCheck};
-use keyshift_core::protocol::epoch::EPOCH_SET_INDEX;
+use keyshift_core::protocol::epoch::{remaps, EPOCH_SET_INDEX};
 use keyshift_core::serial::SerialCheck;
 use keyshift_core::sim::{ArrivalProcess, Assignor, ServiceDist, SimConfig};
 use keyshift_core::stats::LatencyHistogram;
@@ -449,8 +449,7 @@ fn run_strategy(
                         c.growth_park.record_secs(record.park_time.as_secs_f64());
                     }
                     let key = record.key.as_deref().unwrap_or_default();
-                    let home = |n| hasher.partition(key, n);
-                    if home(from) == home(to) && (epoch || record.route.is_none()) {
+                    if !remaps(hasher, key, from, to) && (epoch || record.route.is_none()) {
                         c.unchanged_parked += 1;
                     }
                 }

@@ -174,7 +174,8 @@ fn counted(r: &Reader<'_>, count: u32, field: &'static str) -> Result<usize, Hea
 /// Whether `key`'s home differs between `from` and `to` partitions.
 #[inline]
 pub fn remaps(hasher: Hasher, key: &[u8], from: u32, to: u32) -> bool {
-    hasher.partition(key, from) != hasher.partition(key, to)
+    let h = hasher.positive_hash(key);
+    h % from != h % to
 }
 
 /// One epoch fence to write: a record of [`EPOCH_KEY`] with value

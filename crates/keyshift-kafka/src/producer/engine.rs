@@ -594,7 +594,7 @@ impl Inner {
     }
 
     /// Sends a held/backlog-bound record or fence, behind the backlog if it is non-empty.
-    pub(super) fn emit(self: &Arc<Self>, st: &mut State, rec: Outgoing<'_>, after: After) {
+    fn emit(self: &Arc<Self>, st: &mut State, rec: Outgoing<'_>, after: After) {
         if !st.backlog.is_empty() {
             st.backlog.push_back(rec.to_owned(after));
             self.ensure_drainer(st);
@@ -641,7 +641,7 @@ impl Inner {
         self.emit_fence_then(st, key, fence_partition, header, route, after);
     }
 
-    fn emit_fence_then(
+    pub(super) fn emit_fence_then(
         self: &Arc<Self>,
         st: &mut State,
         key: &[u8],

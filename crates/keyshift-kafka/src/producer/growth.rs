@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use keyshift_core::protocol::epoch::{Epoch, Growth, EPOCH_KEY};
-use keyshift_core::protocol::{Migrator, FENCE_VALUE};
+use keyshift_core::protocol::Migrator;
 use keyshift_core::strategy::build_with;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::DeliveryFuture;
@@ -28,7 +28,7 @@ use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::engine::{After, Inner, Outgoing, State};
+use super::engine::{After, Inner, State};
 use super::error::ProduceError;
 
 /// What a growth did, answered by [`super::KeyshiftProducer::grow`]; also the JSON body of
@@ -157,16 +157,8 @@ impl Inner {
             done: Some(tx),
         });
         for (index, f) in fences.into_iter().enumerate() {
-            st.counters.fences += 1;
-            let rec = Outgoing {
-                key: EPOCH_KEY,
-                partition: f.partition,
-                value: FENCE_VALUE.as_slice(),
-                headers: &[],
-                route: f.route,
-                fence: Some(f.header),
-            };
-            self.emit(st, rec, After::EpochFence { index });
+            let after = After::EpochFence { index };
+            self.emit_fence_then(st, EPOCH_KEY, f.partition, f.header, f.route, after);
         }
         Ok(rx)
     }
