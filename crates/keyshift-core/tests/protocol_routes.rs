@@ -480,7 +480,9 @@ fn the_check_catches_a_home_header_dropped_before_its_record_is_safe() {
 // tombstone move records that a later commit of the same key superseded. The property: the
 // log compacted as Kafka would (last record per log key, tombstoned keys gone) reads to the same
 // term, decider, pending moves and routes as the full log — so a member that starts after
-// compaction agrees with every member that read everything. Negative control: keying move
+// compaction agrees with every member that read everything. Growths run through the same log
+// (want, grow, grow-ready, grown, and aborts of the epoch key), so the epoch in force, the
+// pending growth and the count wanted must agree too. Negative control: keying move
 // records by the user key instead of by the move lets a zombie's record replace a valid commit,
 // and the check catches it.
 
@@ -488,6 +490,7 @@ mod control_model {
     use std::collections::BTreeMap;
 
     use keyshift_core::protocol::control::{Control, ControlLog, Effect, MoveId};
+    use keyshift_core::protocol::epoch::{Epoch, EPOCH_KEY};
     use keyshift_core::protocol::{RouteEntry, RouteHeader};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -530,12 +533,14 @@ mod control_model {
         keep.into_iter().map(|p| log[p].clone()).collect()
     }
 
-    /// Everything a reader derives, comparable: term, decider, pending moves, routes.
+    /// Everything a reader derives, comparable: term, decider, pending moves, routes, and the
+    /// epoch in force, pending growth (with its sorted ready members) and highest count wanted.
     type Summary = (
         u64,
         Option<u64>,
         Vec<(Vec<u8>, MoveId, Vec<u64>, i64)>,
         Vec<(Vec<u8>, RouteEntry)>,
+        (Option<Epoch>, Option<(MoveId, Vec<u64>)>, u32),
     );
 
     fn summary(s: &ControlLog) -> Summary {
@@ -551,7 +556,24 @@ mod control_model {
         pending.sort();
         let mut routes: Vec<_> = s.routes().map(|(k, e)| (k.to_vec(), *e)).collect();
         routes.sort_by(|a, b| a.0.cmp(&b.0));
-        (s.term(), s.decider(), pending, routes)
+        let growth = s.growth().map(|g| {
+            let mut ready = g.ready.clone();
+            ready.sort_unstable();
+            (g.id, ready)
+        });
+        let growing = (s.epoch().cloned(), growth, s.wanted());
+        (s.term(), s.decider(), pending, routes, growing)
+    }
+
+    fn random_epoch(rng: &mut ChaCha8Rng) -> Epoch {
+        let from = rng.gen_range(1..4);
+        Epoch {
+            number: rng.gen_range(1..5),
+            from,
+            to: from + rng.gen_range(1..4),
+            fences: (0..from).map(|_| rng.gen_range(0..1000)).collect(),
+            earlier: Vec::new(),
+        }
     }
 
     fn random_entry(rng: &mut ChaCha8Rng) -> Option<RouteEntry> {
@@ -580,6 +602,7 @@ mod control_model {
         // Each member's unfinished proposals: (member, user key) → move. A decider proposes a
         // key only when it has no unfinished move of it in its term.
         let mut open: std::collections::HashMap<(u64, &[u8]), MoveId> = Default::default();
+        let mut open_growth: std::collections::HashMap<u64, MoveId> = Default::default();
         // (log key, user key, position of its last record) of every move written.
         let mut moves: Vec<(String, Vec<u8>, usize)> = Vec::new();
         while log.len() < steps {
@@ -590,7 +613,7 @@ mod control_model {
                 continue;
             }
             let (view, committed) = read(&log[..seen[me]]);
-            let record = match rng.gen_range(0..6) {
+            let record = match rng.gen_range(0..9) {
                 0 if claimed.insert((m, view.term() + 1)) => Some(Control::Claim {
                     term: view.term() + 1,
                     member: m,
@@ -660,6 +683,51 @@ mod control_model {
                     }
                     None
                 }
+                6 => Some(Control::Want {
+                    member: m,
+                    partitions: rng.gen_range(2..8),
+                }),
+                7 if view.decider() == Some(m) => match view.growth() {
+                    Some(g) if finished.insert(g.id) => {
+                        Some(if open_growth.remove(&m).is_some() && rng.gen_bool(0.75) {
+                            Control::Grown {
+                                id: g.id,
+                                member: m,
+                                epoch: random_epoch(&mut rng),
+                            }
+                        } else {
+                            Control::Abort {
+                                id: g.id,
+                                member: m,
+                                key: EPOCH_KEY.into(),
+                            }
+                        })
+                    }
+                    Some(_) => None,
+                    // Like a key's moves: a decider proposes no growth while its own previous
+                    // one of this term is unfinished.
+                    None if open_growth.get(&m).is_some_and(|id| id.term == view.term()) => None,
+                    None => {
+                        next_seq += 1;
+                        let id = MoveId {
+                            term: view.term(),
+                            seq: next_seq,
+                        };
+                        open_growth.insert(m, id);
+                        let from = rng.gen_range(1..4);
+                        Some(Control::Grow {
+                            id,
+                            member: m,
+                            from,
+                            to: from + rng.gen_range(1..4),
+                        })
+                    }
+                },
+                8 => view.growth().map(|g| Control::GrowReady {
+                    id: g.id,
+                    member: m,
+                    fences: (0..g.from).map(|_| rng.gen_range(0..1000)).collect(),
+                }),
                 _ => None,
             };
             if let Some(r) = record {
@@ -706,7 +774,7 @@ mod control_model {
 
     #[test]
     fn a_compacted_control_log_reads_like_the_full_one() {
-        let mut stats = [0usize; 4];
+        let mut stats = [0usize; 6];
         for seed in 0..SEEDS {
             let log = history(seed, 300, Control::log_key);
             agree(&log, Control::log_key).unwrap();
@@ -716,13 +784,15 @@ mod control_model {
                     Effect::Moved { .. } => stats[0] += 1,
                     Effect::Ignored(_) => stats[1] += 1,
                     Effect::Decider { aborted, .. } => stats[2] += aborted.len(),
+                    Effect::Grown { .. } => stats[4] += 1,
+                    Effect::GrowthReleased => stats[5] += 1,
                     _ => {}
                 }
             }
             stats[3] += log.iter().filter(|(_, r)| r.is_none()).count();
         }
         // The histories exercise commits, ignored (stale or conflicting) records, moves aborted
-        // by a new term and tombstones.
+        // by a new term, tombstones, growths and aborted growths.
         assert!(stats.iter().all(|&n| n > 0), "{stats:?}");
     }
 

@@ -515,7 +515,8 @@ fn the_control_log_replays_and_tails_in_one_order_for_every_member() {
                 Effect::Decider {
                     term: 2,
                     member: 2,
-                    aborted: vec![]
+                    aborted: vec![],
+                    growth_aborted: false,
                 }
             ),
             (6, Effect::Ignored(Rejected::StaleTerm)),

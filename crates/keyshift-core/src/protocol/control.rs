@@ -26,11 +26,20 @@
 //!   the log. Reading the compacted log gives the same routes, term and decider as reading the
 //!   full log (checked by the model test `control_log_model.rs`).
 //!
+//! - **Growth is a move of every remapped key at once.** [`Control::Want`] (any member) records
+//!   a partition count wanted; the decider answers with [`Control::Grow`], every member writes
+//!   its own epoch fences and [`Control::GrowReady`] with their offsets, and the decider's
+//!   [`Control::Grown`] carries the whole [`Epoch`] (the highest fence per old partition), so
+//!   it needs nothing before it. A grow and its grown or abort share the move log key, the
+//!   abort of a growth names [`EPOCH_KEY`], and a new term aborts a pending growth as it aborts
+//!   moves. Wants are keyed by their count, so compaction keeps the highest.
+//!
 //! Liveness (heartbeats, the member timeout, who should claim) is the adapter's business and
 //! deliberately not part of validity.
 
 use rustc_hash::FxHashMap;
 
+use super::epoch::{Epoch, EPOCH_KEY};
 use super::header::{put_varint, HeaderError, Reader, RouteHeader, VERSION};
 use super::route_state::RouteEntry;
 
@@ -120,7 +129,8 @@ pub enum Control {
         /// The member.
         member: MemberId,
     },
-    /// The move is called off: the key stays where it was.
+    /// The move is called off: the key stays where it was. With key [`EPOCH_KEY`], the
+    /// pending growth is called off: keys stay homed on the partitions in use.
     Abort {
         /// The move.
         id: MoveId,
@@ -128,6 +138,50 @@ pub enum Control {
         member: MemberId,
         /// The key that stays.
         key: Box<[u8]>,
+    },
+    /// Some member wants keys homed on `partitions` partitions (`keyshift expand`, the
+    /// gateway's `/admin/grow`). Any member may write it; the decider grows the topic to the
+    /// highest count wanted once nothing else is pending (see [`super::coordinator`]).
+    Want {
+        /// The member that asked.
+        member: MemberId,
+        /// Partitions wanted.
+        partitions: u32,
+    },
+    /// The decider grows the partitions keys are homed on from `from` to `to`: every member
+    /// holds the records of keys whose home changes (and that have no route), writes its own
+    /// epoch fence on every old partition ([`super::epoch::Growth`]) and answers
+    /// [`Control::GrowReady`]. Shares the move ids and log keys of moves.
+    Grow {
+        /// The growth.
+        id: MoveId,
+        /// Its author.
+        member: MemberId,
+        /// Partitions in use.
+        from: u32,
+        /// Partitions wanted.
+        to: u32,
+    },
+    /// `member`'s epoch fences of the growth are written: per old partition (index), the
+    /// offset of its last one, behind every record it sent there.
+    GrowReady {
+        /// The growth.
+        id: MoveId,
+        /// The member that is ready.
+        member: MemberId,
+        /// Its barrier per old partition.
+        fences: Vec<i64>,
+    },
+    /// Every member known at the growth's start is ready: keys are homed on `epoch.to` from
+    /// here on, with the barriers of `epoch` (the highest of every member's fences).
+    Grown {
+        /// The growth.
+        id: MoveId,
+        /// Its author.
+        member: MemberId,
+        /// The epoch in force from here on (it carries the earlier counts, so it needs nothing
+        /// before it).
+        epoch: Epoch,
     },
 }
 
@@ -138,7 +192,13 @@ impl Control {
             Control::Claim { term, member } => format!("term/{term}/{member}"),
             Control::Propose { id, .. }
             | Control::Commit { id, .. }
-            | Control::Abort { id, .. } => move_key(*id),
+            | Control::Abort { id, .. }
+            | Control::Grow { id, .. }
+            | Control::Grown { id, .. } => move_key(*id),
+            Control::GrowReady { id, member, .. } => {
+                format!("grow-ready/{}/{}/{member}", id.term, id.seq)
+            }
+            Control::Want { partitions, .. } => want_key(*partitions),
             Control::Ready { id, member, .. } => {
                 format!("ready/{}/{}/{member}", id.term, id.seq)
             }
@@ -155,7 +215,10 @@ impl Control {
     /// records per partition … | keys | (key | records) … | written_us`; leave `6 | member`;
     /// commit `3 | term | seq | member | key | 0` (home) or
     /// `… | 1 | partition | set_index | from_partition | fence_offset`;
-    /// abort `4 | term | seq | member | key`.
+    /// abort `4 | term | seq | member | key`; want `10 | member | partitions`;
+    /// grow `7 | term | seq | member | from | to`; grow-ready `8 | term | seq | member |
+    /// count | fence_offset …`; grown `9 | term | seq | member | epoch` (the epoch's route-state
+    /// value, [`Epoch::encode`], as a byte string).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![VERSION];
         let id = |out: &mut Vec<u8>, id: &MoveId, member: MemberId| {
@@ -245,6 +308,44 @@ impl Control {
                 out.push(4);
                 id(&mut out, i, *member);
                 key(&mut out, k);
+            }
+            Control::Want { member, partitions } => {
+                out.push(10);
+                put_varint(&mut out, *member);
+                put_varint(&mut out, u64::from(*partitions));
+            }
+            Control::Grow {
+                id: i,
+                member,
+                from,
+                to,
+            } => {
+                out.push(7);
+                id(&mut out, i, *member);
+                put_varint(&mut out, u64::from(*from));
+                put_varint(&mut out, u64::from(*to));
+            }
+            Control::GrowReady {
+                id: i,
+                member,
+                fences,
+            } => {
+                out.push(8);
+                id(&mut out, i, *member);
+                put_varint(&mut out, fences.len() as u64);
+                for &f in fences {
+                    debug_assert!(f >= 0, "negative fence offset");
+                    put_varint(&mut out, f as u64);
+                }
+            }
+            Control::Grown {
+                id: i,
+                member,
+                epoch,
+            } => {
+                out.push(9);
+                id(&mut out, i, *member);
+                key(&mut out, &epoch.encode());
             }
         }
         out
@@ -354,6 +455,37 @@ impl Control {
                     key: r.bytes("key")?.into(),
                 }
             }
+            10 => Control::Want {
+                member: r.u64("member")?,
+                partitions: r.u32("partitions")?,
+            },
+            7 => {
+                let (id, member) = id(&mut r)?;
+                Control::Grow {
+                    id,
+                    member,
+                    from: r.u32("from")?,
+                    to: r.u32("to")?,
+                }
+            }
+            8 => {
+                let (id, member) = id(&mut r)?;
+                let count = r.u32("fences")? as usize;
+                // Bounded by the bytes left (one at least per offset), as in a heartbeat.
+                let mut fences = Vec::with_capacity(count.min(r.remaining()));
+                for _ in 0..count {
+                    let raw = r.u64("fence_offset")?;
+                    fences.push(
+                        i64::try_from(raw).map_err(|_| HeaderError::NegativeOffset(raw as i64))?,
+                    );
+                }
+                Control::GrowReady { id, member, fences }
+            }
+            9 => {
+                let (id, member) = id(&mut r)?;
+                let epoch = Epoch::decode(r.bytes("epoch")?)?;
+                Control::Grown { id, member, epoch }
+            }
             _ => {
                 return Err(HeaderError::Overflow {
                     header: CONTROL_RECORD,
@@ -391,6 +523,12 @@ pub fn move_key(id: MoveId) -> String {
     format!("move/{}/{}", id.term, id.seq)
 }
 
+/// The log key of a want of `partitions` (one per count, so compaction keeps every count
+/// wanted, and the highest one, which is what counts, survives lower later ones).
+pub fn want_key(partitions: u32) -> String {
+    format!("want/{partitions}")
+}
+
 /// The log key of a member's heartbeats and leave (a tombstone of it forgets the member).
 pub fn member_key(member: MemberId) -> String {
     format!("hb/{member}")
@@ -416,6 +554,9 @@ pub enum Rejected {
     Conflict,
     /// A ready for a move that is not pending.
     NotPending,
+    /// A growth whose counts do not grow, or a grow-ready whose fences do not cover the old
+    /// partitions.
+    BadGrowth,
 }
 
 /// What a valid record changed, for the adapter to act on.
@@ -430,6 +571,8 @@ pub enum Effect {
         member: MemberId,
         /// Keys whose pending moves were aborted.
         aborted: Vec<Box<[u8]>>,
+        /// Whether a pending growth was aborted too (held keys stay homed as before).
+        growth_aborted: bool,
     },
     /// Hold the key's new records, write a fence of it on its current partition (after the
     /// records sent there so far) and answer ready with that fence's offset.
@@ -472,8 +615,67 @@ pub enum Effect {
         /// The key.
         key: Box<[u8]>,
     },
+    /// Some member wants keys homed on `partitions` (the highest count wanted so far).
+    Wanted {
+        /// The highest count wanted.
+        partitions: u32,
+    },
+    /// Hold the records of keys whose home changes from `from` to `to` partitions, write this
+    /// member's epoch fences and answer grow-ready.
+    Grow {
+        /// The growth.
+        id: MoveId,
+        /// Partitions in use.
+        from: u32,
+        /// Partitions it grows to.
+        to: u32,
+    },
+    /// A member is ready for the pending growth.
+    GrowReady {
+        /// The growth.
+        id: MoveId,
+        /// The member.
+        member: MemberId,
+    },
+    /// Keys are homed on the epoch's count from here on: release the held keys to their new
+    /// home with the barrier of their old one.
+    Grown {
+        /// The epoch in force.
+        epoch: Epoch,
+    },
+    /// The pending growth was called off: release the held keys where they went before.
+    GrowthReleased,
     /// The record did not count.
     Ignored(Rejected),
+}
+
+/// A growth between its grow and its grown or abort.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingGrowth {
+    /// The growth.
+    pub id: MoveId,
+    /// Partitions in use.
+    pub from: u32,
+    /// Partitions it grows to.
+    pub to: u32,
+    /// Members that answered ready, in answer order.
+    pub ready: Vec<MemberId>,
+    /// Each ready member's barrier per old partition (same order as `ready`).
+    pub fences: Vec<Vec<i64>>,
+}
+
+impl PendingGrowth {
+    /// Records `member`'s barriers (a later grow-ready replaces its earlier one, as for a
+    /// move's ready).
+    pub fn note_ready(&mut self, member: MemberId, fences: &[i64]) {
+        match self.ready.iter().position(|&m| m == member) {
+            Some(i) => self.fences[i] = fences.to_vec(),
+            None => {
+                self.ready.push(member);
+                self.fences.push(fences.to_vec());
+            }
+        }
+    }
 }
 
 /// A move between its propose and its commit or abort.
@@ -499,6 +701,9 @@ pub struct ControlLog {
     decider: Option<MemberId>,
     pending: FxHashMap<Box<[u8]>, PendingMove>,
     routes: FxHashMap<Box<[u8]>, RouteEntry>,
+    epoch: Option<Epoch>,
+    growth: Option<PendingGrowth>,
+    wanted: u32,
 }
 
 impl ControlLog {
@@ -519,6 +724,13 @@ impl ControlLog {
         }
     }
 
+    /// Seeds the epoch a durable producer recorded (an upgrade from `--routes durable` of a
+    /// topic that grew): keys are homed on its count, as the durable producer homed them.
+    pub fn with_epoch(mut self, epoch: Option<Epoch>) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
     /// Applies the next record of the log.
     pub fn apply(&mut self, record: &Control) -> Effect {
         match record {
@@ -534,6 +746,7 @@ impl ControlLog {
                     term: *term,
                     member: *member,
                     aborted,
+                    growth_aborted: self.growth.take().is_some(),
                 }
             }
             Control::Propose {
@@ -603,11 +816,88 @@ impl ControlLog {
                 written_us: *written_us,
             },
             Control::Leave { member } => Effect::Left { member: *member },
+            Control::Abort { id, member, key } if **key == *EPOCH_KEY => {
+                if let Some(reject) = self.finish_growth(*id, *member) {
+                    return Effect::Ignored(reject);
+                }
+                Effect::GrowthReleased
+            }
             Control::Abort { id, member, key } => {
                 if let Some(reject) = self.finish(*id, *member, key) {
                     return Effect::Ignored(reject);
                 }
                 Effect::Released { key: key.clone() }
+            }
+            Control::Want { partitions, .. } => {
+                self.wanted = self.wanted.max(*partitions);
+                Effect::Wanted {
+                    partitions: self.wanted,
+                }
+            }
+            Control::Grow {
+                id,
+                member,
+                from,
+                to,
+            } => {
+                if let Some(reject) = self.authority(*id, *member) {
+                    return Effect::Ignored(reject);
+                }
+                if self.growth.is_some() {
+                    return Effect::Ignored(Rejected::Conflict);
+                }
+                if *from == 0 || to <= from {
+                    return Effect::Ignored(Rejected::BadGrowth);
+                }
+                self.growth = Some(PendingGrowth {
+                    id: *id,
+                    from: *from,
+                    to: *to,
+                    ready: Vec::new(),
+                    fences: Vec::new(),
+                });
+                Effect::Grow {
+                    id: *id,
+                    from: *from,
+                    to: *to,
+                }
+            }
+            Control::GrowReady { id, member, fences } => {
+                let Some(g) = self.growth.as_mut().filter(|g| g.id == *id) else {
+                    return Effect::Ignored(Rejected::NotPending);
+                };
+                if fences.len() != g.from as usize {
+                    return Effect::Ignored(Rejected::BadGrowth);
+                }
+                g.note_ready(*member, fences);
+                Effect::GrowReady {
+                    id: *id,
+                    member: *member,
+                }
+            }
+            Control::Grown { id, member, epoch } => {
+                if let Some(reject) = self.finish_growth(*id, *member) {
+                    return Effect::Ignored(reject);
+                }
+                self.epoch = Some(epoch.clone());
+                Effect::Grown {
+                    epoch: epoch.clone(),
+                }
+            }
+        }
+    }
+
+    /// Checks a grown or abort of growth `id` and removes the pending growth; as for a move,
+    /// one whose grow compaction removed finds nothing pending, which is allowed.
+    fn finish_growth(&mut self, id: MoveId, member: MemberId) -> Option<Rejected> {
+        if let Some(reject) = self.authority(id, member) {
+            return Some(reject);
+        }
+        match &self.growth {
+            Some(g) if g.id != id => Some(Rejected::Conflict),
+            _ => {
+                self.growth = None;
+                None
             }
         }
     }
@@ -666,6 +956,22 @@ impl ControlLog {
     /// Every key away from home (or in a headed set at home), with its route.
     pub fn routes(&self) -> impl Iterator<Item = (&[u8], &RouteEntry)> {
         self.routes.iter().map(|(k, e)| (&**k, e))
+    }
+
+    /// The epoch in force, if the topic grew.
+    pub fn epoch(&self) -> Option<&Epoch> {
+        self.epoch.as_ref()
+    }
+
+    /// The growth pending, if any.
+    pub fn growth(&self) -> Option<&PendingGrowth> {
+        self.growth.as_ref()
+    }
+
+    /// The highest partition count any member wanted (0: none); it is done once the epoch in
+    /// force homes keys on at least that many.
+    pub fn wanted(&self) -> u32 {
+        self.wanted
     }
 }
 
@@ -737,10 +1043,64 @@ mod tests {
                 member: 3,
                 key: b"x".as_slice().into(),
             },
+            Control::Want {
+                member: 3,
+                partitions: u32::MAX,
+            },
+            Control::Grow {
+                id: id(1, 2),
+                member: 3,
+                from: 8,
+                to: 16,
+            },
+            Control::GrowReady {
+                id: id(1, 2),
+                member: 3,
+                fences: vec![0, i64::MAX, 5],
+            },
+            Control::Grown {
+                id: id(1, 2),
+                member: 3,
+                epoch: Epoch {
+                    number: 2,
+                    from: 3,
+                    to: 6,
+                    fences: vec![1, 2, 3],
+                    earlier: vec![2],
+                },
+            },
         ];
         for r in all {
             assert_eq!(Control::decode(&r.encode()), Ok(r));
         }
+        // Growth records: want, grow, grow-ready, and a grown that embeds the epoch's value.
+        assert_eq!(
+            Control::Want {
+                member: 7,
+                partitions: 16
+            }
+            .encode(),
+            [0x01, 0x0A, 0x07, 0x10]
+        );
+        let grown = Control::Grown {
+            id: id(2, 5),
+            member: 7,
+            epoch: Epoch {
+                number: 1,
+                from: 2,
+                to: 4,
+                fences: vec![5, 300],
+                earlier: vec![],
+            },
+        };
+        assert_eq!(
+            grown.encode(),
+            [0x01, 0x09, 0x02, 0x05, 0x07, 0x08, 0x01, 0x01, 0x02, 0x04, 0x05, 0xAC, 0x02, 0x00]
+        );
+        assert_eq!(grown.log_key(), "move/2/5");
+        // A grow-ready whose count exceeds the bytes left is refused before anything is
+        // reserved.
+        assert!(Control::decode(&[0x01, 0x08, 0x01, 0x01, 0x01, 0xFF, 0xFF, 0xFF, 0x0F]).is_err());
         let leave = Control::Leave { member: 7 };
         assert_eq!(member_of_key(&leave.log_key()), Some(7));
         assert_eq!(member_of_key("term/1/7"), None);
@@ -752,7 +1112,7 @@ mod tests {
         let h = CONTROL_RECORD;
         assert_eq!(Control::decode(&[]), Err(HeaderError::Empty { header: h }));
         assert_eq!(
-            Control::decode(&[0x01, 0x09]),
+            Control::decode(&[0x01, 0x0B]),
             Err(HeaderError::Overflow {
                 header: h,
                 field: "tag"
@@ -800,7 +1160,8 @@ mod tests {
             Effect::Decider {
                 term: 2,
                 member: 2,
-                aborted: vec![k.clone()]
+                aborted: vec![k.clone()],
+                growth_aborted: false,
             }
         );
         // The old decider's commit, written after the claim, counts for nobody.

@@ -54,13 +54,28 @@
 //! member timeout short of the horizon. A member that closes cleanly flushes its records and
 //! then writes [`Control::Leave`], which forgets it at once, so a redeploy does not pause moves.
 //!
+//! Growing the partitions keys are homed on ([`super::epoch`]) is the same protocol for every
+//! key whose home changes: a member asks with a want, the decider writes a grow once no move is
+//! pending (and proposes no move until the growth is done, so the two never mix), every
+//! member known at the grow holds those keys and writes its own epoch fence on every old
+//! partition behind its records there ([`Coordinator::growth_plan`]) and answers grow-ready
+//! with their offsets, and the decider commits the epoch whose barrier on each old partition is
+//! the highest member fence there ([`super::epoch::max_fences`]). A lost member or the move
+//! timeout calls the growth off (keys stay homed as before) and the decider tries again once
+//! every member is accounted for, no sooner than a member timeout later: the want stays in the
+//! log until an epoch satisfies it.
+//!
 //! Times are seconds since the member's own origin; nothing here reads a clock.
 
 use std::time::Duration;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::control::{note_ready, Control, ControlLog, Effect, Load, MemberId, MoveId, Rejected};
+use super::control::{
+    note_ready, want_key, Control, ControlLog, Effect, Load, MemberId, MoveId, PendingGrowth,
+    Rejected,
+};
+use super::epoch::{max_fences, Epoch, Growth, EPOCH_KEY};
 use super::membership::{Membership, Wait, FORGET_AFTER_TIMEOUTS};
 use super::{FenceHeader, RouteEntry, RouteHeader};
 use crate::hash::Hasher;
@@ -143,6 +158,23 @@ pub struct Pending {
     pub decided: bool,
 }
 
+/// The growth pending in the log, as this member follows it.
+#[derive(Debug, Clone)]
+pub struct Growing {
+    /// Its id, counts and the members' barriers so far.
+    pub log: PendingGrowth,
+    /// Members known when the grow was read (the decider waits for them).
+    pub known_at_propose: Vec<MemberId>,
+    /// When this member read the grow (seconds since the producer's origin).
+    pub read_at: f64,
+    /// Whether this member's own grow-ready is written (or, for the decider, counted).
+    pub my_ready: bool,
+    /// Whether this member's ready was counted without being written (the decider's own).
+    pub ready_unwritten: bool,
+    /// Whether the decider (this member) has written the grown or abort.
+    pub decided: bool,
+}
+
 /// Counters of the coordination.
 #[derive(Debug, Clone, Default)]
 pub struct CoordCounters {
@@ -206,6 +238,21 @@ pub struct Coordinator {
     /// Whether this member is leaving: it flushed its records and writes (or wrote)
     /// [`Control::Leave`]; it sends, heartbeats and claims nothing more.
     pub leaving: bool,
+    /// The epoch in force (the log's last grown), if the topic grew.
+    pub epoch: Option<Epoch>,
+    /// The highest partition count a member wanted.
+    pub wanted: u32,
+    /// Counts wanted whose want records are in the log (tombstoned once the epoch reaches
+    /// them).
+    wants: Vec<u32>,
+    /// The growth pending in the log.
+    pub growth: Option<Growing>,
+    /// Whether this decider wrote a grow it has not read back yet.
+    growth_proposed: bool,
+    /// A decider proposes a growth again no sooner than this after one was called off.
+    growth_retry_at: f64,
+    /// The last grown read (its record carries the whole epoch; earlier ones are obsolete).
+    last_grown: Option<MoveId>,
 }
 
 impl Coordinator {
@@ -247,6 +294,13 @@ impl Coordinator {
             obsolete: Vec::new(),
             hold_time: LatencyHistogram::new(),
             leaving: false,
+            epoch: None,
+            wanted: 0,
+            wants: Vec::new(),
+            growth: None,
+            growth_proposed: false,
+            growth_retry_at: f64::NEG_INFINITY,
+            last_grown: None,
         }
     }
 
@@ -271,6 +325,19 @@ impl Coordinator {
         c.term = log.term();
         c.decider = log.decider();
         c.routes = log.routes().map(|(k, e)| (k.into(), *e)).collect();
+        if let Some(e) = log.epoch() {
+            c.partitions = e.to;
+            c.epoch = Some(e.clone());
+        }
+        c.wanted = log.wanted();
+        c.growth = log.growth().map(|g| Growing {
+            log: g.clone(),
+            known_at_propose: Vec::new(),
+            read_at: now,
+            my_ready: false,
+            ready_unwritten: false,
+            decided: false,
+        });
         let keys: Vec<Box<[u8]>> = log.pending_keys().map(Into::into).collect();
         for key in keys {
             let p = log.pending(&key).expect("listed");
@@ -352,11 +419,88 @@ impl Coordinator {
         self.pending.contains_key(key)
     }
 
-    /// The key's partition, set and route header along the log's committed route.
+    /// The key's partition, set and route header along the log's committed route; a key at
+    /// home carries the epoch's barrier if its home changed (a move's fences chain to it).
     pub fn current(&self, key: &[u8]) -> (u32, u32, Option<RouteHeader>) {
         match self.routes.get(key) {
             Some(e) => (e.partition, e.route.set_index, Some(e.route)),
-            None => (self.hasher.partition(key, self.partitions), 0, None),
+            None => {
+                let header = self.epoch.as_ref().and_then(|e| e.header(self.hasher, key));
+                (self.hasher.partition(key, self.partitions), 0, header)
+            }
+        }
+    }
+
+    /// Partitions keys are homed on (the epoch's count once the topic grew).
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Whether a growth is wanted beyond the partitions in use, or pending: the decider
+    /// proposes no move meanwhile, so a growth never runs beside a move.
+    pub fn growth_due(&self) -> bool {
+        self.wanted > self.partitions || self.growth.is_some() || self.growth_proposed
+    }
+
+    /// The grow this decider should write at `now`: a count beyond the partitions in use is
+    /// wanted, no move or growth is pending or being proposed, every known member is accounted
+    /// for, and no growth was called off within the last member timeout.
+    pub fn growth_proposal(&mut self, now: f64) -> Option<Control> {
+        if !self.is_decider()
+            || self.wanted <= self.partitions
+            || self.growth.is_some()
+            || self.growth_proposed
+            || !self.pending.is_empty()
+            || !self.proposing.is_empty()
+            || now < self.growth_retry_at
+            || !self.membership.unaccounted(now).is_empty()
+        {
+            return None;
+        }
+        self.next_seq += 1;
+        self.growth_proposed = true;
+        self.counters.proposed += 1;
+        Some(Control::Grow {
+            id: MoveId {
+                term: self.term,
+                seq: self.next_seq,
+            },
+            member: self.me,
+            from: self.partitions,
+            to: self.wanted,
+        })
+    }
+
+    /// The epoch fences this member writes for the pending growth ([`Growth::fences`]), with
+    /// its id; `None` when none is pending, this member's ready is written, or the growth does
+    /// not follow the epoch in force (a member started with another partition count: it holds
+    /// the remapped keys and the growth times out rather than mixing counts).
+    pub fn growth_plan(&self) -> Option<(MoveId, Growth)> {
+        let g = self.growth.as_ref().filter(|g| !g.my_ready)?;
+        let plan = Growth::start(self.epoch.as_ref(), g.log.from, g.log.to).ok()?;
+        Some((g.log.id, plan))
+    }
+
+    /// This member's epoch fences of growth `id` are acknowledged, with `fences` its barrier
+    /// per old partition. The decider counts itself ready at once (see
+    /// [`Self::own_fence_acked`]); answers whether it did.
+    pub fn own_growth_acked(&mut self, id: MoveId, fences: &[i64]) -> bool {
+        if !self.is_decider() || id.term != self.term {
+            return false;
+        }
+        let me = self.me;
+        match self
+            .growth
+            .as_mut()
+            .filter(|g| g.log.id == id && !g.decided)
+        {
+            Some(g) => {
+                g.log.note_ready(me, fences);
+                g.my_ready = true;
+                g.ready_unwritten = true;
+                true
+            }
+            None => false,
         }
     }
 
@@ -365,7 +509,7 @@ impl Coordinator {
     /// member is unaccounted for (see the module docs).
     pub fn proposals(&mut self, moves: Vec<Move>, now: f64) -> Vec<Control> {
         let mut out = Vec::new();
-        if !self.membership.unaccounted(now).is_empty() {
+        if !self.membership.unaccounted(now).is_empty() || self.growth_due() {
             return out;
         }
         for m in moves {
@@ -470,7 +614,51 @@ impl Coordinator {
                 });
             }
         }
+        if let Some(verdict) = self.growth_verdict(now) {
+            out.push(verdict);
+        }
         out
+    }
+
+    /// The decider's verdict on the pending growth: grown once every member known at the grow
+    /// is ready (the epoch's barriers are the highest of their fences), abort when one of them
+    /// is lost or after the move timeout.
+    fn growth_verdict(&mut self, now: f64) -> Option<Control> {
+        let g = self
+            .growth
+            .as_ref()
+            .filter(|g| !g.decided && g.log.id.term == self.term)?;
+        let wait = self
+            .membership
+            .waiting_for(&g.known_at_propose, &g.log.ready, now);
+        let (id, me) = (g.log.id, self.me);
+        let grown = (wait == Wait::Ready)
+            .then(|| {
+                let fences = max_fences(g.log.from, &g.log.fences)?;
+                let plan = Growth::start(self.epoch.as_ref(), g.log.from, g.log.to).ok()?;
+                Some(plan.epoch_with(fences))
+            })
+            .flatten()
+            .filter(|e| !g.log.ready.is_empty() && e.fences.iter().all(|&f| f >= 0));
+        let verdict = match grown {
+            Some(epoch) => Control::Grown {
+                id,
+                member: me,
+                epoch,
+            },
+            None if matches!(wait, Wait::Lost(_))
+                || now - g.read_at > self.config.move_timeout.as_secs_f64() =>
+            {
+                Control::Abort {
+                    id,
+                    member: me,
+                    key: EPOCH_KEY.into(),
+                }
+            }
+            None => return None,
+        };
+        self.growth.as_mut().expect("checked").decided = true;
+        Some(verdict)
     }
 
     /// Applies the bookkeeping of one effect read from the log; answers what the engine must
@@ -501,11 +689,16 @@ impl Coordinator {
                 term,
                 member,
                 aborted,
+                growth_aborted,
             } => {
                 self.term = *term;
                 self.decider = Some(*member);
                 self.membership.heartbeat(*member, now);
                 self.proposing.clear();
+                self.growth_proposed = false;
+                if *growth_aborted {
+                    self.end_growth(true, now);
+                }
                 for key in aborted {
                     if let Some(p) = self.finish(key, now) {
                         self.obsolete.push(super::control::move_key(p.id));
@@ -516,6 +709,7 @@ impl Coordinator {
                 Action::NewTerm {
                     mine: *member == self.me,
                     released: aborted.clone(),
+                    growth_aborted: *growth_aborted,
                 }
             }
             Effect::Hold { id, key, to } => {
@@ -578,15 +772,118 @@ impl Coordinator {
                 self.counters.aborted += 1;
                 Action::Release(key.clone())
             }
+            Effect::Wanted { partitions } => {
+                self.wanted = *partitions;
+                if let Control::Want { partitions, .. } = record {
+                    if !self.wants.contains(partitions) {
+                        self.wants.push(*partitions);
+                    }
+                }
+                self.obsolete_wants();
+                Action::Decide
+            }
+            Effect::Grow { id, from, to } => {
+                self.growth_proposed = false;
+                self.growth = Some(Growing {
+                    log: PendingGrowth {
+                        id: *id,
+                        from: *from,
+                        to: *to,
+                        ready: Vec::new(),
+                        fences: Vec::new(),
+                    },
+                    known_at_propose: self.membership.known(now),
+                    read_at: now,
+                    my_ready: false,
+                    ready_unwritten: false,
+                    decided: false,
+                });
+                Action::Grow {
+                    id: *id,
+                    from: *from,
+                    to: *to,
+                }
+            }
+            Effect::GrowReady { id, member } => {
+                let Control::GrowReady { fences, .. } = record else {
+                    return Action::None;
+                };
+                if let Some(g) = self.growth.as_mut().filter(|g| g.log.id == *id) {
+                    g.log.note_ready(*member, fences);
+                    if *member == self.me {
+                        g.my_ready = true;
+                    }
+                }
+                Action::Decide
+            }
+            Effect::Grown { epoch } => {
+                self.end_growth(false, now);
+                if let Control::Grown { id, .. } = record {
+                    if let Some(previous) = self.last_grown.replace(*id) {
+                        self.obsolete.push(super::control::move_key(previous));
+                    }
+                }
+                self.partitions = epoch.to;
+                self.epoch = Some(epoch.clone());
+                self.obsolete_wants();
+                self.counters.committed += 1;
+                Action::Grown(epoch.clone())
+            }
+            Effect::GrowthReleased => {
+                self.end_growth(true, now);
+                Action::GrowthReleased
+            }
             Effect::Ignored(why) => {
                 if let Control::Propose { member, key, .. } = record {
                     if *member == self.me && self.proposing.remove(key) {
                         return Action::Unproposed(key.clone(), *why);
                     }
                 }
+                if let Control::Grow { member, .. } = record {
+                    if *member == self.me {
+                        self.growth_proposed = false;
+                    }
+                }
                 Action::None
             }
         }
+    }
+
+    /// The pending growth finished (`aborted`: called off, so its records are obsolete and the
+    /// decider waits a member timeout before trying again).
+    fn end_growth(&mut self, aborted: bool, now: f64) {
+        let Some(g) = self.growth.take() else {
+            return;
+        };
+        for (&member, fences) in g.log.ready.iter().zip(&g.log.fences) {
+            if member == self.me && g.ready_unwritten {
+                continue;
+            }
+            let ready = Control::GrowReady {
+                id: g.log.id,
+                member,
+                fences: fences.clone(),
+            };
+            self.obsolete.push(ready.log_key());
+        }
+        if aborted {
+            self.obsolete.push(super::control::move_key(g.log.id));
+            self.counters.aborted += 1;
+            self.growth_retry_at = now + self.config.member_timeout.as_secs_f64();
+        }
+    }
+
+    /// Wants the epoch in force satisfies no longer change anything.
+    fn obsolete_wants(&mut self) {
+        let partitions = self.partitions;
+        let done: Vec<u32> = self
+            .wants
+            .iter()
+            .copied()
+            .filter(|&n| self.epoch.is_some() && n <= partitions)
+            .collect();
+        self.wants.retain(|n| !done.contains(n));
+        self.obsolete.extend(done.into_iter().map(want_key));
     }
 
     fn finish(&mut self, key: &[u8], now: f64) -> Option<Pending> {
@@ -626,11 +923,24 @@ pub enum Action {
     None,
     /// This member read its own first heartbeat back: it may send.
     Joined,
-    /// A term began; `mine` if this member decides it. `released`: keys of aborted moves.
+    /// A term began; `mine` if this member decides it. `released`: keys of aborted moves;
+    /// `growth_aborted`: the pending growth was called off too.
     NewTerm {
         mine: bool,
         released: Vec<Box<[u8]>>,
+        growth_aborted: bool,
     },
+    /// A growth began: hold the keys whose home changes and write this member's epoch fences
+    /// ([`Coordinator::growth_plan`]).
+    Grow {
+        id: MoveId,
+        from: u32,
+        to: u32,
+    },
+    /// Keys are homed on the epoch's count now: release the held keys to their new home.
+    Grown(Epoch),
+    /// The growth was called off: release the held keys where they went before.
+    GrowthReleased,
     /// Hold the key and write this member's fence of it.
     Hold(Box<[u8]>),
     /// A ready arrived: the decider may commit.
@@ -914,8 +1224,12 @@ mod tests {
         let claim = Control::Claim { term: 2, member: 2 };
         let effect = log.apply(&claim);
         match c.apply(&claim, &effect, 5.0) {
-            Action::NewTerm { mine, released } => {
-                assert!(!mine);
+            Action::NewTerm {
+                mine,
+                released,
+                growth_aborted,
+            } => {
+                assert!(!mine && !growth_aborted);
                 assert_eq!(released, [key("k")]);
             }
             other => panic!("expected a new term, got {other:?}"),
@@ -1262,4 +1576,125 @@ mod tests {
                 }
             }
         }
+
+    fn want(member: MemberId, partitions: u32) -> Control {
+        Control::Want { member, partitions }
+    }
+
+    /// A growth wanted by a follower: the decider proposes no move meanwhile, proposes the
+    /// growth, counts its own fences without a ready, commits once the other member is ready
+    /// with the highest fence per old partition, and then homes keys on the new count with the
+    /// epoch's barrier on remapped keys; the obsolete records are tombstoned.
+    #[test]
+    fn a_wanted_growth_commits_the_highest_fences_of_every_member() {
+        let (mut c, mut log) = decider(&[2], 0.1);
+        feed(&mut c, &mut log, &[want(2, 12)], 0.2);
+        let mv = Move {
+            key: key("k"),
+            from: 0,
+            to: 4,
+            at: 0.2,
+        };
+        assert!(
+            c.proposals(vec![mv], 0.2).is_empty(),
+            "no move beside a growth"
+        );
+        let grow = c.growth_proposal(0.3).expect("a growth is due");
+        assert!(c.growth_proposal(0.3).is_none(), "proposed once");
+        feed(&mut c, &mut log, std::slice::from_ref(&grow), 0.3);
+        let (id, plan) = c.growth_plan().expect("this member writes fences");
+        assert_eq!(plan.counts(), (6, 12));
+        assert_eq!(plan.fences().len(), 6);
+        assert!(c.own_growth_acked(id, &[10, 11, 12, 13, 14, 15]));
+        assert!(c.verdicts(0.4).is_empty(), "member 2 is not ready yet");
+        let ready = Control::GrowReady {
+            id,
+            member: 2,
+            fences: vec![20, 1, 1, 1, 1, 30],
+        };
+        feed(&mut c, &mut log, std::slice::from_ref(&ready), 0.5);
+        let verdicts = c.verdicts(0.5);
+        let [Control::Grown { epoch, .. }] = verdicts.as_slice() else {
+            panic!("expected a grown, got {verdicts:?}");
+        };
+        assert_eq!(epoch.fences, [20, 11, 12, 13, 14, 30]);
+        assert_eq!((epoch.number, epoch.from, epoch.to), (1, 6, 12));
+        feed(&mut c, &mut log, &verdicts, 0.6);
+        assert_eq!(c.partitions(), 12);
+        assert_eq!(log.epoch(), Some(epoch));
+        assert!(!c.growth_due());
+        // A key whose home changed waits for its old home's barrier; one whose home did not
+        // change carries nothing.
+        let hasher = Hasher::default();
+        let remapped = (0..1000)
+            .map(|i| format!("key-{i}"))
+            .find(|k| hasher.partition(k.as_bytes(), 6) != hasher.partition(k.as_bytes(), 12))
+            .unwrap();
+        let (p, set, header) = c.current(remapped.as_bytes());
+        let old = hasher.partition(remapped.as_bytes(), 6);
+        assert_eq!(p, hasher.partition(remapped.as_bytes(), 12));
+        assert_eq!(set, 0);
+        assert_eq!(
+            header,
+            Some(RouteHeader {
+                set_index: 0,
+                from_partition: old,
+                fence_offset: epoch.fences[old as usize],
+            })
+        );
+        let obsolete = c.take_obsolete();
+        assert!(obsolete.contains(&ready.log_key()), "{obsolete:?}");
+        assert!(obsolete.contains(&want_key(12)), "{obsolete:?}");
+    }
+
+    /// A growth waiting for a silent member is called off; the decider proposes it again only
+    /// once every member is accounted for and a member timeout has passed. A new term calls
+    /// a pending growth off too.
+    #[test]
+    fn a_growth_without_every_member_is_called_off_and_retried_later() {
+        let (mut c, mut log) = decider(&[2], 0.1);
+        feed(&mut c, &mut log, &[want(1, 8)], 0.2);
+        let grow = c.growth_proposal(0.2).expect("due");
+        feed(&mut c, &mut log, &[grow], 0.2);
+        let (id, _) = c.growth_plan().unwrap();
+        assert!(c.own_growth_acked(id, &[1, 2, 3, 4, 5, 6]));
+        // Member 2 is silent for the member timeout.
+        let verdicts = c.verdicts(3.5);
+        assert!(
+            matches!(&verdicts[..], [Control::Abort { key, .. }] if **key == *EPOCH_KEY),
+            "{verdicts:?}"
+        );
+        let effect = log.apply(&verdicts[0]);
+        assert_eq!(effect, Effect::GrowthReleased);
+        assert!(matches!(
+            c.apply(&verdicts[0], &effect, 3.5),
+            Action::GrowthReleased
+        ));
+        assert_eq!(c.partitions(), 6);
+        assert!(c.growth_proposal(3.6).is_none(), "member 2 is unaccounted");
+        let hb = Control::Heartbeat {
+            member: 2,
+            load: Load::default(),
+            written_us: 0,
+        };
+        feed(&mut c, &mut log, std::slice::from_ref(&hb), 4.0);
+        assert!(
+            c.growth_proposal(4.0).is_none(),
+            "not within a member timeout"
+        );
+        feed(&mut c, &mut log, &[hb], 6.6);
+        let again = c.growth_proposal(6.6).expect("proposed again");
+        feed(&mut c, &mut log, &[again], 6.6);
+        let claim = Control::Claim { term: 2, member: 2 };
+        let effect = log.apply(&claim);
+        assert!(matches!(
+            c.apply(&claim, &effect, 6.7),
+            Action::NewTerm {
+                growth_aborted: true,
+                ..
+            }
+        ));
+        assert!(c.growth.is_none() && log.growth().is_none());
+        assert!(c.growth_due(), "still wanted: the next decider grows it");
+    }
 }

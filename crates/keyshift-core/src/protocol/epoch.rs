@@ -313,14 +313,38 @@ impl Growth {
             let slot = &mut fences[f.partition as usize];
             *slot = (*slot).max(o.expect("all acknowledged"));
         }
-        Some(Epoch {
+        Some(self.epoch_with(fences))
+    }
+
+    /// The epoch this growth yields with the barrier `fences` (index = old partition).
+    /// Coordinated producers each write their own epoch fences and the decider combines their
+    /// barriers with [`max_fences`] before it commits this.
+    pub fn epoch_with(&self, fences: Vec<i64>) -> Epoch {
+        Epoch {
             number: self.number,
             from: self.from,
             to: self.to,
             fences,
             earlier: self.earlier.clone(),
-        })
+        }
     }
+}
+
+/// Per old partition, the highest of several producers' epoch fence offsets: the barrier that
+/// is behind every one of their records there (each wrote its fences after its own records,
+/// and every epoch fence has the same key, so a consumer passes them in offset order). `None`
+/// unless every list has `from` entries.
+pub fn max_fences(from: u32, per_member: &[Vec<i64>]) -> Option<Vec<i64>> {
+    let mut out = vec![-1i64; from as usize];
+    for fences in per_member {
+        if fences.len() != out.len() {
+            return None;
+        }
+        for (slot, &f) in out.iter_mut().zip(fences) {
+            *slot = (*slot).max(f);
+        }
+    }
+    Some(out)
 }
 
 /// The share of keys (of uniformly spread hashes) whose home changes from `from` to `to`
