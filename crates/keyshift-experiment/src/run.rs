@@ -858,13 +858,21 @@ async fn send_all(
         tokio::time::sleep_until(origin + Duration::from_secs_f64(p.at)).await;
         if let Some(g) = grow.filter(|g| g.index == i) {
             // Started, not awaited: the load goes on while the epoch fences are written (the
-            // producer holds only the records whose home changes meanwhile).
+            // producers hold only the records whose home changes meanwhile). Fenced, one
+            // producer asks and coordinated producers grow together through their control log;
+            // unfenced, every producer switches on its own, as plain Kafka producers do.
             let producer = producers[0].clone();
+            let others: Vec<KeyshiftProducer> = producers[1..].to_vec();
             let at_s = origin.elapsed().as_secs_f64();
             growing = Some(tokio::spawn(async move {
                 let done = if g.fenced {
                     producer.grow(g.grow.to).await
                 } else {
+                    for p in &others {
+                        if let Err(err) = p.grow_unfenced(g.grow.to) {
+                            tracing::error!(%err, "a producer did not grow");
+                        }
+                    }
                     producer.grow_unfenced(g.grow.to)
                 };
                 (at_s, done)

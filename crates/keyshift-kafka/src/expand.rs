@@ -124,7 +124,18 @@ pub fn ask_gateway(
             .json(&serde_json::json!({ "partitions": partitions }))
             .send()
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| {
+                if e.is_timeout() {
+                    failed(format!(
+                        "no answer within {timeout:?}. With coordinated gateways the growth \
+                         waits for every replica (a silent one until it is heard again or \
+                         forgotten); the request stays in the control log and the growth \
+                         still happens: run expand again to wait for it"
+                    ))
+                } else {
+                    failed(e.to_string())
+                }
+            })?;
         let status = response.status();
         let body = response.text().await.map_err(|e| failed(e.to_string()))?;
         if !status.is_success() {

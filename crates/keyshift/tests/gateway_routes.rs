@@ -1236,3 +1236,155 @@ fn expand_grows_a_gateway_s_partitions_and_a_restart_keeps_the_epoch() {
     assert_eq!(out.violations, 0);
     assert!(out.unordered.is_empty(), "{:#?}", out.unordered);
 }
+
+/// Issue 13 with coordinated routes: three gateway replicas home keys on 6 of a topic's 12
+/// partitions while load is spread over all of them; `keyshift expand` asks a *follower* (not
+/// the decider) to grow to 12 while the load goes on — and while the third replica is stopped
+/// (SIGSTOP). The growth must not complete without it (it could still send records to the old
+/// partitions): three member timeouts later `expand` is still waiting. Once it resumes, the
+/// growth is tried again and completes; every replica writes its own epoch fences and the
+/// epoch's barriers are the highest of theirs. A replica killed with `kill -9` after the
+/// growth and restarted with its start flags homes keys on 12: the control log's epoch
+/// decides, not the flag. The log check (which sees every replica's records) and a worker
+/// owning every partition find every key in order.
+#[test]
+fn coordinated_replicas_grow_together_and_a_restart_keeps_the_epoch() {
+    let _alone = one_at_a_time();
+    let topic = "grow-coordinated";
+    let broker = broker_with_topic(topic, 2 * PARTITIONS);
+    let bootstrap = broker.bootstrap_servers().to_owned();
+    let (rt, client) = (runtime(), reqwest::Client::new());
+    let active = PARTITIONS.to_string();
+    let mut flags = keyshift_flags("coordinated");
+    flags.extend(["--active-partitions", active.as_str()]);
+    let mut keys = Keys::new();
+    let mut seqs = vec![0u64; KEYS];
+    let mut gateways: Vec<GatewayProcess> = (0..3)
+        .map(|_| GatewayProcess::start(&bootstrap, topic, &flags))
+        .collect();
+    let mut spread = Spread::new();
+    let mut load =
+        |gateways: &[GatewayProcess], batches: usize, keys: &mut Keys, seqs: &mut [u64]| {
+            for _ in 0..batches {
+                let gw = &gateways[spread.pick(gateways.len())];
+                send_batch(&rt, &client, gw, keys, seqs);
+                pace();
+            }
+        };
+    load(&gateways, 30, &mut keys, &mut seqs);
+    assert!(
+        read_all(&broker, topic)
+            .iter()
+            .all(|r| r.partition < PARTITIONS),
+        "nothing on the partitions not in use yet"
+    );
+    let asked = gateways
+        .iter()
+        .position(|g| !is_decider(g))
+        .expect("two of three replicas follow");
+
+    // The growth runs while the replicas take load, one of them stopped at first.
+    let paused = (asked + 1) % 3;
+    let running = [asked, 3 - asked - paused];
+    let pid = gateways[paused].child.id().to_string();
+    signal(&pid, "-STOP");
+    let mut expand = keyshift()
+        .args([
+            "expand",
+            "--bootstrap-servers",
+            &bootstrap,
+            "--topic",
+            topic,
+        ])
+        .args([
+            "--partitions",
+            "12",
+            "--gateway",
+            &gateways[asked].base,
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("keyshift expand starts");
+    let stopped = Instant::now();
+    let member_timeout: u64 = MEMBER_TIMEOUT.parse().unwrap();
+    let during = std::time::Duration::from_secs(3 * member_timeout);
+    for i in 0.. {
+        if stopped.elapsed() >= during {
+            break;
+        }
+        let gw = &gateways[running[i % 2]];
+        send_batch(&rt, &client, gw, &mut keys, &mut seqs);
+        pace();
+    }
+    assert!(
+        expand.try_wait().expect("expand is waited for").is_none(),
+        "the growth completed while a replica that may still send to the old partitions was \
+         stopped"
+    );
+    signal(&pid, "-CONT");
+    let deadline = Instant::now() + PATIENCE;
+    while expand.try_wait().expect("expand is waited for").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "expand did not end within {PATIENCE:?}"
+        );
+        load(&gateways, 1, &mut keys, &mut seqs);
+    }
+    eprintln!(
+        "the growth completed {:.1} s after the replica was stopped, {:.1} s after it resumed",
+        stopped.elapsed().as_secs_f64(),
+        (stopped.elapsed() - during).as_secs_f64()
+    );
+    let grown = expand.wait_with_output().expect("expand's output");
+    let stderr = String::from_utf8_lossy(&grown.stderr);
+    assert!(grown.status.success(), "expand failed: {stderr}");
+    let summary: Value = serde_json::from_slice(&grown.stdout).expect("one JSON summary");
+    eprintln!("coordinated growth: {summary}");
+    assert_eq!(
+        (summary["from"].as_u64(), summary["to"].as_u64()),
+        (Some(6), Some(12))
+    );
+    assert_eq!(summary["epoch"], 1, "{summary}");
+    assert_eq!(
+        summary["epoch_fences"], 6,
+        "the asked replica's own fences, one per old partition: {summary}"
+    );
+
+    load(&gateways, 20, &mut keys, &mut seqs);
+    // Every replica wrote its epoch fences: three per old partition.
+    let epoch_fences = read_all(&broker, topic)
+        .iter()
+        .filter(|r| r.fence && r.key.starts_with('\0'))
+        .count();
+    assert!(
+        epoch_fences >= 3 * PARTITIONS as usize,
+        "one per replica and old partition (more if a growth was tried again): {epoch_fences}"
+    );
+
+    let victim = (asked + 1) % 3;
+    let status = signal_and_wait(&mut gateways[victim].child, "-KILL", "gateway");
+    assert!(!status.success());
+    gateways[victim] = GatewayProcess::start(&bootstrap, topic, &flags);
+    load(&gateways, 30, &mut keys, &mut seqs);
+    for gw in &mut gateways {
+        assert!(gw.terminate().success());
+    }
+
+    let log = read_all(&broker, topic);
+    let on_new = log
+        .iter()
+        .filter(|r| !r.fence && r.partition >= PARTITIONS)
+        .count();
+    let headed = log
+        .iter()
+        .filter(|r| !r.fence && r.route.is_some_and(|h| h.set_index == 0))
+        .count();
+    eprintln!("{on_new} records on the new partitions, {headed} with an epoch barrier");
+    assert!(on_new > 0, "keys are homed on 12 after the growth");
+    assert!(headed > 0, "remapped keys carry their old home's barrier");
+    let out = check_log(&broker, topic, "check-grow-coordinated", &seqs, 0);
+    assert_eq!(out.violations, 0);
+    assert!(out.unordered.is_empty(), "{:#?}", out.unordered);
+}

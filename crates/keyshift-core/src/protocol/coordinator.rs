@@ -436,6 +436,20 @@ impl Coordinator {
         self.partitions
     }
 
+    /// Homes keys on `to` partitions with no epoch, as a plain producer would when partitions
+    /// are added (the comparison runs of `keyshift experiment`; see
+    /// [`super::Migrator::grow_unfenced`]). Only this member changes.
+    pub fn grow_unfenced(&mut self, to: u32) {
+        self.partitions = to;
+        self.epoch = None;
+    }
+
+    /// Whether this member's proposed grow did not reach the log (its write failed): the
+    /// decider may propose again.
+    pub fn grow_unproposed(&mut self) {
+        self.growth_proposed = false;
+    }
+
     /// Whether a growth is wanted beyond the partitions in use, or pending: the decider
     /// proposes no move meanwhile, so a growth never runs beside a move.
     pub fn growth_due(&self) -> bool {

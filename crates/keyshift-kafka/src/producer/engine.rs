@@ -280,6 +280,8 @@ pub(super) struct State {
     pub unaccounted: Vec<keyshift_core::protocol::control::MemberId>,
     /// A growth of the partitions keys are homed on, while it runs (`growth.rs`).
     pub(super) growth: Option<super::growth::Running>,
+    /// Coordinated callers of `grow` waiting for the control log's epoch.
+    pub(super) growth_waiters: Vec<super::growth::Waiter>,
 }
 
 impl State {
@@ -302,6 +304,7 @@ impl State {
             coord: None,
             unaccounted: Vec::new(),
             growth: None,
+            growth_waiters: Vec::new(),
         }
     }
 

@@ -14,11 +14,22 @@
 //! the held records go where they would have gone before (an epoch fence with nobody waiting
 //! on it is harmless). A failed write of the epoch to the route topic is retried until it
 //! succeeds, the held keys waiting, because the record may have landed.
+//!
+//! Coordinated producers grow together through the control log
+//! ([`keyshift_core::protocol::coordinator`] has the protocol): `grow` writes a *want* and
+//! waits until the log commits an epoch that homes keys on at least that many partitions.
+//! Every member — whichever was asked — joins the growth the decider proposes
+//! ([`Inner::join_growth`]): it holds its remapped keys, writes its own epoch fences as above
+//! and answers grow-ready with their offsets instead of recording the epoch itself; the grown
+//! record applies the epoch (the barriers of every member) exactly as a lone producer applies
+//! its own. A called-off growth releases the held keys where they went before; the want stays,
+//! and the decider tries again.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use keyshift_core::protocol::control::{Control, MoveId};
 use keyshift_core::protocol::epoch::{Epoch, Growth, EPOCH_KEY};
 use keyshift_core::protocol::Migrator;
 use keyshift_core::strategy::build_with;
@@ -59,11 +70,20 @@ pub struct GrowthReport {
 /// A growth in progress.
 pub(super) struct Running {
     growth: Growth,
+    /// The coordinated growth this member takes part in (`None`: its own, uncoordinated).
+    id: Option<MoveId>,
     /// Keys whose records wait for it.
     held: FxHashSet<Box<[u8]>>,
     held_records: u64,
     started: Instant,
     done: Option<oneshot::Sender<Result<GrowthReport, ProduceError>>>,
+}
+
+/// A caller of a coordinated `grow`, waiting for an epoch of at least `to` partitions.
+pub(super) struct Waiter {
+    to: u32,
+    started: Instant,
+    done: oneshot::Sender<Result<GrowthReport, ProduceError>>,
 }
 
 impl Running {
@@ -104,16 +124,6 @@ impl Inner {
         let mut guard = self.lock();
         let st = &mut *guard;
         let from = self.partitions.load(Ordering::Relaxed);
-        if st.coord.is_some() {
-            return Err(refuse(
-                "coordinated producers cannot grow the topic yet; use durable routes (one \
-                 producer) for a topic that grows"
-                    .into(),
-            ));
-        }
-        if st.growth.is_some() {
-            return Err(refuse("a growth is already in progress".into()));
-        }
         if to <= from {
             return Err(refuse(format!(
                 "{to} partitions is not more than the {from} keys are homed on"
@@ -121,10 +131,36 @@ impl Inner {
         }
         let (tx, rx) = oneshot::channel();
         let started = Instant::now();
+        if let (Some(coord), true) = (st.coord.as_ref(), fenced) {
+            // The decider grows every member; this one asks and waits for the epoch.
+            let want = Control::Want {
+                member: coord.me,
+                partitions: to,
+            };
+            tracing::info!(
+                topic = %self.topic,
+                from,
+                to,
+                "asking the producers of the topic to grow (a want in the control log)"
+            );
+            st.growth_waiters.push(Waiter {
+                to,
+                started,
+                done: tx,
+            });
+            self.control_write(want);
+            return Ok(rx);
+        }
+        if st.growth.is_some() {
+            return Err(refuse("a growth is already in progress".into()));
+        }
         let Some(migrator) = st.migrator.as_mut().filter(|_| fenced) else {
             // Unfenced, or a strategy that keeps no order: home keys on `to` now.
             if let Some(m) = st.migrator.as_mut() {
                 m.grow_unfenced(to).map_err(|e| refuse(e.reason))?;
+            }
+            if let Some(c) = st.coord.as_mut() {
+                c.grow_unfenced(to);
             }
             self.rehome(st, to)?;
             let _ = tx.send(Ok(GrowthReport {
@@ -148,19 +184,63 @@ impl Inner {
             fences = growth.fences().len(),
             "growing: writing one epoch fence per old partition"
         );
+        self.run_growth(st, growth, None, Some(tx));
+        Ok(rx)
+    }
+
+    /// Holds the keys `growth` remaps from now on and writes its epoch fences.
+    fn run_growth(
+        self: &Arc<Self>,
+        st: &mut State,
+        growth: Growth,
+        id: Option<MoveId>,
+        done: Option<oneshot::Sender<Result<GrowthReport, ProduceError>>>,
+    ) {
         let fences = growth.fences().to_vec();
         st.growth = Some(Running {
             growth,
+            id,
             held: FxHashSet::default(),
             held_records: 0,
-            started,
-            done: Some(tx),
+            started: Instant::now(),
+            done,
         });
         for (index, f) in fences.into_iter().enumerate() {
             let after = After::EpochFence { index };
             self.emit_fence_then(st, EPOCH_KEY, f.partition, f.header, f.route, after);
         }
-        Ok(rx)
+    }
+
+    /// Coordinated: takes part in the growth pending in the control log (read live, or
+    /// replayed at start) — holds the keys it remaps and writes this member's epoch fences.
+    pub(super) fn join_growth(self: &Arc<Self>, st: &mut State) {
+        let Some((id, growth)) = st.coord.as_ref().and_then(|c| c.growth_plan()) else {
+            return;
+        };
+        if st.growth.as_ref().is_some_and(|r| r.id == Some(id)) {
+            return;
+        }
+        let (from, to) = growth.counts();
+        if from != self.partitions.load(Ordering::Relaxed) {
+            tracing::error!(
+                topic = %self.topic,
+                from,
+                homed_on = self.partitions.load(Ordering::Relaxed),
+                "the control log grows the topic from another partition count than this \
+                 producer homes keys on (started with another --partitions?); not taking part, \
+                 so the growth times out"
+            );
+            return;
+        }
+        tracing::info!(
+            topic = %self.topic,
+            from,
+            to,
+            epoch = growth.number(),
+            fences = growth.fences().len(),
+            "the producers grow the topic: writing this producer's epoch fences"
+        );
+        self.run_growth(st, growth, Some(id), None);
     }
 
     /// An epoch fence was handed to librdkafka (or refused).
@@ -172,7 +252,7 @@ impl Inner {
     ) {
         let future = match result {
             Ok(f) => f,
-            Err(err) => return self.growth_failed(st, &err.to_string()),
+            Err(err) => return self.growth_failed(st, index, &err.to_string()),
         };
         let inner = Arc::clone(self);
         self.runtime.handle.spawn(async move {
@@ -181,8 +261,8 @@ impl Inner {
             let st = &mut *guard;
             match report {
                 Ok(Ok(delivery)) => inner.epoch_fence_acked(st, index, delivery.offset),
-                Ok(Err((err, _))) => inner.growth_failed(st, &err.to_string()),
-                Err(_canceled) => inner.growth_failed(st, "the fence's report was lost"),
+                Ok(Err((err, _))) => inner.growth_failed(st, index, &err.to_string()),
+                Err(_canceled) => inner.growth_failed(st, index, "the fence's report was lost"),
             }
         });
     }
@@ -194,6 +274,21 @@ impl Inner {
         let Some(epoch) = run.growth.acked(index, offset) else {
             return;
         };
+        if let Some(id) = run.id {
+            // Coordinated: the decider commits the epoch of every member's barriers.
+            let Some(coord) = st.coord.as_mut() else {
+                return;
+            };
+            if coord.own_growth_acked(id, &epoch.fences) {
+                return self.decide(st);
+            }
+            let ready = Control::GrowReady {
+                id,
+                member: coord.me,
+                fences: epoch.fences,
+            };
+            return self.control_write(ready);
+        }
         if self.routes.is_some() {
             self.record_epoch(epoch, 0);
         } else {
@@ -242,36 +337,50 @@ impl Inner {
         });
     }
 
-    /// Every fence is written (and the epoch recorded): home keys on the new count and
-    /// release the held keys to their new home.
-    fn apply_epoch(self: &Arc<Self>, st: &mut State, epoch: Epoch) {
-        let Some(run) = st.growth.take() else {
+    /// Every fence is written (and the epoch recorded, or, coordinated, committed in the
+    /// control log): home keys on the new count and release the held keys to their new home.
+    pub(super) fn apply_epoch(self: &Arc<Self>, st: &mut State, epoch: Epoch) {
+        let run = st.growth.take();
+        if run.is_none() && st.coord.is_none() {
             return;
-        };
+        }
         let (from, to, number) = (epoch.from, epoch.to, epoch.number);
         let barriers = epoch.fences.clone();
         let grown = st.migrator.as_mut().map(|m| m.grow(epoch));
         if let Some(Err(e)) = grown {
-            // Cannot happen: the growth started from the migrator's count under this lock.
-            st.growth = Some(run);
-            return self.growth_failed(st, &e.reason);
+            // Uncoordinated, it cannot happen: the growth started from the migrator's count
+            // under this lock. Coordinated, this member homes keys on another count than the
+            // log (a misconfigured --partitions): it cannot follow the epoch.
+            tracing::error!(topic = %self.topic, error = %e.reason, "epoch not applied");
+            return match run {
+                Some(run) if st.coord.is_none() => {
+                    st.growth = Some(run);
+                    self.growth_failed(st, usize::MAX, &e.reason)
+                }
+                Some(run) => self.release_growth(st, run),
+                None => {}
+            };
         }
         if let Err(e) = self.rehome(st, to) {
             tracing::error!(topic = %self.topic, error = %e, "strategy not rebuilt");
         }
-        let held_keys = run.held.len();
-        for key in &run.held {
-            self.send_held_home(st, key);
+        let (held_keys, held_records, fences) = run.as_ref().map_or((0, 0, 0), |r| {
+            (r.held.len(), r.held_records, r.growth.fences().len())
+        });
+        if let Some(run) = &run {
+            for key in &run.held {
+                self.send_held_home(st, key);
+            }
         }
-        let report = GrowthReport {
+        let report = |started: Instant| GrowthReport {
             from,
             to,
             epoch: Some(number),
-            fences: run.growth.fences().len(),
-            barriers,
+            fences,
+            barriers: barriers.clone(),
             held_keys,
-            held_records: run.held_records,
-            took_ms: run.started.elapsed().as_secs_f64() * 1e3,
+            held_records,
+            took_ms: started.elapsed().as_secs_f64() * 1e3,
         };
         tracing::info!(
             topic = %self.topic,
@@ -279,12 +388,46 @@ impl Inner {
             to,
             epoch = number,
             held_keys,
-            held_records = run.held_records,
-            took_ms = report.took_ms,
+            held_records,
+            took_ms = run.as_ref().map(|r| r.started.elapsed().as_secs_f64() * 1e3),
             "grown: keys are homed on the new partition count"
         );
-        if let Some(done) = run.done {
-            let _ = done.send(Ok(report));
+        if let Some(Running {
+            done: Some(done),
+            started,
+            ..
+        }) = run
+        {
+            let _ = done.send(Ok(report(started)));
+        }
+        // Coordinated callers of `grow` whose count this epoch reaches.
+        let (ready, waiting): (Vec<Waiter>, Vec<Waiter>) =
+            st.growth_waiters.drain(..).partition(|w| w.to <= to);
+        st.growth_waiters = waiting;
+        for w in ready {
+            let _ = w.done.send(Ok(report(w.started)));
+        }
+    }
+
+    /// Coordinated: the pending growth was called off (a member it waited for is silent or
+    /// left, its move timeout passed, or a new term began): the held keys go on as before.
+    /// Callers of `grow` keep waiting: the want stays in the log and the decider tries again.
+    pub(super) fn growth_called_off(self: &Arc<Self>, st: &mut State) {
+        if let Some(run) = st.growth.take() {
+            tracing::warn!(
+                topic = %self.topic,
+                held_keys = run.held.len(),
+                "the growth was called off (a producer it waited for is silent or left, or \
+                 it did not complete within the move timeout); it is tried again"
+            );
+            self.release_growth(st, run);
+        }
+    }
+
+    /// Releases a growth's held keys where they went before it.
+    fn release_growth(self: &Arc<Self>, st: &mut State, run: Running) {
+        for key in &run.held {
+            self.release(st, key);
         }
     }
 
@@ -300,8 +443,31 @@ impl Inner {
     }
 
     /// A fence could not be written: the growth is called off and the held keys go on as
-    /// before it.
-    fn growth_failed(self: &Arc<Self>, st: &mut State, error: &str) {
+    /// before it. Coordinated, the fence is written again after a backoff while the growth is
+    /// pending (the decider calls it off at its move timeout otherwise).
+    fn growth_failed(self: &Arc<Self>, st: &mut State, index: usize, error: &str) {
+        if let Some(id) = st.growth.as_ref().and_then(|r| r.id) {
+            st.counters.fence_failures += 1;
+            tracing::warn!(topic = %self.topic, %error, "an epoch fence failed; retrying");
+            let inner = Arc::clone(self);
+            let delay = self.fence_backoff;
+            self.runtime.handle.spawn(async move {
+                tokio::time::sleep(delay).await;
+                let mut guard = inner.lock();
+                let st = &mut *guard;
+                let Some(f) = st
+                    .growth
+                    .as_ref()
+                    .filter(|r| r.id == Some(id))
+                    .and_then(|r| r.growth.fences().get(index).copied())
+                else {
+                    return;
+                };
+                let after = After::EpochFence { index };
+                inner.emit_fence_then(st, EPOCH_KEY, f.partition, f.header, f.route, after);
+            });
+            return;
+        }
         let Some(run) = st.growth.take() else {
             return;
         };
@@ -311,10 +477,11 @@ impl Inner {
             %error,
             "an epoch fence could not be written; growth called off"
         );
+        let done = run.done;
         for key in &run.held {
             self.release(st, key);
         }
-        if let Some(done) = run.done {
+        if let Some(done) = done {
             let _ = done.send(Err(ProduceError::Growth {
                 topic: self.topic.clone(),
                 reason: format!("an epoch fence could not be written: {error}"),

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use keyshift_core::protocol::control::{member_key, Control, Effect, MemberId, MoveId};
 use keyshift_core::protocol::coordinator::Action;
+use keyshift_core::protocol::epoch::EPOCH_KEY;
 use keyshift_core::protocol::Step;
 use keyshift_core::strategy::Move;
 use rdkafka::error::KafkaError;
@@ -100,6 +101,11 @@ impl Inner {
         if coord.holds(key) || st.held.contains_key(key) {
             return Ok(self.hold(st, key, partition, value, headers));
         }
+        if st.growth.is_some() && self.growth_holds(st, key, true) {
+            // Its home changes in the growth whose epoch fences are being written.
+            return Ok(self.hold(st, key, partition, value, headers));
+        }
+        let migrator = st.migrator.as_mut().expect("checked above");
         match migrator.on_record(key, partition) {
             Step::Send { partition, header } => {
                 self.send_direct(st, key, partition, header, value, headers)
@@ -132,15 +138,28 @@ impl Inner {
         }
         match action {
             Action::None | Action::Joined => {}
-            Action::NewTerm { mine, released } => {
+            Action::NewTerm {
+                mine,
+                released,
+                growth_aborted,
+            } => {
                 if mine {
                     tracing::info!(topic = %self.topic, term = coord.term, member = coord.me, "this producer decides moves now");
+                }
+                if growth_aborted {
+                    self.growth_called_off(st);
                 }
                 for key in released {
                     self.follow_log(st, &key, now);
                     self.release(st, &key);
                 }
             }
+            Action::Grow { .. } => {
+                self.join_growth(st);
+                self.decide(st);
+            }
+            Action::Grown(epoch) => self.apply_epoch(st, epoch),
+            Action::GrowthReleased => self.growth_called_off(st),
             Action::Hold(key) => {
                 // The key's records queue behind the move as they arrive (`coord.holds`).
                 self.write_member_fence(st, &key);
@@ -273,14 +292,25 @@ impl Inner {
         });
     }
 
-    /// The decider's commits and aborts that are due now.
-    fn decide(self: &Arc<Self>, st: &mut State) {
+    /// The decider's commits and aborts that are due now, and the growth it should propose.
+    pub(super) fn decide(self: &Arc<Self>, st: &mut State) {
         let now = self.origin.elapsed().as_secs_f64();
         let Some(coord) = st.coord.as_mut() else {
             return;
         };
         for verdict in coord.verdicts(now) {
             if let Control::Abort { key, .. } = &verdict {
+                if **key == *EPOCH_KEY {
+                    tracing::warn!(
+                        topic = %self.topic,
+                        unaccounted = ?coord.membership.unaccounted(now),
+                        "calling the growth off: a producer it waits for is silent or left, or \
+                         it was not ready within the move timeout; it is tried again once every \
+                         producer is accounted for"
+                    );
+                    self.control_write(verdict);
+                    continue;
+                }
                 tracing::warn!(
                     topic = %self.topic,
                     key = %String::from_utf8_lossy(key),
@@ -289,6 +319,12 @@ impl Inner {
                 );
             }
             self.control_write(verdict);
+        }
+        if let Some(grow) = coord.growth_proposal(now) {
+            if let Control::Grow { from, to, .. } = &grow {
+                tracing::info!(topic = %self.topic, from, to, "proposing the growth the producers asked for");
+            }
+            self.control_write(grow);
         }
     }
 
@@ -407,11 +443,39 @@ impl Inner {
                         inner.retry_member_fence(key, id, KafkaError::Canceled);
                     }
                 }
+                Control::Abort { key, id, .. } if *key == *EPOCH_KEY => {
+                    if let Some(g) = coord.growth.as_mut().filter(|g| g.log.id == id) {
+                        g.decided = false;
+                    }
+                }
+                Control::Grown { id, .. } => {
+                    if let Some(g) = coord.growth.as_mut().filter(|g| g.log.id == id) {
+                        g.decided = false;
+                    }
+                }
                 Control::Commit { key, id, .. } | Control::Abort { key, id, .. } => {
                     if let Some(p) = coord.pending.get_mut(&key) {
                         if p.id == id {
                             p.decided = false;
                         }
+                    }
+                }
+                Control::Grow { .. } => coord.grow_unproposed(),
+                Control::GrowReady { .. } | Control::Want { .. } => {
+                    // Both are idempotent (same log key, same value): written again after a
+                    // backoff while they still matter.
+                    let again = match &record {
+                        Control::GrowReady { id, .. } => {
+                            coord.growth.as_ref().is_some_and(|g| g.log.id == *id)
+                        }
+                        _ => true,
+                    };
+                    if again {
+                        let inner = Arc::clone(&inner);
+                        inner.runtime.handle.clone().spawn(async move {
+                            tokio::time::sleep(inner.fence_backoff).await;
+                            inner.control_write(record);
+                        });
                     }
                 }
                 Control::Claim { term, .. } => {
@@ -437,6 +501,7 @@ impl Inner {
         for key in keys {
             self.write_member_fence(st, &key);
         }
+        self.join_growth(st);
     }
 
     /// Starts the tail of the control log and the ticker, then waits until this member has

@@ -357,7 +357,7 @@ impl ProducerBuilder {
                 cap_message_timeout(&mut config, self.coordination.max_message_timeout())?;
                 // Routes a durable producer of this topic left (an upgrade to coordinated
                 // routes): every member seeds its log with them, so moved keys keep their set.
-                let seed = RouteTopic::read_existing(
+                let (seed, seed_epoch) = RouteTopic::read_existing(
                     &self.settings,
                     format!("{}{ROUTE_TOPIC_SUFFIX}", self.topic),
                     self.routes_timeout,
@@ -375,13 +375,37 @@ impl ProducerBuilder {
                     self.control_settings.as_ref().unwrap_or(&self.settings),
                     &name,
                     self.routes_timeout,
-                    ControlLog::with_routes(seed),
+                    ControlLog::with_routes(seed).with_epoch(seed_epoch),
                 )
                 .map_err(|e| ProducerBuildError::RouteState {
                     topic: name.clone(),
                     reason: e.to_string(),
                 })?;
+                // An epoch in the log decides the partitions keys are homed on, whatever this
+                // producer was started with: every member homes keys on the same count.
+                let epoch = replayed.log.epoch().cloned();
+                if let Some(e) = &epoch {
+                    if e.to != partitions {
+                        tracing::info!(
+                            topic = %self.topic,
+                            epoch = e.number,
+                            partitions = e.to,
+                            asked = partitions,
+                            "the control log records a growth: keys are homed on its count"
+                        );
+                    }
+                    partitions = e.to;
+                    strategy = build_with(&self.strategy, partitions, &self.strategy_config)?;
+                }
                 let mut migrator = Migrator::new(partitions, self.strategy_config.hasher)?;
+                if let Some(e) = epoch {
+                    migrator
+                        .resume_epoch(e)
+                        .map_err(|e| ProducerBuildError::RouteState {
+                            topic: name.clone(),
+                            reason: e.reason,
+                        })?;
+                }
                 for (key, entry) in replayed.log.routes() {
                     migrator.install(key, Some(*entry)).map_err(|e| {
                         ProducerBuildError::RouteState {
@@ -418,16 +442,21 @@ impl ProducerBuilder {
                             topic: control.clone(),
                             reason: e.to_string(),
                         })?;
-                if let Some(moved) = coordinated
-                    .map(|log| log.routes().count())
-                    .filter(|&n| n > 0)
-                {
+                if let Some(log) = coordinated.filter(|log| {
+                    log.routes().next().is_some() || log.epoch().is_some() || log.wanted() > 0
+                }) {
                     return Err(ProducerBuildError::RouteState {
                         topic: control,
                         reason: format!(
-                            "coordinated producers have moved {moved} key(s) of '{}' through it; \
+                            "coordinated producers have moved {} key(s) of '{}' through it{}; \
                              use coordinated routes (`--routes coordinated`) for this topic",
-                            self.topic
+                            log.routes().count(),
+                            self.topic,
+                            match log.epoch() {
+                                Some(e) => format!(" and grew it to {} partitions", e.to),
+                                None if log.wanted() > 0 => " and were asked to grow it".into(),
+                                None => String::new(),
+                            }
                         ),
                     });
                 }
@@ -868,8 +897,15 @@ impl KeyshiftProducer {
     /// old home (`keyshift_core::protocol::epoch`). The topic must already have `to`
     /// partitions (CreatePartitions, or a topic created larger than the count in use). Only
     /// the keys whose home changes and that have no route of their own wait, until every
-    /// fence is acknowledged (and, with durable routes, the epoch recorded). Refused for
-    /// coordinated producers and while another growth runs ([`ProduceError::Growth`]).
+    /// fence is acknowledged (and, with durable routes, the epoch recorded). Refused while
+    /// another growth of this producer runs ([`ProduceError::Growth`]).
+    ///
+    /// Coordinated producers grow together: this writes a want to the control log and
+    /// resolves once the log commits an epoch of at least `to` partitions, which every member
+    /// applies (each writes its own epoch fences; the report's held counts and fences are this
+    /// member's, its barriers the epoch's). A growth called off because a member is silent is
+    /// retried by the decider, so this may wait until that member is heard again or forgotten:
+    /// bound it with a timeout; the want stays in the log and the growth still happens.
     pub async fn grow(&self, to: u32) -> Result<GrowthReport, ProduceError> {
         self.check_topic_has(to).await?;
         let rx = self.inner.start_growth(to, true)?;

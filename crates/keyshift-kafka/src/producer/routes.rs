@@ -69,7 +69,7 @@ pub(super) struct RouteTopic {
 pub(super) type Restored = Vec<(Box<[u8]>, RouteEntry)>;
 
 /// The route state read at start, with the epoch of the last growth if the topic grew.
-type Read = (Restored, Option<Epoch>);
+pub(super) type Read = (Restored, Option<Epoch>);
 
 impl RouteTopic {
     /// Creates (if missing) and reads the route topic `name`; see the module docs.
@@ -96,12 +96,13 @@ impl RouteTopic {
     }
 
     /// Reads the route topic `name` if it exists, without creating it: what coordinated
-    /// producers take over from durable ones (`None` when there is no such topic).
+    /// producers take over from durable ones, with the epoch if the topic grew (`None` when
+    /// there is no such topic).
     pub fn read_existing(
         settings: &ClientSettings,
         name: String,
         timeout: Duration,
-    ) -> Result<Option<Restored>, ProducerBuildError> {
+    ) -> Result<Option<Read>, ProducerBuildError> {
         let err = |reason: String| ProducerBuildError::RouteState {
             topic: name.clone(),
             reason,
@@ -112,16 +113,9 @@ impl RouteTopic {
             Err(AdminError::UnknownTopic { .. }) => return Ok(None),
             Err(e) => return Err(err(format!("cannot tell whether it exists: {e}"))),
         };
-        let (_, (restored, epoch)) =
+        let (_, read) =
             Self::read_whole(settings, &admin, name.clone(), partitions, timeout).map_err(err)?;
-        if let Some(e) = epoch {
-            return Err(err(format!(
-                "the topic grew to {} partitions with durable routes (epoch {}); coordinated \
-                 producers cannot continue a grown topic yet: keep durable routes",
-                e.to, e.number
-            )));
-        }
-        Ok(Some(restored))
+        Ok(Some(read))
     }
 
     /// The topic `name` of `partitions`, read from the beginning to its current end.

@@ -55,7 +55,10 @@ pub struct ExpandArgs {
     #[arg(long, value_name = "GROUP")]
     consumer_group: Option<String>,
 
-    /// Seconds to wait for the gateway's growth and for the group.
+    /// Seconds to wait for the gateway's growth and for the group. Coordinated gateways grow
+    /// together once every replica is accounted for: a stopped replica delays the growth
+    /// until it is heard again or forgotten (ten member timeouts); after a timeout here the
+    /// growth still happens, and running expand again waits for it.
     #[arg(long, value_parser = positive_f64, default_value_t = 120.0)]
     timeout: f64,
 

@@ -142,8 +142,8 @@ pub struct ExperimentArgs {
     /// Where the producers keep the routes of moved keys (`keyshift gateway --routes`).
     /// `durable` is the single-producer path (compare its cost with the default); several
     /// producers with durable or ephemeral routes move keys each on their own: per-key order
-    /// breaks, and the run shows it (a negative control). [default: coordinated; durable
-    /// with --grow-at, a growth coordinated producers cannot make yet]
+    /// breaks, and the run shows it (a negative control). With --grow-at and several
+    /// producers, only coordinated routes grow them together. [default: coordinated]
     #[arg(long, value_enum)]
     routes: Option<RoutesArg>,
 
@@ -154,7 +154,9 @@ pub struct ExperimentArgs {
     /// Kafka's partitioner does, with no fence (a key's new records may overtake its old
     /// ones); the other ordered strategies write one epoch fence per old partition and the
     /// workers park a remapped key until its old partition is processed past it. The report
-    /// adds the park time the growth caused. The workers then use the round-robin assignor:
+    /// adds the park time the growth caused. Several coordinated producers (--producers) grow
+    /// together: one asks, the decider proposes, every producer writes its own epoch fences.
+    /// The workers then use the round-robin assignor:
     /// with range, the partitions not in use yet would all go to half of the workers, idling
     /// them until the growth.
     #[arg(long, value_name = "SHARE", value_parser = share, requires = "grow_to")]
@@ -296,19 +298,17 @@ impl ExperimentArgs {
                         ),
                     ));
                 }
-                if self.producers > 1 {
-                    return Err(FlagError::new(
-                        "--grow-at",
-                        "a growth step runs with one producer (--producers 1): coordinated \
-                         producers cannot grow a topic yet",
-                    ));
-                }
-                if self.routes == Some(RoutesArg::Coordinated) {
-                    return Err(FlagError::new(
-                        "--routes",
-                        "coordinated producers cannot grow a topic yet: use durable (the \
-                         default with --grow-at) or ephemeral",
-                    ));
+                if let Some(r) = self.routes.filter(|&r| r != RoutesArg::Coordinated) {
+                    if self.producers > 1 {
+                        return Err(FlagError::new(
+                            "--routes",
+                            format!(
+                                "{} routes are for one producer; several producers grow a \
+                                 topic together with coordinated routes (the default)",
+                                format!("{r:?}").to_lowercase()
+                            ),
+                        ));
+                    }
                 }
                 // Round-robin spreads the partitions in use over every worker (range would give
                 // the unused upper half to half of the workers).
@@ -317,11 +317,7 @@ impl ExperimentArgs {
             }
             _ => None,
         };
-        let routes = self.routes.unwrap_or(if grow.is_some() {
-            RoutesArg::Durable
-        } else {
-            RoutesArg::Coordinated
-        });
+        let routes = self.routes.unwrap_or(RoutesArg::Coordinated);
         let html = if self.no_html {
             None
         } else {

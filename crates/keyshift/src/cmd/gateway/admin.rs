@@ -5,8 +5,10 @@
 //! `200 {"from","to","epoch","fences","barriers","held_keys","held_records","took_ms"}`
 //! (`keyshift_kafka::GrowthReport`).
 //! Refusals name the reason: `422` for a body that is not `{"partitions": <integer>}`, `409`
-//! when the producer cannot grow (not more partitions than in use, fewer in the topic,
-//! coordinated routes, a growth already running).
+//! when the producer cannot grow (not more partitions than in use, fewer in the topic, a
+//! growth of its own already running). With coordinated routes any replica may be asked: it
+//! writes the want to the control log and answers once the replicas grew together (the
+//! report's held counts and fences are that replica's, its barriers the epoch's).
 
 use std::sync::Arc;
 

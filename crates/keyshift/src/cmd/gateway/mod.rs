@@ -73,8 +73,8 @@ pub struct GatewayArgs {
     /// Home keys on the first N partitions of the topic only [default: all of them]. The
     /// others wait until a growth (`POST /admin/grow`, which `keyshift expand` sends) moves
     /// keys onto them with one epoch fence per partition in use: the path for a broker
-    /// without CreatePartitions, or for capacity added ahead of need. With durable routes a
-    /// recorded growth decides instead.
+    /// without CreatePartitions, or for capacity added ahead of need. A growth recorded in
+    /// the route topic (durable routes) or the control log (coordinated) decides instead.
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     active_partitions: Option<u32>,
 
