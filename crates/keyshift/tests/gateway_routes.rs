@@ -1217,7 +1217,20 @@ fn expand_grows_a_gateway_s_partitions_and_a_restart_keeps_the_epoch() {
     load_batches(&rt, &client, &gw, &mut keys, &mut seqs, 30);
     assert!(gw.terminate().success());
 
-    let log = read_all(&broker, topic);
+    let (on_new, headed) = after_growth(&read_all(&broker, topic));
+    assert!(
+        on_new > 0,
+        "keys are homed on 12 after the growth and the restart"
+    );
+    assert!(headed > 0, "remapped keys carry their old home's barrier");
+    let out = check_log(&broker, topic, "check-grow", &seqs, 0);
+    assert_eq!(out.violations, 0);
+    assert!(out.unordered.is_empty(), "{:#?}", out.unordered);
+}
+
+/// Records on the partitions a growth of `PARTITIONS` added, and records carrying an epoch
+/// barrier (set 0): both must be there after a growth.
+fn after_growth(log: &[Rec]) -> (usize, usize) {
     let on_new = log
         .iter()
         .filter(|r| !r.fence && r.partition >= PARTITIONS)
@@ -1227,14 +1240,7 @@ fn expand_grows_a_gateway_s_partitions_and_a_restart_keeps_the_epoch() {
         .filter(|r| !r.fence && r.route.is_some_and(|h| h.set_index == 0))
         .count();
     eprintln!("{on_new} records on the new partitions, {headed} with an epoch barrier");
-    assert!(
-        on_new > 0,
-        "keys are homed on 12 after the growth and the restart"
-    );
-    assert!(headed > 0, "remapped keys carry their old home's barrier");
-    let out = check_log(&broker, topic, "check-grow", &seqs, 0);
-    assert_eq!(out.violations, 0);
-    assert!(out.unordered.is_empty(), "{:#?}", out.unordered);
+    (on_new, headed)
 }
 
 /// Issue 13 with coordinated routes: three gateway replicas home keys on 6 of a topic's 12
@@ -1323,6 +1329,22 @@ fn coordinated_replicas_grow_together_and_a_restart_keeps_the_epoch() {
         "the growth completed while a replica that may still send to the old partitions was \
          stopped"
     );
+    // Operators see it: wanted above homed, and the growth called off for the stopped replica.
+    let base = &gateways[asked].base;
+    assert_eq!(
+        metric(base, "keyshift_producer_coordination_wanted_partitions"),
+        12.0
+    );
+    assert_eq!(metric(base, "keyshift_producer_homed_partitions"), 6.0);
+    assert!(
+        labelled(
+            base,
+            "keyshift_producer_coordination_growths_total",
+            "outcome=\"aborted\""
+        )
+        .is_some_and(|n| n >= 1.0),
+        "the growth was called off while a replica was stopped"
+    );
     signal(&pid, "-CONT");
     let deadline = Instant::now() + PATIENCE;
     while expand.try_wait().expect("expand is waited for").is_none() {
@@ -1353,6 +1375,11 @@ fn coordinated_replicas_grow_together_and_a_restart_keeps_the_epoch() {
     );
 
     load(&gateways, 20, &mut keys, &mut seqs);
+    for gw in &gateways {
+        assert_eq!(metric(&gw.base, "keyshift_producer_homed_partitions"), 12.0);
+        assert_eq!(metric(&gw.base, "keyshift_producer_epoch"), 1.0);
+        assert_eq!(metric(&gw.base, "keyshift_producer_growth_running"), 0.0);
+    }
     // Every replica wrote its epoch fences: three per old partition.
     let epoch_fences = read_all(&broker, topic)
         .iter()
@@ -1372,16 +1399,7 @@ fn coordinated_replicas_grow_together_and_a_restart_keeps_the_epoch() {
         assert!(gw.terminate().success());
     }
 
-    let log = read_all(&broker, topic);
-    let on_new = log
-        .iter()
-        .filter(|r| !r.fence && r.partition >= PARTITIONS)
-        .count();
-    let headed = log
-        .iter()
-        .filter(|r| !r.fence && r.route.is_some_and(|h| h.set_index == 0))
-        .count();
-    eprintln!("{on_new} records on the new partitions, {headed} with an epoch barrier");
+    let (on_new, headed) = after_growth(&read_all(&broker, topic));
     assert!(on_new > 0, "keys are homed on 12 after the growth");
     assert!(headed > 0, "remapped keys carry their old home's barrier");
     let out = check_log(&broker, topic, "check-grow-coordinated", &seqs, 0);

@@ -188,6 +188,10 @@ pub struct CoordCounters {
     pub claims: u64,
     /// Control writes that failed (counted by the adapter).
     pub control_write_failures: u64,
+    /// Growths committed (grown records read from the log).
+    pub growths: u64,
+    /// Growths called off (aborts read from the log, a new term's included).
+    pub growths_aborted: u64,
 }
 
 /// One member's view of the coordination; see the module docs.
@@ -473,7 +477,6 @@ impl Coordinator {
         }
         self.next_seq += 1;
         self.growth_proposed = true;
-        self.counters.proposed += 1;
         Some(Control::Grow {
             id: MoveId {
                 term: self.term,
@@ -840,7 +843,7 @@ impl Coordinator {
                 self.partitions = epoch.to;
                 self.epoch = Some(epoch.clone());
                 self.obsolete_wants();
-                self.counters.committed += 1;
+                self.counters.growths += 1;
                 Action::Grown(epoch.clone())
             }
             Effect::GrowthReleased => {
@@ -882,7 +885,7 @@ impl Coordinator {
         }
         if aborted {
             self.obsolete.push(super::control::move_key(g.log.id));
-            self.counters.aborted += 1;
+            self.counters.growths_aborted += 1;
             self.growth_retry_at = now + self.config.member_timeout.as_secs_f64();
         }
     }

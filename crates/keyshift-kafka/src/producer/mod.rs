@@ -103,8 +103,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use keyshift_core::protocol::epoch::Epoch;
 use keyshift_core::protocol::Migrator;
-use keyshift_core::strategy::{build_with, PartitionFeedback, StrategyConfig};
+use keyshift_core::strategy::{build_with, PartitionFeedback, Strategy, StrategyConfig};
 use keyshift_core::ParamError;
 use rdkafka::producer::{FutureProducer, Producer};
 use tokio::runtime::Handle;
@@ -385,17 +386,14 @@ impl ProducerBuilder {
                 // producer was started with: every member homes keys on the same count.
                 let epoch = replayed.log.epoch().cloned();
                 if let Some(e) = &epoch {
-                    if e.to != partitions {
-                        tracing::info!(
-                            topic = %self.topic,
-                            epoch = e.number,
-                            partitions = e.to,
-                            asked = partitions,
-                            "the control log records a growth: keys are homed on its count"
-                        );
-                    }
-                    partitions = e.to;
-                    strategy = build_with(&self.strategy, partitions, &self.strategy_config)?;
+                    strategy = home_on_epoch(
+                        &self.topic,
+                        &self.strategy,
+                        &self.strategy_config,
+                        e,
+                        &mut partitions,
+                        "the control log",
+                    )?;
                 }
                 let mut migrator = Migrator::new(partitions, self.strategy_config.hasher)?;
                 if let Some(e) = epoch {
@@ -464,17 +462,14 @@ impl ProducerBuilder {
                     RouteTopic::open(&self.settings, name, self.routes_timeout)?;
                 // A recorded growth decides the partitions keys are homed on.
                 if let Some(e) = &epoch {
-                    if e.to != partitions {
-                        tracing::info!(
-                            topic = %self.topic,
-                            epoch = e.number,
-                            partitions = e.to,
-                            asked = partitions,
-                            "the route state records a growth: keys are homed on its count"
-                        );
-                    }
-                    partitions = e.to;
-                    strategy = build_with(&self.strategy, partitions, &self.strategy_config)?;
+                    strategy = home_on_epoch(
+                        &self.topic,
+                        &self.strategy,
+                        &self.strategy_config,
+                        e,
+                        &mut partitions,
+                        "the route topic",
+                    )?;
                 }
                 let state_error = |e: keyshift_core::ParamError| ProducerBuildError::RouteState {
                     topic: routes.name.clone(),
@@ -786,6 +781,13 @@ impl KeyshiftProducer {
             route_write_failures: st.counters.route_write_failures,
             backlog: st.backlog_len(),
             in_flight,
+            homed_partitions: self.inner.partitions.load(Ordering::Relaxed),
+            epoch: st
+                .migrator
+                .as_ref()
+                .and_then(Migrator::epoch)
+                .map_or(0, |e| e.number),
+            growth_running: st.growth.is_some(),
             coordination: st.coord.as_ref().map(|c| {
                 let now = self.inner.origin.elapsed().as_secs_f64();
                 CoordinationStats {
@@ -801,6 +803,9 @@ impl KeyshiftProducer {
                     control_write_failures: c.counters.control_write_failures,
                     pending_moves: c.pending.len(),
                     hold_time: c.hold_time.clone(),
+                    wanted_partitions: c.wanted,
+                    growths: c.counters.growths,
+                    growths_aborted: c.counters.growths_aborted,
                 }
             }),
         }
@@ -1119,4 +1124,27 @@ impl PendingDelivery {
             }
         }
     }
+}
+
+/// Homes keys on the count of `epoch`, recorded in `source`, whatever the producer of `topic`
+/// was started with: returns `strategy` built for it.
+fn home_on_epoch(
+    topic: &str,
+    strategy: &str,
+    config: &StrategyConfig,
+    epoch: &Epoch,
+    partitions: &mut u32,
+    source: &str,
+) -> Result<Box<dyn Strategy>, ProducerBuildError> {
+    if epoch.to != *partitions {
+        tracing::info!(
+            topic,
+            epoch = epoch.number,
+            partitions = epoch.to,
+            asked = *partitions,
+            "{source} records a growth: keys are homed on its count"
+        );
+    }
+    *partitions = epoch.to;
+    Ok(build_with(strategy, epoch.to, config)?)
 }

@@ -49,6 +49,14 @@ pub struct ProducerStats {
     pub backlog: usize,
     /// Messages and requests in librdkafka's queues (not yet acknowledged).
     pub in_flight: usize,
+    /// Partitions keys are homed on (the topic's count, `--active-partitions`, or the last
+    /// growth's).
+    pub homed_partitions: u32,
+    /// The number of the epoch in force (0 before any fenced growth).
+    pub epoch: u32,
+    /// Whether a growth holds remapped keys in this producer right now (its epoch fences are
+    /// being written, or, coordinated, the others' are awaited).
+    pub growth_running: bool,
     /// Coordinated producers ([`super::Routes::Coordinated`]), else `None`.
     pub coordination: Option<CoordinationStats>,
 }
@@ -81,4 +89,12 @@ pub struct CoordinationStats {
     pub pending_moves: usize,
     /// From reading a propose to reading its commit or abort: how long a moved key is held.
     pub hold_time: LatencyHistogram,
+    /// The highest partition count a producer asked the group to grow to (0: none asked);
+    /// above `homed_partitions`, a growth is wanted and the decider moves no key meanwhile.
+    pub wanted_partitions: u32,
+    /// Growths committed, read from the log.
+    pub growths: u64,
+    /// Growths called off (a producer it waited for was silent or left, the move timeout, a
+    /// new term), read from the log; each is tried again.
+    pub growths_aborted: u64,
 }

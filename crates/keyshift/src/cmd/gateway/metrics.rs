@@ -406,6 +406,24 @@ impl prometheus_client::collector::Collector for ProducerCollector {
             "Messages and requests in the client's queues, not yet acknowledged",
             saturating(s.in_flight),
         )?;
+        gauge(
+            &mut encoder,
+            "keyshift_producer_homed_partitions",
+            "Partitions keys are homed on (the topic's, --active-partitions, or the last growth's)",
+            i64::from(s.homed_partitions),
+        )?;
+        gauge(
+            &mut encoder,
+            "keyshift_producer_epoch",
+            "Number of the partition epoch in force (0 before any fenced growth)",
+            i64::from(s.epoch),
+        )?;
+        gauge(
+            &mut encoder,
+            "keyshift_producer_growth_running",
+            "1 while a growth holds this producer's remapped keys (its epoch fences are in flight)",
+            i64::from(s.growth_running),
+        )?;
         if let Some(c) = &s.coordination {
             coordination(&mut encoder, c)?;
         }
@@ -476,6 +494,21 @@ fn coordination(
         "Keys with a move pending now (their records are held)",
         saturating(c.pending_moves),
     )?;
+    gauge(
+        encoder,
+        "keyshift_producer_coordination_wanted_partitions",
+        "Highest partition count a producer asked the group to grow to (0: none); above keyshift_producer_homed_partitions a growth is due and no key moves meanwhile",
+        i64::from(c.wanted_partitions),
+    )?;
+    let mut e = encoder.encode_descriptor(
+        "keyshift_producer_coordination_growths",
+        "Growths read from the control log by outcome: grown, or aborted (tried again)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (outcome, n) in [("grown", c.growths), ("aborted", c.growths_aborted)] {
+        ConstCounter::new(n).encode(e.encode_family(&[("outcome", outcome)])?)?;
+    }
     quantiles(
         encoder,
         "keyshift_producer_coordination_hold_seconds",
