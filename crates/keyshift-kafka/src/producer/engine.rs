@@ -204,8 +204,9 @@ pub(super) enum After {
     Fence { started: Instant },
     /// This member's fence for a coordinated move: await it, then write its ready.
     MemberFence { id: MoveId, started: Instant },
-    /// Epoch fence `index` of the growth in progress (`growth.rs`).
-    EpochFence { index: usize },
+    /// Epoch fence `index` of growth attempt `attempt` (`growth.rs`): a report of an earlier,
+    /// called-off attempt must not count for a later one.
+    EpochFence { index: usize, attempt: u64 },
 }
 
 /// A decided record that found librdkafka's queue full (owned copy).
@@ -282,6 +283,8 @@ pub(super) struct State {
     pub(super) growth: Option<super::growth::Running>,
     /// Coordinated callers of `grow` waiting for the control log's epoch.
     pub(super) growth_waiters: Vec<super::growth::Waiter>,
+    /// Growth attempts started (each attempt's fences carry its number).
+    pub(super) growth_attempts: u64,
 }
 
 impl State {
@@ -305,6 +308,7 @@ impl State {
             unaccounted: Vec::new(),
             growth: None,
             growth_waiters: Vec::new(),
+            growth_attempts: 0,
         }
     }
 
@@ -712,7 +716,9 @@ impl Inner {
             After::MemberFence { id, started } => {
                 self.member_fence_sent(st, key, id, started, result)
             }
-            After::EpochFence { index } => self.epoch_fence_sent(st, index, result),
+            After::EpochFence { index, attempt } => {
+                self.epoch_fence_sent(st, index, attempt, result)
+            }
         }
     }
 

@@ -72,6 +72,8 @@ pub(super) struct Running {
     growth: Growth,
     /// The coordinated growth this member takes part in (`None`: its own, uncoordinated).
     id: Option<MoveId>,
+    /// This attempt's number: reports of an earlier attempt's fences are ignored.
+    attempt: u64,
     /// Keys whose records wait for it.
     held: FxHashSet<Box<[u8]>>,
     held_records: u64,
@@ -197,18 +199,26 @@ impl Inner {
         done: Option<oneshot::Sender<Result<GrowthReport, ProduceError>>>,
     ) {
         let fences = growth.fences().to_vec();
+        st.growth_attempts += 1;
+        let attempt = st.growth_attempts;
         st.growth = Some(Running {
             growth,
             id,
+            attempt,
             held: FxHashSet::default(),
             held_records: 0,
             started: Instant::now(),
             done,
         });
         for (index, f) in fences.into_iter().enumerate() {
-            let after = After::EpochFence { index };
+            let after = After::EpochFence { index, attempt };
             self.emit_fence_then(st, EPOCH_KEY, f.partition, f.header, f.route, after);
         }
+    }
+
+    /// The running growth, if `attempt` is it.
+    fn attempt(st: &mut State, attempt: u64) -> Option<&mut Running> {
+        st.growth.as_mut().filter(|r| r.attempt == attempt)
     }
 
     /// Coordinated: takes part in the growth pending in the control log (read live, or
@@ -248,11 +258,12 @@ impl Inner {
         self: &Arc<Self>,
         st: &mut State,
         index: usize,
+        attempt: u64,
         result: Result<DeliveryFuture, KafkaError>,
     ) {
         let future = match result {
             Ok(f) => f,
-            Err(err) => return self.growth_failed(st, index, &err.to_string()),
+            Err(err) => return self.growth_failed(st, index, attempt, &err.to_string()),
         };
         let inner = Arc::clone(self);
         self.runtime.handle.spawn(async move {
@@ -260,15 +271,23 @@ impl Inner {
             let mut guard = inner.lock();
             let st = &mut *guard;
             match report {
-                Ok(Ok(delivery)) => inner.epoch_fence_acked(st, index, delivery.offset),
-                Ok(Err((err, _))) => inner.growth_failed(st, index, &err.to_string()),
-                Err(_canceled) => inner.growth_failed(st, index, "the fence's report was lost"),
+                Ok(Ok(delivery)) => inner.epoch_fence_acked(st, index, attempt, delivery.offset),
+                Ok(Err((err, _))) => inner.growth_failed(st, index, attempt, &err.to_string()),
+                Err(_canceled) => {
+                    inner.growth_failed(st, index, attempt, "the fence's report was lost")
+                }
             }
         });
     }
 
-    fn epoch_fence_acked(self: &Arc<Self>, st: &mut State, index: usize, offset: i64) {
-        let Some(run) = st.growth.as_mut() else {
+    fn epoch_fence_acked(
+        self: &Arc<Self>,
+        st: &mut State,
+        index: usize,
+        attempt: u64,
+        offset: i64,
+    ) {
+        let Some(run) = Self::attempt(st, attempt) else {
             return;
         };
         let Some(epoch) = run.growth.acked(index, offset) else {
@@ -354,8 +373,9 @@ impl Inner {
             tracing::error!(topic = %self.topic, error = %e.reason, "epoch not applied");
             return match run {
                 Some(run) if st.coord.is_none() => {
+                    let attempt = run.attempt;
                     st.growth = Some(run);
-                    self.growth_failed(st, usize::MAX, &e.reason)
+                    self.growth_failed(st, usize::MAX, attempt, &e.reason)
                 }
                 Some(run) => self.release_growth(st, run),
                 None => {}
@@ -445,7 +465,10 @@ impl Inner {
     /// A fence could not be written: the growth is called off and the held keys go on as
     /// before it. Coordinated, the fence is written again after a backoff while the growth is
     /// pending (the decider calls it off at its move timeout otherwise).
-    fn growth_failed(self: &Arc<Self>, st: &mut State, index: usize, error: &str) {
+    fn growth_failed(self: &Arc<Self>, st: &mut State, index: usize, attempt: u64, error: &str) {
+        if Self::attempt(st, attempt).is_none() {
+            return;
+        }
         if let Some(id) = st.growth.as_ref().and_then(|r| r.id) {
             st.counters.fence_failures += 1;
             tracing::warn!(topic = %self.topic, %error, "an epoch fence failed; retrying");
@@ -455,15 +478,13 @@ impl Inner {
                 tokio::time::sleep(delay).await;
                 let mut guard = inner.lock();
                 let st = &mut *guard;
-                let Some(f) = st
-                    .growth
-                    .as_ref()
+                let Some(f) = Inner::attempt(st, attempt)
                     .filter(|r| r.id == Some(id))
                     .and_then(|r| r.growth.fences().get(index).copied())
                 else {
                     return;
                 };
-                let after = After::EpochFence { index };
+                let after = After::EpochFence { index, attempt };
                 inner.emit_fence_then(st, EPOCH_KEY, f.partition, f.header, f.route, after);
             });
             return;
