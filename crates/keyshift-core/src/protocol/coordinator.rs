@@ -1714,4 +1714,90 @@ mod tests {
         assert!(c.growth.is_none() && log.growth().is_none());
         assert!(c.growth_due(), "still wanted: the next decider grows it");
     }
+
+    proptest::proptest! {
+        /// Random interleavings of members' grow-readies, the decider's own acknowledged
+        /// fences, heartbeats, silences and claims: a grown is only ever committed once every
+        /// member known at the grow is ready, with, per old partition, the highest fence any
+        /// ready member reported; an abort only once a member it waits for is not live or the
+        /// move timeout passed; and the want survives every abort until an epoch meets it.
+        /// (About a fifth of the cases end grown, some after aborts. Committing once no member
+        /// is lost instead of once every member is ready, or with the last ready's fences
+        /// instead of the highest, fails it: checked by hand.)
+        #[test]
+        fn a_growth_commits_only_with_every_member_s_highest_fences(
+            steps in proptest::collection::vec(
+                (0u8..6, 0usize..3, proptest::collection::vec(0i64..1000, 6), 0u32..700),
+                1..80,
+            )
+        ) {
+            let members: [MemberId; 3] = [1, 2, 3];
+            let (mut c, mut log) = decider(&[2, 3], 0.1);
+            let mut now = 0.2;
+            feed(&mut c, &mut log, &[want(2, 12)], now);
+            let mut grown = false;
+            for (kind, m, fences, dt) in steps {
+                now += f64::from(dt) / 1000.0;
+                let member = members[m];
+                match kind {
+                    0 => {
+                        if let Some(grow) = c.growth_proposal(now) {
+                            feed(&mut c, &mut log, &[grow], now);
+                        }
+                    }
+                    1 | 2 if member != 1 => {
+                        if let Some(g) = log.growth() {
+                            let ready = Control::GrowReady { id: g.id, member, fences };
+                            feed(&mut c, &mut log, &[ready], now);
+                        }
+                    }
+                    1 | 2 => {
+                        if let Some((id, _)) = c.growth_plan() {
+                            c.own_growth_acked(id, &fences);
+                        }
+                    }
+                    3 | 4 => {
+                        let hb = Control::Heartbeat {
+                            member,
+                            load: Load::default(),
+                            written_us: 0,
+                        };
+                        feed(&mut c, &mut log, &[hb], now);
+                    }
+                    _ => {}
+                }
+                // What the decider knows before its verdict.
+                let before = c.growth.clone();
+                for verdict in c.verdicts(now) {
+                    let g = before.as_ref().expect("a verdict on a pending growth");
+                    match &verdict {
+                        Control::Grown { epoch, .. } => {
+                            for k in &g.known_at_propose {
+                                proptest::prop_assert!(g.log.ready.contains(k), "{k} not ready");
+                            }
+                            for (p, &f) in epoch.fences.iter().enumerate() {
+                                let max = g.log.fences.iter().map(|fs| fs[p]).max().unwrap();
+                                proptest::prop_assert_eq!(f, max);
+                            }
+                            grown = true;
+                        }
+                        Control::Abort { key, .. } => {
+                            proptest::prop_assert_eq!(&**key, EPOCH_KEY);
+                            let lost = g.known_at_propose.iter().any(|k| {
+                                !g.log.ready.contains(k) && !c.membership.is_live(*k, now)
+                            });
+                            let late = now - g.read_at > c.config.move_timeout.as_secs_f64();
+                            proptest::prop_assert!(lost || late);
+                        }
+                        _ => {}
+                    }
+                    feed(&mut c, &mut log, &[verdict], now);
+                }
+                if grown {
+                    proptest::prop_assert_eq!(c.partitions(), 12);
+                    break;
+                }
+                proptest::prop_assert!(c.growth_due(), "the want survives until an epoch meets it");
+            }        }
+    }
 }
