@@ -454,6 +454,17 @@ impl Coordinator {
         self.growth_proposed = false;
     }
 
+    /// The decider's commit, grown or abort of `id` did not reach the log (its write failed):
+    /// the verdict is due again.
+    pub fn verdict_unwritten(&mut self, id: MoveId) {
+        if let Some(p) = self.pending.values_mut().find(|p| p.id == id) {
+            p.decided = false;
+        }
+        if let Some(g) = self.growth.as_mut().filter(|g| g.log.id == id) {
+            g.decided = false;
+        }
+    }
+
     /// Whether a growth is wanted beyond the partitions in use, or pending: the decider
     /// proposes no move meanwhile, so a growth never runs beside a move.
     pub fn growth_due(&self) -> bool {
@@ -656,7 +667,8 @@ impl Coordinator {
                 Some(plan.epoch_with(fences))
             })
             .flatten()
-            .filter(|e| !g.log.ready.is_empty() && e.fences.iter().all(|&f| f >= 0));
+            // An old partition without a member's fence (−1) has no barrier yet.
+            .filter(|e| e.fences.iter().all(|&f| f >= 0));
         let verdict = match grown {
             Some(epoch) => Control::Grown {
                 id,

@@ -466,10 +466,10 @@ impl Inner {
     /// before it. Coordinated, the fence is written again after a backoff while the growth is
     /// pending (the decider calls it off at its move timeout otherwise).
     fn growth_failed(self: &Arc<Self>, st: &mut State, index: usize, attempt: u64, error: &str) {
-        if Self::attempt(st, attempt).is_none() {
+        let Some(run) = Self::attempt(st, attempt) else {
             return;
-        }
-        if let Some(id) = st.growth.as_ref().and_then(|r| r.id) {
+        };
+        if run.id.is_some() {
             st.counters.fence_failures += 1;
             tracing::warn!(topic = %self.topic, %error, "an epoch fence failed; retrying");
             let inner = Arc::clone(self);
@@ -478,9 +478,9 @@ impl Inner {
                 tokio::time::sleep(delay).await;
                 let mut guard = inner.lock();
                 let st = &mut *guard;
-                let Some(f) = Inner::attempt(st, attempt)
-                    .filter(|r| r.id == Some(id))
-                    .and_then(|r| r.growth.fences().get(index).copied())
+                // The same attempt is the same coordinated growth.
+                let Some(f) =
+                    Inner::attempt(st, attempt).and_then(|r| r.growth.fences().get(index).copied())
                 else {
                     return;
                 };

@@ -299,24 +299,21 @@ impl Inner {
             return;
         };
         for verdict in coord.verdicts(now) {
-            if let Control::Abort { key, .. } = &verdict {
-                if **key == *EPOCH_KEY {
-                    tracing::warn!(
-                        topic = %self.topic,
-                        unaccounted = ?coord.membership.unaccounted(now),
-                        "calling the growth off: a producer it waits for is silent or left, or \
-                         it was not ready within the move timeout; it is tried again once every \
-                         producer is accounted for"
-                    );
-                    self.control_write(verdict);
-                    continue;
-                }
-                tracing::warn!(
+            match &verdict {
+                Control::Abort { key, .. } if **key == *EPOCH_KEY => tracing::warn!(
+                    topic = %self.topic,
+                    unaccounted = ?coord.membership.unaccounted(now),
+                    "calling the growth off: a producer it waits for is silent or left, or it \
+                     was not ready within the move timeout; it is tried again once every \
+                     producer is accounted for"
+                ),
+                Control::Abort { key, .. } => tracing::warn!(
                     topic = %self.topic,
                     key = %String::from_utf8_lossy(key),
                     unaccounted = ?coord.membership.unaccounted(now),
                     "aborting a move: a producer it waits for is silent or left, or it was not ready within the move timeout"
-                );
+                ),
+                _ => {}
             }
             self.control_write(verdict);
         }
@@ -443,23 +440,9 @@ impl Inner {
                         inner.retry_member_fence(key, id, KafkaError::Canceled);
                     }
                 }
-                Control::Abort { key, id, .. } if *key == *EPOCH_KEY => {
-                    if let Some(g) = coord.growth.as_mut().filter(|g| g.log.id == id) {
-                        g.decided = false;
-                    }
-                }
-                Control::Grown { id, .. } => {
-                    if let Some(g) = coord.growth.as_mut().filter(|g| g.log.id == id) {
-                        g.decided = false;
-                    }
-                }
-                Control::Commit { key, id, .. } | Control::Abort { key, id, .. } => {
-                    if let Some(p) = coord.pending.get_mut(&key) {
-                        if p.id == id {
-                            p.decided = false;
-                        }
-                    }
-                }
+                Control::Commit { id, .. }
+                | Control::Abort { id, .. }
+                | Control::Grown { id, .. } => coord.verdict_unwritten(id),
                 Control::Grow { .. } => coord.grow_unproposed(),
                 Control::GrowReady { .. } | Control::Want { .. } => {
                     // Both are idempotent (same log key, same value): written again after a
