@@ -232,6 +232,30 @@ fn every_grafana_query_names_an_exported_metric() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Owning partitions is not enough: a broker that does not answer DescribeGroups (the
+    // embedded one) shows a group only once it has committed an offset. A first small batch
+    // makes the worker commit, so the autoscaler's existence check cannot race it.
+    let status = keyshift()
+        .args(["loadgen", "--url", &format!("{}/new", gateway.base)])
+        .args(["--rate", "200", "--iter", "40", "--keys", "20"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("loadgen runs");
+    assert!(status.success());
+    let deadline = Instant::now() + PATIENCE;
+    while broker
+        .admin()
+        .committed_offsets(group, topic, 4)
+        .expect("committed offsets")
+        .iter()
+        .all(Option::is_none)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the worker committed nothing within {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (_lag, lag) = spawn(&[
         "lag",
         "--bootstrap-servers",
