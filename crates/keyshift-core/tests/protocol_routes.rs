@@ -489,7 +489,7 @@ fn the_check_catches_a_home_header_dropped_before_its_record_is_safe() {
 mod control_model {
     use std::collections::BTreeMap;
 
-    use keyshift_core::protocol::control::{Control, ControlLog, Effect, MoveId};
+    use keyshift_core::protocol::control::{want_key, Control, ControlLog, Effect, MoveId};
     use keyshift_core::protocol::epoch::{Epoch, EPOCH_KEY};
     use keyshift_core::protocol::{RouteEntry, RouteHeader};
     use rand::{Rng, SeedableRng};
@@ -507,11 +507,14 @@ mod control_model {
     fn read(log: &[(String, Option<Control>)]) -> (ControlLog, BTreeMap<Vec<u8>, usize>) {
         let mut state = ControlLog::new();
         let mut committed = BTreeMap::new();
-        for (pos, (_, record)) in log.iter().enumerate() {
-            if let Some(r) = record {
-                if let Effect::Moved { key, .. } = state.apply(r) {
-                    committed.insert(key.to_vec(), pos);
+        for (pos, (log_key, record)) in log.iter().enumerate() {
+            match record {
+                Some(r) => {
+                    if let Effect::Moved { key, .. } = state.apply(r) {
+                        committed.insert(key.to_vec(), pos);
+                    }
                 }
+                None => state.forget(log_key),
             }
         }
         (state, committed)
@@ -534,13 +537,15 @@ mod control_model {
     }
 
     /// Everything a reader derives, comparable: term, decider, pending moves, routes, and the
-    /// epoch in force, pending growth (with its sorted ready members) and highest count wanted.
+    /// epoch in force, pending growth (with its sorted ready members), the count wanted beyond
+    /// the epoch (a want the epoch satisfies may be tombstoned, so its count is gone after
+    /// compaction) and the counts whose want records are live.
     type Summary = (
         u64,
         Option<u64>,
         Vec<(Vec<u8>, MoveId, Vec<u64>, i64)>,
         Vec<(Vec<u8>, RouteEntry)>,
-        (Option<Epoch>, Option<(MoveId, Vec<u64>)>, u32),
+        (Option<Epoch>, Option<(MoveId, Vec<u64>)>, u32, Vec<u32>),
     );
 
     fn summary(s: &ControlLog) -> Summary {
@@ -561,16 +566,23 @@ mod control_model {
             ready.sort_unstable();
             (g.id, ready)
         });
-        let growing = (s.epoch().cloned(), growth, s.wanted());
+        let beyond = s.wanted() > s.epoch().map_or(0, |e| e.to);
+        let growing = (
+            s.epoch().cloned(),
+            growth,
+            if beyond { s.wanted() } else { 0 },
+            s.want_records().collect(),
+        );
         (s.term(), s.decider(), pending, routes, growing)
     }
 
-    fn random_epoch(rng: &mut ChaCha8Rng) -> Epoch {
+    /// An epoch homing keys on at least `floor` partitions (a topic never shrinks).
+    fn random_epoch(rng: &mut ChaCha8Rng, floor: u32) -> Epoch {
         let from = rng.gen_range(1..4);
         Epoch {
             number: rng.gen_range(1..5),
             from,
-            to: from + rng.gen_range(1..4),
+            to: floor.max(from + rng.gen_range(1..4)),
             fences: (0..from).map(|_| rng.gen_range(0..1000)).collect(),
             earlier: Vec::new(),
         }
@@ -683,6 +695,17 @@ mod control_model {
                     }
                     None
                 }
+                // A decider tombstones wants the epoch in force satisfies.
+                5 if view.decider() == Some(m) => {
+                    let done: Vec<u32> = view
+                        .want_records()
+                        .filter(|&n| view.epoch().is_some_and(|e| n <= e.to))
+                        .collect();
+                    if let Some(n) = done.get(rng.gen_range(0..done.len().max(1))) {
+                        log.push((want_key(*n), None));
+                    }
+                    None
+                }
                 6 => Some(Control::Want {
                     member: m,
                     partitions: rng.gen_range(2..8),
@@ -693,7 +716,7 @@ mod control_model {
                             Control::Grown {
                                 id: g.id,
                                 member: m,
-                                epoch: random_epoch(&mut rng),
+                                epoch: random_epoch(&mut rng, view.epoch().map_or(0, |e| e.to)),
                             }
                         } else {
                             Control::Abort {
@@ -774,7 +797,7 @@ mod control_model {
 
     #[test]
     fn a_compacted_control_log_reads_like_the_full_one() {
-        let mut stats = [0usize; 6];
+        let mut stats = [0usize; 7];
         for seed in 0..SEEDS {
             let log = history(seed, 300, Control::log_key);
             agree(&log, Control::log_key).unwrap();
@@ -790,9 +813,13 @@ mod control_model {
                 }
             }
             stats[3] += log.iter().filter(|(_, r)| r.is_none()).count();
+            stats[6] += log
+                .iter()
+                .filter(|(k, r)| r.is_none() && k.starts_with("want/"))
+                .count();
         }
         // The histories exercise commits, ignored (stale or conflicting) records, moves aborted
-        // by a new term, tombstones, growths and aborted growths.
+        // by a new term, tombstones, growths, aborted growths and tombstoned wants.
         assert!(stats.iter().all(|&n| n > 0), "{stats:?}");
     }
 

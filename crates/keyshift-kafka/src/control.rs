@@ -281,6 +281,10 @@ impl ControlTopic {
                             if let Some(record) = decode(&name, &skipped, &m) {
                                 let effect = log.apply(&record);
                                 on_record(m.offset(), &record, &effect);
+                            } else if m.payload().is_none() {
+                                if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                                    log.forget(key);
+                                }
                             }
                         }
                     }
@@ -349,14 +353,14 @@ fn replay(
                         log.apply(&record);
                     }
                     None if m.payload().is_none() => {
+                        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                            continue;
+                        };
                         // A tombstone of a member's key: a decider forgot the member.
-                        let member = m
-                            .key()
-                            .and_then(|k| std::str::from_utf8(k).ok())
-                            .and_then(member_of_key);
-                        if let Some(member) = member {
+                        if let Some(member) = member_of_key(key) {
                             members.remove(&member);
                         }
+                        log.forget(key);
                     }
                     None => {}
                 }

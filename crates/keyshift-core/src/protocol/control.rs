@@ -540,6 +540,11 @@ pub fn member_of_key(log_key: &str) -> Option<MemberId> {
     log_key.strip_prefix("hb/")?.parse().ok()
 }
 
+/// The count whose wants [`want_key`] names, if `log_key` is such a key.
+pub fn want_of_key(log_key: &str) -> Option<u32> {
+    log_key.strip_prefix("want/")?.parse().ok()
+}
+
 /// Why a record did not count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejected {
@@ -704,6 +709,9 @@ pub struct ControlLog {
     epoch: Option<Epoch>,
     growth: Option<PendingGrowth>,
     wanted: u32,
+    /// Counts with a want record in the log (not tombstoned): a decider that starts from the
+    /// log tombstones those the epoch in force satisfies, or they would stay forever.
+    want_records: std::collections::BTreeSet<u32>,
 }
 
 impl ControlLog {
@@ -729,6 +737,15 @@ impl ControlLog {
     pub fn with_epoch(mut self, epoch: Option<Epoch>) -> Self {
         self.epoch = epoch;
         self
+    }
+
+    /// The next record of the log is a tombstone of `log_key`. Only want records are tracked
+    /// as records (the state a tombstone of a move or ready record removes was already
+    /// superseded by the record that made the decider write it).
+    pub fn forget(&mut self, log_key: &str) {
+        if let Some(partitions) = want_of_key(log_key) {
+            self.want_records.remove(&partitions);
+        }
     }
 
     /// Applies the next record of the log.
@@ -830,6 +847,7 @@ impl ControlLog {
             }
             Control::Want { partitions, .. } => {
                 self.wanted = self.wanted.max(*partitions);
+                self.want_records.insert(*partitions);
                 Effect::Wanted {
                     partitions: self.wanted,
                 }
@@ -972,6 +990,11 @@ impl ControlLog {
     /// force homes keys on at least that many.
     pub fn wanted(&self) -> u32 {
         self.wanted
+    }
+
+    /// The counts whose want records are in the log, not tombstoned ([`ControlLog::forget`]).
+    pub fn want_records(&self) -> impl Iterator<Item = u32> + '_ {
+        self.want_records.iter().copied()
     }
 }
 

@@ -334,6 +334,10 @@ impl Coordinator {
             c.epoch = Some(e.clone());
         }
         c.wanted = log.wanted();
+        // Want records written before this member started: a decider tombstones those the
+        // epoch already satisfies, as it does for wants it reads while running.
+        c.wants = log.want_records().collect();
+        c.obsolete_wants();
         c.growth = log.growth().map(|g| Growing {
             log: g.clone(),
             known_at_propose: Vec::new(),
@@ -1674,6 +1678,18 @@ mod tests {
         let obsolete = c.take_obsolete();
         assert!(obsolete.contains(&ready.log_key()), "{obsolete:?}");
         assert!(obsolete.contains(&want_key(12)), "{obsolete:?}");
+
+        // A member that starts from this log before the tombstone is in it tombstones the
+        // want as well (else a want written before a restart would stay forever); a want
+        // beyond the epoch stays. Once the tombstone is read, nothing is left to tombstone.
+        feed(&mut c, &mut log, &[want(2, 24)], 0.7);
+        let restarted = |log: &ControlLog| {
+            let config = CoordinationConfig::default();
+            Coordinator::from_log(3, config, hasher, 6, log, &[1, 2], 0.8).take_obsolete()
+        };
+        assert_eq!(restarted(&log), [want_key(12)]);
+        log.forget(&want_key(12));
+        assert!(restarted(&log).is_empty());
     }
 
     /// A growth waiting for a silent member is called off; the decider proposes it again only
