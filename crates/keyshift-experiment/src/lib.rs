@@ -10,9 +10,12 @@
 //! - [`report`]: the figures as data, the table's rows, the verdict and the JSON;
 //! - [`html`]: the self-contained page with inline SVG plots;
 //! - [`trace`]: with `--trace`, where each record's latency went (producer wait, broker,
-//!   queueing, parked, service).
+//!   queueing, parked, service);
+//! - [`loadgen`]: the open-loop load generator of `keyshift loadgen`, to the keyshift producer
+//!   or to gateways over HTTP.
 
 pub mod html;
+pub mod loadgen;
 pub mod plan;
 pub mod report;
 pub mod run;

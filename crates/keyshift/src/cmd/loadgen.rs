@@ -2,15 +2,13 @@
 //! Zipf s and v, or the targeted hot spot), sending to the gateway over HTTP (`--url`) or
 //! straight to Kafka through the keyshift producer (`--bootstrap-servers`).
 //!
-//! [`LoadgenArgs`] resolve into an [`engine::LoadConfig`] and an [`engine::Sink`];
-//! [`engine::run_load`] does the work and returns an [`engine::LoadReport`], printed as text or
-//! JSON. The experiment runner calls the same engine in-process.
+//! [`LoadgenArgs`] resolve into a [`LoadConfig`] and a [`Sink`]; the engine,
+//! [`keyshift_experiment::loadgen::run_load`], does the work and returns a [`LoadReport`],
+//! printed as text or JSON.
 //!
 //! The HTTP client is `reqwest` (pooled keep-alive connections, per-request timeouts, rustls
 //! for https gateways): it is the well-kept, widely used client on top of hyper, and hyper-util's
 //! bare client would make us reimplement timeouts and body handling for no gain here.
-
-pub mod engine;
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -21,13 +19,15 @@ use clap::{Args, ValueEnum};
 use keyshift_core::workload::{KeyDist, Schedule, Targeted, Workload, Zipf};
 use keyshift_kafka::{ClientSettings, Property};
 
-use self::engine::{HttpSink, LoadConfig, LoadReport, ProducerSink, Sink};
 use super::strategy_flags::{RouteFlags, StrategyFlags};
 use super::workload_flags::{
     at_least_one, at_least_one_u64, at_least_one_usize, finite_f64, parse_strategy, positive_f64,
     WorkloadArg,
 };
 use crate::exit::FlagError;
+use keyshift_experiment::loadgen::{
+    self as engine, HttpSink, LoadConfig, LoadReport, ProducerSink, Sink,
+};
 
 /// Flags of `keyshift loadgen`. Defaults are the seed client's.
 #[derive(Debug, Args)]

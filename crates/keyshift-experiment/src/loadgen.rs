@@ -1,5 +1,7 @@
 //! The open-loop load generator as a library: a resolved [`LoadConfig`] and a [`Sink`] in, a
-//! [`LoadReport`] out. `keyshift loadgen` and `keyshift experiment` both drive it.
+//! [`LoadReport`] out. `keyshift loadgen` drives it; tests and other programs can too. (The
+//! experiment's own sender, in [`crate::run`], shares its open-loop rule but not this code: it
+//! replays one precomputed plan per strategy and triggers the growth step mid-run.)
 //!
 //! Record i is due at `start + arrival_i.at` (the [`Workload`]'s schedule) and is dispatched at
 //! that time whatever happened to earlier records: each send runs in its own task, so a slow
