@@ -85,6 +85,7 @@ pub mod producer;
 mod reader;
 pub mod sasl_users;
 pub mod state;
+pub mod trace_aggregate;
 pub mod trace_events;
 pub mod watermarks;
 
