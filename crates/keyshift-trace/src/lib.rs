@@ -11,10 +11,13 @@
 //!   they do no tracing work at all.
 //! - [`events`] are kafka-tracing-interceptor's SEND/ACK/CONSUME/COMMIT records for the
 //!   `_tracing` topic; [`aggregate`] joins them like kafka-tracing-aggregator.
+//! - [`jaeger`] is the seed's analysis step: per-key and per-partition latency from the traces
+//!   Jaeger's query API returns.
 
 pub mod aggregate;
 pub mod config;
 pub mod events;
+pub mod jaeger;
 pub mod propagation;
 pub mod provider;
 pub mod span;

@@ -1,21 +1,14 @@
 //! `keyshift trace export`: the seed's analysis step, natively.
 //!
-//! SLOPS pulled traces from Jaeger's query API (`GET /api/traces?service=…&lookback=…&limit=…`)
-//! and looked at latency per key and per partition. This command does the same: for each
-//! trace it pairs the producer span (`send <topic>`, or any span with a producer key tag) with
-//! its consumer spans, and measures *wait* (consumer start − producer start: producer queue,
-//! broker and partition backlog) and *end-to-end* (consumer end − producer start). Keys and
-//! partitions come from the OpenTelemetry messaging attributes or the seed's tags
-//! (`producer.key`/`consumer.key`, `messaging.kafka.partition`/`message_bus.destination`),
-//! so traces from the seed's Go services and from keyshift read alike.
+//! Fetches traces from Jaeger's query API (`GET /api/traces?service=…&lookback=…&limit=…`),
+//! as SLOPS's analysis script did, and prints the per-key and per-partition latency that
+//! [`keyshift_trace::jaeger`] computes from them (pairing, wait and end-to-end, summaries).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use keyshift_trace::jaeger::{self, JaegerTrace, LatencyReport, Summary};
 
 use crate::exit::FlagError;
 
@@ -80,226 +73,6 @@ fn lookback(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-/// Jaeger's `/api/traces` answer (the fields used here).
-#[derive(Debug, Deserialize)]
-struct TracesResponse {
-    #[serde(default)]
-    data: Vec<JaegerTrace>,
-    #[serde(default)]
-    errors: Option<Vec<Value>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct JaegerTrace {
-    #[serde(rename = "traceID")]
-    trace_id: String,
-    #[serde(default)]
-    spans: Vec<JaegerSpan>,
-    #[serde(default)]
-    processes: BTreeMap<String, JaegerProcess>,
-}
-
-#[derive(Debug, Deserialize)]
-struct JaegerSpan {
-    #[serde(rename = "operationName", default)]
-    operation_name: String,
-    /// Microseconds since the Unix epoch.
-    #[serde(rename = "startTime")]
-    start_time: i64,
-    /// Microseconds.
-    #[serde(default)]
-    duration: i64,
-    #[serde(default)]
-    tags: Vec<JaegerTag>,
-    #[serde(rename = "processID", default)]
-    process_id: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct JaegerTag {
-    key: String,
-    value: Value,
-}
-
-#[derive(Debug, Deserialize)]
-struct JaegerProcess {
-    #[serde(rename = "serviceName", default)]
-    service_name: String,
-}
-
-impl JaegerSpan {
-    fn tag(&self, keys: &[&str]) -> Option<String> {
-        keys.iter().find_map(|k| {
-            self.tags
-                .iter()
-                .find(|t| t.key == *k)
-                .map(|t| match &t.value {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-        })
-    }
-
-    fn kind(&self) -> Option<String> {
-        self.tag(&["span.kind"])
-    }
-
-    fn is_producer(&self) -> bool {
-        self.kind().as_deref() == Some("producer")
-            || self.operation_name.starts_with("send ")
-            || self.tag(&["producer.key"]).is_some()
-    }
-
-    fn is_consumer(&self) -> bool {
-        self.kind().as_deref() == Some("consumer")
-            || self.operation_name.starts_with("process ")
-            || self.tag(&["consumer.key"]).is_some()
-    }
-}
-
-const KEY_TAGS: &[&str] = &[
-    "messaging.kafka.message.key",
-    "producer.key",
-    "consumer.key",
-];
-const PARTITION_TAGS: &[&str] = &[
-    "messaging.destination.partition.id",
-    "messaging.kafka.partition",
-    "messaging.kafka.destination.partition",
-    "message_bus.destination",
-];
-
-/// One traced record: producer span paired with a consumer span.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-struct RecordLatency {
-    trace_id: String,
-    key: Option<String>,
-    partition: Option<String>,
-    producer_service: String,
-    consumer_service: String,
-    /// Consumer span start − producer span start.
-    wait_ms: f64,
-    /// Consumer span end − producer span start.
-    e2e_ms: f64,
-}
-
-/// Latency summary of one group of records.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-struct Summary {
-    count: usize,
-    wait_p50_ms: f64,
-    wait_p99_ms: f64,
-    e2e_p50_ms: f64,
-    e2e_p99_ms: f64,
-    e2e_max_ms: f64,
-}
-
-/// What `--json` prints.
-#[derive(Debug, Serialize)]
-struct Export {
-    service: String,
-    traces: usize,
-    /// Traces without both a producer and a consumer span.
-    unpaired_traces: usize,
-    overall: Option<Summary>,
-    by_key: BTreeMap<String, Summary>,
-    by_partition: BTreeMap<String, Summary>,
-    records: Vec<RecordLatency>,
-}
-
-fn records_of(trace: &JaegerTrace) -> Vec<RecordLatency> {
-    let service = |span: &JaegerSpan| {
-        trace
-            .processes
-            .get(&span.process_id)
-            .map(|p| p.service_name.clone())
-            .unwrap_or_default()
-    };
-    let Some(producer) = trace
-        .spans
-        .iter()
-        .filter(|s| s.is_producer())
-        .min_by_key(|s| s.start_time)
-    else {
-        return Vec::new();
-    };
-    trace
-        .spans
-        .iter()
-        .filter(|s| s.is_consumer() && !std::ptr::eq(*s, producer))
-        .map(|consumer| RecordLatency {
-            trace_id: trace.trace_id.clone(),
-            key: producer.tag(KEY_TAGS).or_else(|| consumer.tag(KEY_TAGS)),
-            partition: consumer
-                .tag(PARTITION_TAGS)
-                .or_else(|| producer.tag(PARTITION_TAGS)),
-            producer_service: service(producer),
-            consumer_service: service(consumer),
-            wait_ms: (consumer.start_time - producer.start_time) as f64 / 1e3,
-            e2e_ms: (consumer.start_time + consumer.duration - producer.start_time) as f64 / 1e3,
-        })
-        .collect()
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn summarize<'a>(records: impl Iterator<Item = &'a RecordLatency>) -> Option<Summary> {
-    let (mut wait, mut e2e): (Vec<f64>, Vec<f64>) = records.map(|r| (r.wait_ms, r.e2e_ms)).unzip();
-    if wait.is_empty() {
-        return None;
-    }
-    wait.sort_by(f64::total_cmp);
-    e2e.sort_by(f64::total_cmp);
-    Some(Summary {
-        count: wait.len(),
-        wait_p50_ms: percentile(&wait, 0.5),
-        wait_p99_ms: percentile(&wait, 0.99),
-        e2e_p50_ms: percentile(&e2e, 0.5),
-        e2e_p99_ms: percentile(&e2e, 0.99),
-        e2e_max_ms: e2e[e2e.len() - 1],
-    })
-}
-
-fn group_by(
-    records: &[RecordLatency],
-    field: impl Fn(&RecordLatency) -> Option<&String>,
-) -> BTreeMap<String, Summary> {
-    let mut groups: BTreeMap<String, Vec<&RecordLatency>> = BTreeMap::new();
-    for r in records {
-        let name = field(r).cloned().unwrap_or_else(|| "(none)".to_owned());
-        groups.entry(name).or_default().push(r);
-    }
-    groups
-        .into_iter()
-        .filter_map(|(k, rs)| summarize(rs.into_iter()).map(|s| (k, s)))
-        .collect()
-}
-
-fn analyze(service: &str, traces: &[JaegerTrace]) -> Export {
-    let mut records = Vec::new();
-    let mut unpaired = 0;
-    for trace in traces {
-        let found = records_of(trace);
-        if found.is_empty() {
-            unpaired += 1;
-        }
-        records.extend(found);
-    }
-    Export {
-        service: service.to_owned(),
-        traces: traces.len(),
-        unpaired_traces: unpaired,
-        overall: summarize(records.iter()),
-        by_key: group_by(&records, |r| r.key.as_ref()),
-        by_partition: group_by(&records, |r| r.partition.as_ref()),
-        records,
-    }
-}
-
 fn fetch(args: &ExportArgs) -> anyhow::Result<Vec<JaegerTrace>> {
     let base = args.jaeger_url.trim_end_matches('/');
     let url = reqwest::Url::parse_with_params(
@@ -332,12 +105,7 @@ fn fetch(args: &ExportArgs) -> anyhow::Result<Vec<JaegerTrace>> {
         }
         anyhow::Ok(body)
     })?;
-    let parsed: TracesResponse = serde_json::from_str(&body)
-        .with_context(|| format!("Jaeger's answer from {url} is not /api/traces JSON"))?;
-    if let Some(errors) = parsed.errors.filter(|e| !e.is_empty()) {
-        bail!("Jaeger reported errors: {}", Value::Array(errors));
-    }
-    Ok(parsed.data)
+    jaeger::parse_traces(&body).with_context(|| format!("Jaeger's answer from {url}"))
 }
 
 /// Runs `keyshift trace export`.
@@ -346,7 +114,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         return Err(FlagError::new("--service", "must not be empty").into());
     }
     let traces = fetch(&args)?;
-    let export = analyze(&args.service, &traces);
+    let export = jaeger::analyze(&args.service, &traces);
     let mut out = std::io::stdout().lock();
     if args.json {
         // As an io::Error, so a closed pipe (`| head`) ends quietly like elsewhere.
@@ -358,7 +126,11 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_tables(out: &mut impl std::io::Write, e: &Export, top: usize) -> std::io::Result<()> {
+fn print_tables(
+    out: &mut impl std::io::Write,
+    e: &LatencyReport,
+    top: usize,
+) -> std::io::Result<()> {
     writeln!(
         out,
         "service {}: {} traces, {} producer→consumer records, {} traces without both spans",
