@@ -1264,8 +1264,8 @@ fn after_growth(log: &[Rec]) -> (usize, usize) {
 /// partitions while load is spread over all of them; `keyshift expand` asks a *follower* (not
 /// the decider) to grow to 12 while the load goes on — and while the third replica is stopped
 /// (SIGSTOP). The growth must not complete without it (it could still send records to the old
-/// partitions): three member timeouts later `expand` is still waiting. Once it resumes, the
-/// growth is tried again and completes; every replica writes its own epoch fences and the
+/// partitions): three member timeouts later `expand` is still waiting and the replica is named
+/// as unaccounted for. Once it resumes, the growth is proposed (again) and completes; every replica writes its own epoch fences and the
 /// epoch's barriers are the highest of theirs. A replica killed with `kill -9` after the
 /// growth and restarted with its start flags homes keys on 12: the control log's epoch
 /// decides, not the flag. The log check (which sees every replica's records) and a worker
@@ -1346,22 +1346,29 @@ fn coordinated_replicas_grow_together_and_a_restart_keeps_the_epoch() {
         "the growth completed while a replica that may still send to the old partitions was \
          stopped"
     );
-    // Operators see it: wanted above homed, and the growth called off for the stopped replica.
+    // Operators see it: wanted above homed, and the stopped replica named as unaccounted for.
+    // Whether a growth was proposed and then called off, or never proposed, depends on whether
+    // the decider read the want before the replica had been silent for a member timeout (the
+    // `expand` process has to start first): both keep the growth from completing, and only
+    // the unaccounted member is seen in either.
     let base = &gateways[asked].base;
     assert_eq!(
         metric(base, "keyshift_producer_coordination_wanted_partitions"),
         12.0
     );
     assert_eq!(metric(base, "keyshift_producer_homed_partitions"), 6.0);
-    assert!(
-        labelled(
-            base,
-            "keyshift_producer_coordination_growths_total",
-            "outcome=\"aborted\""
-        )
-        .is_some_and(|n| n >= 1.0),
-        "the growth was called off while a replica was stopped"
+    assert_eq!(
+        metric(base, "keyshift_producer_coordination_unaccounted_members"),
+        1.0,
+        "the stopped replica is named as unaccounted for"
     );
+    let aborted = labelled(
+        base,
+        "keyshift_producer_coordination_growths_total",
+        "outcome=\"aborted\"",
+    )
+    .unwrap_or(0.0);
+    eprintln!("growth attempts called off while a replica was stopped: {aborted}");
     signal(&pid, "-CONT");
     let deadline = Instant::now() + PATIENCE;
     while expand.try_wait().expect("expand is waited for").is_none() {
