@@ -122,15 +122,7 @@ pub struct AggregateArgs {
     client_config: crate::cmd::client_config::ClientConfigFlag,
 }
 
-/// The resolved configuration.
-#[derive(Debug)]
-struct Settings {
-    /// For the start line (the pipeline's client carries it too).
-    bootstrap: String,
-    pipeline: AggregateSettings,
-}
-
-fn resolve(args: &AggregateArgs, env: &[(String, String)]) -> anyhow::Result<Settings> {
+fn resolve(args: &AggregateArgs, env: &[(String, String)]) -> anyhow::Result<AggregateSettings> {
     let seed = |name: &str| {
         env.iter()
             .find(|(k, _)| k == &format!("{SEED_ENV_PREFIX}{name}"))
@@ -220,21 +212,18 @@ fn resolve(args: &AggregateArgs, env: &[(String, String)]) -> anyhow::Result<Set
             .and_then(|s| s.checked_mul(1_000_000_000))
             .ok_or_else(|| FlagError::new(flag, "too large"))
     };
-    Ok(Settings {
-        bootstrap,
-        pipeline: AggregateSettings {
-            client,
-            group,
-            input: args.input_topic.clone(),
-            output: args.output_topic.clone(),
-            checkpoint,
-            data_topics,
-            aggregator: AggregatorConfig {
-                unmatched_ttl_nanos: secs(args.unmatched_ttl_secs, "--unmatched-ttl-secs")?,
-                retention_nanos: secs(args.retention_secs, "--retention-secs")?,
-            },
-            commit_interval: Duration::from_millis(args.commit_interval_ms),
+    Ok(AggregateSettings {
+        client,
+        group,
+        input: args.input_topic.clone(),
+        output: args.output_topic.clone(),
+        checkpoint,
+        data_topics,
+        aggregator: AggregatorConfig {
+            unmatched_ttl_nanos: secs(args.unmatched_ttl_secs, "--unmatched-ttl-secs")?,
+            retention_nanos: secs(args.retention_secs, "--retention-secs")?,
         },
+        commit_interval: Duration::from_millis(args.commit_interval_ms),
     })
 }
 
@@ -385,7 +374,7 @@ impl Collector for StatsCollector {
 pub fn run(args: AggregateArgs) -> anyhow::Result<()> {
     http::init_logging();
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let settings = resolve(&args, &env)?;
+    let s = resolve(&args, &env)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -394,21 +383,17 @@ pub fn run(args: AggregateArgs) -> anyhow::Result<()> {
     let server = runtime.block_on(HttpServer::bind(args.metrics_listen))?;
     let metrics = Metrics::new();
     let observed = metrics.clone();
-    let mut pipeline = Pipeline::open(
-        &settings.pipeline,
-        Box::new(move |event| observed.observe(event)),
-    )?;
+    let mut pipeline = Pipeline::open(&s, Box::new(move |event| observed.observe(event)))?;
     let mut registry = Registry::default();
     metrics.register(&mut registry, pipeline.stats());
 
     let stop = Arc::new(AtomicBool::new(false));
     let finished = Arc::new(AtomicBool::new(false));
-    let s = &settings.pipeline;
     println!(
         "keyshift trace aggregate: {} → {} at {} (group {}); metrics on http://{}/metrics",
         s.input,
         s.output,
-        settings.bootstrap,
+        s.client.bootstrap_servers(),
         s.group,
         server.local_addr()
     );
@@ -468,10 +453,9 @@ mod tests {
         ];
         let cli = Cli::try_parse_from(["x"]).unwrap();
         let s = resolve(&cli.args, &env).unwrap();
-        assert_eq!(s.bootstrap, "k:9092");
-        assert_eq!(s.pipeline.group, "app");
+        assert_eq!(s.client.bootstrap_servers(), "k:9092");
+        assert_eq!(s.group, "app");
         let props: Vec<String> = s
-            .pipeline
             .client
             .passthrough()
             .iter()
@@ -485,7 +469,7 @@ mod tests {
         let cli = Cli::try_parse_from(["x", "--bootstrap-servers", "b:1", "--group", "g"]).unwrap();
         let s = resolve(&cli.args, &env).unwrap();
         assert_eq!(
-            (s.bootstrap.as_str(), s.pipeline.group.as_str()),
+            (s.client.bootstrap_servers(), s.group.as_str()),
             ("b:1", "g")
         );
         let err = resolve(&cli.args, &[]).map(|_| ()).err();
