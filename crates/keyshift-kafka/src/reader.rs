@@ -1,5 +1,6 @@
-//! A consumer that reads keyshift's own state topics (the route topic, the control log) by
-//! assigned partitions: it never joins a group or commits, reports the end of each partition
+//! A consumer that reads keyshift's own state topics (the route topic, the control log, the
+//! trace aggregator's checkpoints and its output re-read after a restart) by assigned
+//! partitions: it never joins a group or commits, reports the end of each partition
 //! (`enable.partition.eof`) when asked, so a replay knows when it caught up — a reader that
 //! follows a log for good does not ask, as librdkafka also logs every end reached as an
 //! error — and asks for short fetch waits so that a broker holding fetches for the full wait

@@ -33,6 +33,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::reader::state_reader;
 use crate::{Admin, AdminError, ClientSettings};
 
 /// The header on each output naming its input record, `topic/partition/offset`.
@@ -549,20 +550,20 @@ fn ensure_checkpoint_topic(
 
 /// The latest checkpoint of the group for this output topic, if any.
 fn read_checkpoint(settings: &AggregateSettings) -> anyhow::Result<Option<Checkpoint>> {
-    let reader: BaseConsumer = settings
-        .client
-        .consumer_config(&format!("{}-checkpoint-reader", settings.group))
-        .create()
-        .context("creating the checkpoint reader")?;
+    let reader = state_reader(
+        &settings.client,
+        &format!("{}-checkpoint-reader", settings.group),
+        &settings.checkpoint,
+        [(0, Offset::Beginning)],
+        false,
+    )
+    .map_err(|e| anyhow::anyhow!("checkpoint topic '{}': {e}", settings.checkpoint))?;
     let (_, end) = reader
         .fetch_watermarks(&settings.checkpoint, 0, KAFKA_TIMEOUT)
         .context("reading the checkpoint topic's end")?;
     if end == 0 {
         return Ok(None);
     }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&settings.checkpoint, 0, Offset::Beginning)?;
-    reader.assign(&tpl)?;
     let mut latest = None;
     let deadline = Instant::now() + KAFKA_TIMEOUT * 4;
     loop {
@@ -607,24 +608,26 @@ fn scan_sources(
     to: &BTreeMap<i32, i64>,
 ) -> anyhow::Result<HashSet<Position>> {
     let mut sources = HashSet::new();
+    let mut starts = Vec::new();
     let mut remaining: HashMap<i32, i64> = HashMap::new();
-    let mut tpl = TopicPartitionList::new();
     for (p, end) in to {
         let start = from.get(p).copied().unwrap_or(0);
         if start < *end {
-            tpl.add_partition_offset(&settings.output, *p, Offset::Offset(start))?;
+            starts.push((*p, Offset::Offset(start)));
             remaining.insert(*p, *end);
         }
     }
     if remaining.is_empty() {
         return Ok(sources);
     }
-    let scanner: BaseConsumer = settings
-        .client
-        .consumer_config(&format!("{}-scan", settings.group))
-        .create()
-        .context("creating the output scanner")?;
-    scanner.assign(&tpl)?;
+    let scanner = state_reader(
+        &settings.client,
+        &format!("{}-scan", settings.group),
+        &settings.output,
+        starts,
+        false,
+    )
+    .map_err(|e| anyhow::anyhow!("output scanner of '{}': {e}", settings.output))?;
     let deadline = Instant::now() + KAFKA_TIMEOUT * 4;
     while !remaining.is_empty() {
         if Instant::now() > deadline {
